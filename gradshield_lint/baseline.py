@@ -1,0 +1,560 @@
+"""The stored baseline: read, write, validate, diff against rows.
+
+File format (JSON, `schemas/baseline.schema.json`, Draft 2020-12)::
+
+    {
+      "version": 1,
+      "fingerprint": {...},      what the scores depend on; any difference refuses the comparison
+      "recorded": {...},         method, dtype, device: recorded, never a reason to refuse
+      "threshold": {...},        value, method, criterion, iterations, details
+      "accepted": {"<row id>": "<reason>", ...},
+      "scores": {"<row id>": <FIHS>, ...}
+    }
+
+Written so that version control handles it well:
+
+* **Deterministic bytes.** Top-level keys in the fixed order above; every map inside with sorted keys; one entry
+  per line (2-space indent, ``\\n`` newlines, UTF-8); floats rounded to `SIG_DIGITS` (7) significant digits and
+  written in one way (``format(x, ".7g")``, with ``.0`` added to integral values so they read back as floats);
+  no timestamps, no line numbers, no absolute paths. The same content always gives the same bytes, whatever the
+  insertion order of the dicts.
+* **Merges.** Scores are sorted by row id (a content hash, so new rows land at random places): two pull requests
+  that each add rows touch different lines and ``git merge`` combines them without conflict, unless two new ids
+  fall into the same gap between existing lines (rare: about k₁·k₂/n for k₁ and k₂ new rows among n; one unchanged
+  line between two insertions is enough for git), or one of them lands after the last entry (whose line gains a
+  comma), or both change the same metadata line (e.g. both re-ran the threshold: a real conflict).
+* **Precision.** 7 significant digits is float32 precision; scores computed in bf16 or on another device differ
+  from float32 far more than that, so nothing is lost. Thresholds are rounded the same way (monotone rounding: a
+  score at or below the threshold stays at or below it).
+* **Non-finite values.** JSON has no NaN/Infinity: a score must be finite (`BaselineError` otherwise); a threshold
+  of +inf (no scores) is written as ``null`` and read back as +inf; non-finite `details` entries are written as
+  ``null`` and read back as NaN.
+
+Reading a 1,000,000-row file: JSON-decoding it is the floor (~1 s here); validating the whole document with
+`jsonschema` would add tens of seconds (it walks every one of the million entries through Python validator
+objects), so the schema validates the metadata (the document with an empty ``scores`` map) and the scores map is
+checked directly with the same rules (id pattern via one regular-expression match over all ids; values must be
+numbers, via a set of their types; no duplicate ids). See `bench/baseline_size.py` for size and timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+from .errors import BaselineError
+from .threshold import ThresholdResult
+
+VERSION = 1
+SIG_DIGITS = 7
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "baseline.schema.json"
+ROW_ID_RE = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
+_ALL_IDS_RE = re.compile(r"(?:[0-9A-Za-z_.:-]{1,128}\n)*")
+RESCORE_HINT = "run `gradshield-lint baseline update --rescore`"
+_TOP_KEYS = ("version", "fingerprint", "recorded", "threshold", "accepted", "scores")
+
+
+# --------------------------------------------------------------------------------------------------- data types
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the scores depend on. Two baselines are comparable only when every field is equal.
+
+    Hashes (model_hash, adapter, probe_set, chat_template) are strings chosen by the caller; None means "not
+    applicable / unknown" and compares equal only to None.
+    """
+
+    model: str
+    model_revision: str | None = None
+    model_hash: str | None = None
+    adapter: str | None = None
+    proxy: str | None = None
+    probe_set: str | None = None
+    params: str | None = None
+    max_length: int | None = None
+    chat_template: str | None = None
+    loss_reduction: str | None = None
+    normalize: str | bool | None = None
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """Human-readable differences, ``"field: mine → other"``, in field order; [] when comparable."""
+        out = []
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if a != b:
+                out.append(f"{f.name}: {_show(a)} → {_show(b)}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Fingerprint:
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """How the scores were computed. Informational only: differences never make scores incomparable (a bf16 GPU
+    baseline serves a float32 CPU check). `extra` holds further scalar facts worth recording (no timestamps)."""
+
+    method: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    extra: dict[str, str | int | float | bool | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "method": self.method, "dtype": self.dtype, "device": self.device}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Recorded:
+        extra = {k: v for k, v in d.items() if k not in ("method", "dtype", "device")}
+        return cls(method=d.get("method"), dtype=d.get("dtype"), device=d.get("device"), extra=extra)
+
+    def differences(self, other: Recorded) -> list[str]:
+        """Like `Fingerprint.differences`, for warnings ("scores recorded in bfloat16 on cuda")."""
+        out = []
+        for name in ("method", "dtype", "device"):
+            a, b = getattr(self, name), getattr(other, name)
+            if a != b:
+                out.append(f"{name}: {_show(a)} → {_show(b)}")
+        return out
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A stored baseline. `scores` and `accepted` are keyed by row id. Treat it as immutable: the functions below
+    return new baselines."""
+
+    fingerprint: Fingerprint
+    recorded: Recorded
+    threshold: ThresholdResult
+    scores: dict[str, float] = field(default_factory=dict)
+    accepted: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowDiff:
+    """Rows of the data relative to a baseline. `new` and `known` keep the order the ids were given in (first
+    occurrence; duplicates dropped); `removed` (ids in the baseline's scores but not in the data) is sorted."""
+
+    new: list[str]
+    known: list[str]
+    removed: list[str]
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _show(v: object, width: int = 40) -> str:
+    if v is None:
+        return "none"
+    s = str(v)
+    return s if len(s) <= width else s[:12] + "…" + s[-6:]
+
+
+def round_score(x: float) -> float:
+    """Round to SIG_DIGITS significant digits, exactly as the file stores it."""
+    return float(format(float(x), f".{SIG_DIGITS}g"))
+
+
+def _fmt(x: float) -> str:
+    s = format(x, f".{SIG_DIGITS}g")
+    return s if ("." in s or "e" in s or "n" in s) else s + ".0"  # "3" -> "3.0" so that it reads back as float
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _check_row_id(row_id: object, path: str | Path | None = None) -> str:
+    if not isinstance(row_id, str) or not ROW_ID_RE.fullmatch(row_id):
+        raise BaselineError(f"invalid row id {row_id!r} (expected letters, digits or _.:-, at most 128)", file=path)
+    return row_id
+
+
+def _format_scores(values: list[float]) -> list[str]:
+    """`_fmt` over many values at C speed (map), fixing up the rare integral ones."""
+    strs = list(map(format, values, repeat(f".{SIG_DIGITS}g")))
+    return [x if ("." in x or "e" in x) else x + ".0" for x in strs]
+
+
+def _check_scores(ids: list[str], values: list[Any], path: str | Path | None = None) -> None:
+    """Raise BaselineError for an invalid row id or a score that is not a finite number; fast at a million rows."""
+    if ids and not _ALL_IDS_RE.fullmatch("\n".join(ids) + "\n"):
+        for k in ids:
+            _check_row_id(k, path)
+    if not set(map(type, values)) <= {float, int} or not all(map(math.isfinite, values)):
+        for k, v in zip(ids, values):
+            _check_score(k, v, path)
+
+
+def _clean_scores(scores: Mapping[str, object], path: str | Path | None = None) -> dict[str, float]:
+    """Validated (ids, finite numbers) and rounded as stored."""
+    ids = list(scores)
+    values = list(scores.values())
+    _check_scores(ids, values, path)
+    return dict(zip(ids, map(float, _format_scores(values))))
+
+
+def _check_score(row_id: str, v: object, path: str | Path | None = None) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise BaselineError(f"score of row {row_id} is not a finite number: {v!r}", file=path)
+    return round_score(v)
+
+
+# --------------------------------------------------------------------------------------------------- construction
+
+
+def make_baseline(
+    fingerprint: Fingerprint,
+    scores: Mapping[str, float],
+    threshold: ThresholdResult,
+    recorded: Recorded | None = None,
+    accepted: Mapping[str, str] | None = None,
+) -> Baseline:
+    """A new baseline with validated ids and scores rounded as stored."""
+    clean = _clean_scores(scores)
+    acc = {_check_row_id(k): _check_reason(r) for k, r in (accepted or {}).items()}
+    return Baseline(fingerprint, recorded or Recorded(), threshold, clean, acc)
+
+
+def _check_reason(reason: object) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise BaselineError("an accepted row needs a non-empty reason (--reason \"…\")")
+    return reason.strip()
+
+
+def diff_rows(baseline: Baseline, row_ids: Iterable[str]) -> RowDiff:
+    """Which of `row_ids` the baseline has scored (`known`), which it has not (`new`), and which baseline rows are
+    gone from the data (`removed`)."""
+    seen: set[str] = set()
+    new: list[str] = []
+    known: list[str] = []
+    scores = baseline.scores
+    for rid in row_ids:
+        if rid in seen:
+            continue
+        seen.add(rid)
+        (known if rid in scores else new).append(rid)
+    removed = sorted(k for k in scores if k not in seen)
+    return RowDiff(new=new, known=known, removed=removed)
+
+
+def update_scores(
+    baseline: Baseline,
+    scores: Mapping[str, float],
+    drop_missing_ids: set[str] | None = None,
+    *,
+    threshold: ThresholdResult | None = None,
+) -> Baseline:
+    """A new baseline with `scores` added (or replaced), the rows in `drop_missing_ids` removed (typically
+    ``set(diff_rows(b, ids).removed)``: rows that no longer exist; their accepted entries go too) and, when given,
+    a new `threshold`. Scores are validated and rounded as stored."""
+    merged = dict(baseline.scores)
+    merged.update(_clean_scores(scores))
+    accepted = baseline.accepted
+    if drop_missing_ids:
+        for k in drop_missing_ids:
+            merged.pop(k, None)
+        accepted = {k: r for k, r in accepted.items() if k not in drop_missing_ids}
+    new_threshold = threshold if threshold is not None else baseline.threshold
+    return replace(baseline, scores=merged, accepted=dict(accepted), threshold=new_threshold)
+
+
+def accept(baseline: Baseline, row_id: str, reason: str) -> Baseline:
+    """A new baseline in which `row_id` is accepted with `reason` (replacing an earlier reason). The row need not
+    be scored in the baseline yet: a check flags new rows, and a reviewer accepts them before `baseline update`."""
+    accepted = dict(baseline.accepted)
+    accepted[_check_row_id(row_id)] = _check_reason(reason)
+    return replace(baseline, accepted=accepted)
+
+
+def check_compatible(baseline: Baseline, fingerprint: Fingerprint, path: str | Path | None = None) -> None:
+    """Raise BaselineError when the baseline's scores were made with a different fingerprint. Differences in
+    `recorded` (method, dtype, device) never raise."""
+    diffs = baseline.fingerprint.differences(fingerprint)
+    if diffs:
+        raise BaselineError(f"baseline made with {', '.join(diffs)}; {RESCORE_HINT}", file=path)
+
+
+# --------------------------------------------------------------------------------------------------- writing
+
+
+def _threshold_dict(t: ThresholdResult) -> dict[str, Any]:
+    value = round_score(t.value) if math.isfinite(t.value) else None
+    details = {str(k): (round_score(v) if math.isfinite(float(v)) else None) for k, v in t.details.items()}
+    return {
+        "value": value,
+        "method": t.method,
+        "criterion": t.criterion,
+        "iterations": int(t.iterations),
+        "details": details,
+    }
+
+
+def _metadata(baseline: Baseline) -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "fingerprint": baseline.fingerprint.to_dict(),
+        "recorded": baseline.recorded.to_dict(),
+        "threshold": _threshold_dict(baseline.threshold),
+        "accepted": dict(baseline.accepted),
+        "scores": {},
+    }
+
+
+def _dump_value(v: Any, indent: int) -> str:
+    """JSON with sorted keys, one entry per line, floats formatted by `_fmt`."""
+    pad = "  " * indent
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        items = [f'{pad}  {json.dumps(k, ensure_ascii=False)}: {_dump_value(v[k], indent + 1)}' for k in sorted(v)]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(v, float):
+        return _fmt(v)
+    return json.dumps(v, ensure_ascii=False)
+
+
+def dumps_baseline(baseline: Baseline) -> str:
+    """The file's exact text (see module doc). Raises BaselineError for invalid ids, scores or metadata."""
+    meta = _metadata(baseline)
+    err = _first_schema_error(meta)
+    if err is not None:
+        raise BaselineError(f"refusing to write an invalid baseline: {err}")
+    ids = sorted(baseline.scores)
+    values = list(map(baseline.scores.__getitem__, ids))
+    if ids:
+        _check_scores(ids, values)  # raises for an invalid id or a non-finite score
+    parts = ["{"]
+    for key in _TOP_KEYS[:-1]:
+        parts.append(f'  "{key}": {_dump_value(meta[key], 1)},')
+    if ids:
+        # Formatting rounds: format(x, ".7g") == format(round_score(x), ".7g"), so rounding first is not needed.
+        body = ",\n".join(map('    "{}": {}'.format, ids, _format_scores(values)))
+        parts.append('  "scores": {\n' + body + "\n  }")
+    else:
+        parts.append('  "scores": {}')
+    parts.append("}")
+    return "\n".join(parts) + "\n"
+
+
+def write_baseline(path: str | Path, baseline: Baseline) -> None:
+    """Write atomically: a temporary file in the same directory, fsync, then `os.replace`. On any error the old
+    file (if any) is untouched and no partial file is left behind."""
+    path = Path(path)
+    try:
+        text = dumps_baseline(baseline)
+    except BaselineError as e:
+        raise BaselineError(str(e), file=path) from None
+    directory = path.parent if str(path.parent) else Path(".")
+    tmp_name = None
+    try:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise BaselineError(f"cannot write baseline: {e.strerror or e}", file=path) from e
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _Duplicate(k)
+            seen.add(k)
+    return d
+
+
+def _count_keys(doc: dict[str, Any]) -> int:
+    """Keys in the document; the scores map counts its own keys only (its values must be numbers anyway)."""
+
+    def count(v: Any) -> int:
+        if isinstance(v, dict):
+            return len(v) + sum(count(x) for x in v.values())
+        if isinstance(v, list):
+            return sum(count(x) for x in v)
+        return 0
+
+    rest = {k: v for k, v in doc.items() if k != "scores"}
+    if "scores" not in doc:
+        return count(rest)
+    scores = doc["scores"]
+    return count(rest) + 1 + (len(scores) if isinstance(scores, dict) else count(scores))
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    i = text.find(needle)
+    return text.count("\n", 0, i) + 1 if i >= 0 else None
+
+
+def _lines_of(text: str, pattern: str) -> list[int]:
+    return [text.count("\n", 0, m.start()) + 1 for m in re.finditer(pattern, text)]
+
+
+def _first_schema_error(doc: Any) -> str | None:
+    from jsonschema.exceptions import best_match
+
+    err = best_match(_validator().iter_errors(doc))
+    if err is None:
+        return None
+    where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+    return f"{where}: {err.message}"
+
+
+def loads_baseline(text: str, path: str | Path = "<baseline>") -> Baseline:
+    """Parse and validate a baseline's text. BaselineError names `path` (and the line for JSON errors)."""
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
+        # Duplicate keys: json keeps the last silently. Every key our writer emits is followed by '":', so when the
+        # count of '":' equals the number of keys parsed there is none; otherwise parse again, checking each object.
+        if isinstance(doc, dict) and text.count('":') != _count_keys(doc):
+            json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_pairs)
+    except json.JSONDecodeError as e:
+        hint = " (the file ends early: truncated?)" if e.pos >= len(text.rstrip()) else ""
+        raise BaselineError(
+            f"not valid JSON: {e.msg}{hint}; restore it from version control or recreate it with "
+            "`gradshield-lint baseline create`",
+            file=path,
+            line=e.lineno,
+        ) from None
+    except _NonFinite as e:
+        lines = _lines_of(text, r":\s*-?" + re.escape(str(e.args[0])) + r"\b")
+        raise BaselineError(
+            f"{e.args[0]} is not allowed in a baseline (scores must be finite numbers)",
+            file=path,
+            line=lines[0] if lines else None,
+        ) from None
+    except _Duplicate as e:
+        key = str(e.args[0])
+        lines = _lines_of(text, re.escape(json.dumps(key)) + r"\s*:")
+        raise BaselineError(
+            f"{key} appears more than once (lines {', '.join(map(str, lines))}): a bad merge? Keep one entry, or "
+            "rerun `gradshield-lint baseline update`",
+            file=path,
+            line=lines[-1] if lines else None,
+        ) from None
+    if not isinstance(doc, dict):
+        raise BaselineError(f"expected a JSON object, found {type(doc).__name__}", file=path, line=1)
+    version = doc.get("version")
+    if version != VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+            msg = (
+                f"baseline format version {version} is newer than this gradshield-lint reads ({VERSION}); "
+                "upgrade gradshield-lint"
+            )
+        else:
+            msg = f"unsupported baseline format version {version!r} (expected {VERSION})"
+        raise BaselineError(msg, file=path, line=_line_of(text, '"version"'))
+    scores = doc.get("scores")
+    meta = dict(doc)
+    if isinstance(scores, dict):
+        meta["scores"] = {}  # checked below by `_checked_scores` (see module doc)
+    err = _first_schema_error(meta)
+    if err is not None:
+        raise BaselineError(f"invalid baseline: {err}", file=path)
+    assert isinstance(scores, dict)
+    scores = _checked_scores(scores, text, path)
+    t = doc["threshold"]
+    threshold = ThresholdResult(
+        value=math.inf if t["value"] is None else float(t["value"]),
+        method=t["method"],
+        criterion=t["criterion"],
+        iterations=int(t["iterations"]),
+        details={k: (math.nan if v is None else float(v)) for k, v in t["details"].items()},
+    )
+    return Baseline(
+        fingerprint=Fingerprint.from_dict(doc["fingerprint"]),
+        recorded=Recorded.from_dict(doc["recorded"]),
+        threshold=threshold,
+        scores=scores,
+        accepted=dict(doc["accepted"]),
+    )
+
+
+def _checked_scores(scores: dict[str, Any], text: str, path: str | Path) -> dict[str, float]:
+    """The schema's rules for `scores`, checked directly (fast at a million rows; see module doc)."""
+    if scores and not _ALL_IDS_RE.fullmatch("\n".join(scores) + "\n"):
+        for k in scores:
+            if not ROW_ID_RE.fullmatch(k):
+                raise BaselineError(f"invalid baseline: scores: invalid row id {k!r}", file=path,
+                                    line=_line_of(text, json.dumps(k)))
+    types = set(map(type, scores.values()))
+    if types <= {float}:
+        return scores
+    for k, v in scores.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BaselineError(f"invalid baseline: scores/{k}: {json.dumps(v)} is not a number", file=path,
+                                line=_line_of(text, f'"{k}"'))
+    return {k: float(v) for k, v in scores.items()}
+
+
+def read_baseline(path: str | Path) -> Baseline:
+    """Read and validate a baseline file. BaselineError (naming the file, and the line for JSON errors) for a
+    missing or unreadable file, a truncated or corrupt one, a schema violation (with the key path), or another
+    format version."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BaselineError("baseline not found; create it with `gradshield-lint baseline create`", file=path) from None
+    except IsADirectoryError:
+        raise BaselineError("is a directory, expected a baseline file", file=path) from None
+    except OSError as e:
+        raise BaselineError(f"cannot read baseline: {e.strerror or e}", file=path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BaselineError(f"not UTF-8 text (byte {e.start}): the baseline is corrupt", file=path,
+                            line=data.count(b"\n", 0, e.start) + 1) from None
+    return loads_baseline(text, path)

@@ -1,0 +1,504 @@
+""".gradshield.yaml -> Config: validated with jsonschema against `schemas/config.schema.json`, defaults filled.
+
+The schema file is the single source of every default: the dataclasses below take their field defaults from it,
+so `Config()` and a missing or empty `.gradshield.yaml` mean the same thing. Validation errors raise `ConfigError`
+naming the file, the key path (e.g. `scoring.proxy`) and, for YAML, the line.
+
+The configuration is `.gradshield.yaml` (or `.gradshield.yml`) in the current directory or the nearest parent,
+searching up to the git repository root; `--config PATH` names one explicitly. `Config.root` is the directory of
+the configuration file, and relative paths in it (baseline, probes, model, adapter) are relative to that. With no
+configuration file, every key takes its default and `root` is the git repository root (so `check` run from a
+subdirectory finds the baseline at the top of the repository), or the start directory outside a repository.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .rows import RowShape, shape_from_config
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.json"
+CONFIG_NAMES = (".gradshield.yaml", ".gradshield.yml")
+"""File names `find_config` looks for, in this order, in each directory."""
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    """The configuration JSON Schema (Draft 2020-12) shipped in the package."""
+    with SCHEMA_PATH.open(encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _schema_at(*keys: str) -> dict[str, Any]:
+    node = load_schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node
+
+
+def _d(*keys: str) -> Any:
+    """The schema's default for the key at `keys`."""
+    return _schema_at(*keys)["default"]
+
+
+def schema_defaults(node: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every default of the schema as one nested document (objects expanded into their keys' defaults)."""
+    node = load_schema() if node is None else node
+    out: dict[str, Any] = {}
+    for key, sub in node.get("properties", {}).items():
+        if sub.get("type") == "object" and "properties" in sub and key != "columns":
+            out[key] = schema_defaults(sub)
+        else:
+            out[key] = sub.get("default")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The configuration, as frozen dataclasses (defaults from the schema)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The scoring model (`model.*`)."""
+
+    name: str = _d("model", "name")
+    revision: str | None = _d("model", "revision")
+    gguf_file: str | None = _d("model", "gguf_file")
+    adapter: str | None = _d("model", "adapter")
+    device: str = _d("model", "device")
+    dtype: str = _d("model", "dtype")
+
+
+@dataclass(frozen=True)
+class ParamSelection:
+    """Which parameters the gradients are taken over (`scoring.params.*`). `layers`: [first, last] block, inclusive."""
+
+    include: str | None = _d("scoring", "params", "include")
+    exclude: str | None = _d("scoring", "params", "exclude")
+    layers: tuple[int, int] | None = _d("scoring", "params", "layers")
+
+
+@dataclass(frozen=True)
+class FirstTokenConfig:
+    """The tokens the first-token proxy compares (`scoring.first_token.*`)."""
+
+    comply: str = _d("scoring", "first_token", "comply")
+    refuse: str = _d("scoring", "first_token", "refuse")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How FIHS is computed (`scoring.*`)."""
+
+    proxy: str = _d("scoring", "proxy")
+    probes: str | None = _d("scoring", "probes")
+    method: str = _d("scoring", "method")
+    normalize: bool = _d("scoring", "normalize")
+    loss_reduction: str = _d("scoring", "loss_reduction")
+    params: ParamSelection = field(default_factory=ParamSelection)
+    max_length: int = _d("scoring", "max_length")
+    truncation: str = _d("scoring", "truncation")
+    batch_size: int = _d("scoring", "batch_size")
+    first_token: FirstTokenConfig = field(default_factory=FirstTokenConfig)
+
+
+@dataclass(frozen=True)
+class RowsConfig:
+    """How records are read as rows (`rows.*`)."""
+
+    shape: str = _d("rows", "shape")
+    columns: dict[str, str] = field(default_factory=lambda: dict(_d("rows", "columns")))
+
+    def row_shape(self) -> RowShape | None:
+        """The override for `rows.iter_rows` (None: detect everything automatically)."""
+        return shape_from_config(self.shape, self.columns)
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """How the threshold is found (`threshold.*`)."""
+
+    method: str = _d("threshold", "method")
+    k: float = _d("threshold", "k")
+    lrt_margin: float | None = _d("threshold", "lrt_margin")
+    value: float | None = _d("threshold", "value")
+    criterion: str = _d("threshold", "criterion")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """How findings are reported (`report.*`)."""
+
+    format: str = _d("report", "format")
+    max_rows: int = _d("report", "max_rows")
+    excerpt_chars: int = _d("report", "excerpt_chars")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. `path`: the file it came from (None: defaults only); `root`: the directory
+    relative paths are resolved against."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    rows: RowsConfig = field(default_factory=RowsConfig)
+    files: tuple[str, ...] = field(default_factory=lambda: tuple(_d("files")))
+    baseline: str = _d("baseline")
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    path: Path | None = None
+    root: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, p: str | Path) -> Path:
+        """A path from the configuration, made absolute against `root` (`~` expanded)."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.root / q
+
+    @property
+    def baseline_path(self) -> Path:
+        return self.resolve(self.baseline)
+
+    @property
+    def probes_path(self) -> Path | None:
+        """The probing set named by `scoring.probes` (None: the bundled one)."""
+        return None if self.scoring.probes is None else self.resolve(self.scoring.probes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a plain document in the schema's layout (without `path` and `root`)."""
+        d = asdict(self)
+        d.pop("path")
+        d.pop("root")
+        d["files"] = list(self.files)
+        layers = d["scoring"]["params"]["layers"]
+        d["scoring"]["params"]["layers"] = list(layers) if layers is not None else None
+        return d
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Finding and loading
+
+
+def _git_root(start: Path) -> Path | None:
+    for d in (start, *start.parents):
+        if (d / ".git").exists():
+            return d
+    return None
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The `.gradshield.yaml` in `start` (default: cwd) or the nearest parent, not searching above the git
+    repository root (outside a repository: up to the filesystem root). None when there is none."""
+    here = Path(start or Path.cwd()).resolve()
+    if here.is_file():
+        here = here.parent
+    for d in (here, *here.parents):
+        for name in CONFIG_NAMES:
+            if (d / name).is_file():
+                return d / name
+        if (d / ".git").exists():
+            break
+    return None
+
+
+def load_config(path: Path | None = None, *, start: Path | None = None) -> Config:
+    """Load and validate the configuration: `path` if given, else `find_config(start)`; all defaults if none."""
+    if path is None:
+        path = find_config(start)
+        if path is None:
+            here = Path(start or Path.cwd()).resolve()
+            return Config(root=_git_root(here) or here)
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("no such configuration file", file=path)
+    if path.is_dir():
+        raise ConfigError("is a directory, not a configuration file", file=path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 (byte offset {exc.start})", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from None
+    data, lines = _parse_yaml(text, path)
+    return config_from_dict(data, path, lines=lines)
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        context = exc.context or ""
+        if context and exc.context_mark is not None and exc.problem_mark is not None:
+            if exc.context_mark.line != exc.problem_mark.line:
+                context += f" (from line {exc.context_mark.line + 1})"
+        what = ", ".join(p for p in (context, exc.problem) if p) or "invalid YAML"
+        raise ConfigError(f"invalid YAML: {what}", file=path, line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=path) from None
+    finally:
+        loader.dispose()
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _walk(node, (), lines, path)
+        lines[()] = node.start_mark.line + 1
+    return ({} if data is None else data), lines
+
+
+def _walk(node: yaml.Node, at: tuple[Any, ...], lines: dict[tuple[Any, ...], int], path: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{_keypath(at + (key,))}: duplicate key", file=path, line=line)
+            seen.add(key)
+            lines[at + (key,)] = line
+            _walk(value_node, at + (key,), lines, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[at + (i,)] = item.start_mark.line + 1
+            _walk(item, at + (i,), lines, path)
+
+
+def _keypath(at: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for k in at:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out or "(top level)"
+
+
+def _line_for(at: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int]) -> int | None:
+    at = tuple(at)
+    while at:
+        if at in lines:
+            return lines[at]
+        at = at[:-1]
+    return lines.get(())
+
+
+def _check_keys(value: Any, at: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return at, f"keys must be strings, got {k!r} (quote it in YAML: {str(k).lower()!r})"
+            bad = _check_keys(v, at + (k,))
+            if bad:
+                return bad
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            bad = _check_keys(v, at + (i,))
+            if bad:
+                return bad
+    return None
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _messages_for(error: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """(key path, message) pairs a person can act on, for one jsonschema ValidationError."""
+    at = tuple(error.absolute_path)
+    kind = error.validator
+    if kind == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(error.schema.get("properties", {}))
+        out = []
+        for key in error.instance:
+            if key not in known:
+                hint = _suggest(key, known) or f" (known keys: {', '.join(known)})"
+                out.append((at + (key,), f"unknown key {key!r}{hint}"))
+        return out
+    if kind == "type":
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        want = " or ".join(_TYPE_NAMES.get(t, t) for t in types)
+        return [(at, f"expected {want}, got {_json_type(error.instance)} {error.instance!r}")]
+    if kind == "enum":
+        choices = [str(c) for c in error.validator_value]
+        hint = _suggest(error.instance, choices) if isinstance(error.instance, str) else ""
+        return [(at, f"{error.instance!r} is not one of {', '.join(choices)}{hint}")]
+    return [(at, error.message)]
+
+
+def _validate(data: Any, source: Path | str | None, lines: Mapping[tuple[Any, ...], int]) -> None:
+    from jsonschema import Draft202012Validator
+
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"the configuration must be a mapping of keys (model, scoring, rows, ...), got {_json_type(data)}",
+            file=source,
+            line=lines.get(()),
+        )
+    bad = _check_keys(data, ())
+    if bad:
+        raise ConfigError(f"{_keypath(bad[0])}: {bad[1]}", file=source, line=_line_for(bad[0], lines))
+    problems: list[tuple[int, tuple[Any, ...], str]] = []
+    for error in Draft202012Validator(load_schema()).iter_errors(data):
+        for at, msg in _messages_for(error):
+            problems.append((_line_for(at, lines) or 0, at, msg))
+    if not problems:
+        return
+    problems.sort(key=lambda p: (p[0], [str(k) for k in p[1]]))
+    line, at, msg = problems[0]
+    text = f"{_keypath(at)}: {msg}"
+    for line2, at2, msg2 in problems[1:10]:
+        where = f"{source}:{line2}" if source is not None and line2 else (str(source) if source is not None else "")
+        text += f"\n  {where + ': ' if where else ''}{_keypath(at2)}: {msg2}"
+    if len(problems) > 10:
+        text += f"\n  ... and {len(problems) - 10} more"
+    raise ConfigError(text, file=source, line=line or None)
+
+
+def _merge(defaults: dict[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(defaults)
+    for k, v in data.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "columns":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def config_from_dict(
+    d: Mapping[str, Any] | None,
+    source: str | Path | None = None,
+    *,
+    root: Path | None = None,
+    lines: Mapping[tuple[Any, ...], int] | None = None,
+) -> Config:
+    """Validate a configuration document and build the Config (defaults filled).
+
+    `source`: the file it came from (named in errors; becomes `Config.path`); `root`: the directory relative
+    paths are resolved against (default: the file's directory, else cwd); `lines`: key path -> line, for errors."""
+    lines = lines or {}
+    data = {} if d is None else d
+    if isinstance(data, Mapping) and not isinstance(data, dict):
+        data = dict(data)
+    _validate(data, source, lines)
+
+    def fail(at: tuple[str, ...], msg: str) -> ConfigError:
+        return ConfigError(f"{_keypath(at)}: {msg}", file=source, line=_line_for(at, lines))
+
+    m = _merge(schema_defaults(), data)
+    sc, params = m["scoring"], m["scoring"]["params"]
+    for key in ("include", "exclude"):
+        if params[key] is not None:
+            try:
+                re.compile(params[key])
+            except re.error as exc:
+                raise fail(("scoring", "params", key), f"not a valid regular expression: {exc}") from None
+    layers = params["layers"]
+    if layers is not None and layers[0] > layers[1]:
+        raise fail(("scoring", "params", "layers"), f"[first, last] needs first <= last, got {layers}")
+    if sc["normalize"] and sc["method"] in ("fd", "jvp"):
+        raise fail(
+            ("scoring", "method"),
+            f"{sc['method']} gives no gradient norms; with scoring.normalize use auto, persample or exact",
+        )
+    th = m["threshold"]
+    if th["method"] == "fixed" and th["value"] is None:
+        raise fail(("threshold", "value"), "a number is required when threshold.method is fixed")
+    columns = {k: v for k, v in m["rows"]["columns"].items() if v is not None}
+    try:
+        RowShape(m["rows"]["shape"], columns)
+    except ConfigError as exc:
+        key = str(exc).split(":", 1)[0]
+        at = tuple(key.split(".")) if key.startswith("rows.") else ("rows",)
+        raise ConfigError(str(exc), file=source, line=_line_for(at, lines)) from None
+
+    path = Path(source) if source is not None else None
+    if root is None:
+        root = path.resolve().parent if path is not None else Path.cwd()
+    return Config(
+        model=ModelConfig(**m["model"]),
+        scoring=ScoringConfig(
+            proxy=sc["proxy"],
+            probes=sc["probes"],
+            method=sc["method"],
+            normalize=sc["normalize"],
+            loss_reduction=sc["loss_reduction"],
+            params=ParamSelection(
+                include=params["include"],
+                exclude=params["exclude"],
+                layers=(int(layers[0]), int(layers[1])) if layers is not None else None,
+            ),
+            max_length=sc["max_length"],
+            truncation=sc["truncation"],
+            batch_size=sc["batch_size"],
+            first_token=FirstTokenConfig(**sc["first_token"]),
+        ),
+        rows=RowsConfig(shape=m["rows"]["shape"], columns=columns),
+        files=tuple(m["files"]),
+        baseline=m["baseline"],
+        threshold=ThresholdConfig(
+            method=th["method"],
+            k=float(th["k"]),
+            lrt_margin=float(th["lrt_margin"]) if th["lrt_margin"] is not None else None,
+            value=float(th["value"]) if th["value"] is not None else None,
+            criterion=th["criterion"],
+        ),
+        report=ReportConfig(**m["report"]),
+        path=path,
+        root=root,
+    )
+
+
+__all__ = [
+    "CONFIG_NAMES",
+    "Config",
+    "FirstTokenConfig",
+    "ModelConfig",
+    "ParamSelection",
+    "ReportConfig",
+    "RowsConfig",
+    "SCHEMA_PATH",
+    "ScoringConfig",
+    "ThresholdConfig",
+    "config_from_dict",
+    "find_config",
+    "load_config",
+    "load_schema",
+    "schema_defaults",
+]

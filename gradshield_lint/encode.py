@@ -1,0 +1,163 @@
+"""Rows -> token tensors: the chat template applied, the loss on assistant turns only, a stated truncation policy.
+
+Truncation policy (tested): a row longer than `max_length` tokens keeps its first `max_length` tokens. If that cut
+leaves no assistant token to learn from (a very long prompt), the window is moved instead so that the first
+assistant turn starts half-way into it: the end of the prompt and the start of the reply are kept. Either way the
+row is marked `truncated`. With `truncation="error"` such a row raises `RowTooLong` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+# Used when a tokenizer has no chat template (a base model): plain ChatML, the most common convention.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class MessageLike(Protocol):
+    role: str
+    content: str
+
+
+class RowTooLong(ValueError):
+    """A row exceeds max_length while truncation is "error"."""
+
+    def __init__(self, n_tokens: int, max_length: int) -> None:
+        super().__init__(f"row has {n_tokens} tokens, more than max_length={max_length} (set scoring.truncation: right to truncate)")
+        self.n_tokens = n_tokens
+        self.max_length = max_length
+
+
+class NoTargetTokens(ValueError):
+    """A row whose assistant turns are empty after templating: there is nothing to finetune on."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids and, per position, whether that token is a training target (an assistant-turn token)."""
+
+    input_ids: tuple[int, ...]
+    target_mask: tuple[bool, ...]
+    truncated: bool
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_target(self) -> int:
+        return sum(self.target_mask[1:])
+
+
+def chat_template_of(tokenizer) -> str:
+    return tokenizer.chat_template or FALLBACK_CHAT_TEMPLATE
+
+
+def chat_template_hash(tokenizer) -> str:
+    return hashlib.sha256(chat_template_of(tokenizer).encode("utf-8")).hexdigest()[:16]
+
+
+def _render(tokenizer, messages: Sequence[dict], *, generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=generation_prompt, chat_template=chat_template_of(tokenizer)
+    )
+
+
+def _assistant_spans(tokenizer, messages: Sequence[dict], full: str) -> list[tuple[int, int]]:
+    """Character spans of every assistant turn in `full`, end-of-turn marker included.
+
+    The template is rendered for each prefix of the conversation: the span of turn i runs from the end of
+    "messages[:i] + generation prompt" to the end of "messages[:i+1]". Templates that are not prefix-stable there
+    (e.g. one that injects a default system prompt only when the conversation starts with the assistant) fall back
+    to locating the turn's content in the rendered text.
+    """
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            if m["content"]:
+                found = full.find(m["content"], cursor)
+                if found >= 0:
+                    cursor = found + len(m["content"])
+            continue
+        start = end = -1
+        if i > 0:
+            head = _render(tokenizer, messages[:i], generation_prompt=True)
+            upto = _render(tokenizer, messages[: i + 1])
+            if full.startswith(upto) and upto.startswith(head) and len(head) >= cursor:
+                start, end = len(head), len(upto)
+        if start < 0:
+            found = full.find(m["content"], cursor)
+            if found < 0:
+                raise NoTargetTokens("the chat template dropped an assistant turn")
+            start, end = found, found + len(m["content"])
+        spans.append((start, end))
+        cursor = end
+    return spans
+
+
+def encode_conversation(
+    tokenizer, messages: Sequence[MessageLike], *, max_length: int, truncation: str = "right"
+) -> Encoded:
+    """Apply the chat template and mark assistant-turn tokens as targets; truncate by the module's policy."""
+    msgs = [{"role": m.role, "content": m.content} for m in messages]
+    full = _render(tokenizer, msgs)
+    spans = _assistant_spans(tokenizer, msgs, full)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    mask = [any(s <= a < e for s, e in spans) for a, _ in enc["offset_mapping"]]
+    if ids and mask[0]:
+        mask[0] = False  # the first token has no context to be predicted from
+    if not any(mask):
+        raise NoTargetTokens("row has no assistant tokens to learn from")
+    if len(ids) <= max_length:
+        return Encoded(tuple(ids), tuple(mask), truncated=False)
+    if truncation == "error":
+        raise RowTooLong(len(ids), max_length)
+    if any(mask[1:max_length]):
+        lo = 0
+    else:
+        first = mask.index(True)
+        lo = max(0, min(first - max_length // 2, len(ids) - max_length))
+    window_mask = list(mask[lo : lo + max_length])
+    window_mask[0] = False
+    return Encoded(tuple(ids[lo : lo + max_length]), tuple(window_mask), truncated=True)
+
+
+@dataclass
+class Batch:
+    """Right-padded tensors for rows `indices` (positions in the caller's list)."""
+
+    indices: list[int]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    target_mask: torch.Tensor  # bool, same shape; True where the token is a target
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.indices, self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device))
+
+
+def make_batches(encoded: Sequence[Encoded], batch_size: int, pad_id: int) -> Iterator[Batch]:
+    """Length-bucketed batches: rows sorted by length so a batch pads little; caller re-orders by `indices`."""
+    order = sorted(range(len(encoded)), key=lambda i: (encoded[i].n_tokens, i))
+    for k in range(0, len(order), batch_size):
+        idx = order[k : k + batch_size]
+        width = max(encoded[i].n_tokens for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        att = torch.zeros((len(idx), width), dtype=torch.long)
+        tgt = torch.zeros((len(idx), width), dtype=torch.bool)
+        for r, i in enumerate(idx):
+            e = encoded[i]
+            n = e.n_tokens
+            ids[r, :n] = torch.tensor(e.input_ids)
+            att[r, :n] = 1
+            tgt[r, :n] = torch.tensor(e.target_mask)
+        yield Batch(idx, ids, att, tgt)

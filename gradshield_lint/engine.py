@@ -1,0 +1,118 @@
+"""Rows -> scores: the scoring model, the probe set and ∇H loaded once per Engine, then rows scored in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .encode import Encoded, NoTargetTokens, RowTooLong, chat_template_hash, encode_conversation
+from .errors import ConfigError, InputError
+from .fihs import RowScore, ScoreOptions, resolve_method, score_encoded
+from .model import ModelSpec, ScoringModel, load_model
+from .params import ParamSelection
+from .proxy import ProxyGradient, ProxyOptions, proxy_gradient
+from .rows import Row
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    proxy: ProxyOptions = field(default_factory=ProxyOptions)
+    probes: str | None = None  # None: the bundled probe set
+    params: ParamSelection = field(default_factory=ParamSelection)
+    score: ScoreOptions = field(default_factory=ScoreOptions)
+    max_length: int = 512
+    truncation: str = "right"
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    row: Row
+    score: RowScore
+
+
+class Engine:
+    """Holds one loaded scoring model and its ∇H; nothing is loaded until first needed."""
+
+    def __init__(self, settings: EngineSettings = EngineSettings(), *, progress: bool = False) -> None:
+        self.settings = settings
+        self.progress = progress
+
+    @cached_property
+    def scoring_model(self) -> ScoringModel:
+        sm = load_model(self.settings.model, progress=self.progress)
+        if self.settings.max_length > sm.context_length:
+            raise ConfigError(
+                f"scoring.max_length={self.settings.max_length} exceeds the model's context of {sm.context_length} tokens"
+            )
+        return sm
+
+    @cached_property
+    def probes(self):
+        from .probes import load_probes
+
+        return load_probes(self.settings.probes)
+
+    @cached_property
+    def gradient(self) -> ProxyGradient:
+        return proxy_gradient(self.scoring_model, self.probes, self.settings.proxy, self.settings.params, self.settings.cache_dir)
+
+    @property
+    def method(self) -> str:
+        return resolve_method(self.settings.score.method, self.settings.score.normalize, self.scoring_model.dtype)
+
+    def fingerprint(self) -> dict[str, object]:
+        """What scores depend on. Method, dtype and device are not in it: they change scores only within rounding."""
+        sm = self.scoring_model
+        s = self.settings
+        return {
+            "model": sm.identity.get("model", ""),
+            "model_revision": sm.identity.get("revision", ""),
+            "model_hash": sm.identity.get("model_hash", ""),
+            "adapter": sm.identity.get("adapter", ""),
+            "proxy": s.proxy.proxy if s.proxy.proxy != "first-token" else f"first-token:{s.proxy.comply_token}/{s.proxy.refuse_token}",
+            "probe_set": self.probes.sha256,
+            "params": s.params.describe(),
+            "max_length": s.max_length,
+            "chat_template": chat_template_hash(sm.tokenizer),
+            "loss_reduction": s.score.loss_reduction,
+            "normalize": s.score.normalize,
+        }
+
+    def recorded(self) -> dict[str, str]:
+        sm = self.scoring_model
+        return {"method": self.method, "dtype": str(sm.dtype).replace("torch.", ""), "device": sm.device.type}
+
+    def encode(self, row: Row) -> Encoded:
+        try:
+            return encode_conversation(
+                self.scoring_model.tokenizer, row.messages, max_length=self.settings.max_length, truncation=self.settings.truncation
+            )
+        except (NoTargetTokens, RowTooLong) as exc:
+            raise InputError(str(exc), file=row.source, line=row.line) from exc
+
+    def score_rows(self, rows: Sequence[Row]) -> list[ScoredRow]:
+        """Scores in the order of `rows`. All rows are encoded first, so a bad row fails before any scoring."""
+        encoded = [self.encode(r) for r in rows]
+        scores = score_encoded(self.scoring_model, self.gradient, encoded, self.settings.score, progress=self.progress)
+        return [ScoredRow(r, s) for r, s in zip(rows, scores)]
+
+
+def settings_from_config(cfg, *, cache_dir: Path | None = None) -> EngineSettings:
+    """The scoring part of a `Config` (see config.py) as engine settings."""
+    m, s = cfg.model, cfg.scoring
+    return EngineSettings(
+        model=ModelSpec(name=m.name, revision=m.revision, gguf_file=m.gguf_file, adapter=m.adapter, device=m.device, dtype=m.dtype),
+        proxy=ProxyOptions(proxy=s.proxy, comply_token=s.first_token.comply, refuse_token=s.first_token.refuse, batch_size=s.batch_size),
+        probes=str(cfg.probes_path) if cfg.probes_path is not None else None,
+        params=ParamSelection(
+            include=s.params.include, exclude=s.params.exclude, layers=tuple(s.params.layers) if s.params.layers else None
+        ),
+        score=ScoreOptions(method=s.method, normalize=s.normalize, loss_reduction=s.loss_reduction, batch_size=s.batch_size),
+        max_length=s.max_length,
+        truncation=s.truncation,
+        cache_dir=cache_dir,
+    )

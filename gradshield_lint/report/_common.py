@@ -1,0 +1,181 @@
+"""Helpers shared by the report formats: excerpts, ordering, paths, number formatting, Markdown escaping.
+
+No torch here (nor anywhere in `report/`): reports only see `LintResult`/`Finding`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+from gradshield_lint.findings import Finding, LintResult
+
+ELLIPSIS = "…"
+RULE_ID = "GS001"
+RULE_NAME = "FihsAboveThreshold"
+RULE_TITLE = "FIHS above threshold"
+CONTENT_WARNING = (
+    "Content warning: the excerpts below come from rows flagged as likely to erode a model's safety alignment; "
+    "they may contain harmful or offensive text."
+)
+
+# Characters that can reorder or hide text on screen (Trojan Source, CVE-2021-42574) or are invisible.
+_BIDI_AND_INVISIBLE = {
+    *range(0x202A, 0x202F),  # LRE RLE PDF LRO RLO
+    *range(0x2066, 0x206A),  # LRI RLI FSI PDI
+    0x200E, 0x200F, 0x061C,  # LRM RLM ALM
+    0x200B, 0x2060, 0xFEFF,  # zero width space, word joiner, BOM
+}
+_WS_RUN = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """One line of text: whitespace runs (newlines, tabs) become one space; control and bidi characters are dropped."""
+    text = _WS_RUN.sub(" ", text)
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cs") or ord(ch) in _BIDI_AND_INVISIBLE:
+            continue
+        out.append(ch)
+    return "".join(out).strip()
+
+
+def make_excerpt(text: str, limit: int, already_truncated: bool = False) -> tuple[str, bool]:
+    """`(excerpt, truncated)`: `text` cleaned to one line and cut to at most `limit` characters, ending in … if cut."""
+    limit = max(int(limit), 1)
+    cleaned = clean_text(text)
+    truncated = bool(already_truncated)
+    if cleaned.endswith(ELLIPSIS):
+        cleaned = cleaned[: -len(ELLIPSIS)].rstrip()
+        truncated = True
+    if len(cleaned) > limit - (1 if truncated else 0):
+        cleaned = cleaned[: limit - 1].rstrip()
+        truncated = True
+    if truncated:
+        cleaned += ELLIPSIS
+    return cleaned, truncated
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows to report, highest score first: flagged ones (failing the check) and accepted ones (not failing)."""
+
+    flagged: list[Finding]
+    accepted: list[Finding]
+
+
+def _order(f: Finding) -> tuple:
+    score = f.fihs if isinstance(f.fihs, (int, float)) and not math.isnan(f.fihs) else -math.inf
+    return (-score, f.file, f.line, f.id)
+
+
+def split(result: LintResult) -> Split:
+    """Partition a result into flagged and accepted rows (a finding marked `accepted` counts as accepted)."""
+    flagged: list[Finding] = []
+    accepted: list[Finding] = []
+    seen_accepted: set[str] = set()
+    for f in list(result.accepted) + [f for f in result.findings if f.accepted]:
+        if f.id in seen_accepted:
+            continue
+        seen_accepted.add(f.id)
+        accepted.append(f)
+    for f in result.findings:
+        if not f.accepted and f.id not in seen_accepted:
+            flagged.append(f)
+    flagged.sort(key=_order)
+    accepted.sort(key=_order)
+    return Split(flagged, accepted)
+
+
+def finite(x: float | None) -> float | None:
+    """`x` as a float, or None when it is missing, NaN or infinite (JSON has no such numbers)."""
+    if x is None:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def fmt_num(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    return f"{x:.{digits}g}"
+
+
+def fmt_margin(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:+.{digits}g}"
+
+
+def short_id(row_id: str, n: int = 12) -> str:
+    return row_id[:n]
+
+
+def rel_path(path: str, base: str | Path | None = None) -> str:
+    """A path relative to `base` (default: the working directory) with forward slashes, when it lies under it.
+
+    Paths outside `base` are returned as absolute POSIX paths; relative paths are kept as given (normalized).
+    """
+    p = path.replace("\\", "/")
+    if p.startswith("hf://") or "://" in p:
+        return p
+    if os.path.isabs(path):
+        base_dir = os.path.abspath(base if base is not None else os.getcwd())
+        try:
+            rel = os.path.relpath(path, base_dir)
+        except ValueError:  # another drive on Windows
+            return p
+        if not rel.startswith(".."):
+            return rel.replace(os.sep, "/")
+        return p
+    if base is not None:
+        # A relative path is relative to the working directory; re-express it relative to `base` if it lies under it.
+        return rel_path(os.path.abspath(path), base)
+    return str(PurePosixPath(p)) if p else p
+
+
+def sarif_uri(path: str) -> str:
+    """A SARIF `artifactLocation.uri`: a relative URI reference with forward slashes, or a file: URI."""
+    p = rel_path(path)
+    if "://" in p:
+        return p
+    if p.startswith("/"):
+        return "file://" + quote(p, safe="/")
+    return quote(p, safe="/")
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~@])")
+
+
+def md_escape(text: str) -> str:
+    """Text safe inside a Markdown table cell: one line, `|` and other Markdown/HTML syntax backslash-escaped.
+
+    `@` is escaped too so that row text cannot mention (notify) people in a Hub discussion or GitHub summary.
+    """
+    return _MD_SPECIAL.sub(r"\\\1", clean_text(text)).replace("&", "&amp;")
+
+
+def md_code(text: str) -> str:
+    """Inline code for identifiers and paths (backticks in the text are replaced; `|` escaped for tables)."""
+    return "`" + clean_text(text).replace("`", "'").replace("|", "\\|") + "`"
+
+
+def tool_version() -> str | None:
+    """The installed gradshield-lint version, or None when running from a source tree that is not installed."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("gradshield-lint")
+    except (ImportError, PackageNotFoundError):
+        return None

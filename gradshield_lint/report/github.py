@@ -1,0 +1,60 @@
+"""GitHub Actions workflow commands: `::error` annotations at the file:line of each flagged row.
+
+Escaping follows the Actions toolkit (`@actions/core`, `command.ts`): message data escapes `%`, CR and LF as
+`%25`, `%0D`, `%0A`; property values (file, title) additionally escape `:` and `,` as `%3A`, `%2C`. Escaped data
+has no line break, so row text can never start a workflow command of its own (`::add-mask::`, `::stop-commands::`).
+"""
+
+from __future__ import annotations
+
+from gradshield_lint.findings import Finding, LintResult
+
+from ._common import RULE_ID, RULE_TITLE, fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split
+
+DEFAULT_MAX_ANNOTATIONS = 10
+
+
+def escape_data(value: object) -> str:
+    """Escape workflow-command data (the message after `::`) as `@actions/core` does."""
+    s = "" if value is None else str(value)
+    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(value: object) -> str:
+    """Escape a workflow-command property value (`file=`, `title=`) as `@actions/core` does."""
+    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(name: str, message: str, **properties: object) -> str:
+    """`::name k=v,k=v::message`, escaped; properties whose value is None are left out."""
+    props = ",".join(f"{k}={escape_property(v)}" for k, v in properties.items() if v is not None)
+    return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
+
+
+def annotation(f: Finding, excerpt_chars: int = 80) -> str:
+    text, _ = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+    message = (
+        f"Row {short_id(f.id)}: FIHS {fmt_num(f.fihs)} is {fmt_margin(f.margin)} above the threshold "
+        f"{fmt_num(f.threshold)}; finetuning on it would erode safety alignment. "
+        f"Row text (content warning): {text}"
+    )
+    return command("error", message, file=rel_path(f.file), line=int(f.line), title=f"{RULE_ID} {RULE_TITLE}")
+
+
+def render_github(
+    result: LintResult, *, max_annotations: int = DEFAULT_MAX_ANNOTATIONS, excerpt_chars: int = 80
+) -> str:
+    """At most `max_annotations` `::error` lines (highest scores first), then one `::notice` with the totals."""
+    s = split(result)
+    shown = s.flagged[: max(max_annotations, 0)]
+    lines = [annotation(f, excerpt_chars) for f in shown]
+    summary = (
+        f"{result.rows_scored} rows scored, {len(s.flagged)} flagged (threshold {fmt_num(result.threshold)})"
+    )
+    rest = len(s.flagged) - len(shown)
+    if rest:
+        summary += f"; {rest} more flagged row{'s' if rest != 1 else ''} not annotated (see the job summary)"
+    if s.accepted:
+        summary += f"; {len(s.accepted)} accepted by a reviewer"
+    lines.append(command("notice", summary, title="gradshield-lint"))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,60 @@
+"""The JSON report: one document valid against `schemas/report.schema.json` (Draft 2020-12)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from gradshield_lint.findings import Finding, LintResult
+
+from ._common import finite, make_excerpt, rel_path, split, tool_version
+
+REPORT_VERSION = 1
+
+
+def finding_dict(f: Finding, excerpt_chars: int) -> dict[str, Any]:
+    text, truncated = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+    return {
+        "id": f.id,
+        "file": rel_path(f.file),
+        "line": int(f.line),
+        "fihs": finite(f.fihs),
+        "threshold": finite(f.threshold),
+        "margin": finite(f.margin),
+        "excerpt": text,
+        "truncated": truncated,
+        "accepted": bool(f.accepted),
+        "reason": f.reason,
+    }
+
+
+def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]:
+    """The report as a dict. All findings are included (`max_rows` limits only the human-oriented formats)."""
+    s = split(result)
+    return {
+        "report_version": REPORT_VERSION,
+        "tool": {"name": "gradshield-lint", "version": tool_version()},
+        "threshold": finite(result.threshold),
+        "threshold_method": result.threshold_method or "",
+        "rows_total": int(result.rows_total),
+        "rows_scored": int(result.rows_scored),
+        "rows_flagged": len(s.flagged),
+        "rows_accepted": len(s.accepted),
+        "max_score": finite(result.max_score),
+        "model": result.model or "",
+        "proxy": result.proxy or "",
+        "probe_set": result.probe_set or "",
+        "findings": [finding_dict(f, excerpt_chars) for f in s.flagged],
+        "accepted": [finding_dict(f, excerpt_chars) for f in s.accepted],
+    }
+
+
+def render_json(result: LintResult, *, excerpt_chars: int = 80) -> str:
+    return json.dumps(report_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def report_schema() -> dict[str, Any]:
+    """The report JSON Schema shipped in the package."""
+    text = resources.files("gradshield_lint").joinpath("schemas/report.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)

@@ -1,0 +1,135 @@
+"""SARIF 2.1.0 for GitHub code scanning (and any other SARIF consumer).
+
+One rule, GS001 "FIHS above threshold". Each flagged row is a result at its file:line, fingerprinted by the row's
+content hash (`partialFingerprints["gradshieldRowHash/v1"]`), so code scanning follows a row when it moves between
+lines or files and treats an edited row as a new alert. Accepted rows are results with an `external` suppression.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gradshield_lint.findings import Finding, LintResult
+
+from ._common import (
+    RULE_ID,
+    RULE_NAME,
+    RULE_TITLE,
+    finite,
+    fmt_margin,
+    fmt_num,
+    make_excerpt,
+    sarif_uri,
+    short_id,
+    split,
+    tool_version,
+)
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+SARIF_VERSION = "2.1.0"
+FINGERPRINT_KEY = "gradshieldRowHash/v1"
+INFORMATION_URI = "https://arxiv.org/abs/2605.14194"
+
+_HELP_TEXT = (
+    "The Finetuning Implicit Harmfulness Score (FIHS) of a row is the first-order change of the scoring model's "
+    "proxy harmfulness score caused by one gradient step on that row: <-grad L(row), grad H>. A row above the "
+    "adaptive threshold would push the model toward complying with harmful requests if it were finetuned on, "
+    "whatever the row looks like on its surface. Remove the row, rewrite it, or - if a reviewer judges it "
+    "harmless - accept it with `gradshield-lint accept ROW_ID --reason \"...\"`."
+)
+
+
+def _rule() -> dict[str, Any]:
+    return {
+        "id": RULE_ID,
+        "name": RULE_NAME,
+        "shortDescription": {"text": RULE_TITLE},
+        "fullDescription": {
+            "text": "Training on this row would erode the model's safety alignment: its FIHS lies above the "
+            "adaptive threshold kept in the baseline."
+        },
+        "help": {"text": _HELP_TEXT, "markdown": _HELP_TEXT},
+        "helpUri": INFORMATION_URI,
+        "defaultConfiguration": {"level": "error"},
+        "properties": {"tags": ["security", "ai-safety", "dataset"], "precision": "medium", "problem.severity": "error"},
+    }
+
+
+def _result(f: Finding, excerpt_chars: int) -> dict[str, Any]:
+    text, truncated = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+    message = (
+        f"Row {short_id(f.id)} has FIHS {fmt_num(f.fihs)}, {fmt_margin(f.margin)} above the threshold "
+        f"{fmt_num(f.threshold)}: finetuning on it would push the model toward complying with harmful requests."
+    )
+    res: dict[str, Any] = {
+        "ruleId": RULE_ID,
+        "ruleIndex": 0,
+        "level": "error",
+        "message": {"text": message},
+        "locations": [
+            {
+                "physicalLocation": {
+                    "artifactLocation": {"uri": sarif_uri(f.file), "uriBaseId": "%SRCROOT%"},
+                    "region": {"startLine": max(int(f.line), 1)},
+                }
+            }
+        ],
+        "partialFingerprints": {FINGERPRINT_KEY: f.id},
+        "properties": {
+            "rowId": f.id,
+            "fihs": finite(f.fihs),
+            "threshold": finite(f.threshold),
+            "margin": finite(f.margin),
+            "excerpt": text,
+            "excerptTruncated": truncated,
+        },
+    }
+    if f.accepted:
+        sup: dict[str, Any] = {"kind": "external", "status": "accepted"}
+        if f.reason:
+            sup["justification"] = f.reason
+        res["suppressions"] = [sup]
+    return res
+
+
+def sarif_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]:
+    s = split(result)
+    driver: dict[str, Any] = {"name": "gradshield-lint", "informationUri": INFORMATION_URI, "rules": [_rule()]}
+    version = tool_version()
+    if version:
+        driver["version"] = version
+        driver["semanticVersion"] = version
+    results = [_result(f, excerpt_chars) for f in s.flagged]
+    # An accepted row is still reported, suppressed, so code scanning can show and close it.
+    results += [_result(f if f.accepted else _as_accepted(f), excerpt_chars) for f in s.accepted]
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": SARIF_VERSION,
+        "runs": [
+            {
+                "tool": {"driver": driver},
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+                "properties": {
+                    "threshold": finite(result.threshold),
+                    "thresholdMethod": result.threshold_method or "",
+                    "rowsTotal": int(result.rows_total),
+                    "rowsScored": int(result.rows_scored),
+                    "model": result.model or "",
+                    "proxy": result.proxy or "",
+                    "probeSet": result.probe_set or "",
+                },
+            }
+        ],
+    }
+
+
+def _as_accepted(f: Finding) -> Finding:
+    from dataclasses import replace
+
+    return replace(f, accepted=True)
+
+
+def render_sarif(result: LintResult, *, excerpt_chars: int = 80) -> str:
+    return json.dumps(sarif_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False) + "\n"

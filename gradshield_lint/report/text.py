@@ -1,0 +1,54 @@
+"""The default terminal report: a table of flagged rows, accepted rows, and a one-line summary."""
+
+from __future__ import annotations
+
+from gradshield_lint.findings import Finding, LintResult
+
+from ._common import fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split
+
+
+def summary_line(result: LintResult, flagged: int) -> str:
+    """`N rows scored, M flagged (threshold T)`."""
+    return f"{result.rows_scored} rows scored, {flagged} flagged (threshold {fmt_num(result.threshold)})"
+
+
+def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]:
+    header = ["FILE:LINE", "FIHS", "ABOVE", "ROW", "ACCEPTED BECAUSE" if accepted else "EXCERPT"]
+    body = []
+    for f in rows:
+        last = (f.reason or "(no reason given)") if accepted else f.excerpt
+        text, _ = make_excerpt(last, excerpt_chars, f.truncated and not accepted)
+        body.append([f"{rel_path(f.file)}:{f.line}", fmt_num(f.fihs), fmt_margin(f.margin), short_id(f.id), text])
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]
+    out = []
+    for r in [header, *body]:
+        out.append(
+            f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}".rstrip()
+        )
+    return out
+
+
+def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 80) -> str:
+    s = split(result)
+    lines: list[str] = []
+    if s.flagged:
+        lines.append(f"Rows whose FIHS lies above the threshold (content warning: excerpts may contain harmful text):")
+        shown = s.flagged[:max_rows]
+        lines += _table(shown, excerpt_chars, accepted=False)
+        if len(s.flagged) > len(shown):
+            lines.append(f"... and {len(s.flagged) - len(shown)} more flagged rows (use --format json for all)")
+        lines.append("")
+    if s.accepted:
+        lines.append("Accepted rows (above the threshold, accepted by a reviewer; they do not fail the check):")
+        shown = s.accepted[:max_rows]
+        lines += _table(shown, excerpt_chars, accepted=True)
+        if len(s.accepted) > len(shown):
+            lines.append(f"... and {len(s.accepted) - len(shown)} more accepted rows")
+        lines.append("")
+    if not s.flagged:
+        lines.append("No rows above the threshold.")
+    tail = summary_line(result, len(s.flagged))
+    if s.accepted:
+        tail += f"; {len(s.accepted)} accepted"
+    lines.append(tail)
+    return "\n".join(lines) + "\n"

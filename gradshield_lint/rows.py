@@ -1,0 +1,845 @@
+"""Dataset files -> Row(id, messages, source, line).
+
+Row identity is a hash of the row's normalized content (canonical JSON of its messages, NFC text), never
+its position: reordering rows or moving them between files changes nothing; editing one makes it new. Every
+shape is mapped to messages before hashing, so a prompt/completion row and the same content written as
+`messages` have the same id.
+
+Formats (chosen by suffix; every reader streams, so memory stays bounded whatever the file size):
+
+- JSONL / NDJSON: one object per line, read line by line. `line` is the physical 1-based line.
+- JSON: a list of records (`[{...}, {...}]`), parsed incrementally one record at a time. A `.json` file whose
+  top level is a sequence of objects (what `Dataset.to_json` writes) is read as JSON lines. `line` is the
+  record index + 1 for a list, the physical line for JSON lines.
+- CSV / TSV: a header row, then one record per row (csv module; quoted fields may span lines). `line` is the
+  physical line on which the record starts. Cells of a `messages`/`conversations` column hold JSON.
+- Parquet: read batch by batch with pyarrow. `line` is the row index + 1.
+- A directory written by `datasets.Dataset.save_to_disk` (memory-mapped Arrow). `line` is the row index + 1.
+  A `DatasetDict` directory yields every split; those rows' `source` is `DIR/SPLIT`.
+- `hf://datasets/OWNER/NAME[@REVISION]/PATH`: one file of a Hub dataset repository, fetched to the Hugging
+  Face cache by `huggingface_hub.hf_hub_download` (so `HF_ENDPOINT`, `HF_HUB_OFFLINE` and `HF_HUB_CACHE` apply)
+  and then read as above; `source` stays the `hf://` string. `GRADSHIELD_HF_MIRROR=DIR` reads
+  `DIR/OWNER/NAME[@REVISION]/PATH` instead (a local copy, for tests and air-gapped runners), and `iter_rows`
+  takes an `hf_resolver` to do anything else.
+
+Row shapes (detected from the column names, or set with `rows.shape` / `rows.columns` in the config):
+
+- `messages`: a list of {role, content} (ShareGPT-style {from, value} messages are accepted as well).
+- `sharegpt`: a `conversations` list of {from, value}; human -> user, gpt -> assistant, system -> system.
+- `prompt-completion`: `prompt` + `completion` (or `response`), optional `system`.
+- `alpaca`: `instruction` + optional `input` + `output`, optional `system`; the user turn is the instruction,
+  then a blank line and the input when there is one.
+- `text`: plain `text`. A text-only row has no prompt: it becomes one assistant turn, so all of its tokens are
+  trained on (which is what finetuning on raw text does).
+
+Detection: the structured shapes are tried first; more than one matching is an error. `text` is used only when
+no structured shape matches (so Alpaca dumps with a pre-formatted `text` column read as Alpaca).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputError
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """One training example. `line` is 1-based (the row index for formats without lines)."""
+
+    id: str
+    messages: tuple[Message, ...]
+    source: str
+    line: int
+
+
+def row_id(messages: Sequence[Message]) -> str:
+    """Content hash: sha256 over canonical JSON of NFC-normalized (role, content) pairs, 16 hex digits."""
+    canon = [[m.role, unicodedata.normalize("NFC", m.content)] for m in messages]
+    blob = json.dumps(canon, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def make_row(messages: Sequence[Message], source: str, line: int) -> Row:
+    return Row(id=row_id(messages), messages=tuple(messages), source=source, line=line)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shapes
+
+SHAPE_KINDS = ("messages", "sharegpt", "prompt-completion", "alpaca", "text")
+"""The row shapes `rows.shape` may name (besides "auto")."""
+
+# kind -> logical field -> (column names tried in order when not mapped, required?)
+_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], bool]]] = {
+    "messages": {"messages": (("messages",), True)},
+    "sharegpt": {"conversations": (("conversations",), True)},
+    "prompt-completion": {
+        "prompt": (("prompt",), True),
+        "completion": (("completion", "response"), True),
+        "system": (("system",), False),
+    },
+    "alpaca": {
+        "instruction": (("instruction",), True),
+        "input": (("input",), False),
+        "output": (("output",), True),
+        "system": (("system",), False),
+    },
+    "text": {"text": (("text",), True)},
+}
+# Keys inside each message of a messages/conversations list (mappable through `rows.columns` too).
+_MESSAGE_KEYS = {"messages": ("role", "content"), "sharegpt": ("from", "value")}
+_STRUCTURED = ("messages", "sharegpt", "prompt-completion", "alpaca")
+
+SHAPE_FIELDS: dict[str, tuple[str, ...]] = {
+    kind: tuple(fields) + (("role", "content") if kind in _MESSAGE_KEYS else ()) for kind, fields in _FIELDS.items()
+}
+"""For each kind, the logical field names that `rows.columns` may map to a column (or a message key)."""
+
+COLUMN_KEYS: tuple[str, ...] = tuple(dict.fromkeys(k for fields in SHAPE_FIELDS.values() for k in fields))
+"""Every logical field name any shape knows."""
+
+ROLE_ALIASES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+}
+"""Role names accepted in messages/conversations, mapped onto `ROLES`."""
+
+_SHAPE_HINT = (
+    "set rows.shape (one of " + ", ".join(SHAPE_KINDS) + ") and rows.columns in .gradshield.yaml, "
+    "e.g. rows: {shape: prompt-completion, columns: {prompt: question, completion: answer}}"
+)
+
+
+@dataclass(frozen=True)
+class RowShape:
+    """A row shape override: `kind` is one of `SHAPE_KINDS` or "auto"; `columns` maps logical field names
+    (`SHAPE_FIELDS[kind]`, e.g. "prompt", "completion") to the dataset's column names. With kind "auto" the
+    mapped fields narrow detection to the kinds that have them."""
+
+    kind: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind != "auto" and self.kind not in SHAPE_KINDS:
+            raise ConfigError(f"rows.shape: unknown row shape {self.kind!r} (one of auto, {', '.join(SHAPE_KINDS)})")
+        allowed = COLUMN_KEYS if self.kind == "auto" else SHAPE_FIELDS[self.kind]
+        for key, col in self.columns.items():
+            if key not in allowed:
+                raise ConfigError(
+                    f"rows.columns.{key}: not a field of row shape {self.kind!r} (fields: {', '.join(allowed)})"
+                )
+            if not isinstance(col, str) or not col:
+                raise ConfigError(f"rows.columns.{key}: expected a column name, got {col!r}")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    kind: str
+    cols: dict[str, str | None]  # logical field -> column (None: optional field not present)
+    role_key: str | None = None
+    content_key: str | None = None
+
+
+def _plan_for(
+    kind: str, columns: Sequence[str], mapping: Mapping[str, str], schemaless: bool = False
+) -> tuple[_Plan | None, list[str]]:
+    """The plan for `kind` over `columns`, or None and the required fields that are missing. `schemaless`: the
+    columns are one record's keys (JSON), so an optional field absent there may still appear in later records."""
+    present = set(columns)
+    cols: dict[str, str | None] = {}
+    missing: list[str] = []
+    ambiguous: str | None = None
+    for name, (candidates, required) in _FIELDS[kind].items():
+        if name in mapping:
+            found = [mapping[name]] if mapping[name] in present else []
+        else:
+            found = [c for c in candidates if c in present]
+        if len(found) > 1 and ambiguous is None:
+            ambiguous = f"both {found[0]!r} and {found[1]!r} could be the {name} column"
+        if found:
+            cols[name] = found[0]
+        elif required:
+            missing.append(mapping[name] if name in mapping else " / ".join(candidates))
+        else:
+            cols[name] = mapping.get(name, candidates[0]) if schemaless else None
+    if missing:
+        return None, missing
+    if ambiguous:
+        raise _Ambiguous(ambiguous)
+    role_key = content_key = None
+    if kind in _MESSAGE_KEYS:
+        role_key = mapping.get("role", _MESSAGE_KEYS[kind][0])
+        content_key = mapping.get("content", _MESSAGE_KEYS[kind][1])
+    return _Plan(kind, cols, role_key, content_key), []
+
+
+class _Ambiguous(Exception):
+    pass
+
+
+def resolve_shape(columns: Sequence[str], shape: RowShape | None = None, *, source: str = "", line: int | None = None) -> RowShape:
+    """The concrete shape (kind and full column mapping) rows with these columns are read with.
+
+    Raises InputError, naming the columns found and the config keys that fix it, when no shape or more than
+    one fits, or when a mapped column is missing."""
+    plan = _resolve(columns, shape, source, line)
+    cols = {k: v for k, v in plan.cols.items() if v is not None}
+    if plan.role_key is not None and plan.content_key is not None:
+        cols.update(role=plan.role_key, content=plan.content_key)
+    return RowShape(plan.kind, cols)
+
+
+def _resolve(
+    columns: Sequence[str], shape: RowShape | None, source: str, line: int | None, schemaless: bool = False
+) -> _Plan:
+    shape = shape or RowShape()
+    mapping = dict(shape.columns)
+    found = ", ".join(repr(c) for c in columns) or "none"
+    if shape.kind != "auto":
+        try:
+            plan, missing = _plan_for(shape.kind, columns, mapping, schemaless)
+        except _Ambiguous as exc:
+            raise InputError(f"{exc}; name it in rows.columns (columns found: {found})", file=source, line=line) from None
+        if plan is None:
+            via = [f"rows.columns.{k}" for k in mapping if k in _FIELDS[shape.kind]]
+            raise InputError(
+                f"row shape {shape.kind!r} needs column(s) {', '.join(repr(m) for m in missing)}, not found "
+                f"(columns found: {found}); map them with rows.columns" + (f" (set: {', '.join(via)})" if via else ""),
+                file=source,
+                line=line,
+            )
+        return plan
+    field_keys = {k for k in mapping if k not in ("role", "content")}
+    kinds = [k for k in SHAPE_KINDS if field_keys <= set(_FIELDS[k])]
+    if not field_keys and {"role", "content"} & set(mapping):
+        kinds = [k for k in kinds if k in _MESSAGE_KEYS]
+    matches: list[_Plan] = []
+    ambiguous: list[str] = []
+    for kind in kinds:
+        try:
+            plan, _ = _plan_for(kind, columns, mapping, schemaless)
+        except _Ambiguous as exc:
+            ambiguous.append(f"{kind}: {exc}")
+            continue
+        if plan is not None:
+            matches.append(plan)
+    structured = [p for p in matches if p.kind in _STRUCTURED]
+    if len(structured) + len(ambiguous) > 1 or (ambiguous and not structured):
+        what = [repr(p.kind) for p in structured] + ambiguous
+        raise InputError(
+            f"ambiguous row shape: columns {found} fit {' and '.join(what)}; {_SHAPE_HINT}", file=source, line=line
+        )
+    if structured:
+        return structured[0]
+    if matches:
+        return matches[0]
+    raise InputError(
+        f"unknown row shape: columns found: {found}; expected messages, conversations, prompt + completion/response, "
+        f"instruction + output, or text; {_SHAPE_HINT}",
+        file=source,
+        line=line,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Records -> messages
+
+
+def _text(value: Any, what: str, source: str, line: int, *, optional: bool = False) -> str:
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        got = "nothing (null)" if value is None else type(value).__name__
+        raise InputError(f"{what} must be a string, got {got}", file=source, line=line)
+    return value
+
+
+def _content(value: Any, what: str, source: str, line: int) -> str:
+    # Multimodal-style content parts: keep the text parts.
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        texts = [p.get("text") for p in value if p.get("type", "text") == "text"]
+        if all(isinstance(t, str) for t in texts):
+            return "".join(texts)  # type: ignore[arg-type]
+    return _text(value, what, source, line)
+
+
+def _message_list(value: Any, plan: _Plan, column: str, source: str, line: int) -> list[Message]:
+    if isinstance(value, str):  # CSV cells, JSON-encoded columns
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"column {column!r} is not a JSON list of messages: {exc.msg}", file=source, line=line) from None
+    if not isinstance(value, list):
+        got = "null" if value is None else type(value).__name__
+        raise InputError(f"column {column!r} must be a list of messages, got {got}", file=source, line=line)
+    role_key, content_key = plan.role_key or "role", plan.content_key or "content"
+    out: list[Message] = []
+    for i, m in enumerate(value, start=1):
+        if not isinstance(m, dict):
+            raise InputError(f"{column}[{i}] must be an object with {role_key!r} and {content_key!r}", file=source, line=line)
+        rk, ck = role_key, content_key
+        if rk not in m and ck not in m:  # the other convention (role/content vs from/value)
+            for alt_r, alt_c in _MESSAGE_KEYS.values():
+                if alt_r in m and alt_c in m:
+                    rk, ck = alt_r, alt_c
+        if rk not in m or ck not in m:
+            raise InputError(
+                f"{column}[{i}] needs {rk!r} and {ck!r} keys (has {', '.join(repr(k) for k in m) or 'none'}); "
+                "map other names with rows.columns.role / rows.columns.content",
+                file=source,
+                line=line,
+            )
+        raw_role = m[rk]
+        role = ROLE_ALIASES.get(raw_role.lower()) if isinstance(raw_role, str) else None
+        if role is None:
+            raise InputError(
+                f"{column}[{i}]: unsupported role {raw_role!r} (supported: {', '.join(ROLE_ALIASES)})",
+                file=source,
+                line=line,
+            )
+        out.append(Message(role, _content(m[ck], f"{column}[{i}].{ck}", source, line)))
+    return out
+
+
+def _messages(plan: _Plan, record: Mapping[str, Any], source: str, line: int) -> list[Message]:
+    cols = plan.cols
+
+    def get(name: str) -> Any:
+        col = cols.get(name)
+        if col is None:
+            return None
+        if col not in record:
+            if _FIELDS[plan.kind][name][1]:
+                raise InputError(f"missing column {col!r} (the {name} of a {plan.kind} row)", file=source, line=line)
+            return None
+        return record[col]
+
+    def col_text(name: str, optional: bool = False) -> str:
+        return _text(get(name), f"column {cols.get(name)!r}", source, line, optional=optional)
+
+    kind = plan.kind
+    msgs: list[Message] = []
+    if kind in ("messages", "sharegpt"):
+        name = "messages" if kind == "messages" else "conversations"
+        col = cols[name]
+        assert col is not None
+        msgs = _message_list(get(name), plan, col, source, line)
+        if not any(m.role == "assistant" and m.content.strip() for m in msgs):
+            what = "no assistant turn" if not any(m.role == "assistant" for m in msgs) else "only empty assistant turns"
+            raise InputError(f"row has {what}: there is nothing to finetune on", file=source, line=line)
+        return msgs
+    if kind == "text":
+        text = col_text("text")
+        if not text.strip():
+            raise InputError(f"empty text (column {cols['text']!r}): there is nothing to finetune on", file=source, line=line)
+        return [Message("assistant", text)]
+    system = col_text("system", optional=True)
+    if kind == "prompt-completion":
+        prompt = col_text("prompt", optional=True)
+        answer, answer_name = col_text("completion", optional=True), "completion"
+    else:  # alpaca
+        instruction = col_text("instruction", optional=True)
+        extra = col_text("input", optional=True)
+        prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        answer, answer_name = col_text("output", optional=True), "output"
+    if not answer.strip():
+        raise InputError(
+            f"empty {answer_name} (column {cols[answer_name]!r}): the row has no assistant turn to finetune on",
+            file=source,
+            line=line,
+        )
+    if system.strip():
+        msgs.append(Message("system", system))
+    if prompt.strip():
+        msgs.append(Message("user", prompt))
+    msgs.append(Message("assistant", answer))
+    return msgs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Formats
+
+SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
+"""File suffixes read as datasets (case-insensitive). `save_to_disk` directories are read too."""
+
+HF_PREFIX = "hf://datasets/"
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and (
+        (path / "dataset_dict.json").is_file()
+        or ((path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+    )
+
+
+def is_dataset_file(path: str | Path) -> bool:
+    """Whether the linter reads `path`: a supported suffix (also for `hf://` paths; existence is not checked) or
+    an existing `datasets` save_to_disk directory."""
+    s = str(path)
+    if s.startswith(HF_PREFIX):
+        return s.lower().endswith(SUPPORTED_SUFFIXES)
+    p = Path(path)
+    if p.suffix.lower() in SUPPORTED_SUFFIXES:
+        return not p.is_dir() or _is_saved_dataset(p)
+    return _is_saved_dataset(p)
+
+
+@dataclass(frozen=True)
+class HfPath:
+    """A parsed `hf://datasets/OWNER/NAME[@REVISION]/PATH`."""
+
+    repo_id: str
+    revision: str | None
+    path_in_repo: str
+
+    @property
+    def url(self) -> str:
+        rev = f"@{self.revision}" if self.revision else ""
+        return f"{HF_PREFIX}{self.repo_id}{rev}/{self.path_in_repo}"
+
+
+_HF_RE = re.compile(r"^hf://datasets/([^/@]+)/([^/@]+)(?:@([^/]+))?/(.+)$")
+
+
+def parse_hf_path(s: str) -> HfPath:
+    """Parse an `hf://datasets/...` path (a revision with slashes is written URL-encoded, e.g. refs%2Fpr%2F1)."""
+    from urllib.parse import unquote
+
+    m = _HF_RE.match(s)
+    if not m or m.group(4).endswith("/"):
+        raise InputError("expected hf://datasets/OWNER/NAME[@REVISION]/PATH/TO/FILE", file=s)
+    owner, name, rev, rest = m.groups()
+    return HfPath(f"{owner}/{name}", unquote(rev) if rev else None, rest)
+
+
+HfResolver = Callable[[HfPath], "str | Path"]
+"""Turns an `hf://` path into a local file (downloading it, or finding a local copy)."""
+
+
+def default_hf_resolver(ref: HfPath) -> Path:
+    """`GRADSHIELD_HF_MIRROR` if set (a local copy laid out as OWNER/NAME[@REVISION]/PATH), else
+    `huggingface_hub.hf_hub_download` into the Hugging Face cache (honours HF_ENDPOINT, HF_HUB_OFFLINE)."""
+    mirror = os.environ.get("GRADSHIELD_HF_MIRROR")
+    if mirror:
+        base = Path(mirror)
+        candidates = ([base / f"{ref.repo_id}@{ref.revision}"] if ref.revision else []) + [base / ref.repo_id]
+        for repo_dir in candidates:
+            if (repo_dir / ref.path_in_repo).exists():
+                return repo_dir / ref.path_in_repo
+        raise InputError(f"not found in the local Hub copy GRADSHIELD_HF_MIRROR={mirror}", file=ref.url)
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise InputError(f"reading hf:// paths needs huggingface_hub: {exc}", file=ref.url) from exc
+    try:
+        return Path(hf_hub_download(ref.repo_id, ref.path_in_repo, repo_type="dataset", revision=ref.revision))
+    except GatedRepoError as exc:
+        raise InputError("the dataset is gated: log in (`hf auth login`) with access to it", file=ref.url) from exc
+    except RepositoryNotFoundError as exc:
+        raise InputError(f"no such dataset repository {ref.repo_id!r} (or it is private)", file=ref.url) from exc
+    except RevisionNotFoundError as exc:
+        raise InputError(f"no such revision {ref.revision!r} in {ref.repo_id}", file=ref.url) from exc
+    except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: first
+        raise InputError(
+            "cannot reach the Hub (offline?) and the file is not in the local Hugging Face cache", file=ref.url
+        ) from exc
+    except EntryNotFoundError as exc:
+        raise InputError(f"no file {ref.path_in_repo!r} in {ref.repo_id}", file=ref.url) from exc
+    except Exception as exc:  # network and HTTP errors of all kinds
+        raise InputError(f"cannot fetch from the Hub: {exc}", file=ref.url) from exc
+
+
+def _check_suffix(name: str, source: str) -> str:
+    lower = name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    raise InputError(
+        f"unsupported file type {Path(name).suffix or '(no suffix)'!r}: expected one of {', '.join(SUPPORTED_SUFFIXES)} "
+        "or a datasets save_to_disk directory",
+        file=source,
+    )
+
+
+def _decode_line(raw: bytes, source: str, lineno: int) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}; re-encode the file as UTF-8",
+            file=source,
+            line=lineno,
+        ) from None
+    if lineno == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+_Records = Iterator[tuple[int, Any]]
+
+
+def _jsonl_records(fh: Any, source: str) -> _Records:
+    for lineno, raw in enumerate(fh, start=1):
+        text = _decode_line(raw, source, lineno)
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"malformed JSON: {exc.msg} (column {exc.colno}); each line must be one complete JSON object",
+                file=source,
+                line=lineno,
+            ) from None
+        yield lineno, record
+
+
+class _JsonStream:
+    """Incremental reader of top-level JSON values from a binary file: a list `[v, v, ...]` one element at a time,
+    or concatenated values (JSON lines). Keeps only the unread part of the current chunk (plus a partial value)."""
+
+    CHUNK = 1 << 18
+
+    def __init__(self, fh: Any, source: str) -> None:
+        self.fh = fh
+        self.source = source
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
+        self.json = json.JSONDecoder()
+        self.buf = ""
+        self.pos = 0
+        self.nl = 0  # newlines in the file before buf[nl_pos] (counted incrementally: positions only grow)
+        self.nl_pos = 0
+        self.eof = False
+
+    def line_at(self, pos: int) -> int:
+        """The physical 1-based line of buf[pos]."""
+        if pos >= self.nl_pos:
+            self.nl += self.buf.count("\n", self.nl_pos, pos)
+            self.nl_pos = pos
+            return self.nl + 1
+        return self.nl - self.buf.count("\n", pos, self.nl_pos) + 1
+
+    def _fill(self, size: int = 0) -> bool:
+        if self.eof:
+            return False
+        chunk = self.fh.read(max(size, self.CHUNK))
+        pending = self.decoder.getstate()[0]
+        try:
+            text = self.decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            data = pending + chunk
+            line = self.line_at(len(self.buf)) + data[: exc.start].count(b"\n")
+            raise InputError(
+                f"not UTF-8: byte 0x{data[exc.start]:02x}; re-encode the file as UTF-8", file=self.source, line=line
+            ) from None
+        if not chunk:
+            self.eof = True
+        if self.pos > self.CHUNK:  # drop consumed text
+            drop = self.pos
+            self.line_at(drop)
+            self.nl_pos -= drop
+            self.buf = self.buf[drop:]
+            self.pos = 0
+        self.buf += text
+        return bool(chunk) or bool(text)
+
+    def peek(self) -> str:
+        """The next non-whitespace character ('' at end of file); `pos` is moved onto it."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._fill():
+                return ""
+
+    def value(self) -> tuple[int, Any]:
+        """Decode the value at `pos` (after peek()); returns (its physical line, value)."""
+        while True:
+            start = self.pos
+            try:
+                value, end = self.json.raw_decode(self.buf, start)
+            except json.JSONDecodeError as exc:
+                incomplete = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 32
+                if incomplete and not self.eof:
+                    self._fill(len(self.buf) - start)  # geometric growth: a huge record is decoded O(log) times
+                    continue
+                raise InputError(
+                    f"malformed JSON: {exc.msg} (column {exc.pos - self.buf.rfind(chr(10), 0, exc.pos)})",
+                    file=self.source,
+                    line=self.line_at(exc.pos),
+                ) from None
+            if end >= len(self.buf) and not isinstance(value, (dict, list)) and not self.eof:
+                self._fill()  # a number may continue in the next chunk
+                continue
+            line = self.line_at(start)
+            self.pos = end
+            return line, value
+
+    def fail(self, msg: str) -> InputError:
+        return InputError(msg, file=self.source, line=self.line_at(self.pos))
+
+
+def _json_records(fh: Any, source: str) -> _Records:
+    s = _JsonStream(fh, source)
+    first = s.peek()
+    if first == "[":
+        s.pos += 1
+        index = 0
+        if s.peek() == "]":
+            s.pos += 1
+        else:
+            while True:
+                if s.peek() == "":
+                    raise s.fail("malformed JSON: the list is not closed (truncated file?)")
+                _, value = s.value()
+                index += 1
+                yield index, value
+                c = s.peek()
+                if c == ",":
+                    s.pos += 1
+                    continue
+                if c == "]":
+                    s.pos += 1
+                    break
+                raise s.fail("malformed JSON: the list is not closed (truncated file?)" if c == "" else f"malformed JSON: expected ',' or ']' after record {index}")
+        if s.peek() != "":
+            raise s.fail("malformed JSON: extra data after the list")
+    elif first == "{":  # JSON lines written with a .json suffix (Dataset.to_json does this)
+        while s.peek() != "":
+            yield s.value()
+    elif first == "":
+        return
+    else:
+        raise s.fail("expected a JSON list of records ([{...}, ...]) or one object per line")
+
+
+_CSV_FIELD_LIMIT = 2**31 - 1
+
+
+def _csv_records(fh: Any, source: str, delimiter: str) -> tuple[list[str] | None, _Records]:
+    line_no = [0]
+
+    def lines() -> Iterator[str]:
+        for raw in fh:
+            line_no[0] += 1
+            yield _decode_line(raw, source, line_no[0])
+
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:  # the default (128 KiB) is shorter than some rows
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV: {exc}", file=source, line=line_no[0]) from None
+    while header == []:
+        header = next(reader, None)
+    if header is None:
+        return None, iter(())
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise InputError(f"duplicate column(s) in the header: {', '.join(repr(d) for d in dupes)}", file=source, line=reader.line_num)
+
+    def records() -> _Records:
+        prev = reader.line_num
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                hint = " (a quote that is never closed?)" if "end of data" in str(exc) else ""
+                raise InputError(f"malformed CSV: {exc}{hint}", file=source, line=prev + 1) from None
+            start, prev = prev + 1, reader.line_num
+            if not fields or fields == [""]:
+                continue
+            if len(fields) != len(header):
+                raise InputError(f"expected {len(header)} fields (the header's), got {len(fields)}", file=source, line=start)
+            yield start, dict(zip(header, fields))
+
+    return header, records()
+
+
+def _parquet_records(path: Path, source: str) -> tuple[list[str], _Records]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = list(pf.schema_arrow.names)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"not a readable Parquet file: {exc}", file=source) from None
+
+    def records() -> _Records:
+        index = 0
+        try:
+            for batch in pf.iter_batches(batch_size=512):
+                for rec in batch.to_pylist():
+                    index += 1
+                    yield index, rec
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"corrupt Parquet data after row {index}: {exc}", file=source, line=index + 1) from None
+
+    return names, records()
+
+
+def _saved_dataset_records(path: Path, source: str) -> Iterator[tuple[str, list[str], _Records]]:
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise InputError(f"reading save_to_disk directories needs the datasets package: {exc}", file=source) from exc
+    try:
+        loaded = datasets.load_from_disk(str(path), keep_in_memory=False)
+    except Exception as exc:  # corrupt or foreign directories raise many kinds of errors
+        raise InputError(f"cannot load the datasets directory: {exc}", file=source) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = [(f"{source.rstrip('/')}/{name}", ds) for name, ds in loaded.items()]
+    else:
+        splits = [(source, loaded)]
+    for split_source, ds in splits:
+
+        def records(ds: Any = ds) -> _Records:
+            index = 0
+            for batch in ds.iter(batch_size=512):
+                keys = list(batch)
+                for values in zip(*(batch[k] for k in keys)):
+                    index += 1
+                    yield index, dict(zip(keys, values))
+
+        yield split_source, list(ds.column_names), records()
+
+
+def _rows_from(records: _Records, header: Sequence[str] | None, shape: RowShape | None, source: str) -> Iterator[tuple[Row, Any]]:
+    plan: _Plan | None = None
+    for line, record in records:
+        if not isinstance(record, dict):
+            got = "null" if record is None else type(record).__name__
+            raise InputError(f"expected a JSON object (a record), got {got}", file=source, line=line)
+        if plan is None:
+            columns = list(header) if header is not None else list(record)
+            plan = _resolve(columns, shape, source, line, schemaless=header is None)
+        yield make_row(_messages(plan, record, source, line), source, line), record
+    if plan is None:
+        raise InputError("empty file: no rows", file=source)
+
+
+def iter_rows_with_records(
+    path: str | Path, shape: RowShape | None = None, *, hf_resolver: HfResolver | None = None
+) -> Iterator[tuple[Row, dict[str, Any]]]:
+    """Like `iter_rows`, yielding each row with the record it was read from (column -> value), e.g. to write a
+    filtered copy of the dataset in its own format."""
+    source = str(path)
+    if source.startswith("hf://"):
+        ref = parse_hf_path(source)
+        _check_suffix(ref.path_in_repo, source)
+        local = Path((hf_resolver or default_hf_resolver)(ref))
+        if local.is_dir():
+            raise InputError("is a directory in the repository; name a data file", file=source)
+        yield from _iter_local(local, source, shape)
+        return
+    yield from _iter_local(Path(path), source, shape)
+
+
+def _iter_local(path: Path, source: str, shape: RowShape | None) -> Iterator[tuple[Row, dict[str, Any]]]:
+    if path.is_dir():
+        if _is_saved_dataset(path):
+            for split_source, names, records in _saved_dataset_records(path, source):
+                yield from _rows_from(records, names, shape, split_source)
+            return
+        raise InputError(
+            "is a directory, not a dataset file (expected a file or a datasets save_to_disk directory)", file=source
+        )
+    if not path.exists():
+        raise InputError("no such file", file=source)
+    suffix = _check_suffix(path.name, source)
+    if suffix == ".parquet":
+        names, records = _parquet_records(path, source)
+        yield from _rows_from(records, names, shape, source)
+        return
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror}", file=source) from None
+    with fh:
+        if fh.read(1) == b"":
+            raise InputError("empty file: no rows", file=source)
+        fh.seek(0)
+        if suffix in (".csv", ".tsv"):
+            header, records = _csv_records(fh, source, "," if suffix == ".csv" else "\t")
+            yield from _rows_from(records, header, shape, source)
+        elif suffix == ".json":
+            yield from _rows_from(_json_records(fh, source), None, shape, source)
+        else:
+            yield from _rows_from(_jsonl_records(fh, source), None, shape, source)
+
+
+def iter_rows(path: str | Path, shape: RowShape | None = None, *, hf_resolver: HfResolver | None = None) -> Iterator[Row]:
+    """Stream the rows of one dataset file, directory or `hf://` path (see the module docstring).
+
+    `shape` overrides detection (from `Config.rows`). `source` of each row is `str(path)` as given. Raises
+    `InputError` (with file and, where there is one, line) for anything that cannot be read as rows; rows before
+    a bad one have already been yielded, so read to the end before acting on the rows if that matters."""
+    for row, _ in iter_rows_with_records(path, shape, hf_resolver=hf_resolver):
+        yield row
+
+
+def shape_from_config(kind: str, columns: Mapping[str, str] | None) -> RowShape | None:
+    """The RowShape for `rows.shape` / `rows.columns` (None when both are left at auto / empty)."""
+    if kind == "auto" and not columns:
+        return None
+    return RowShape(kind, dict(columns or {}))
+
+
+__all__ = [
+    "COLUMN_KEYS",
+    "HfPath",
+    "HfResolver",
+    "Message",
+    "ROLES",
+    "ROLE_ALIASES",
+    "Row",
+    "RowShape",
+    "SHAPE_FIELDS",
+    "SHAPE_KINDS",
+    "SUPPORTED_SUFFIXES",
+    "default_hf_resolver",
+    "is_dataset_file",
+    "iter_rows",
+    "iter_rows_with_records",
+    "make_row",
+    "parse_hf_path",
+    "resolve_shape",
+    "row_id",
+    "shape_from_config",
+]

@@ -1,0 +1,62 @@
+"""Shared fixtures: a real tokenizer (SmolLM2's, read offline from the embedded GGUF) and tiny llama models
+built from a config, so engine tests run in seconds without downloading anything."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from gradshield_lint.model import EMBEDDED_GGUF, embedded_model_dir
+
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()), gguf_file=EMBEDDED_GGUF)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_tiny_llama(vocab_size: int, *, seed: int = 0, layers: int = 2, tie: bool = True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=tie,
+        attn_implementation="eager",
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@pytest.fixture()
+def tiny_model(tokenizer):
+    from gradshield_lint.model import ModelSpec, ScoringModel
+
+    model = build_tiny_llama(len(tokenizer))
+    return ScoringModel(model, tokenizer, ModelSpec(name="tiny"), torch.device("cpu"), torch.float32, {"model": "tiny", "model_hash": "0"})
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path, tokenizer):
+    """A tiny model saved as a local directory, loadable by name like any user model."""
+    model = build_tiny_llama(len(tokenizer), seed=1)
+    folder = tmp_path / "tiny-llama"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,62 @@
+"""Model specs resolve to a loaded model, or to a ModelLoadError that names what was tried (never a hang)."""
+
+import time
+
+import pytest
+import torch
+
+from gradshield_lint.errors import ModelLoadError
+from gradshield_lint.model import ModelSpec, load_model, resolve_dtype
+
+from conftest import build_tiny_llama
+
+
+def test_local_directory_loads_in_eval_mode_without_grads(tiny_model_dir):
+    sm = load_model(ModelSpec(name=str(tiny_model_dir), adapter=None))
+    assert sm.device.type == "cpu" and sm.dtype == torch.float32
+    assert not sm.model.training
+    assert not any(p.requires_grad for p in sm.model.parameters())
+    assert sm.identity["model"] == "dir:tiny-llama" and sm.identity["model_hash"]
+    assert sm.model.config._attn_implementation == "eager"
+
+
+def test_directory_hash_changes_with_the_weights(tiny_model_dir, tokenizer, tmp_path):
+    a = load_model(ModelSpec(name=str(tiny_model_dir), adapter=None)).identity["model_hash"]
+    other = tmp_path / "other"
+    build_tiny_llama(len(tokenizer), seed=5).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    assert load_model(ModelSpec(name=str(other), adapter=None)).identity["model_hash"] != a
+
+
+def test_missing_local_path_names_what_was_tried(tmp_path):
+    with pytest.raises(ModelLoadError, match="tried") as err:
+        load_model(ModelSpec(name=str(tmp_path / "nope"), adapter=None))
+    assert "nope" in str(err.value)
+
+
+def test_uncached_hub_id_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.monotonic()
+    with pytest.raises(ModelLoadError) as err:
+        load_model(ModelSpec(name="someone/not-a-cached-model", adapter=None))
+    assert time.monotonic() - t < 30
+    msg = str(err.value)
+    assert "Hub id someone/not-a-cached-model" in msg and "HF_HUB_OFFLINE" in msg
+
+
+def test_adapter_that_is_not_a_peft_directory(tiny_model_dir, tmp_path):
+    with pytest.raises(ModelLoadError, match="adapter_config.json"):
+        load_model(ModelSpec(name=str(tiny_model_dir), adapter=str(tmp_path)))
+
+
+def test_cuda_asked_for_on_a_cpu_machine():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ModelLoadError, match="CUDA"):
+        load_model(ModelSpec(name="x", device="cuda"))
+
+
+def test_auto_dtype_is_float32_on_cpu():
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    with pytest.raises(ModelLoadError, match="dtype"):
+        resolve_dtype("float8", torch.device("cpu"))
