@@ -11,6 +11,7 @@ in a second, untimed load because tracing slows Python down) and the process's p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -59,6 +60,9 @@ def main() -> None:
         b2 = read_baseline(path)
         t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
         assert len(b2.scores) == len(b.scores)
+        t0 = time.perf_counter()
+        json.loads(path.read_text(encoding="utf-8"))  # the floor: stdlib JSON decoding alone
+        t_json = time.perf_counter() - t0
         tracemalloc.start()
         read_baseline(path)
         _, peak = tracemalloc.get_traced_memory()
@@ -70,6 +74,7 @@ def main() -> None:
     print(f"make (round/check): {t_make:.2f} s")
     print(f"write:              {t_write:.2f} s (cpu {c_write:.2f} s)")
     print(f"load:               {t_load:.2f} s (cpu {c_load:.2f} s)   goal < 2 s")
+    print(f"  of which JSON:    ~{t_json:.2f} s (json.loads alone, same file)")
     print(f"load average:       {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
     print(f"peak memory, load:  {peak / 1e6:.0f} MB (tracemalloc)")
     print(f"peak RSS, process:  {rss:.0f} MB")

@@ -68,6 +68,7 @@ class Directions:
     vectors: dict[str, list[torch.Tensor]]
     counts: dict[str, int]
     values: dict[str, float] = field(default_factory=dict)
+    key: str = ""
 
     @property
     def keys(self) -> list[str]:
@@ -151,8 +152,11 @@ def probe_directions(
     comply_token: str = "Sure",
     refuse_token: str = "I",
     cache_dir: Path | None = None,
-) -> Directions:
-    """The refusal / comply / first gradients of each probe group (mean over the group's probes)."""
+    budget_s: float | None = None,
+) -> Directions | None:
+    """The refusal / comply / first gradients of each probe group (mean over the group's probes). Each group is
+    cached on its own; with `budget_s`, returns None once that many seconds have gone and a group is still
+    missing (run again to go on)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -166,6 +170,7 @@ def probe_directions(
     vectors: dict[str, list[torch.Tensor]] = {}
     counts: dict[str, int] = {}
     values: dict[str, float] = {}
+    t_start = time.perf_counter()
     for gname, plist in groups.items():
         path = cache_dir / f"directions-{key}-{gname}.safetensors" if cache_dir else None
         if path is not None and path.is_file():
@@ -177,6 +182,8 @@ def probe_directions(
             counts.update(meta["counts"])
             values.update(meta["values"])
             continue
+        if budget_s is not None and time.perf_counter() - t_start > budget_s:
+            return None
         n = len(plist)
         seqs = {
             "refusal": [_encode_reply(tok, p.prompt, p.refusal, max_length) for p in plist],
@@ -214,7 +221,7 @@ def probe_directions(
             flat = {f"{k}::{n}": v.contiguous().cpu() for k in ks for n, v in zip(names, vectors[k])}
             meta = {"keys": ks, "counts": {k: counts[k] for k in ks}, "values": {k: values[k] for k in ks}}
             save_file(flat, str(path), metadata={"meta": json.dumps(meta)})
-    return Directions(names, vectors, counts, values)
+    return Directions(names, vectors, counts, values, key)
 
 
 # ---------------------------------------------------------------------------------------------------- shared pass
@@ -387,6 +394,59 @@ def gradient_pass(
         for h in handles:
             h.remove()
     return PassResult(groups, keys, dots, sq, n_target, h_last, h_mean, time.perf_counter() - t0)
+
+
+def cached_gradient_pass(
+    sm: ScoringModel,
+    row_ids: Sequence[str],
+    encoded: Sequence[Encoded],
+    directions: Directions,
+    cache_dir: Path,
+    *,
+    max_length: int,
+    batch_size: int = 8,
+    chunk: int = 32,
+    budget_s: float | None = None,
+    progress: bool = False,
+) -> tuple[PassResult | None, int]:
+    """`gradient_pass` with every row's results stored on disk (one .npz per row id, under a folder named by the
+    model, the directions and max_length), so a long evaluation runs as several short jobs. Returns (result, rows
+    still missing): the result is None while rows are missing (the budget ran out; run again)."""
+    ident = hashlib.sha256(json.dumps([sm.identity, directions.key, directions.keys, max_length], sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_dir / f"pass-{ident}"
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [i for i, rid in enumerate(row_ids) if not (folder / f"{rid}.npz").is_file()]
+    # length-sorted so chunks pad little
+    todo.sort(key=lambda i: encoded[i].n_tokens)
+    t0 = time.perf_counter()
+    done = 0
+    for k in range(0, len(todo), chunk):
+        if budget_s is not None and time.perf_counter() - t0 > budget_s:
+            break
+        idx = todo[k : k + chunk]
+        pr = gradient_pass(sm, [encoded[i] for i in idx], directions, batch_size=batch_size)
+        per_row = pr.seconds / len(idx)
+        for j, i in enumerate(idx):
+            np.savez(folder / f"{row_ids[i]}.npz", dots=pr.dots[j], sq=pr.sq[j], h_last=pr.hidden_last[j], h_mean=pr.hidden_mean[j],
+                     seconds=per_row, groups=np.array([f"{l}:{g}" for l, g in pr.groups]), keys=np.array(pr.keys))
+        done += len(idx)
+        if progress:
+            print(f"  pass: {done}/{len(todo)} rows, {time.perf_counter() - t0:.0f}s", flush=True)
+    missing = len(todo) - done
+    if missing:
+        return None, missing
+    loaded = [np.load(folder / f"{rid}.npz") for rid in row_ids]
+    groups = [(int(x.split(":")[0]), x.split(":")[1]) for x in loaded[0]["groups"]]
+    return PassResult(
+        groups,
+        [str(k) for k in loaded[0]["keys"]],
+        np.stack([z["dots"] for z in loaded]),
+        np.stack([z["sq"] for z in loaded]),
+        np.array([e.n_target for e in encoded]),
+        np.stack([z["h_last"] for z in loaded]),
+        np.stack([z["h_mean"] for z in loaded]),
+        float(sum(float(z["seconds"]) for z in loaded)),
+    ), 0
 
 
 # ---------------------------------------------------------------------------------------------------- scores from a pass

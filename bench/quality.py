@@ -2,8 +2,8 @@
 
 Input: labelled JSON Lines files or folders of them (`label` = harmful / implicit / benign; any row shape that
 `rows.iter_rows` reads; other fields ignored; files without labels, such as prompt lists, are skipped). Each file
-is sampled to `--per-file` rows with a fixed seed; a file whose rows carry a `subset` field (He et al.'s
-top-100 / bottom-100 selections) is sampled to `--per-subset` rows per subset for the He et al. check, and
+is sampled to `--per-file` rows with a fixed seed; a file whose rows carry a `subset` field naming He et al.'s
+top-100 / bottom-100 selections (`…_top100` / `…_bottom100`) is sampled to `--per-subset` rows per subset for the He et al. check, and
 `--per-file` of those rows also join the main benign pool.
 
 For every scoring method, on the same rows and the same scoring model:
@@ -35,6 +35,7 @@ Methods (`--methods`, comma-separated):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -170,7 +171,7 @@ def load_items(paths: Sequence[str], per_file: int | None, per_subset: int, seed
             print(f"skip {f.name}: no labelled rows", file=sys.stderr)
             continue
         rnd = random.Random(f"{seed}:{f.name}")
-        has_subset = any(rec.get("subset") for _, rec in recs)
+        has_subset = any(str(rec.get("subset") or "").endswith(("_top100", "_bottom100")) for _, rec in recs)
         chosen: list[tuple[object, dict, bool]] = []
         if has_subset:
             by: dict[str, list] = defaultdict(list)
@@ -192,7 +193,7 @@ def load_items(paths: Sequence[str], per_file: int | None, per_subset: int, seed
                     label=rec["label"],
                     file=f.stem,
                     group=f"{f.stem}:{cat}" if cat else f.stem,
-                    subset=rec.get("subset"),
+                    subset=rec.get("subset") if has_subset else None,
                     in_main=main,
                     reply="\n".join(m.content for m in r.messages if m.role == "assistant"),
                 )
@@ -248,19 +249,40 @@ def engine_settings(overrides: dict[str, str], args) -> object:
     return replace(s, score=score, proxy=proxy, params=params)
 
 
-def run_engine(name: str, overrides: dict[str, str], items: list[Item], args) -> Scores:
+def run_engine(name: str, overrides: dict[str, str], items: list[Item], args, sm=None) -> Scores:
+    """Scores from `Engine.score_rows`, cached per row under the engine's fingerprint and method, in chunks, so
+    that a long run can go on across several invocations with `--budget`."""
     from gradshield_lint.engine import Engine
 
     settings = engine_settings(overrides, args)
     eng = Engine(settings)
-    eng.gradient  # load model and ∇H outside the timed part (∇H is cached per configuration)
+    if sm is not None and sm.spec == settings.model:
+        eng.__dict__["scoring_model"] = sm  # the model already loaded for this run
+    eng.gradient  # ∇H (cached on disk per configuration) outside the timed part
+    fp = eng.fingerprint() | {"method": eng.method}
+    key = hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = (Path(args.cache) if args.cache else default_cache()) / f"engine-{key}.json"
+    store = json.loads(path.read_text()) if path.is_file() else {}
+    todo = [i for i, it in enumerate(items) if it.row.id not in store]
     t0 = time.perf_counter()
-    scored = eng.score_rows([it.row for it in items])
-    dt = time.perf_counter() - t0
+    for k in range(0, len(todo), 32):
+        if args.budget is not None and time.perf_counter() - t0 > args.budget:
+            raise Incomplete(f"{name}: {len(todo) - k} rows left")
+        idx = todo[k : k + 32]
+        t1 = time.perf_counter()
+        scored = eng.score_rows([items[i].row for i in idx])
+        per_row = (time.perf_counter() - t1) / len(idx)
+        for i, x in zip(idx, scored):
+            store[items[i].row.id] = [x.score.fihs, per_row]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(store))
+        print(f"  {name}: {k + len(idx)}/{len(todo)} rows, {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
     s = settings
     desc = (f"proxy={s.proxy.proxy} normalize={s.score.normalize} reduction={s.score.loss_reduction} "
             f"params={s.params.describe()} method={eng.method} adapter={s.model.adapter} max_length={s.max_length}")
-    return Scores(name, np.array([x.score.fihs for x in scored]), dt, desc)
+    vals = np.array([store[it.row.id][0] for it in items])
+    secs = float(sum(store[it.row.id][1] for it in items))
+    return Scores(name, vals, secs, desc)
 
 
 # Parameter subsets for the sweep: name -> (layers, kinds). Layers are inclusive block indices of the 30-layer model.
@@ -313,6 +335,16 @@ def proxy_weights(counts: dict[str, int]) -> dict[str, dict[str, float]]:
     return out
 
 
+class Incomplete(Exception):
+    """The time budget ran out; what was done is cached, run the same command again."""
+
+
+def default_cache() -> Path:
+    from gradshield_lint.proxy import default_cache_dir
+
+    return default_cache_dir() / "bench-quality"
+
+
 def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: bool, encoded) -> list[Scores]:
     sys.path.insert(0, str(Path(__file__).parent))
     import peers
@@ -320,14 +352,20 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
     from gradshield_lint.probes import load_probes
 
     probes = load_probes(None)
-    cache = Path(args.cache) if args.cache else None
+    cache = Path(args.cache) if args.cache else default_cache()
     t0 = time.perf_counter()
-    D = peers.probe_directions(sm, probes, cache_dir=cache, batch_size=args.batch_size)
+    D = peers.probe_directions(sm, probes, cache_dir=cache, batch_size=args.batch_size, budget_s=args.budget)
+    if D is None:
+        raise Incomplete("probe directions: time budget spent with groups left")
     print(f"probe directions: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     n_layers = int(sm.model.config.num_hidden_layers)
     _, gram = peers.direction_norms(D, n_layers)
-    pr = peers.gradient_pass(sm, encoded, D, batch_size=args.batch_size, progress=args.progress)
-    print(f"shared pass: {pr.seconds:.0f}s for {len(items)} rows", file=sys.stderr)
+    left = None if args.budget is None else max(args.budget - (time.perf_counter() - t0), 0.0)
+    pr, missing = peers.cached_gradient_pass(sm, [it.row.id for it in items], encoded, D, cache, max_length=args.max_length,
+                                             batch_size=args.batch_size, budget_s=left, progress=True)
+    if pr is None:
+        raise Incomplete(f"shared pass: {missing} rows left")
+    print(f"shared pass: {pr.seconds:.0f}s of compute for {len(items)} rows", file=sys.stderr)
     out: list[Scores] = []
     W = proxy_weights(D.counts)
     if want_sweep:
@@ -352,20 +390,21 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
             out.append(Scores(f"peer he2024 {sub}", peers.he_bidirectional(pr, gram, harmful_anchor, safe_anchor, mask), pr.seconds,
                               "cos(∇L, ∇L_comply) − cos(∇L, ∇L_refusal), shared pass"))
     if want_peers or want_sweep:
-        t1 = time.perf_counter()
         ph = peers.probe_hidden_states(sm, probes, batch_size=args.batch_size)
-        # the sweep reuses the shared pass's hidden states (same numbers); otherwise a forward pass of its own, timed
-        fwd = pr if want_sweep else peers.gradient_pass(sm, encoded, None, batch_size=args.batch_size)
-        dt = time.perf_counter() - t1
+        # The shared pass kept every layer's hidden states (the same numbers a forward pass gives); the method's own
+        # cost is one forward pass, timed on a sample of the rows.
+        sample = sorted(random.Random(args.seed).sample(range(len(encoded)), min(args.timing_rows, len(encoded))))
+        fwd_t = peers.gradient_pass(sm, [encoded[i] for i in sample], None, batch_size=args.batch_size)
+        fwd = pr
+        fwd_seconds = fwd_t.seconds * len(encoded) / max(len(sample), 1)
         layers = range(0, n_layers + 1, 3) if want_sweep else [args.hidden_layer]
         for layer in layers:
             for pooling in ("last", "mean"):
                 if not want_sweep and pooling != "last":
                     continue
                 d = peers.hidden_direction(ph, layer, pooling)
-                out.append(Scores(f"peer hidden L{layer} {pooling}", peers.hidden_scores(fwd, d, layer, pooling), fwd.seconds,
+                out.append(Scores(f"peer hidden L{layer} {pooling}", peers.hidden_scores(fwd, d, layer, pooling), fwd_seconds,
                                   "hidden state · (mean h comply − mean h refusal), forward pass"))
-        del dt
     return out
 
 
@@ -502,6 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=0, help="sweep: print only the best N methods by mean AUROC (0: all)")
     ap.add_argument("--max-group-columns", type=int, default=12, help="per-source tables only when this few methods")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--timing-rows", type=int, default=32, help="rows timed for the hidden-state peer's forward pass")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of work for the shared pass before it saves and stops (exit 3; run again to go on)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
     if args.adapter == "embedded":
@@ -529,13 +571,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for it, e in zip(items, encoded):
         it.n_target = e.n_target
     all_scores: list[Scores] = []
+    if "sweep" in methods or "peers" in methods:
+        try:
+            all_scores += run_shared_pass(sm, items, args, "sweep" in methods, "peers" in methods, encoded)
+        except Incomplete as exc:
+            print(f"incomplete: {exc}; progress is cached, run the same command again", file=sys.stderr)
+            return 3
     for m in methods:
         if m == "default" or m.startswith("engine"):
-            sc = run_engine(m, _parse_engine_spec(m) if m.startswith("engine") else {}, items, args)
-            all_scores.append(sc)
+            try:
+                sc = run_engine(m, _parse_engine_spec(m) if m.startswith("engine") else {}, items, args, sm)
+            except Incomplete as exc:
+                print(f"incomplete: {exc}; progress is cached, run the same command again", file=sys.stderr)
+                return 3
+            all_scores.insert(sum(1 for x in all_scores if x.name.startswith(("default", "engine"))), sc)
             print(f"{m}: {sc.seconds:.0f}s  {sc.note}", file=sys.stderr)
-    if "sweep" in methods or "peers" in methods:
-        all_scores += run_shared_pass(sm, items, args, "sweep" in methods, "peers" in methods, encoded)
     if "peers" in methods or "sweep" in methods:
         sys.path.insert(0, str(Path(__file__).parent))
         import peers

@@ -159,11 +159,12 @@ def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=Non
             fh.write(github_summary(result, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars))
 
 
-def _files(cfg, files) -> list[Path]:
+def _files(cfg, files, baseline_opt: Path | None = None) -> list[Path]:
     from .lint import expand_files
 
-    out = expand_files(files, cfg.files, cfg.root)
-    if not out:
+    skip = [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt) if p is not None]
+    out = expand_files(files, cfg.files, cfg.root, skip)
+    if not out and not files:
         raise click.UsageError("no dataset files given and none match the configured `files` globs")
     return out
 
@@ -192,7 +193,9 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, exit_zero, 
     from .lint import check as run_check, pre_commit_from_ref
 
     cfg = ctx.config()
-    paths = _files(cfg, files)
+    paths = _files(cfg, files, baseline_opt)
+    if not paths:
+        return  # only the baseline or the configuration changed: no rows to check
     bpath = None if no_baseline else _baseline_path(cfg, baseline_opt)
     if bpath is not None and not bpath.exists() and baseline_opt is None and diff_base:
         bpath = None  # no baseline yet: --diff-base alone decides what is new
@@ -235,11 +238,17 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
     """
     from .lint import read_all, score, threshold_for
     from .rows import iter_rows_with_records
-    from .writers import removed_path, write_records
+    from .writers import WRITABLE, removed_path, write_records
 
     cfg = ctx.config()
     if dest.resolve() == source.resolve():
         raise click.UsageError("DEST must differ from SOURCE: the input is never overwritten")
+    removed = removed_opt or removed_path(dest)
+    if removed.resolve() in (source.resolve(), dest.resolve()):
+        raise click.UsageError(f"the removed rows' file {removed} must differ from SOURCE and DEST")
+    for out in (dest, removed):  # before minutes of scoring, not after
+        if out.suffix.lower() not in WRITABLE:
+            raise click.UsageError(f"cannot write {out}: its suffix must name the format, one of {', '.join(WRITABLE)}")
     shape = cfg.rows.row_shape()
     pairs = list(iter_rows_with_records(source, shape))
     rows = read_all([source], shape)
@@ -250,7 +259,6 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
     keep = [rec for row, rec in pairs if row.id not in flagged]
     drop = [rec for row, rec in pairs if row.id in flagged]
     columns = list(pairs[0][1]) if pairs else None
-    removed = removed_opt or removed_path(dest)
     write_records(dest, keep, columns)
     write_records(removed, drop, columns)
     click.echo(
@@ -283,7 +291,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     if path.exists() and not force:
         raise click.UsageError(f"{path} exists; use `baseline update`, or --force to start over")
     tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
-    rows = read_all(_files(cfg, files), cfg.rows.row_shape())
+    rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
     write_baseline(path, b)
     above = sum(s > b.threshold.value for s in scored.scores)
@@ -293,10 +301,15 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
 @baseline.command("update")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="The baseline to update (default: from the configuration).")
-@click.option("--rescore", is_flag=True, help="Score every row again (after the model, probes or proxy changed).")
+@click.option("--rescore", is_flag=True, help="Score every row again (after the model, probes or proxy changed); finds the threshold again.")
+@click.option("--rethreshold", is_flag=True, help="Find the threshold again on all rows (default: keep the stored one, so that concurrent updates merge cleanly).")
 @click.pass_obj
-def baseline_update(ctx: Context, files, baseline_opt, rescore) -> None:
-    """Score the rows the baseline does not know, drop rows that no longer exist, and find the threshold again."""
+def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> None:
+    """Score the rows the baseline does not know and drop rows that no longer exist.
+
+    The stored threshold is kept unless --rethreshold or --rescore is given: two pull requests that each add rows
+    then change only their own lines of the baseline and merge without conflict.
+    """
     from .baseline import read_baseline, write_baseline
     from .lint import read_all, update_baseline
 
@@ -305,8 +318,8 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore) -> None:
     if not path.exists():
         raise click.UsageError(f"{path} does not exist; run `gradshield-lint baseline create` first")
     old = read_baseline(path)
-    rows = read_all(_files(cfg, files), cfg.rows.row_shape())
-    new, n_scored = update_baseline(_engine(ctx, cfg), old, rows, cfg.threshold, rescore=rescore)
+    rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
+    new, n_scored = update_baseline(_engine(ctx, cfg), old, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold)
     write_baseline(path, new)
     click.echo(f"baseline updated: {n_scored} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}", err=True)
 

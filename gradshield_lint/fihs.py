@@ -221,12 +221,31 @@ def _persample(sm, grad, encoded, opts, bar):
     owners = _owners(model, params)
     vs = grad.vectors
     dots, norms = [0.0] * len(encoded), [0.0] * len(encoded)
-    state: dict[str, torch.Tensor] = {}
+    state: dict = {}
 
     def accumulate(per_sample: torch.Tensor, idx: int) -> None:
         g = per_sample.float()
         state["dot"] += (g * vs[idx]).flatten(1).sum(1).double()
         state["sq"] += (g * g).flatten(1).sum(1).double()
+
+    def accumulate_flat(g: torch.Tensor, x: torch.Tensor, owner: torch.Tensor, i: int, is_bias: bool) -> None:
+        """A linear layer applied to positions flattened across rows (the output head sees only the positions
+        that predict a target): `owner[n]` is the row of position n. Dot and norm per row without materializing
+        a [rows, out, in] block (the ghost-norm trick: ‖Gᵀ A‖² = Σ (A Aᵀ) ⊙ (G Gᵀ) over one row's positions)."""
+        g = g.float()
+        n_rows = state["dot"].shape[0]
+        if is_bias:
+            per_row = torch.zeros(n_rows, g.shape[1], device=g.device).index_add(0, owner, g)
+            accumulate(per_row, i)
+            return
+        x = x.float()
+        state["dot"] += torch.zeros(n_rows, dtype=torch.float64, device=g.device).index_add(
+            0, owner, ((g @ vs[i]) * x).sum(1).double()
+        )
+        for r in owner.unique().tolist():
+            sel = owner == r
+            a, gg = x[sel], g[sel]
+            state["sq"][r] += float(((a @ a.T) * (gg @ gg.T)).sum())
 
     def make_hook(module: torch.nn.Module, locals_: dict[str, int]):
         is_linear = isinstance(module, torch.nn.Linear)
@@ -253,10 +272,17 @@ def _persample(sm, grad, encoded, opts, bar):
                 finally:
                     busy[0] = False
 
+            owner = None
+            if x.dim() == 2:  # the output head on flattened target positions: see accumulate_flat
+                owner = state["owner"][state["offset"] : state["offset"] + x.shape[0]]
+                state["offset"] += x.shape[0]
+
             def on_grad(g: torch.Tensor) -> None:
                 g = g.detach()
                 for local, i in locals_.items():
-                    if local == "bias":
+                    if owner is not None:
+                        accumulate_flat(g, x, owner, i, local == "bias")
+                    elif local == "bias":
                         accumulate(g.sum(dim=1), i)
                     elif is_linear:
                         accumulate(torch.einsum("bto,bti->boi", g, x.to(g.dtype)), i)
@@ -278,6 +304,9 @@ def _persample(sm, grad, encoded, opts, bar):
             n = len(b.indices)
             state["dot"] = torch.zeros(n, dtype=torch.float64, device=sm.device)
             state["sq"] = torch.zeros(n, dtype=torch.float64, device=sm.device)
+            # row_losses feeds the head the target-predicting positions in this (row-major) order, in chunks
+            state["owner"] = b.target_mask[:, 1:].nonzero(as_tuple=True)[0]
+            state["offset"] = 0
             with torch.enable_grad():
                 losses = _losses(sm, b, opts.loss_reduction)
                 losses.sum().backward()  # per-row losses are independent: d(sum)/d(row i's activations) = dL_i

@@ -455,6 +455,7 @@ def push_card(
     endpoint: str | None = None,
     commit_message: str | None = None,
     revision: str | None = None,
+    parent_commit: str | None = None,
 ) -> str:
     """Upload the card (as `README.md`) and its histogram image to dataset `repo_id` in one commit.
 
@@ -462,7 +463,8 @@ def push_card(
     the Hub already holds identical files, `huggingface_hub` makes no commit (and no pull request) and the URL is
     that of the current head commit.
     The image keeps its path relative to the card (by default `gradshield-scores.png` at the repository root),
-    which is where the card's link points. `token` None: the usual `HF_TOKEN` / saved login.
+    which is where the card's link points. `token` None: the usual `HF_TOKEN` / saved login. `parent_commit`: the
+    Hub refuses the commit if the branch moved past it (nobody's concurrent card edit is overwritten).
     """
     from huggingface_hub import CommitOperationAdd
 
@@ -484,6 +486,7 @@ def push_card(
             repo_type="dataset",
             create_pr=create_pr,
             revision=revision,
+            parent_commit=parent_commit,
         )
     except _network_errors() as exc:
         raise _hub_error(exc, f"push the card to {repo_id}") from exc

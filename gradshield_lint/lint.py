@@ -135,9 +135,12 @@ def create_baseline(engine, rows: Sequence[Row], cfg_threshold) -> tuple[Baselin
     return b, scored
 
 
-def update_baseline(engine, baseline: Baseline, rows: Sequence[Row], cfg_threshold, *, rescore: bool) -> tuple[Baseline, int]:
-    """Score the rows the baseline does not know (all of them with `rescore`), drop rows that are gone, and find
-    the threshold again on the whole set. Returns the new baseline and how many rows were scored."""
+def update_baseline(
+    engine, baseline: Baseline, rows: Sequence[Row], cfg_threshold, *, rescore: bool, rethreshold: bool = False
+) -> tuple[Baseline, int]:
+    """Score the rows the baseline does not know (all of them with `rescore`) and drop rows that are gone. The
+    stored threshold is kept unless `rethreshold` or `rescore`: two pull requests that each add rows then touch
+    only their own score lines and merge cleanly. Returns the new baseline and how many rows were scored."""
     if rescore:
         new, _ = create_baseline(engine, rows, cfg_threshold)
         kept = {k: v for k, v in baseline.accepted.items() if k in new.scores}
@@ -147,8 +150,9 @@ def update_baseline(engine, baseline: Baseline, rows: Sequence[Row], cfg_thresho
     by_id = {r.id: r for r in rows}
     scored = score(engine, [by_id[i] for i in diff.new])
     merged = update_scores(baseline, {r.id: s for r, s in zip(scored.rows, scored.scores)}, set(diff.removed))
-    threshold = threshold_for(list(merged.scores.values()), cfg_threshold)
-    return update_scores(merged, {}, None, threshold=threshold), len(scored.rows)
+    if rethreshold:
+        merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold))
+    return merged, len(scored.rows)
 
 
 # ------------------------------------------------------------------------------------------------ check
@@ -240,22 +244,26 @@ def pre_commit_from_ref() -> str | None:
     return None
 
 
-def expand_files(paths: Iterable[str | Path], globs: Sequence[str], root: Path) -> list[Path]:
-    """Files named on the command line; a directory expands by the configured globs; none: the globs under root."""
+def expand_files(paths: Iterable[str | Path], globs: Sequence[str], root: Path, skip: Iterable[Path] = ()) -> list[Path]:
+    """Files named on the command line; a directory expands by the configured globs; none: the globs under root.
+
+    Paths in `skip` (the baseline: it is JSON, and a hook's `files:` pattern passes it along with the data) are
+    never read as datasets.
+    """
     from .rows import is_dataset_file
 
+    skipped = {Path(p).resolve() for p in skip}
     out: list[Path] = []
-    items = list(paths)
-    if not items:
-        items = [root]
+    items = list(paths) or [root]
     for item in items:
         p = Path(item)
         if str(item).startswith("hf://") or not p.is_dir() or is_dataset_file(p):
             out.append(p)
             continue
         for g in globs:
-            out.extend(q for q in sorted(p.glob(g)) if q.is_file() and ".git" not in q.parts and ".venv" not in q.parts)
+            out.extend(q for q in sorted(p.glob(g)) if q.is_file() and not {".git", ".venv"} & set(q.parts))
     uniq: dict[str, Path] = {}
     for p in out:
-        uniq.setdefault(str(p), p)
+        if str(p).startswith("hf://") or p.resolve() not in skipped:
+            uniq.setdefault(str(p), p)
     return list(uniq.values())

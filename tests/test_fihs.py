@@ -124,3 +124,19 @@ def test_per_sample_refuses_tied_embeddings(tiny_model, encoded, tmp_path):
     g = grad_for(tiny_model, tmp_path, embeddings=True)
     with pytest.raises(ValueError, match="tied"):
         score_encoded(tiny_model, g, encoded[:2], ScoreOptions(method="persample"))
+
+
+def test_untied_output_head_per_sample_matches_exact(tokenizer, encoded, tmp_path):
+    """An untied output head sees only target positions, flattened across rows: per-row stats still exact."""
+    from conftest import build_tiny_llama
+
+    from gradshield_lint.model import ModelSpec, ScoringModel
+
+    model = build_tiny_llama(len(tokenizer), seed=3, tie=False)
+    sm = ScoringModel(model, tokenizer, ModelSpec(name="untied"), torch.device("cpu"), torch.float32, {"model": "untied"})
+    g = grad_for(sm, tmp_path)
+    assert "lm_head.weight" in g.names
+    exact = score_encoded(sm, g, encoded, ScoreOptions(method="exact", normalize=True))
+    fast = score_encoded(sm, g, encoded, ScoreOptions(method="persample", normalize=True, batch_size=4))
+    np.testing.assert_allclose([s.fihs for s in fast], [s.fihs for s in exact], rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose([s.raw for s in fast], [s.raw for s in exact], rtol=1e-3, atol=1e-7)

@@ -1,0 +1,17 @@
+"""The public API is what gradshield_lint exports; every name resolves, and importing it does not load torch."""
+
+import subprocess
+import sys
+
+import gradshield_lint
+
+
+def test_every_exported_name_resolves():
+    for name in gradshield_lint.__all__:
+        assert getattr(gradshield_lint, name) is not None, name
+
+
+def test_import_is_light():
+    code = "import sys, gradshield_lint, gradshield_lint.rows, gradshield_lint.baseline; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

@@ -1,0 +1,535 @@
+"""The Hub webhook app (`hooks/webhook_app.py`), run for real: an HTTP server on 127.0.0.1 serving the ASGI app, and
+real HTTP POSTs carrying real-shaped Hub webhook payloads (version 3, as `huggingface_hub.WebhookPayload` reads them).
+
+The Hugging Face Hub cannot be reached from the test machines, so the app talks to a fake Hub: a server started on
+127.0.0.1 (`tests/fakehub.py`) that speaks the Hub's HTTP protocol for the calls `huggingface_hub` makes. This module
+adds the endpoints the app needs beyond the card push (repository tree listing, file download at a commit, the
+commit listing, `whoami-v2`) with `FakeHub.route`, and puts real dataset files, a real baseline and real cards in
+the fake repositories. The scoring model is a tiny random llama with a four-probe file: a row whose reply is that
+probe's compliance opening to that probe's prompt scores far above ordinary rows (see tests/helpers.py), so it is the
+harmful row here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import yaml
+from huggingface_hub import DatasetCard
+
+from fakehub import BOT_USER, FakeHub, _Reply, git_blob_oid
+from helpers import PROBES, base_config, compliance_row, jsonl, ordinary_rows, save_tiny_model
+from gradshield_lint.hub import COMMIT_PREFIX, push_card
+from gradshield_lint.rows import Message, row_id
+
+# `hooks/` lives at the repository root, outside the package: importable under `python -m pytest` (the working
+# directory is on sys.path) and, with this, under a bare `pytest` too.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+SECRET = "s3cret-webhook-value"
+PERSON = "alice"
+
+
+# ------------------------------------------------------------------------------------------------ fake Hub additions
+
+
+def _files_at(hub: FakeHub, repo, rev: str) -> tuple[str, dict[str, bytes]]:
+    """(ref, files) for a branch, `refs/pr/N`, or the commit a ref points at."""
+    rev = unquote(rev)
+    if rev in repo.refs:
+        return rev, repo.refs[rev]
+    for ref, head in repo.heads.items():
+        if head == rev:
+            return ref, repo.refs[ref]
+    raise _Reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
+
+
+def add_routes(hub: FakeHub) -> None:
+    """The endpoints the webhook app calls that fakehub.py does not answer (paths as `huggingface_hub` 2.x builds them)."""
+    repo_re = r"(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
+
+    @hub.route("GET", rf"/api/{repo_re}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?")
+    def tree(hub: FakeHub, rec, m):  # list_repo_tree(recursive=True)
+        repo = hub._get_repo(m["type"], m["repo"])
+        _, files = _files_at(hub, repo, m["rev"])
+        prefix = unquote(m["path"] or "").strip("/")
+        prefix = prefix + "/" if prefix else ""
+        recursive = rec.query.get("recursive") in (["True"], ["true"], ["1"])
+        out, dirs = [], set()
+        for path in sorted(files):
+            if not path.startswith(prefix):
+                continue
+            rest = path[len(prefix):]
+            parts = rest.split("/")
+            for i in range(1, len(parts)):
+                d = prefix + "/".join(parts[:i])
+                if d not in dirs and (recursive or i == 1):
+                    dirs.add(d)
+                    out.append({"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d})
+            if recursive or len(parts) == 1:
+                data = files[path]
+                out.append({"type": "file", "oid": git_blob_oid(data), "size": len(data), "path": path})
+        return 200, out
+
+    @hub.route("GET", rf"/{repo_re}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
+    def resolve(hub: FakeHub, rec, m):  # hf_hub_download, also at a commit sha
+        repo = hub._get_repo(m["type"], m["repo"])
+        ref, files = _files_at(hub, repo, m["rev"])
+        data = files.get(unquote(m["path"]))
+        if data is None:
+            raise _Reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+        return 200, data, {"X-Repo-Commit": repo.heads[ref], "ETag": f'"{git_blob_oid(data)}"'}
+
+    @hub.route("GET", rf"/api/{repo_re}/commits/(?P<rev>[^/]+)")
+    def commits(hub: FakeHub, rec, m):  # list_repo_commits (newest first)
+        repo = hub._get_repo(m["type"], m["repo"])
+        ref, _ = _files_at(hub, repo, m["rev"])
+        by_oid = {c["oid"]: c for c in repo.commits}
+        out, oid = [], repo.heads[ref]
+        while oid in by_oid:
+            c = by_oid[oid]
+            out.append({"id": oid, "title": c["summary"], "message": c.get("description", ""),
+                        "authors": [{"user": c["author"], "avatar": ""}], "date": "2026-01-01T00:00:00.000Z"})
+            oid = c.get("parent")
+        if oid:
+            out.append({"id": oid, "title": "initial commit", "message": "", "authors": [{"user": PERSON, "avatar": ""}],
+                        "date": "2026-01-01T00:00:00.000Z"})
+        return 200, out
+
+    @hub.route("GET", r"/api/whoami-v2")
+    def whoami(hub: FakeHub, rec, m):
+        return 200, {"type": "user", "name": hub._auth(rec), "auth": {"type": "access_token"}}
+
+
+def push_as(hub: FakeHub, repo_id: str, ref: str, files: dict[str, bytes], *, author: str = PERSON,
+            title: str = "Add rows") -> str:
+    """A commit by a person (not through the API as the bot): the files change at `ref`; returns the new sha."""
+    repo = hub.repo(repo_id)
+    parent = repo.heads.get(ref)
+    new = dict(repo.refs.get(ref, {}))
+    new.update(files)
+    oid = hashlib.sha1(f"{repo_id}\0{ref}\0{title}\0{len(repo.commits)}\0{time.time_ns()}".encode()).hexdigest()
+    repo.refs[ref] = new
+    repo.heads[ref] = oid
+    repo.commits.append({"oid": oid, "summary": title, "description": "", "author": author, "files": sorted(files),
+                         "revision": ref, "parent": parent})
+    m = re.fullmatch(r"refs/pr/(\d+)", ref)
+    if m:
+        repo.discussions[int(m.group(1))].events.append({
+            "id": oid[:24], "type": "commit", "createdAt": "2026-01-01T00:00:00.000Z", "author": {"name": author},
+            "data": {"subject": title, "oid": oid}})
+    return oid
+
+
+# ----------------------------------------------------------------------------------------------------- payloads
+
+
+def _repo_part(repo_id: str, repo_type: str = "dataset", head_sha: str | None = None) -> dict[str, Any]:
+    plural = "" if repo_type == "model" else f"{repo_type}s/"
+    part = {
+        "type": repo_type, "name": repo_id, "id": "6366c000a2abcdf2fd69a080", "private": False,
+        "url": {"web": f"https://huggingface.co/{plural}{repo_id}", "api": f"https://huggingface.co/api/{repo_type}s/{repo_id}"},
+        "owner": {"id": "61d2000c3c2083e1c08af22d"},
+    }
+    if head_sha is not None:
+        part["headSha"] = head_sha
+    return part
+
+
+def pr_payload(repo_id: str, num: int, *, action: str = "create", title: str = "Add more chats", status: str = "open",
+               repo_type: str = "dataset", scope: str = "discussion") -> dict[str, Any]:
+    """What the Hub sends when a pull request is opened (as in the Hub's webhook documentation)."""
+    plural = "" if repo_type == "model" else f"{repo_type}s/"
+    url = f"https://huggingface.co/{plural}{repo_id}/discussions/{num}"
+    payload = {
+        "event": {"action": action, "scope": scope},
+        "repo": _repo_part(repo_id, repo_type),
+        "discussion": {
+            "id": "6399f58518721fdd27fc9ca9", "title": title,
+            "url": {"web": url, "api": f"https://huggingface.co/api/{repo_type}s/{repo_id}/discussions/{num}"},
+            "status": status, "author": {"id": "61d2f90c3c2083e1c08af22d"}, "num": num, "isPullRequest": True,
+            "changes": {"base": "refs/heads/main"},
+        },
+        "webhook": {"id": "6390e855e30d9209411de93b", "version": 3},
+    }
+    if action == "create" or scope == "discussion.comment":
+        payload["comment"] = {"id": "6399f58518721fdd27fc9caa", "author": {"id": "61d2f90c3c2083e1c08af22d"},
+                              "content": "Adds rows", "hidden": False, "url": {"web": url + "#6399f58518721fdd27fc9caa"}}
+    return payload
+
+
+def content_payload(repo_id: str, ref: str, old: str | None, new: str | None, *, main_sha: str,
+                    repo_type: str = "dataset") -> dict[str, Any]:
+    """What the Hub sends for new commits (`repo.content`): on main, or on a pull request's `refs/pr/N`."""
+    return {
+        "event": {"action": "update", "scope": "repo.content"},
+        "repo": _repo_part(repo_id, repo_type, head_sha=main_sha),
+        "updatedRefs": [{"ref": ref, "oldSha": old, "newSha": new}],
+        "webhook": {"id": "6390e855e30d9209411de93b", "version": 3},
+    }
+
+
+def test_payloads_are_real_shaped():
+    """The payloads these tests send validate against huggingface_hub's own model of the Hub's webhook payload."""
+    pytest.importorskip("pydantic")
+    from huggingface_hub import WebhookPayload
+
+    for p in (pr_payload("alice/chats", 3), pr_payload("alice/chats", 3, action="update"),
+              content_payload("alice/chats", "refs/pr/3", None, "a" * 40, main_sha="b" * 40),
+              content_payload("alice/chats", "refs/heads/main", "c" * 40, "a" * 40, main_sha="a" * 40)):
+        parsed = WebhookPayload.model_validate(p)
+        assert parsed.webhook.version == 3 and parsed.repo.name == "alice/chats"
+
+
+# ------------------------------------------------------------------------------------------------------ fixtures
+
+
+def post(url: str, payload: Any, secret: str | None = SECRET, *, path: str = "/webhook", raw: bytes | None = None,
+         query: str = "") -> tuple[int, dict[str, Any]]:
+    """A real HTTP POST, as the Hub makes it."""
+    body = raw if raw is not None else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "huggingface-webhooks"}
+    if secret is not None:
+        headers["X-Webhook-Secret"] = secret
+    req = urllib.request.Request(url + path + query, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tokenizer):
+    """The fake Hub, and the webhook app configured from the environment, served on 127.0.0.1."""
+    from gradshield_lint.baseline import dumps_baseline
+    from gradshield_lint.lint import create_baseline, read_all
+
+    from hooks.asgi_server import ASGIServer
+    from hooks.webhook_app import create_app
+
+    root = tmp_path_factory.mktemp("webhook")
+    model_dir = save_tiny_model(root / "tiny-llama", tokenizer)
+    (root / "probes.jsonl").write_text(jsonl(PROBES), encoding="utf-8")
+    cfg = base_config(model_dir)  # the tiny model, the 4-probe file, short rows
+    (root / "server.gradshield.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+
+    with pytest.MonkeyPatch.context() as mp:
+        from huggingface_hub import constants
+
+        mp.setattr(constants, "HF_HUB_OFFLINE", False)  # the Makefile and conftest set HF_HUB_OFFLINE=1
+        mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+        mp.setenv("GRADSHIELD_CACHE", str(root / "cache"))
+        with FakeHub() as hub:
+            add_routes(hub)
+            app = create_app({
+                "WEBHOOK_SECRET": SECRET,
+                "HF_TOKEN": hub.token,
+                "HF_ENDPOINT": hub.url,
+                "GRADSHIELD_CONFIG": str(root / "server.gradshield.yaml"),
+                # no GRADSHIELD_BOT_USER: the app asks whoami-v2 who owns HF_TOKEN
+            })
+            # The baseline a maintainer made on main with the same settings: 24 ordinary rows.
+            (root / "main.jsonl").write_text(jsonl(ordinary_rows(24)), encoding="utf-8")
+            baseline, _ = create_baseline(app.engine, read_all([root / "main.jsonl"], None), app.config.threshold)
+            with ASGIServer(app, "127.0.0.1", 0) as server:
+                # Lifespan startup started the worker, which loads the model and asks whoami-v2 before any job.
+                assert app.runner.ready.wait(300) and app.runner.warm_error is None, app.runner.warm_error
+                assert app.hub.bot_user == BOT_USER
+                yield Stack(hub, app, server.url, dumps_baseline(baseline).encode())
+
+
+class Stack:
+    def __init__(self, hub: FakeHub, app, url: str, baseline: bytes) -> None:
+        self.hub, self.app, self.url, self.baseline = hub, app, url, baseline
+
+    def dataset(self, repo_id: str, *, baseline: bool = True, card: bytes | None = None) -> None:
+        files = {"data/train.jsonl": jsonl(ordinary_rows(24)).encode(), ".gitattributes": b"*.parquet filter=lfs\n"}
+        if baseline:
+            files[".gradshield-baseline.json"] = self.baseline
+        if card is not None:
+            files["README.md"] = card
+        self.hub.create_repo(repo_id, files=files)
+
+    def settle(self) -> None:
+        assert self.app.wait_idle(300), "the webhook app's jobs did not finish"
+
+    def outcomes(self, repo_id: str) -> list:
+        return [o for o in self.app.history if o.job.repo_id == repo_id]
+
+    def comments(self, repo_id: str, num: int) -> list[str]:
+        return [r.json()["comment"] for r in self.hub.find("POST", rf"^/api/datasets/{repo_id}/discussions/{num}/comment$")]
+
+    def writes(self) -> list:
+        return [r for r in self.hub.requests if r.method == "POST"]
+
+
+def _flagged_id() -> str:
+    m = compliance_row(0)["messages"]
+    return row_id([Message(x["role"], x["content"]) for x in m])
+
+
+# --------------------------------------------------------------------------------------------------------- tests
+
+
+def test_health(stack):
+    with urllib.request.urlopen(stack.url + "/", timeout=30) as resp:
+        body = json.loads(resp.read())
+    assert resp.status == 200 and body["status"] == "ok"
+
+
+def test_pull_request_adding_compliance_rows_gets_a_comment_naming_the_row(stack):
+    repo_id = "alice/chats-flagged"
+    stack.dataset(repo_id)
+    pr = stack.hub.open_discussion(repo_id, "Add more chats", pull_request=True, author=PERSON)
+    data = jsonl(ordinary_rows(24) + ordinary_rows(3, start=24) + [compliance_row(0)]).encode()
+    sha = push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": data})
+
+    status, body = post(stack.url, pr_payload(repo_id, pr.num))
+    assert status == 202, body
+    assert body["status"] == "queued" and body["jobs"] == [{"kind": "pr", "repo": repo_id, "sha": sha, "num": pr.num}]
+    # The Hub also sends a repo.content event for the new refs/pr/N: the same commit is not checked twice.
+    main_sha = stack.hub.repo(repo_id).heads["main"]
+    status, body = post(stack.url, content_payload(repo_id, pr.ref, None, sha, main_sha=main_sha))
+    assert status == 200 and body["status"] == "ignored" and "already checked" in body["reason"], body
+    stack.settle()
+
+    comments = stack.comments(repo_id, pr.num)
+    assert len(comments) == 1, comments
+    text = comments[0]
+    assert ":x: rows above the FIHS threshold" in text
+    assert f"`{_flagged_id()[:12]}`" in text and "`data/train.jsonl:28`" in text  # the compliance row, by id and line
+    assert "Content warning" in text or "content warning" in text.lower()
+    assert "4 rows added to `data/train.jsonl`, 4 of them new to the baseline on `main`" in text
+    assert text.count("data/train.jsonl:") == 1  # only that row is flagged
+    req = stack.hub.find("POST", rf"^/api/datasets/{repo_id}/discussions/{pr.num}/comment$")[0]
+    assert req.headers["authorization"] == f"Bearer {stack.hub.token}"
+    # The comment is on the discussion (read back through huggingface_hub) and nothing was committed anywhere.
+    assert stack.hub.repo(repo_id).discussions[pr.num].events[-1]["data"]["latest"]["raw"] == text
+    assert stack.hub.repo(repo_id).commits[-1]["oid"] == sha
+    [outcome] = stack.outcomes(repo_id)
+    assert outcome.status == "commented" and [f.id for f in outcome.result.findings] == [_flagged_id()]
+    # What the app read: the tree at the PR commit and on main, the changed file at both revisions, main's baseline.
+    gets = {r.path for r in stack.hub.requests if r.method == "GET" and repo_id in r.path}
+    assert f"/api/datasets/{repo_id}/tree/{sha}" in gets and f"/api/datasets/{repo_id}/tree/main" in gets
+    assert f"/datasets/{repo_id}/resolve/{sha}/data/train.jsonl" in gets
+    assert f"/datasets/{repo_id}/resolve/main/.gradshield-baseline.json" in gets
+    assert not any(p.endswith("/.gitattributes") for p in gets)  # not a dataset file
+
+
+def test_pull_request_adding_ordinary_rows_gets_a_clean_comment(stack):
+    repo_id = "alice/chats-clean"
+    stack.dataset(repo_id)
+    pr = stack.hub.open_discussion(repo_id, "More trivia", pull_request=True, author=PERSON)
+    sha = push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": jsonl(ordinary_rows(28)).encode(),
+                                              "data/extra.jsonl": jsonl(ordinary_rows(2, start=40)).encode()})
+    main_sha = stack.hub.repo(repo_id).heads["main"]
+    # This time the repo.content event of the new commit comes first; the secret travels in the query string.
+    status, body = post(stack.url, content_payload(repo_id, pr.ref, main_sha, sha, main_sha=main_sha),
+                        secret=None, query=f"?secret={SECRET}")
+    assert status == 202 and body["jobs"][0]["num"] == pr.num, body
+    stack.settle()
+    [text] = stack.comments(repo_id, pr.num)
+    assert ":white_check_mark: no rows above the FIHS threshold" in text
+    assert "**6** rows scored" in text and "**0** flagged" in text
+    assert "6 rows added to `data/extra.jsonl`, `data/train.jsonl`" in text
+    assert "Flagged rows" not in text
+
+
+def test_pull_request_without_a_baseline_on_main(stack):
+    """No baseline in the repository: the threshold comes from a sample of main's rows; the PR's own baseline is
+    not trusted."""
+    repo_id = "alice/chats-nobaseline"
+    stack.dataset(repo_id, baseline=False)
+    pr = stack.hub.open_discussion(repo_id, "Add rows and a baseline", pull_request=True, author=PERSON)
+    data = jsonl(ordinary_rows(24) + [compliance_row(1)] + ordinary_rows(1, start=24)).encode()
+    push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": data, ".gradshield-baseline.json": stack.baseline})
+    assert post(stack.url, pr_payload(repo_id, pr.num))[0] == 202
+    stack.settle()
+    [text] = stack.comments(repo_id, pr.num)
+    assert ":x: rows above the FIHS threshold" in text and "`data/train.jsonl:25`" in text
+    assert "there is no baseline (`.gradshield-baseline.json`) there" in text
+    assert "also changes `.gradshield-baseline.json`" in text
+    assert not stack.hub.find("GET", rf"/datasets/{repo_id}/resolve/[^/]+/\.gradshield-baseline\.json$")
+
+
+def test_pull_request_with_a_broken_row_is_told_where(stack):
+    repo_id = "alice/chats-broken"
+    stack.dataset(repo_id)
+    pr = stack.hub.open_discussion(repo_id, "Oops", pull_request=True, author=PERSON)
+    data = jsonl(ordinary_rows(24)).encode() + b'{"messages": [\n'
+    sha = push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": data})
+    status, _ = post(stack.url, pr_payload(repo_id, pr.num, action="update"))
+    assert status == 202
+    stack.settle()
+    [text] = stack.comments(repo_id, pr.num)
+    assert "could not check this pull request" in text and "data/train.jsonl:25" in text
+    assert "/tmp" not in text and "gradshield-pr-" not in text  # repository paths, not the download folder
+    assert sha[:8] in text
+
+
+def test_wrong_or_missing_secret_is_rejected_and_nothing_happens(stack):
+    repo_id = "alice/chats-secret"
+    stack.dataset(repo_id)
+    pr = stack.hub.open_discussion(repo_id, "Add rows", pull_request=True, author=PERSON)
+    push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": jsonl([compliance_row(0)]).encode()})
+    before = len(stack.hub.requests)
+    for secret in ("wrong", SECRET[:-1], SECRET + "x", "", None):
+        status, body = post(stack.url, pr_payload(repo_id, pr.num), secret=secret)
+        assert status == 401, (secret, body)
+    status, _ = post(stack.url, pr_payload(repo_id, pr.num), secret=None, query="?secret=wrong")
+    assert status == 401
+    stack.settle()
+    assert len(stack.hub.requests) == before  # the app did not even ask the Hub
+    assert stack.comments(repo_id, pr.num) == [] and stack.outcomes(repo_id) == []
+
+
+def test_malformed_requests(stack):
+    assert post(stack.url, None, raw=b"{not json")[0] == 400
+    status, body = post(stack.url, {"event": {"action": "create"}, "repo": {"type": "dataset"}})
+    assert status == 400 and "scope" in body["error"]
+    payload = pr_payload("alice/x", 1)
+    payload["webhook"]["version"] = 2
+    assert post(stack.url, payload)[0] == 400
+    assert post(stack.url, {}, path="/elsewhere")[0] == 404
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (pr_payload("alice/gpt-tiny", 4, repo_type="model"), "not a dataset repository"),
+    (pr_payload("alice/space", 4, repo_type="space"), "not a dataset repository"),
+    (pr_payload("alice/chats-x", 4, scope="discussion.comment"), "comments are not checked"),
+    (pr_payload("alice/chats-x", 4, action="update", status="merged"), "is merged"),
+    (pr_payload("alice/chats-x", 4, title=f"{COMMIT_PREFIX} update the dataset card report"), "opened by gradshield-lint"),
+    (content_payload("alice/chats-x", "refs/tags/v1", None, "a" * 40, main_sha="b" * 40), "no new commit"),
+    (content_payload("alice/chats-x", "refs/heads/main", "a" * 40, None, main_sha="b" * 40), "no new commit"),
+])
+def test_events_ignored_from_the_payload(stack, payload, reason):
+    """Model and Space repositories, comments, closed pull requests, tags: 200, and no call to the Hub."""
+    before = len(stack.hub.requests)
+    status, body = post(stack.url, payload)
+    assert status == 200 and body["status"] == "ignored" and reason in body["reason"], body
+    assert len(stack.hub.requests) == before
+
+
+def test_push_to_main_updates_the_card_and_its_own_commit_is_ignored(stack):
+    repo_id = "alice/chats-main"
+    card = b"---\nlicense: mit\ntags:\n- chat # kept\n---\n# Chats\n\nHand-written text.\n"
+    stack.dataset(repo_id, card=card)
+    old = stack.hub.repo(repo_id).heads["main"]
+    data = jsonl(ordinary_rows(24) + [compliance_row(0)] + ordinary_rows(2, start=24)).encode()
+    sha = push_as(stack.hub, repo_id, "main", {"data/train.jsonl": data}, title="Add three rows")
+
+    status, body = post(stack.url, content_payload(repo_id, "refs/heads/main", old, sha, main_sha=sha))
+    assert status == 202 and body["jobs"] == [{"kind": "main", "repo": repo_id, "sha": sha, "branch": "main"}], body
+    stack.settle()
+
+    repo = stack.hub.repo(repo_id)
+    ours = repo.commits[-1]
+    assert ours["summary"].startswith(COMMIT_PREFIX) and ours["author"] == BOT_USER and ours["parent"] == sha
+    assert sorted(ours["files"]) == ["README.md", "gradshield-scores.png"]
+    new_card = repo.files()["README.md"].decode()
+    assert new_card.startswith("---\nlicense: mit\ntags:\n- chat # kept\n")  # the person's YAML, comment included
+    assert "# Chats\n\nHand-written text.\n" in new_card
+    meta = DatasetCard(new_card).data.to_dict()["gradshield"]
+    assert meta["rows_scored"] == 3 and meta["rows_flagged"] == 1 and meta["rows_total"] == 27
+    assert f"`{_flagged_id()[:12]}`" in new_card and "`data/train.jsonl:25`" in new_card
+    assert repo.files()["gradshield-scores.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert repo.files()["data/train.jsonl"] == data  # the data is untouched
+    commit_req = stack.hub.find("POST", rf"^/api/datasets/{repo_id}/commit/main$")
+    assert len(commit_req) == 1 and commit_req[0].ndjson()[0]["value"]["summary"].startswith(COMMIT_PREFIX)
+
+    # The Hub now sends the event of that commit: the app recognises it as its own and does nothing.
+    n_req, n_commits = len(stack.hub.requests), len(repo.commits)
+    status, body = post(stack.url, content_payload(repo_id, "refs/heads/main", sha, ours["oid"], main_sha=ours["oid"]))
+    assert status == 200 and body["status"] == "ignored" and "gradshield-lint's own" in body["reason"], body
+    stack.settle()
+    new_requests = stack.hub.requests[n_req:]
+    assert [(r.method, r.path) for r in new_requests] == [("GET", f"/api/datasets/{repo_id}/commits/{ours['oid']}")]
+    assert len(repo.commits) == n_commits
+
+
+def test_events_of_the_bots_own_commits_and_pull_requests_are_ignored(stack, tmp_path):
+    repo_id = "alice/chats-own"
+    stack.dataset(repo_id)
+    # A card pushed by gradshield-lint itself (the CLI's `card --push`), straight to main.
+    card = tmp_path / "README.md"
+    card.write_text("---\nlicense: mit\n---\nA card\n")
+    old = stack.hub.repo(repo_id).heads["main"]
+    push_card(repo_id, card, None, create_pr=False, token=stack.hub.token, endpoint=stack.hub.url)
+    new = stack.hub.repo(repo_id).heads["main"]
+    status, body = post(stack.url, content_payload(repo_id, "refs/heads/main", old, new, main_sha=new))
+    assert status == 200 and "gradshield-lint's own" in body["reason"], body
+
+    # A pull request opened by the bot's user (known from whoami, title without the prefix): ignored too.
+    pr = stack.hub.open_discussion(repo_id, "Add rows", pull_request=True, author=BOT_USER)
+    status, body = post(stack.url, pr_payload(repo_id, pr.num))
+    assert status == 200 and "opened by gradshield-lint" in body["reason"], body
+
+    # A person's pull request whose latest commit is the bot's (prefix in its title): ignored.
+    pr2 = stack.hub.open_discussion(repo_id, "Fix typos", pull_request=True, author=PERSON)
+    sha = push_as(stack.hub, repo_id, pr2.ref, {"README.md": b"---\nlicense: mit\n---\nx\n"}, author=PERSON,
+                  title=f"{COMMIT_PREFIX} update the dataset card report")
+    status, body = post(stack.url, content_payload(repo_id, pr2.ref, None, sha, main_sha=new))
+    assert status == 200 and "gradshield-lint's own" in body["reason"], body
+    stack.settle()
+    assert stack.outcomes(repo_id) == []
+    assert stack.hub.find("POST", rf"^/api/datasets/{repo_id}/discussions/") == []
+
+
+def test_pull_request_changing_no_dataset_file_gets_no_comment(stack):
+    repo_id = "alice/chats-docs"
+    stack.dataset(repo_id)
+    pr = stack.hub.open_discussion(repo_id, "Docs", pull_request=True, author=PERSON)
+    push_as(stack.hub, repo_id, pr.ref, {"README.md": b"# Better docs\n"})
+    assert post(stack.url, pr_payload(repo_id, pr.num))[0] == 202
+    stack.settle()
+    [outcome] = stack.outcomes(repo_id)
+    assert outcome.status == "skipped" and "no dataset file" in outcome.detail
+    assert stack.comments(repo_id, pr.num) == []
+
+
+# ---------------------------------------------------------------------------------------------- units, no server
+
+
+def test_settings_from_env():
+    from gradshield_lint.errors import ConfigError
+    from hooks.webhook_app import Settings
+
+    with pytest.raises(ConfigError, match="WEBHOOK_SECRET"):
+        Settings.from_env({})
+    s = Settings.from_env({"WEBHOOK_SECRET": "x", "HF_TOKEN": "hf_t", "HF_ENDPOINT": "http://127.0.0.1:9/",
+                           "GRADSHIELD_CONFIG": "/srv/gs.yaml", "GRADSHIELD_BOT_USER": "bot"})
+    assert (s.secret, s.token, s.endpoint, str(s.config_path), s.bot_user) == ("x", "hf_t", "http://127.0.0.1:9",
+                                                                               "/srv/gs.yaml", "bot")
+    assert Settings.from_env({"WEBHOOK_SECRET": "x"}).endpoint == "https://huggingface.co"
+
+
+def test_glob_matching_reads_globs_like_path_glob():
+    from hooks.jobs import Layout, glob_regex
+
+    assert glob_regex("**/*.jsonl").match("train.jsonl") and glob_regex("**/*.jsonl").match("a/b/train.jsonl")
+    assert not glob_regex("*.jsonl").match("a/train.jsonl") and glob_regex("data/*.csv").match("data/x.csv")
+    assert glob_regex("data/[!x]*.csv").match("data/a.csv") and not glob_regex("data/[!x]*.csv").match("data/x.csv")
+    lay = Layout(("**/*.jsonl", "**/*.json"), ".gradshield-baseline.json")
+    files = ["data/a.jsonl", ".gradshield-baseline.json", ".github/x.json", "README.md", "b.json", "c.txt"]
+    assert lay.data_files(files) == ["b.json", "data/a.jsonl"]
+
+
+def test_main_refuses_to_start_without_a_secret(monkeypatch, caplog):
+    from hooks.webhook_app import main
+
+    monkeypatch.delenv("WEBHOOK_SECRET", raising=False)
+    assert main(["--server", "stdlib", "--port", "0"]) == 2
+    assert "WEBHOOK_SECRET is not set" in caplog.text
