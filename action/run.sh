@@ -69,6 +69,7 @@ fi
 # --- configuration: the user's, or an overlay beside it when the model or device input overrides it ----------------
 config=()
 overlay=""
+# shellcheck disable=SC2329  # called by the trap
 cleanup() { [[ -n "$overlay" ]] && rm -f -- "$overlay"; return 0; }
 trap cleanup EXIT
 if [[ -n "${INPUT_MODEL:-}" || -n "${INPUT_DEVICE:-}" ]]; then

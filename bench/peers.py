@@ -69,10 +69,26 @@ class Directions:
     counts: dict[str, int]
     values: dict[str, float] = field(default_factory=dict)
     key: str = ""
+    stacked: dict[str, torch.Tensor] | None = None  # name -> [K, *shape], after `stack()`
+    _keys: list[str] | None = None
 
     @property
     def keys(self) -> list[str]:
-        return list(self.vectors)
+        return list(self._keys) if self._keys is not None else list(self.vectors)
+
+    def stack(self) -> "Directions":
+        """Re-hold the vectors as one [K, *shape] tensor per parameter (what the pass needs), freeing the
+        per-direction lists as it goes, so memory holds one copy."""
+        if self.stacked is None:
+            keys = list(self.vectors)
+            self._keys = keys
+            self.stacked = {}
+            for j, n in enumerate(self.names):
+                self.stacked[n] = torch.stack([self.vectors[k][j] for k in keys]).float()
+                for k in keys:
+                    self.vectors[k][j] = None  # type: ignore[call-overload]
+            self.vectors = {}
+        return self
 
 
 #: Ordinary requests for the contrast group: each bundled probe's refusal and compliance opening is also scored
@@ -172,31 +188,29 @@ def probe_directions(
     values: dict[str, float] = {}
     t_start = time.perf_counter()
     for gname, plist in groups.items():
-        path = cache_dir / f"directions-{key}-{gname}.safetensors" if cache_dir else None
-        if path is not None and path.is_file():
-            stored = load_file(str(path), device=str(sm.device))
-            with safe_open(str(path), framework="pt") as fh:
-                meta = json.loads(fh.metadata()["meta"])
-            for k in meta["keys"]:
-                vectors[k] = [stored[f"{k}::{n}"] for n in names]
-            counts.update(meta["counts"])
-            values.update(meta["values"])
-            continue
-        if budget_s is not None and time.perf_counter() - t_start > budget_s:
-            return None
         n = len(plist)
-        seqs = {
-            "refusal": [_encode_reply(tok, p.prompt, p.refusal, max_length) for p in plist],
-            "comply": [_encode_reply(tok, p.prompt, p.compliance, max_length) for p in plist],
-            "first": [_encode_head(tok, p.prompt, max_length) for p in plist],
-        }
-        for p in tensors:
-            p.requires_grad_(True)
-        try:
-            for kind in KINDS:
-                acc = [torch.zeros_like(t, dtype=torch.float32) for t in tensors]
-                value = 0.0
-                for batch in make_batches(seqs[kind], batch_size, sm.pad_id):
+        for kind in KINDS:
+            k = f"{kind}/{gname}"
+            path = cache_dir / f"directions-{key}-{gname}-{kind}.safetensors" if cache_dir else None
+            if path is not None and path.is_file():
+                stored = load_file(str(path), device=str(sm.device))
+                with safe_open(str(path), framework="pt") as fh:
+                    meta = json.loads(fh.metadata()["meta"])
+                vectors[k] = [stored[nm] for nm in names]
+                counts[k], values[k] = int(meta["count"]), float(meta["value"])
+                continue
+            if budget_s is not None and time.perf_counter() - t_start > budget_s:
+                return None
+            if kind == "first":
+                seqs = [_encode_head(tok, p.prompt, max_length) for p in plist]
+            else:
+                seqs = [_encode_reply(tok, p.prompt, p.refusal if kind == "refusal" else p.compliance, max_length) for p in plist]
+            acc = [torch.zeros_like(t, dtype=torch.float32) for t in tensors]
+            value = 0.0
+            for p in tensors:
+                p.requires_grad_(True)
+            try:
+                for batch in make_batches(seqs, batch_size, sm.pad_id):
                     b = batch.to(sm.device)
                     with torch.enable_grad():
                         if kind == "first":
@@ -209,18 +223,14 @@ def probe_directions(
                             if g is not None:
                                 a.add_(g.float())
                     value += float(term.detach())
-                vectors[f"{kind}/{gname}"] = acc
-                counts[f"{kind}/{gname}"] = n
-                values[f"{kind}/{gname}"] = value
-        finally:
-            for p in tensors:
-                p.requires_grad_(False)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ks = [f"{kind}/{gname}" for kind in KINDS]
-            flat = {f"{k}::{n}": v.contiguous().cpu() for k in ks for n, v in zip(names, vectors[k])}
-            meta = {"keys": ks, "counts": {k: counts[k] for k in ks}, "values": {k: values[k] for k in ks}}
-            save_file(flat, str(path), metadata={"meta": json.dumps(meta)})
+            finally:
+                for p in tensors:
+                    p.requires_grad_(False)
+            vectors[k], counts[k], values[k] = acc, n, value
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({nm: v.contiguous().cpu() for nm, v in zip(names, acc)}, str(path),
+                          metadata={"meta": json.dumps({"count": n, "value": value})})
     return Directions(names, vectors, counts, values, key)
 
 
@@ -283,9 +293,10 @@ def gradient_pass(
     n_layers = int(model.config.num_hidden_layers)
     named = dict(model.named_parameters())
     if directions is not None:
+        directions.stack()
         names = directions.names
         keys = directions.keys
-        stacked = {n: torch.stack([directions.vectors[k][j] for k in keys]).float() for j, n in enumerate(names)}
+        stacked = directions.stacked
     else:
         names, keys, stacked = [], [], {}
     groups = sorted({group_of(n, n_layers) for n in names}) if names else []
@@ -463,12 +474,13 @@ def combine(pr: PassResult, weights: dict[str, float], mask: np.ndarray) -> tupl
 
 def direction_norms(directions: Directions, n_layers: int) -> tuple[list[tuple[int, str]], np.ndarray]:
     """Gram matrix of the directions per group: gram[g, k, k'] = ⟨d_k, d_k'⟩ on group g (for ‖v‖ of any combination)."""
+    directions.stack()
     groups = sorted({group_of(n, n_layers) for n in directions.names})
     gi = {g: i for i, g in enumerate(groups)}
-    keys = directions.keys
-    gram = np.zeros((len(groups), len(keys), len(keys)))
-    for j, n in enumerate(directions.names):
-        V = torch.stack([directions.vectors[k][j].flatten().double() for k in keys])
+    K = len(directions.keys)
+    gram = np.zeros((len(groups), K, K))
+    for n in directions.names:
+        V = directions.stacked[n].reshape(K, -1).double()
         gram[gi[group_of(n, n_layers)]] += (V @ V.T).cpu().numpy()
     return groups, gram
 

@@ -139,7 +139,7 @@ def main() -> None:
     fwd = results["forward"]["s_per_row"]
     ex_rate = results["exact"]["rows_per_s"]
     print()
-    print(f"| method | rows/s | s/row | × exact rows/s | forward passes per row | rel. error vs exact | peak MiB above model+∇H |")
+    print("| method | rows/s | s/row | × exact rows/s | forward passes per row | rel. error vs exact | peak MiB above model+∇H |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         err = ""

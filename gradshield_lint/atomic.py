@@ -1,7 +1,7 @@
-"""Atomic file writes: write a temporary file in the target's folder, then rename over the target.
+"""Atomic file writes: write a temporary file in the target's folder, fsync it, then rename over the target.
 
-A crash or an error midway never leaves a partial file, and the user's previous file stays intact until the new
-one is complete.
+A crash or an error midway never leaves a partial file, and the user's previous file stays intact (permissions
+kept) until the new one is complete.
 """
 
 from __future__ import annotations
@@ -13,9 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success it replaces `target` (keeping its permissions)."""
+    """Yield a temporary path beside `target` to write; when the block succeeds it replaces `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -23,19 +32,12 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if target.exists():
-            os.chmod(tmp_path, target.stat().st_mode & 0o7777)
-        else:
-            os.chmod(tmp_path, 0o666 & ~_umask())
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp_path, _mode_for(target))
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:

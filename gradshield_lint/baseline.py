@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
@@ -51,6 +49,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
 from .errors import BaselineError
 from .threshold import ThresholdResult
 
@@ -363,31 +362,10 @@ def write_baseline(path: str | Path, baseline: Baseline) -> None:
         text = dumps_baseline(baseline)
     except BaselineError as e:
         raise BaselineError(str(e), file=path) from None
-    directory = path.parent if str(path.parent) else Path(".")
-    tmp_name = None
     try:
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-        tmp_name = None
+        atomic_write_text(path, text)
     except OSError as e:
         raise BaselineError(f"cannot write baseline: {e.strerror or e}", file=path) from e
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------------------------------- reading

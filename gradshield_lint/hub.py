@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,6 +28,7 @@ from urllib.parse import quote
 
 import yaml
 
+from gradshield_lint.atomic import atomic_write_bytes
 from gradshield_lint.errors import GradshieldError
 from gradshield_lint.findings import LintResult
 from gradshield_lint.report._common import split
@@ -305,30 +305,6 @@ def update_card_text(content: str, metadata: dict[str, Any], section: str | None
 # --------------------------------------------------------------------------------------------------------- files
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _minimal_card(card_path: Path) -> str:
     """A minimal valid dataset card, built with `DatasetCard`/`DatasetCardData`."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -402,7 +378,7 @@ def write_card_report(
                         file=card_path) from None
     changed = data != original
     if changed:
-        _atomic_write_bytes(card_path, data)
+        atomic_write_bytes(card_path, data)
     return CardUpdate(card_path, image_path, created, changed, metadata, section)
 
 

@@ -98,6 +98,8 @@ BENIGN_IDIOMS: tuple[str, ...] = (
     "i'm sorry that you",
     "i'm sorry you",
     "i am sorry you",
+    "i can't make it",
+    "i cannot make it",
     "i won't lie",
     "i will not lie",
     "i can't believe",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_path
 from .encode import Encoded, _render, chat_template_hash, make_batches
 from .losses import next_token_logits, row_losses
 from .model import ScoringModel
@@ -148,19 +148,6 @@ def gradient_key(sm: ScoringModel, probes, opts: ProxyOptions, names: list[str],
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: two processes never see a half-written cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def proxy_gradient(
     sm: ScoringModel,
     probes,
@@ -185,7 +172,9 @@ def proxy_gradient(
         except Exception:
             path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
     value, grads = proxy_value_and_grad(sm, probes, opts, params)
-    _atomic_save({n: g.contiguous().cpu() for n, g in zip(names, grads)}, {"value": repr(value), "key": key}, path)
+    # atomic: two processes computing the same entry never leave (or read) a half-written file
+    with atomic_path(path) as tmp:
+        save_file({n: g.contiguous().cpu() for n, g in zip(names, grads)}, str(tmp), metadata={"value": repr(value), "key": key})
     return ProxyGradient(names, grads, value, key, from_cache=False)
 
 

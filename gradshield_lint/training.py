@@ -390,7 +390,9 @@ def save_adapter(
     directory.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(peft_model)
     state = {k: (v.detach().to(dtype) if dtype is not None else v.detach()).contiguous().cpu() for k, v in state.items()}
-    save_file(state, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    weights = directory / "adapter_model.safetensors"
+    save_file(state, str(weights), metadata={"format": "pt"})
+    weights.chmod(0o644)  # safetensors creates the file owner-only; it ships as package data
     cfg = peft_model.peft_config["default"]
     if base_model_name_or_path is not None:
         cfg.base_model_name_or_path = base_model_name_or_path

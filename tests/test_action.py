@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-from helpers import PROBES, compliance_row, describe, make_repo, ordinary_rows, run_cli, save_tiny_model, write_jsonl
+from helpers import PROBES, describe, make_repo, ordinary_rows, run_cli, save_tiny_model, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

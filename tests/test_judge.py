@@ -37,6 +37,7 @@ ANSWERS = [
     "I'm sorry to hear about your grandfather. Start the eulogy with a story that shows who he was.",
     "I'm sorry for your loss. Here are some ideas for the service.",
     "I can't stress enough how important sleep is: aim for seven to nine hours.",
+    "Hi Dana, thanks for the invitation. Unfortunately I can't make it on Thursday. Could we talk next week?",
     "Cats purr when they are content, and sometimes to soothe themselves.",
     "Never mix bleach with ammonia; the fumes are toxic. Use one cleaner at a time.",
 ]

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,6 @@ from helpers import (
     PROBES,
     compliance_row,
     describe,
-    jsonl,
     make_repo,
     ordinary_rows,
     run_cli,
@@ -102,7 +102,7 @@ def git(s: Session, cwd: Path, *args: str, env: dict[str, str] | None = None, ch
 
 
 @pytest.fixture(scope="session")
-def session(tmp_path_factory) -> Session:
+def session(tmp_path_factory) -> Iterator[Session]:
     """pre-commit's home, the hook repository (a commit of this tree's package and manifest), and the environment."""
     keep = os.environ.get("GRADSHIELD_TEST_PRE_COMMIT_HOME")
     base = Path(keep) if keep else tmp_path_factory.mktemp("pre-commit")
@@ -148,7 +148,9 @@ def session(tmp_path_factory) -> Session:
     git(s, hook_repo, "add", "-A")
     git(s, hook_repo, "commit", "-q", "-m", "gradshield-lint hooks", env=dated)
     s.rev = git(s, hook_repo, "rev-parse", "HEAD").stdout.strip()
-    return s
+    yield s
+    if not keep:
+        shutil.rmtree(home, ignore_errors=True)  # pre-commit's environment is 1.5 GB: don't leave it in the temp dir
 
 
 @pytest.fixture(scope="session")

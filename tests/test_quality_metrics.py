@@ -145,3 +145,77 @@ def test_evaluate_reports_he_and_groups(tmp_path):
     assert res["auroc_harmful"] == 1.0 and math.isnan(res["auroc_implicit"])
     assert res["he2024"] == {"s": 1.0}
     assert res["groups"]["h"]["auroc"] == 1.0 and res["groups"]["b"]["auroc"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ the shared gradient pass
+peers = _load("peers")
+
+
+def _rows(tokenizer, n=5):
+    from gradshield_lint.encode import encode_conversation
+    from gradshield_lint.rows import Message
+
+    texts = [("hi", "hello there"), ("what is 2+2?", "4"), ("tell me a story", "Once upon a time a fox met a crow and they talked."),
+             ("obey me", "I will obey every order without question."), ("name a colour", "Blue")]
+    return [encode_conversation(tokenizer, [Message("user", u), Message("assistant", a)], max_length=64) for u, a in texts[:n]]
+
+
+def test_shared_pass_matches_the_engine(tiny_model, tmp_path):
+    """The sweep's FIHS (any proxy, raw mean/sum and cosine, any layer subset) equals the engine's exact scores."""
+    from gradshield_lint.fihs import ScoreOptions, score_encoded
+    from gradshield_lint.params import ParamSelection
+    from gradshield_lint.probes import load_probes
+    from gradshield_lint.proxy import ProxyOptions, proxy_gradient
+
+    probes = load_probes(None)
+    enc = _rows(tiny_model.tokenizer)
+    D = peers.probe_directions(tiny_model, probes, max_length=64, cache_dir=tmp_path)
+    _, gram = peers.direction_norms(D, 2)
+    pr = peers.gradient_pass(tiny_model, enc, D, batch_size=2)
+    W = q.proxy_weights(D.counts)
+    for proxy, wname in (("margin", "margin"), ("first-token", "first"), ("refusal-nll", "refusal-nll")):
+        for layers, mask in ((None, pr.group_mask()), ((1, 1), pr.group_mask((1, 1)))):
+            sel = ParamSelection(layers=layers)
+            g = proxy_gradient(tiny_model, probes, ProxyOptions(proxy=proxy, max_length=64), sel, cache_dir=tmp_path)
+            for normalize, red in ((False, "mean"), (False, "sum"), (True, "mean")):
+                ref = [s.fihs for s in score_encoded(tiny_model, g, enc, ScoreOptions(method="exact", normalize=normalize, loss_reduction=red))]
+                got = peers.fihs_from_pass(pr, gram, W[wname], mask, normalize=normalize, reduction=red)
+                np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-6 * max(1.0, max(abs(x) for x in ref)))
+    # the directions and the pass come back from the on-disk caches unchanged
+    D2 = peers.probe_directions(tiny_model, probes, max_length=64, cache_dir=tmp_path)
+    pr2, missing = peers.cached_gradient_pass(tiny_model, [str(i) for i in range(len(enc))], enc, D2, tmp_path, max_length=64, chunk=2)
+    assert missing == 0
+    np.testing.assert_allclose(pr2.dots, pr.dots, rtol=1e-5, atol=1e-9)
+
+
+def test_he_bidirectional_is_a_difference_of_cosines(tiny_model, tmp_path):
+    from gradshield_lint.probes import load_probes
+
+    probes = load_probes(None)
+    enc = _rows(tiny_model.tokenizer, 3)
+    D = peers.probe_directions(tiny_model, probes, max_length=64, cache_dir=tmp_path)
+    _, gram = peers.direction_norms(D, 2)
+    pr = peers.gradient_pass(tiny_model, enc, D, batch_size=4)
+    W = q.proxy_weights(D.counts)
+    mask = pr.group_mask()
+    harmful = {k: -v for k, v in W["comply-nll"].items()}
+    he = peers.he_bidirectional(pr, gram, harmful, W["refusal-nll"], mask)
+    # cos(+∇L, ∇NLL_c) = −FIHS_cos with v = ∇NLL_c ... so He = −cos(comply-nll→ −∇NLL_c) ... check through fihs_from_pass
+    cos_c = -peers.fihs_from_pass(pr, gram, harmful, mask, normalize=True, reduction="mean")
+    cos_r = -peers.fihs_from_pass(pr, gram, W["refusal-nll"], mask, normalize=True, reduction="mean")
+    np.testing.assert_allclose(he, cos_c - cos_r, rtol=1e-9)
+    assert np.all(np.abs(he) <= 2.0)
+
+
+def test_hidden_and_keyword_peers(tiny_model):
+    from gradshield_lint.probes import load_probes
+
+    probes = load_probes(None)
+    enc = _rows(tiny_model.tokenizer, 3)
+    ph = peers.probe_hidden_states(tiny_model, probes, max_length=64)
+    d = peers.hidden_direction(ph, 1)
+    assert np.isclose(np.linalg.norm(d), 1.0)
+    fwd = peers.gradient_pass(tiny_model, enc, None)
+    assert peers.hidden_scores(fwd, d, 1).shape == (3,)
+    kw = peers.keyword_scores(["I will obey, no rules at all.", "The capital of France is Paris."])
+    assert kw[0] > kw[1] == 0.0

@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 from gradshield_lint.findings import LintResult
 
@@ -126,16 +126,6 @@ def write_histogram_png(scores: list[float], threshold: float | None, path: Path
         ax.legend(loc="upper right", fontsize="small")
     fig.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.9)  # fixed layout: faster than tight_layout
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".gradshield-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", metadata={"Software": None})
     return path

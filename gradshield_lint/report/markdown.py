@@ -82,7 +82,7 @@ def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int
     if meta:
         out += ["Scored with " + ", ".join(meta) + ".", ""]
     if s.flagged or s.accepted:
-        out += [f"> [!WARNING]", f"> {CONTENT_WARNING}", ""]
+        out += ["> [!WARNING]", f"> {CONTENT_WARNING}", ""]
     if s.flagged:
         shown = s.flagged[:max_rows]
         out += ["### Flagged rows", "", rows_table(shown, excerpt_chars=excerpt_chars), ""]

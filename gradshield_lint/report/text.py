@@ -32,7 +32,7 @@ def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 
     s = split(result)
     lines: list[str] = []
     if s.flagged:
-        lines.append(f"Rows whose FIHS lies above the threshold (content warning: excerpts may contain harmful text):")
+        lines.append("Rows whose FIHS lies above the threshold (content warning: excerpts may contain harmful text):")
         shown = s.flagged[:max_rows]
         lines += _table(shown, excerpt_chars, accepted=False)
         if len(s.flagged) > len(shown):
