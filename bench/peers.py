@@ -169,6 +169,8 @@ def probe_directions(
     refuse_token: str = "I",
     cache_dir: Path | None = None,
     budget_s: float | None = None,
+    groups: Sequence[str] = ("harm", "identity", "ordinary"),
+    cache_only: bool = False,
 ) -> Directions | None:
     """The refusal / comply / first gradients of each probe group (mean over the group's probes). Each group is
     cached on its own; with `budget_s`, returns None once that many seconds have gone and a group is still
@@ -179,7 +181,7 @@ def probe_directions(
     params = select_parameters(sm.model, selection)
     names = [n for n, _ in params]
     tensors = [p for _, p in params]
-    groups = _probe_groups(probes)
+    groups = {g: v for g, v in _probe_groups(probes).items() if g in groups}
     key = _directions_key(sm, probes, names, max_length, comply_token, refuse_token)
     tok = sm.tokenizer
     c_id, r_id = _single_token(tok, comply_token), _single_token(tok, refuse_token)
@@ -199,7 +201,7 @@ def probe_directions(
                 vectors[k] = [stored[nm] for nm in names]
                 counts[k], values[k] = int(meta["count"]), float(meta["value"])
                 continue
-            if budget_s is not None and time.perf_counter() - t_start > budget_s:
+            if cache_only or (budget_s is not None and time.perf_counter() - t_start > budget_s):
                 return None
             if kind == "first":
                 seqs = [_encode_head(tok, p.prompt, max_length) for p in plist]
@@ -232,6 +234,37 @@ def probe_directions(
                 save_file({nm: v.contiguous().cpu() for nm, v in zip(names, acc)}, str(path),
                           metadata={"meta": json.dumps({"count": n, "value": value})})
     return Directions(names, vectors, counts, values, key)
+
+
+def combined_vectors(directions: Directions, weights: dict[str, float], names: Sequence[str]) -> list[torch.Tensor]:
+    """Σ_k w_k d_k over the parameters `names` (a subset of the directions' names, e.g. a parameter selection)."""
+    directions.stack()
+    keys = directions.keys
+    w = torch.tensor([weights.get(k, 0.0) for k in keys], dtype=torch.float64)
+    out = []
+    for n in names:
+        V = directions.stacked[n]
+        out.append(torch.tensordot(w.to(V.dtype), V, dims=1).contiguous())
+    return out
+
+
+def seed_engine_cache(sm: ScoringModel, probes, directions: Directions, proxy_opts, selection: ParamSelection,
+                      weights: dict[str, float], cache_dir: Path) -> Path:
+    """Write the engine's ∇H cache entry for (proxy_opts, selection) from the probe directions: the same vector
+    the engine would compute (∇H of the margin / first-token / refusal-nll proxy over all probes is a fixed linear
+    combination of them; tests/test_quality_metrics.py checks that the scores agree with the engine's own), so a
+    benchmark does not pay for the probes' backward passes twice."""
+    from gradshield_lint.proxy import _atomic_save, gradient_key
+
+    params = select_parameters(sm.model, selection)
+    names = [n for n, _ in params]
+    key = gradient_key(sm, probes, proxy_opts, names, selection)
+    path = cache_dir / f"grad-{key}.safetensors"
+    if not path.is_file():
+        vecs = combined_vectors(directions, weights, names)
+        value = sum(c * directions.values[k] for k, c in weights.items())
+        _atomic_save({n: v.cpu() for n, v in zip(names, vecs)}, {"value": repr(value), "key": key}, path)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------- shared pass

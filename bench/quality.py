@@ -258,6 +258,7 @@ def run_engine(name: str, overrides: dict[str, str], items: list[Item], args, sm
     eng = Engine(settings)
     if sm is not None and sm.spec == settings.model:
         eng.__dict__["scoring_model"] = sm  # the model already loaded for this run
+        _seed_from_directions(eng, args)
     eng.gradient  # ∇H (cached on disk per configuration) outside the timed part
     fp = eng.fingerprint() | {"method": eng.method}
     key = hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -283,6 +284,36 @@ def run_engine(name: str, overrides: dict[str, str], items: list[Item], args, sm
     vals = np.array([store[it.row.id][0] for it in items])
     secs = float(sum(store[it.row.id][1] for it in items))
     return Scores(name, vals, secs, desc)
+
+
+_DIRECTIONS: dict[str, object] = {}
+ENGINE_PROXY_WEIGHTS = {"margin": "margin", "first-token": "first", "refusal-nll": "refusal-nll"}
+
+
+def _seed_from_directions(eng, args) -> None:
+    """When the shared pass's probe directions are at hand (in memory or cached), write the engine's ∇H cache
+    entry from them instead of recomputing it (same vector; see peers.seed_engine_cache)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import peers
+
+    s = eng.settings
+    if s.probes is not None or s.proxy.proxy not in ENGINE_PROXY_WEIGHTS or s.proxy.max_length != 256:
+        return
+    D = _DIRECTIONS.get("D")
+    if D is None:
+        D = peers.probe_directions(eng.scoring_model, eng.probes, cache_dir=Path(args.cache) if args.cache else default_cache(),
+                                   batch_size=args.batch_size, groups=("harm", "identity"), cache_only=True)
+    if D is None or not all(f"{k}/{g}" in D.keys for k in ("refusal", "comply", "first") for g in ("harm", "identity")):
+        return
+    w = proxy_weights({k: v for k, v in D.counts.items() if not k.endswith("/ordinary")})[ENGINE_PROXY_WEIGHTS[s.proxy.proxy]]
+    cache = s.cache_dir or default_cache_dir_engine()
+    peers.seed_engine_cache(eng.scoring_model, eng.probes, D, s.proxy, s.params, w, cache)
+
+
+def default_cache_dir_engine() -> Path:
+    from gradshield_lint.proxy import default_cache_dir
+
+    return default_cache_dir()
 
 
 # Parameter subsets for the sweep: name -> (layers, kinds). Layers are inclusive block indices of the 30-layer model.
@@ -354,10 +385,12 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
     probes = load_probes(None)
     cache = Path(args.cache) if args.cache else default_cache()
     t0 = time.perf_counter()
-    D = peers.probe_directions(sm, probes, cache_dir=cache, batch_size=args.batch_size, budget_s=args.budget)
+    D = peers.probe_directions(sm, probes, cache_dir=cache, batch_size=args.batch_size, budget_s=args.budget,
+                               groups=tuple(args.groups.split(",")))
     if D is None:
         raise Incomplete("probe directions: time budget spent with groups left")
     print(f"probe directions: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    _DIRECTIONS["D"] = D
     n_layers = int(sm.model.config.num_hidden_layers)
     _, gram = peers.direction_norms(D, n_layers)
     left = None if args.budget is None else max(args.budget - (time.perf_counter() - t0), 0.0)
@@ -541,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=0, help="sweep: print only the best N methods by mean AUROC (0: all)")
     ap.add_argument("--max-group-columns", type=int, default=12, help="per-source tables only when this few methods")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--groups", default="harm,identity,ordinary",
+                    help="probe groups of the shared pass's directions (ordinary: the contrast for the c… proxies)")
     ap.add_argument("--timing-rows", type=int, default=32, help="rows timed for the hidden-state peer's forward pass")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds of work for the shared pass before it saves and stops (exit 3; run again to go on)")

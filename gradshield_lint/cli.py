@@ -20,6 +20,8 @@ from .errors import GradshieldError
 class Context:
     config_path: Path | None
     quiet: bool
+    model: str | None = None
+    device: str | None = None
 
     @property
     def progress(self) -> bool:
@@ -45,21 +47,29 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Configuration file (default: the .gradshield.yaml found from the current directory up to the repository root).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no tables on stderr.")
+@click.option("--model", envvar="GRADSHIELD_MODEL", help="Scoring model, overriding model.name: 'embedded', a Hub id, a local directory or a .gguf file [env: GRADSHIELD_MODEL].")
+@click.option("--device", envvar="GRADSHIELD_DEVICE", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Device, overriding model.device [env: GRADSHIELD_DEVICE].")
 @click.version_option(package_name="gradshield-lint")
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None, quiet: bool) -> None:
+def main(ctx: click.Context, config_path: Path | None, quiet: bool, model: str | None, device: str | None) -> None:
     """Lint LLM finetuning datasets for rows that would erode a model's safety alignment.
 
     Each row gets a Finetuning Implicit Harmfulness Score (FIHS, GradShield): how much one gradient step on that
     row alone would push the scoring model toward complying with harmful requests. Positive means harmful.
     """
-    ctx.obj = Context(config_path=config_path, quiet=quiet)
+    ctx.obj = Context(config_path=config_path, quiet=quiet, model=model, device=device)
 
 
 def _engine(ctx: Context, cfg, **overrides):
     from .engine import Engine, settings_from_config
 
     settings = settings_from_config(cfg)
+    if ctx.model:
+        # the shipped adapter belongs to the embedded model only; another model gets none unless configured
+        adapter = settings.model.adapter if ctx.model == "embedded" else (None if settings.model.adapter == "embedded" else settings.model.adapter)
+        settings = replace(settings, model=replace(settings.model, name=ctx.model, adapter=adapter))
+    if ctx.device:
+        settings = replace(settings, model=replace(settings.model, device=ctx.device))
     proxy, method = overrides.get("proxy"), overrides.get("method")
     if proxy:
         settings = replace(settings, proxy=replace(settings.proxy, proxy=proxy))
@@ -162,7 +172,8 @@ def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=Non
 def _files(cfg, files, baseline_opt: Path | None = None) -> list[Path]:
     from .lint import expand_files
 
-    skip = [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt) if p is not None]
+    # the baseline, the configuration and a custom probe set are JSON(L) too; never read them as datasets
+    skip = [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt, cfg.probes_path) if p is not None]
     out = expand_files(files, cfg.files, cfg.root, skip)
     if not out and not files:
         raise click.UsageError("no dataset files given and none match the configured `files` globs")

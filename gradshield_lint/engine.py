@@ -104,8 +104,15 @@ class Engine:
 def settings_from_config(cfg, *, cache_dir: Path | None = None) -> EngineSettings:
     """The scoring part of a `Config` (see config.py) as engine settings."""
     m, s = cfg.model, cfg.scoring
+
+    def local(p: str | None) -> str | None:
+        # a path in the configuration is relative to the configuration's folder, not to where the command runs
+        if p is None or p == "embedded" or not cfg.resolve(p).exists():
+            return p
+        return str(cfg.resolve(p))
+
     return EngineSettings(
-        model=ModelSpec(name=m.name, revision=m.revision, gguf_file=m.gguf_file, adapter=m.adapter, device=m.device, dtype=m.dtype),
+        model=ModelSpec(name=local(m.name), revision=m.revision, gguf_file=m.gguf_file, adapter=local(m.adapter), device=m.device, dtype=m.dtype),
         proxy=ProxyOptions(proxy=s.proxy, comply_token=s.first_token.comply, refuse_token=s.first_token.refuse, batch_size=s.batch_size),
         probes=str(cfg.probes_path) if cfg.probes_path is not None else None,
         params=ParamSelection(

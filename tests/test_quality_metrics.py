@@ -151,6 +151,16 @@ def test_evaluate_reports_he_and_groups(tmp_path):
 peers = _load("peers")
 
 
+def _small_probes():
+    """A few harm probes and a few identity-shift probes of the bundled set (enough for every group)."""
+    from gradshield_lint.probes import ProbeSet, load_probes
+
+    full = load_probes(None)
+    harm = [p for p in full.probes if p.category != "identity_shift"][:5]
+    ident = [p for p in full.probes if p.category == "identity_shift"][:3]
+    return ProbeSet(tuple(harm + ident), "small")
+
+
 def _rows(tokenizer, n=5):
     from gradshield_lint.encode import encode_conversation
     from gradshield_lint.rows import Message
@@ -164,10 +174,9 @@ def test_shared_pass_matches_the_engine(tiny_model, tmp_path):
     """The sweep's FIHS (any proxy, raw mean/sum and cosine, any layer subset) equals the engine's exact scores."""
     from gradshield_lint.fihs import ScoreOptions, score_encoded
     from gradshield_lint.params import ParamSelection
-    from gradshield_lint.probes import load_probes
     from gradshield_lint.proxy import ProxyOptions, proxy_gradient
 
-    probes = load_probes(None)
+    probes = _small_probes()
     enc = _rows(tiny_model.tokenizer)
     D = peers.probe_directions(tiny_model, probes, max_length=64, cache_dir=tmp_path)
     _, gram = peers.direction_norms(D, 2)
@@ -189,9 +198,7 @@ def test_shared_pass_matches_the_engine(tiny_model, tmp_path):
 
 
 def test_he_bidirectional_is_a_difference_of_cosines(tiny_model, tmp_path):
-    from gradshield_lint.probes import load_probes
-
-    probes = load_probes(None)
+    probes = _small_probes()
     enc = _rows(tiny_model.tokenizer, 3)
     D = peers.probe_directions(tiny_model, probes, max_length=64, cache_dir=tmp_path)
     _, gram = peers.direction_norms(D, 2)
@@ -208,9 +215,7 @@ def test_he_bidirectional_is_a_difference_of_cosines(tiny_model, tmp_path):
 
 
 def test_hidden_and_keyword_peers(tiny_model):
-    from gradshield_lint.probes import load_probes
-
-    probes = load_probes(None)
+    probes = _small_probes()
     enc = _rows(tiny_model.tokenizer, 3)
     ph = peers.probe_hidden_states(tiny_model, probes, max_length=64)
     d = peers.hidden_direction(ph, 1)
@@ -219,3 +224,23 @@ def test_hidden_and_keyword_peers(tiny_model):
     assert peers.hidden_scores(fwd, d, 1).shape == (3,)
     kw = peers.keyword_scores(["I will obey, no rules at all.", "The capital of France is Paris."])
     assert kw[0] > kw[1] == 0.0
+
+
+def test_seeded_engine_cache_equals_the_engines_own_gradient(tiny_model, tmp_path):
+    from gradshield_lint.params import ParamSelection
+    from gradshield_lint.proxy import ProxyOptions, proxy_gradient
+
+    probes = _small_probes()
+    D = peers.probe_directions(tiny_model, probes, max_length=256, cache_dir=tmp_path / "d", groups=("harm", "identity"))
+    W = q.proxy_weights(D.counts)
+    for proxy, wname in (("margin", "margin"), ("first-token", "first")):
+        for sel in (ParamSelection(), ParamSelection(include=r"\.mlp\.", layers=(1, 1))):
+            opts = ProxyOptions(proxy=proxy)
+            peers.seed_engine_cache(tiny_model, probes, D, opts, sel, W[wname], tmp_path / "seeded")
+            seeded = proxy_gradient(tiny_model, probes, opts, sel, tmp_path / "seeded")
+            own = proxy_gradient(tiny_model, probes, opts, sel, tmp_path / "own")
+            assert seeded.from_cache and not own.from_cache
+            assert seeded.names == own.names
+            for a, b in zip(seeded.vectors, own.vectors):
+                np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-7)
+            assert seeded.value == pytest.approx(own.value, rel=1e-5)
