@@ -254,7 +254,12 @@ def seed_engine_cache(sm: ScoringModel, probes, directions: Directions, proxy_op
     the engine would compute (∇H of the margin / first-token / refusal-nll proxy over all probes is a fixed linear
     combination of them; tests/test_quality_metrics.py checks that the scores agree with the engine's own), so a
     benchmark does not pay for the probes' backward passes twice."""
-    from gradshield_lint.proxy import _atomic_save, gradient_key
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from gradshield_lint.proxy import gradient_key
 
     params = select_parameters(sm.model, selection)
     names = [n for n, _ in params]
@@ -263,7 +268,14 @@ def seed_engine_cache(sm: ScoringModel, probes, directions: Directions, proxy_op
     if not path.is_file():
         vecs = combined_vectors(directions, weights, names)
         value = sum(c * directions.values[k] for k, c in weights.items())
-        _atomic_save({n: v.cpu() for n, v in zip(names, vecs)}, {"value": repr(value), "key": key}, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({n: v.float().cpu() for n, v in zip(names, vecs)}, tmp, metadata={"value": repr(value), "key": key})
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -247,7 +247,7 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
     The GradShield use, "clean my data before finetuning", in one command: every row is scored and rows above the
     adaptive threshold (found without knowing how many rows are harmful) are removed. SOURCE is never modified.
     """
-    from .lint import read_all, score, threshold_for
+    from .lint import scan as run_scan
     from .rows import iter_rows_with_records
     from .writers import WRITABLE, removed_path, write_records
 
@@ -262,18 +262,15 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
             raise click.UsageError(f"cannot write {out}: its suffix must name the format, one of {', '.join(WRITABLE)}")
     shape = cfg.rows.row_shape()
     pairs = list(iter_rows_with_records(source, shape))
-    rows = read_all([source], shape)
-    engine = _engine(ctx, cfg)
-    scored = score(engine, rows)
-    threshold = threshold_for(scored.scores, cfg.threshold)
-    flagged = {r.id for r, s in zip(scored.rows, scored.scores) if s > threshold.value}
+    result, _ = run_scan(_engine(ctx, cfg), [source], shape, cfg.threshold)
+    flagged = {f.id for f in result.findings}
     keep = [rec for row, rec in pairs if row.id not in flagged]
     drop = [rec for row, rec in pairs if row.id in flagged]
     columns = list(pairs[0][1]) if pairs else None
     write_records(dest, keep, columns)
     write_records(removed, drop, columns)
     click.echo(
-        f"{len(pairs)} rows, {len(drop)} removed (FIHS above {threshold.value:.4g}, {threshold.method}); "
+        f"{len(pairs)} rows, {len(drop)} removed (FIHS above {result.threshold:.4g}, {result.threshold_method}); "
         f"kept -> {dest}, removed -> {removed}",
         err=True,
     )
@@ -291,7 +288,12 @@ def baseline() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing baseline.")
 @click.pass_obj
 def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None:
-    """Score every row of FILES (default: the configured `files` globs) and write the baseline."""
+    """Score every row of FILES (default: the configured `files` globs) and write the baseline.
+
+    With --criterion finetune the threshold is found by GradShield's binary search: each candidate threshold is
+    accepted when a brief LoRA finetune on the rows it keeps leaves the probe harmfulness within a tolerance of the
+    starting model's (slow: one short finetune per search step; the baseline records the iterations and seconds).
+    """
     from dataclasses import replace as dc_replace
 
     from .baseline import write_baseline

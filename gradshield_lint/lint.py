@@ -72,13 +72,29 @@ def recorded_of(engine) -> Recorded:
     return Recorded.from_dict(engine.recorded())
 
 
-def threshold_for(scores: Sequence[float], cfg_threshold) -> ThresholdResult:
+def threshold_for(scores: Sequence[float], cfg_threshold, criterion=None) -> ThresholdResult:
+    """The threshold for `scores` by the configured method; a `criterion` (e.g. FinetuneCriterion) turns it into a
+    binary search with that acceptance test."""
     t = cfg_threshold
-    if t.criterion == "finetune":
-        raise ConfigError("threshold.criterion 'finetune' is not available yet; use 'distribution'")
     if t.method == "fixed" and t.value is None:
         raise ConfigError("threshold.method is 'fixed' but threshold.value is not set")
+    if criterion is not None:
+        return find_threshold(np.asarray(scores, dtype=np.float64), method="search", criterion=criterion)
+    if t.criterion == "finetune":
+        raise ConfigError("threshold.criterion 'finetune' needs the rows: use it with `baseline create` or `scan`")
     return find_threshold(np.asarray(scores, dtype=np.float64), method=t.method, k=t.k, lrt_margin=t.lrt_margin, value=t.value)
+
+
+def finetune_criterion(engine, rows: Sequence[Row]):
+    """GradShield's acceptance test for a threshold: a brief LoRA finetune on the kept rows must not raise H."""
+    from .criteria import FinetuneCriterion
+
+    convs = [[{"role": m.role, "content": m.content} for m in r.messages] for r in rows]
+    return FinetuneCriterion(engine.scoring_model, engine.probes, convs, engine.settings.proxy)
+
+
+def _criterion_for(engine, rows: Sequence[Row], cfg_threshold):
+    return finetune_criterion(engine, rows) if cfg_threshold.criterion == "finetune" else None
 
 
 def _finding(row: Row, fihs: float, threshold: float, truncated: bool, reason: str | None = None) -> Finding:
@@ -128,7 +144,7 @@ def load_checked_baseline(path: Path, engine) -> Baseline:
 
 def create_baseline(engine, rows: Sequence[Row], cfg_threshold) -> tuple[Baseline, ScoredSet]:
     scored = score(engine, rows)
-    threshold = threshold_for(scored.scores, cfg_threshold)
+    threshold = threshold_for(scored.scores, cfg_threshold, _criterion_for(engine, scored.rows, cfg_threshold))
     b = make_baseline(
         fingerprint_of(engine), {r.id: s for r, s in zip(scored.rows, scored.scores)}, threshold, recorded_of(engine)
     )
@@ -151,6 +167,8 @@ def update_baseline(
     scored = score(engine, [by_id[i] for i in diff.new])
     merged = update_scores(baseline, {r.id: s for r, s in zip(scored.rows, scored.scores)}, set(diff.removed))
     if rethreshold:
+        if cfg_threshold.criterion == "finetune":
+            raise ConfigError("--rethreshold with the finetune criterion needs every row's text: use --rescore")
         merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold))
     return merged, len(scored.rows)
 
@@ -232,7 +250,7 @@ def scan(engine, files: Sequence[Path], shape: RowShape | None, cfg_threshold) -
     """Score every row and find the threshold on the spot: no baseline needed."""
     rows = read_all(files, shape)
     scored = score(engine, rows)
-    threshold = threshold_for(scored.scores, cfg_threshold)
+    threshold = threshold_for(scored.scores, cfg_threshold, _criterion_for(engine, scored.rows, cfg_threshold))
     return judge(scored, threshold, {}, rows_total=len(rows), engine=engine), scored
 
 
