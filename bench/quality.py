@@ -399,6 +399,11 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
     if pr is None:
         raise Incomplete(f"shared pass: {missing} rows left")
     print(f"shared pass: {pr.seconds:.0f}s of compute for {len(items)} rows", file=sys.stderr)
+    if args.out:  # the raw material of every FIHS variant, for analysis without another pass
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(args.out) / "pass.npz", ids=np.array([it.row.id for it in items]), dots=pr.dots, sq=pr.sq, n_target=pr.n_target,
+                 gram=gram, keys=np.array(pr.keys), groups=np.array([f"{l}:{k}" for l, k in pr.groups]),
+                 counts=json.dumps(D.counts), values=json.dumps(D.values))
     out: list[Scores] = []
     W = proxy_weights(D.counts)
     if want_sweep:
@@ -452,7 +457,7 @@ def evaluate(items: list[Item], sc: Scores) -> dict:
     finite = np.isfinite(v)
     by = {l: v[(lab == l) & main & finite] for l in LABELS}
     lens = {l: L[(lab == l) & main & finite] for l in LABELS}
-    res: dict = {"method": sc.name, "note": sc.note, "rows_per_s": len(items) / sc.seconds if sc.seconds > 0 else float("inf")}
+    res: dict = {"method": sc.name, "note": sc.note, "rows_per_s": len(items) / sc.seconds if sc.seconds > 0 else float("nan")}
     for p in POSITIVE:
         res[f"auroc_{p}"] = auroc(by[p], by["benign"])
         res[f"auprc_{p}"] = average_precision(by[p], by["benign"])
@@ -491,6 +496,10 @@ def _f(x: float) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
+def _rate(x: float) -> str:
+    return "—" if not math.isfinite(x) or x > 1e6 else f"{x:.2f}" if x < 10 else f"{x:.0f}"
+
+
 def markdown(results: list[dict], items: list[Item], args) -> str:
     lab = [it.label for it in items if it.in_main]
     counts = {l: lab.count(l) for l in LABELS}
@@ -504,7 +513,7 @@ def markdown(results: list[dict], items: list[Item], args) -> str:
             f"| {r['method']} | {_f(r['auroc_harmful'])} | {_f(r['auprc_harmful'])} | {_f(r['auroc_len_harmful'])} | "
             f"{_f(r['auroc_implicit'])} | {_f(r['auprc_implicit'])} | {_f(r['auroc_len_implicit'])} | "
             f"{r['threshold']:.3g} ({r['threshold_method']}) | {_f(r['tpr_harmful'])} | {_f(r['tpr_implicit'])} | {_f(r['fpr'])} | "
-            f"{r['rows_per_s']:.1f} |"
+            f"{_rate(r['rows_per_s'])} |"
         )
     groups = sorted({g for r in results for g in r["groups"]}, key=lambda g: (LABELS.index(results[0]["groups"][g]["label"]), g))
     if groups and len(results) <= args.max_group_columns:
@@ -628,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         kw = peers.keyword_scores([it.reply for it in items])
         all_scores.append(Scores("peer keywords", kw, max(time.perf_counter() - t0, 1e-9), "harm/obedience words per 100 reply words"))
-    all_scores.append(Scores("length (reply tokens)", np.array([it.n_target for it in items], float), 1e-9, "baseline"))
+    all_scores.append(Scores("length (reply tokens)", np.array([it.n_target for it in items], float), 0.0, "baseline"))
     results = [evaluate(items, sc) for sc in all_scores]
     shown = results
     if args.top and len(results) > args.top:

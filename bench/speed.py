@@ -29,7 +29,7 @@ from gradshield_lint.fihs import ScoreOptions, score_encoded
 from gradshield_lint.losses import row_losses
 from gradshield_lint.model import ModelSpec, load_model
 from gradshield_lint.params import ParamSelection
-from gradshield_lint.probes import load_probes
+from gradshield_lint.probes import ProbeSet, load_probes
 from gradshield_lint.proxy import ProxyOptions, proxy_gradient
 from gradshield_lint.rows import Message
 
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--adapter", default="none", help="'embedded' to merge the safety adapter (same cost)")
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--probes", type=int, default=0, help="use only the first N bundled probes for ∇H (0: all); ∇H is computed once, outside the per-row figures")
     args = ap.parse_args()
     torch.manual_seed(0)
 
@@ -95,6 +96,8 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     weights = sum(p.numel() * p.element_size() for p in sm.model.parameters())
     probes = load_probes(None)
+    if args.probes:
+        probes = ProbeSet(probes.probes[: args.probes], probes.source)
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
         grad = proxy_gradient(sm, probes, ProxyOptions(), ParamSelection(), Path(cache))
@@ -125,14 +128,12 @@ def main() -> None:
             row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask)
 
     run("forward", forward, len(enc))
-    opts = ScoreOptions(batch_size=args.batch_size)
     run("fd", lambda: [s.raw for s in score_encoded(sm, grad, enc, ScoreOptions(method="fd", batch_size=args.batch_size))], len(enc))
     run("fd (1/4 rows)", lambda: [s.raw for s in score_encoded(sm, grad, enc[: len(enc) // 4], ScoreOptions(method="fd", batch_size=args.batch_size))], len(enc) // 4)
     run("jvp", lambda: [s.raw for s in score_encoded(sm, grad, enc, ScoreOptions(method="jvp", batch_size=args.batch_size))], len(enc))
     run("persample", lambda: [(s.raw, s.fihs) for s in score_encoded(sm, grad, enc, ScoreOptions(method="persample", normalize=True, batch_size=args.batch_size))], len(enc))
     ex = enc[: args.exact_rows]
     run("exact", lambda: [(s.raw, s.fihs) for s in score_encoded(sm, grad, ex, ScoreOptions(method="exact", normalize=True))], len(ex))
-    del opts
 
     exact_raw = np.array([r for r, _ in results["exact"]["out"]])
     exact_cos = np.array([c for _, c in results["exact"]["out"]])
