@@ -23,7 +23,7 @@ def run_score(tmp: Path, cache: Path, batch_size: int, out: str) -> subprocess.C
     cfg.write_text(f"scoring:\n  batch_size: {batch_size}\n  max_length: 256\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADSHIELD_CACHE": str(cache)}
     cmd = [sys.executable, "-m", "gradshield_lint.cli", "--config", str(cfg), "score", str(EXAMPLE), "-o", str(tmp / out)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
 
 
 @pytest.fixture(scope="module")
