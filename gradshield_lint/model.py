@@ -232,8 +232,12 @@ def _merge_adapter(model, adapter: Path):
     """Merge a LoRA adapter into the weights: FIHS is then taken with respect to the merged model's parameters."""
     from peft import PeftModel
 
+    import warnings
+
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter))
-        return peft_model.merge_and_unload()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft calls a transformers name deprecated for v6
+            peft_model = PeftModel.from_pretrained(model, str(adapter))
+            return peft_model.merge_and_unload()
     except Exception as exc:
         raise ModelLoadError(f"cannot apply the adapter {adapter}: {type(exc).__name__}: {exc}") from exc
