@@ -17,6 +17,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,7 +254,9 @@ def sft_lora(
     _seed_everything(cfg.seed)
     for p in model.parameters():
         p.requires_grad_(False)
-    peft_model = get_peft_model(model, cfg.lora_config())
+    with warnings.catch_warnings():  # transformers 5 deprecation noise from inside peft
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, cfg.lora_config())
     for name, p in peft_model.named_parameters():
         if p.requires_grad and "lora_" not in name:
             p.requires_grad_(False)  # embeddings and everything else frozen: only LoRA matrices train
