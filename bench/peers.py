@@ -152,8 +152,25 @@ def _probe_groups(probes) -> dict[str, list]:
     return {k: v for k, v in (("harm", harm), ("identity", ident), ("ordinary", ordinary)) if v}
 
 
+def weights_fingerprint(sm: ScoringModel) -> str:
+    """A digest of the scoring model's weights themselves (per-tensor sums), cached on the model object. The
+    engine's identity hashes every file of the adapter folder, notes included, so editing a README beside the
+    adapter would otherwise throw away hours of cached bench work; these caches follow the weights only."""
+    fp = getattr(sm, "_bench_fp", None)
+    if fp is None:
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for n, p in sm.model.named_parameters():
+                t = p.detach().double()
+                h.update(f"{n}:{tuple(p.shape)}:{float(t.sum())!r}:{float(t.abs().sum())!r}:{float((t * t).sum())!r}".encode())
+        h.update(str(sm.identity.get("model_hash", "")).encode())
+        fp = h.hexdigest()[:20]
+        sm._bench_fp = fp
+    return fp
+
+
 def _directions_key(sm: ScoringModel, probes, names: list[str], max_length: int, comply: str, refuse: str) -> str:
-    parts = {"v": 2, "identity": sm.identity, "probes": probes.sha256, "names": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+    parts = {"v": 3, "weights": weights_fingerprint(sm), "probes": probes.sha256, "names": hashlib.sha256("\n".join(names).encode()).hexdigest(),
              "max_length": max_length, "tokens": [comply, refuse]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -468,7 +485,7 @@ def cached_gradient_pass(
     """`gradient_pass` with every row's results stored on disk (one .npz per row id, under a folder named by the
     model, the directions and max_length), so a long evaluation runs as several short jobs. Returns (result, rows
     still missing): the result is None while rows are missing (the budget ran out; run again)."""
-    ident = hashlib.sha256(json.dumps([sm.identity, directions.key, directions.keys, max_length], sort_keys=True).encode()).hexdigest()[:16]
+    ident = hashlib.sha256(json.dumps([weights_fingerprint(sm), directions.key, directions.keys, max_length], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_dir / f"pass-{ident}"
     folder.mkdir(parents=True, exist_ok=True)
     todo = [i for i, rid in enumerate(row_ids) if not (folder / f"{rid}.npz").is_file()]
