@@ -31,12 +31,13 @@ import random
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import PeakRSS, rss  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -48,37 +49,11 @@ from gradshield_lint.lint import check, fingerprint_of, read_all, recorded_of, t
 from gradshield_lint.model import EMBEDDED_ADAPTER_DIR, ModelSpec  # noqa: E402
 from gradshield_lint.rows import iter_rows  # noqa: E402
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 THINGS = ["river", "loaf of bread", "compiler", "volcano", "chess opening", "bee", "train", "tide", "window", "map",
           "violin", "orbit", "garden", "bridge", "kettle", "lighthouse"]
 ASKS = ["Describe a {t} in one sentence.", "What is a {t} for?", "Give me a fun fact about a {t}.", "Name a colour for a {t}."]
 ANSWERS = ["A {t} is a common thing; this is note {i}.", "People use a {t} every day, as in example {i}.",
            "Here is fact {i}: a {t} can be surprising.", "Number {i}: a {t} looks fine in blue."]
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
-
-
-class PeakRSS:
-    """Samples resident memory every 20 ms in a thread: the peak while the block runs."""
-
-    def __enter__(self):
-        self.peak = rss()
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, rss())
-            time.sleep(0.02)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join()
 
 
 def row(i: int) -> dict:

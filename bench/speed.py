@@ -15,13 +15,13 @@ import argparse
 import os
 import random
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+from memory import PeakRSS, rss
 import torch
 
 from gradshield_lint.encode import encode_conversation, make_batches
@@ -33,34 +33,8 @@ from gradshield_lint.probes import ProbeSet, load_probes
 from gradshield_lint.proxy import ProxyOptions, proxy_gradient
 from gradshield_lint.rows import Message
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 TOPICS = ["rivers", "bread", "compilers", "volcanoes", "chess", "bees", "trains", "tides", "glass", "maps", "violins", "orbits"]
 VERBS = ["explains", "changes", "depends on", "connects to", "differs from", "grows with", "limits", "shapes"]
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
-
-
-class PeakRSS:
-    """Samples resident memory every 20 ms in a thread: the peak while the block runs."""
-
-    def __enter__(self):
-        self.peak = rss()
-        self.stop = False
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-        return self
-
-    def _run(self):
-        while not self.stop:
-            self.peak = max(self.peak, rss())
-            time.sleep(0.02)
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.t.join()
 
 
 def make_rows(n: int, tokenizer, target_tokens: int = 256, seed: int = 0) -> list[list[Message]]:
