@@ -17,7 +17,7 @@ legitimate here because a check never scores (or even looks at the scores of) kn
 ids and the stored threshold, so what the known scores are does not change what a check costs. The ids are the
 real row ids of the --known rows, read from the written file.
 
-    .venv/bin/python bench/check_scaling.py                      # embedded SmolLM2-135M (CPU: several minutes)
+    .venv/bin/python bench/check_scaling.py                      # embedded SmolLM2-135M (2 busy CPU cores: an hour or more)
     .venv/bin/python bench/check_scaling.py --model DIR          # any local model directory, e.g. a tiny one
     .venv/bin/python bench/check_scaling.py --known 10000 --new 100   # quicker
 """
@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="where to write the dataset and baseline (default: a temporary directory)")
+    ap.add_argument("--cache-dir", type=Path, help="∇H cache (default: $GRADSHIELD_CACHE or ~/.cache/gradshield-lint, so reruns reuse it)")
     args = ap.parse_args()
 
     adapter = args.adapter
@@ -113,7 +114,7 @@ def main() -> None:
             model=ModelSpec(name=args.model, adapter=adapter, device=args.device),
             max_length=args.max_length,
             score=ScoreOptions(batch_size=args.batch_size),
-            cache_dir=work / "cache",
+            cache_dir=args.cache_dir,
         )
         engine = Engine(settings)
         t0 = time.perf_counter()
@@ -133,6 +134,7 @@ def main() -> None:
             scored = engine.score_rows(new_rows)
             t_a = time.perf_counter() - t0
         new_scores = np.array([s.score.fihs for s in scored])
+        print(f"(a) score {args.new:,} new rows alone: {t_a:.2f} s ({args.new / t_a:,.2f} rows/s)", flush=True)
 
         # The baseline: the known rows' ids with scores drawn from the new rows' distribution (see the docstring).
         rng = np.random.default_rng(args.seed)
@@ -142,7 +144,8 @@ def main() -> None:
         threshold = threshold_for(list(known_scores.values()), tcfg)
         write_baseline(bpath, make_baseline(fingerprint_of(engine), known_scores, threshold, recorded_of(engine)))
         del known_scores, known_ids
-        print(f"baseline: {args.known:,} rows, {bpath.stat().st_size / 2**20:.1f} MiB, threshold {threshold.value:.4g} ({threshold.method})")
+        print(f"baseline: {args.known:,} rows, {bpath.stat().st_size / 2**20:.1f} MiB, threshold {threshold.value:.4g} ({threshold.method})",
+              flush=True)
 
         # (b) the check over the whole file with the baseline.
         with PeakRSS() as mem_b:
