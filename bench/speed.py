@@ -38,18 +38,22 @@ VERBS = ["explains", "changes", "depends on", "connects to", "differs from", "gr
 
 
 def make_rows(n: int, tokenizer, target_tokens: int = 256, seed: int = 0) -> list[list[Message]]:
+    """Rows of a question and a reply grown sentence by sentence to about `target_tokens` chat tokens. The template
+    is rendered once per row (counting the reply's tokens as it grows): re-rendering it per sentence made building
+    256 rows take minutes."""
     rnd = random.Random(seed)
     rows = []
     for _ in range(n):
         a, b = rnd.sample(TOPICS, 2)
         q = f"How does the study of {a} relate to {b}? Please answer in detail."
-        sentences = []
-        while True:
-            sentences.append(f"The way {rnd.choice(TOPICS)} {rnd.choice(VERBS)} {rnd.choice(TOPICS)} is worth a closer look.")
-            msgs = [Message("user", q), Message("assistant", " ".join(sentences))]
-            if len(tokenizer.apply_chat_template([m.__dict__ for m in msgs], tokenize=True)) >= target_tokens - 12:
-                break
-        rows.append(msgs)
+        overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": ""}], tokenize=True)["input_ids"])
+        sentences: list[str] = []
+        used = overhead
+        while used < target_tokens - 12:
+            s = f"The way {rnd.choice(TOPICS)} {rnd.choice(VERBS)} {rnd.choice(TOPICS)} is worth a closer look."
+            sentences.append(s)
+            used += len(tokenizer(" " + s, add_special_tokens=False)["input_ids"])
+        rows.append([Message("user", q), Message("assistant", " ".join(sentences))])
     return rows
 
 
