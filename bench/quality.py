@@ -319,6 +319,7 @@ def default_cache_dir_engine() -> Path:
 # Parameter subsets for the sweep: name -> (layers, kinds). Layers are inclusive block indices of the 30-layer model.
 SUBSETS = {
     "all": (None, None),
+    "no-norm": (None, ("mlp", "attn")),  # the default: LayerNorm/RMSNorm scales left out
     "mlp": (None, ("mlp",)),
     "attn": (None, ("attn",)),
     "L10-20": ((10, 20), None),
