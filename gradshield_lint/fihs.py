@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -34,9 +34,11 @@ class ScoreOptions:
     normalize: bool = False
     loss_reduction: str = "mean"
     batch_size: int = 8
-    # ε is set so that the step moves the selected weights by this fraction of their norm: large enough to rise
-    # above float32 rounding of the loss, small enough that the O(ε²) error of the central difference is negligible.
-    fd_relative_step: float = 1e-3
+    # ε moves the selected weights by this fraction of their norm. None: calibrated (see `calibrate_fd_step`).
+    # No fixed value suits every model: on the embedded SmolLM2-135M (rows of ~250 tokens, error vs exact) 1e-3
+    # gives 35 %, 1e-4 16 %, 1e-5 0.6 %, 3e-6 0.06 % (curvature), while on a tiny test model whose scores are
+    # ~1e-3, anything below 1e-4 drowns in float32 rounding of the loss.
+    fd_relative_step: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,59 @@ def _batches(sm: ScoringModel, encoded: Sequence[Encoded], opts: ScoreOptions) -
 
 
 # ---------------------------------------------------------------- finite differences
+FD_STEPS = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+# A fixed row, so that the calibrated step (and with it every score) does not depend on which rows a run sees.
+_CALIBRATION_ROW = (
+    ("user", "How do I keep cut flowers fresh for longer?"),
+    ("assistant", "Trim the stems at an angle, put them in clean water with a little sugar, keep the vase out of direct "
+                  "sunlight, and change the water every two days."),
+)
+
+
+@dataclass(frozen=True)
+class _Msg:
+    role: str
+    content: str
+
+
+def calibrate_fd_step(sm: ScoringModel, grad: ProxyGradient, opts: ScoreOptions) -> float:
+    """The relative step (from FD_STEPS) whose central difference best matches the exact directional derivative on
+    a fixed calibration row: one backward pass and a few single-row forward passes, cached per (model, ∇H,
+    reduction) on the ScoringModel so a process pays it once. The best step balances the O(ε²) curvature error of
+    a large step against float32 rounding of the loss at a small one, and where that balance lies depends on the
+    model and the parameter selection."""
+    from .encode import encode_conversation
+
+    cache = sm.fd_steps
+    key = (grad.key, opts.loss_reduction)
+    if key in cache:
+        return cache[key]
+    row = encode_conversation(sm.tokenizer, [_Msg(r, c) for r, c in _CALIBRATION_ROW], max_length=4096)
+    one = replace(opts, batch_size=1)
+    with torch.enable_grad():  # called from inside _fd's no_grad
+        (exact,), _ = _exact(sm, grad, [row], one, _NullBar())
+    best, best_err = FD_STEPS[0], math.inf
+    for step in FD_STEPS:
+        (approx,), _ = _fd(sm, grad, [row], replace(one, fd_relative_step=step), _NullBar())
+        err = abs(approx - exact)
+        if err < best_err:
+            best, best_err = step, err
+    cache[key] = best
+    return best
+
+
+class _NullBar:
+    def update(self, n: int) -> None:
+        pass
+
+
 @torch.no_grad()
 def _fd(sm, grad, encoded, opts, bar):
     params = _selected(sm, grad)
     vs = [v.to(p.dtype) for p, v in zip(params, grad.vectors)]
     theta = math.sqrt(sum(float((p.double() ** 2).sum()) for p in params))
-    eps = opts.fd_relative_step * theta / max(grad.norm, 1e-30)
+    step = opts.fd_relative_step if opts.fd_relative_step is not None else calibrate_fd_step(sm, grad, opts)
+    eps = step * theta / max(grad.norm, 1e-30)
     batches = _batches(sm, encoded, opts)
     plus = torch.zeros(len(encoded), dtype=torch.float64)
     minus = torch.zeros(len(encoded), dtype=torch.float64)

@@ -46,6 +46,8 @@ class ScoringModel:
     device: torch.device
     dtype: torch.dtype
     identity: dict[str, str] = field(default_factory=dict)
+    # Finite-difference steps calibrated for this model, by (∇H key, loss reduction): see fihs.calibrate_fd_step.
+    fd_steps: dict[tuple[str, str], float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def context_length(self) -> int:

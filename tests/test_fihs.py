@@ -140,3 +140,18 @@ def test_untied_output_head_per_sample_matches_exact(tokenizer, encoded, tmp_pat
     fast = score_encoded(sm, g, encoded, ScoreOptions(method="persample", normalize=True, batch_size=4))
     np.testing.assert_allclose([s.fihs for s in fast], [s.fihs for s in exact], rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose([s.raw for s in fast], [s.raw for s in exact], rtol=1e-3, atol=1e-7)
+
+
+def test_fd_step_is_calibrated_once_per_model_and_gradient(tiny_model, encoded, tmp_path):
+    """A fixed relative step that suits one model is off on another (see ScoreOptions.fd_relative_step); the
+    calibrated step must match exact where a badly chosen fixed one does not, and be computed once."""
+    from gradshield_lint.fihs import FD_STEPS
+
+    g = grad_for(tiny_model, tmp_path, include=r"\.mlp\.", layers=(1, 1))
+    tiny_model.fd_steps.clear()
+    exact = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="exact"))])
+    calibrated = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd"))])
+    assert list(tiny_model.fd_steps) == [(g.key, "mean")] and tiny_model.fd_steps[(g.key, "mean")] in FD_STEPS
+    assert np.linalg.norm(calibrated - exact) / np.linalg.norm(exact) < 0.01
+    too_small = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", fd_relative_step=1e-7))])
+    assert np.linalg.norm(too_small - exact) / np.linalg.norm(exact) > 0.05
