@@ -6,7 +6,7 @@ runs one row at a time, so its rows/s does not depend on how many), the ratios f
 many forward passes' worth of time a row costs), agreement with exact, and peak resident memory per method
 sampled while it runs (and for fd at a quarter of the rows, to show it does not grow with the number of rows).
 
-    python bench/speed.py [--rows 256] [--exact-rows 32] [--batch-size 8] [--adapter none|embedded]
+    python bench/speed.py [--rows 256] [--exact-rows 32] [--tokens 256] [--batch-size 8] [--adapter none|embedded]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--exact-rows", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=256, help="about how many tokens each row has, chat template included")
     ap.add_argument("--adapter", default="none", help="'embedded' to merge the safety adapter (same cost)")
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--dtype", default="float32")
@@ -82,8 +83,8 @@ def main() -> None:
         grad_s = time.perf_counter() - t0
     grad_bytes = sum(v.numel() * v.element_size() for v in grad.vectors)
 
-    rows = make_rows(args.rows, sm.tokenizer)
-    enc = [encode_conversation(sm.tokenizer, r, max_length=320) for r in rows]
+    rows = make_rows(args.rows, sm.tokenizer, target_tokens=args.tokens)
+    enc = [encode_conversation(sm.tokenizer, r, max_length=args.tokens + 64) for r in rows]
     tokens = np.mean([e.n_tokens for e in enc])
     print(f"device {sm.device.type}, dtype {args.dtype}, torch threads {torch.get_num_threads()}; model load {load_s:.1f} s; "
           f"∇H over {len(probes)} probes {grad_s:.1f} s")
