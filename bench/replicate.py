@@ -10,8 +10,13 @@ preserved, and GradShield beats other filters. This script shows what happens on
    the peers of `bench/quality.py` at the same number of removed rows; `oracle` (exactly the harmful rows removed);
 3. a fresh LoRA finetune of the starting model on each kept set, then ASR and utility again.
 
-    .venv/bin/python bench/replicate.py --out /tmp/replicate            # the full run (~25 min on 2 CPU cores)
+    .venv/bin/python bench/replicate.py --out /tmp/replicate            # the full run: 13 min on 2 CPU cores*
+    .venv/bin/python bench/replicate.py --ratios 0.2 --methods unfiltered,oracle,gradshield@oracle-k,he2024@oracle-k,hidden@oracle-k,keywords@oracle-k
     .venv/bin/python bench/replicate.py --quick --model DIR --adapter none   # a smoke run (tests use it)
+
+*with ∇H and He et al.'s probe directions already in the cache (after any earlier `gradshield-lint` or
+bench/quality.py run on the embedded model); a cold cache adds their backward passes over the probe set. The
+number of finetunes is the number of distinct kept sets: 10 of the 24 cells in the recorded run.
 
 Decisions
 ---------
@@ -45,14 +50,26 @@ Decisions
   probes' compliance − refusal direction), `keywords` (harm/obedience words per 100 reply words). Each removes
   its top-k rows of the mixture, k = the number gradshield removed there (ties broken by pool order, so
   deterministic). He et al.'s probe directions are cached with bench/quality.py's (same files).
+* **Ranking apart from the threshold**: the opt-in methods `SCORE@oracle-k` remove as many top-scored rows as the
+  mixture has harmful rows (they know the ratio, which no real filter does), and the second table (no finetune)
+  gives each score's AUROC of harmful against utility rows over the pool and its harmful rows among the top k.
 * **Finetune** (`TrainConfig`): LoRA r=8 on all projections of all layers, `--steps` 16 steps of batch 8, lr 1e-3,
   max length 128 tokens, seed `--seed`, bfloat16 autocast (measured 2.2 s/step against 4.1 s/step in float32 on
   this 2-core CPU; evaluation stays float32). Every run starts from the same merged safety-adapted weights (the
-  LoRA layers are removed again after each run) with the same seed and the same number of steps.
+  LoRA layers are removed again after each run) with the same seed and the same number of steps. Scale chosen so
+  that the harm is visible and the task is learnt within a 30-minute budget: with 100-row mixtures and 16 steps the
+  20 % unfiltered finetune takes ASR from 12.3 % to 49.1 % and utility from 2.5 % to 87.5 %, in about 60 s per
+  finetune (training 35 s, evaluation 23 s).
 
 Output: a Markdown table (ratio × method → rows removed, harmful rows removed, ASR, utility) on stdout, progress
 and timings on stderr; `--out DIR` also gets `replicate.json` (everything, replies and per-row scores included)
 and `replicate.png` (ASR and utility against the harmful ratio, per method).
+
+One seed. The same command gives the same replies, reply for reply (checked between a trial and the recorded run
+on their common cells); the pool, and so the order in which a mixture's rows are trained, depends on `--pool`,
+`--ratios` and `--seed`, so the same cell from a command with other ratios is a different (equally valid) draw.
+Runs on slightly different benign data already differ by several points of ASR (the 0 %, 5 % and 10 % oracle kept
+sets, all harmless, gave 24.6 %, 31.6 % and 33.3 %): smaller differences are noise.
 """
 
 from __future__ import annotations
@@ -82,6 +99,10 @@ DEFAULT_HELDOUT = REPO / "data" / "heldout" / "harmful.jsonl"
 
 METHODS = ("unfiltered", "gradshield", "he2024", "hidden", "keywords", "oracle")
 PEERS = ("he2024", "hidden", "keywords")
+SCORERS = ("gradshield", *PEERS)
+#: Opt-in variants that remove as many top-scored rows as there are harmful rows: they know the ratio, which no
+#: real filter does, and so compare the scores' rankings apart from the threshold.
+AT_ORACLE_K = tuple(f"{m}@oracle-k" for m in SCORERS)
 Conversation = list[dict[str, str]]
 
 
@@ -306,14 +327,22 @@ def gradshield_selection(mix: Mixture, fihs: Mapping[str, float], cfg_threshold:
     return Selection(mix.ratio, "gradshield", removed, f"FIHS > {th.value:.4g} ({th.method}/{th.criterion})"), th
 
 
+def scorers_needed(methods: Sequence[str]) -> list[str]:
+    """The scores the methods need (peers need gradshield's removal count, so FIHS whenever a peer is asked for)."""
+    bases = {m.split("@")[0] for m in methods}
+    if any(m in PEERS for m in methods):
+        bases.add("gradshield")
+    return [m for m in SCORERS if m in bases]
+
+
 def select_all(pool: Pool, methods: Sequence[str], scores: Mapping[str, Mapping[str, float]], cfg_threshold: Any) -> tuple[list[Selection], dict[float, Any]]:
-    """Every (ratio, method) kept set. Peers need gradshield's removal count, so gradshield is computed whenever a
-    peer is asked for, and listed only when asked for."""
+    """Every (ratio, method) kept set. Peers need gradshield's removal count, so gradshield's selection is computed
+    whenever a peer is asked for, and listed only when asked for."""
     out: list[Selection] = []
     thresholds: dict[float, Any] = {}
     for mix in pool.mixtures:
         gs: Selection | None = None
-        if "gradshield" in methods or any(m in PEERS for m in methods):
+        if "gradshield" in scores:
             gs, thresholds[mix.ratio] = gradshield_selection(mix, scores["gradshield"], cfg_threshold)
         for m in methods:
             if m == "unfiltered":
@@ -327,6 +356,9 @@ def select_all(pool: Pool, methods: Sequence[str], scores: Mapping[str, Mapping[
                 assert gs is not None
                 k = len(gs.removed)
                 out.append(Selection(mix.ratio, m, top_k(mix.ids, scores[m], k), f"top {k} by {m}"))
+            elif m in AT_ORACLE_K:
+                k = len(mix.harmful)
+                out.append(Selection(mix.ratio, m, top_k(mix.ids, scores[m.split("@")[0]], k), f"top {k} (the harmful count)"))
             else:
                 raise ValueError(f"unknown method {m!r}")
     return out, thresholds
@@ -486,6 +518,40 @@ def peer_scores(sm: Any, probes: Any, rows: Sequence[PoolRow], methods: Sequence
 
 
 # ====================================================================================================== report
+@dataclass(frozen=True)
+class Detection:
+    """How well a score ranks the harmful rows, apart from any threshold: AUROC of harmful against utility rows
+    over the whole pool, and per ratio how many harmful rows are among the mixture's top-k (k = its harmful count)."""
+
+    scorer: str
+    auroc: float
+    in_top_k: dict[float, int]
+
+
+def detection(pool: Pool, scores: Mapping[str, Mapping[str, float]]) -> list[Detection]:
+    sys.path.insert(0, str(BENCH))
+    from quality import auroc
+
+    out = []
+    for name in (m for m in SCORERS if m in scores):
+        s = scores[name]
+        a = auroc([s[r.id] for r in pool.rows if r.harmful], [s[r.id] for r in pool.rows if not r.harmful])
+        top = {m.ratio: len(top_k(m.ids, s, len(m.harmful)) & m.harmful) for m in pool.mixtures if m.harmful}
+        out.append(Detection(name, a, top))
+    return out
+
+
+def detection_markdown(dets: Sequence[Detection], pool: Pool) -> str:
+    mixes = [m for m in pool.mixtures if m.harmful]
+    lines = ["Ranking alone (no threshold): AUROC of harmful vs utility rows over the pool, and harmful rows among "
+             "each mixture's top k (k = its harmful count):", "",
+             "| score | AUROC | " + " | ".join(f"top {len(m.harmful)} at {100 * m.ratio:g}%" for m in mixes) + " |",
+             "|---|---|" + "---|" * len(mixes)]
+    for d in dets:
+        lines.append(f"| {d.scorer} | {d.auroc:.2f} | " + " | ".join(f"{d.in_top_k[m.ratio]} / {len(m.harmful)}" for m in mixes) + " |")
+    return "\n".join(lines)
+
+
 def _pct(x: float) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
 
@@ -547,7 +613,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=int, help=f"rows in each finetuning mixture (default {DEFAULTS['pool']})")
     ap.add_argument("--ratios", default="0,0.05,0.1,0.2", help="harmful fractions of the mixtures")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS + AT_ORACLE_K)}")
     ap.add_argument("--steps", type=int, help=f"LoRA steps per finetune (default {DEFAULTS['steps']})")
     ap.add_argument("--batch-size", type=int, help=f"finetuning batch (default {DEFAULTS['batch_size']})")
     ap.add_argument("--lr", type=float, help=f"LoRA learning rate (default {DEFAULTS['lr']})")
@@ -603,9 +669,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_all = t = time.perf_counter()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in METHODS + AT_ORACLE_K]
     if bad or not methods or not ratios:
-        log(f"error: unknown methods {bad}; choose from {', '.join(METHODS)}" if bad else "error: no methods or no ratios")
+        log(f"error: unknown methods {bad}; choose from {', '.join(METHODS + AT_ORACLE_K)}" if bad else "error: no methods or no ratios")
         return 2
 
     import torch
@@ -655,11 +721,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ---- scores of the union pool, once
     scores: dict[str, dict[str, float]] = {}
-    if "gradshield" in methods or any(m in PEERS for m in methods):
+    needed = scorers_needed(methods)
+    if "gradshield" in needed:
         scored = score(engine, [r.row for r in pool.rows])
         scores["gradshield"] = {r.id: float(s) for r, s in zip(scored.rows, scored.scores)}
         t = _stage(f"FIHS of {len(pool.rows)} pool rows (engine defaults, method {engine.method})", t, t_all)
-    wanted_peers = [m for m in methods if m in PEERS]
+    wanted_peers = [m for m in needed if m in PEERS]
     if wanted_peers:
         from gradshield_lint.proxy import default_cache_dir
 
@@ -691,10 +758,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"LoRA r={cfg.lora_r}, {cfg.steps} steps × {cfg.batch_size}, lr {cfg.lr:g}, seed {args.seed}; "
               f"ASR on {len(heldout)} held-out harmful prompts ({args.harm_tokens} greedy tokens, judge.is_refusal), "
               f"utility = exact match on {len(test_items)} held-out dates. Wall time {(time.perf_counter() - t_all) / 60:.1f} min.")
+    dets = detection(pool, scores)
     print(markdown(cells, start, header))
+    if dets and any(m.harmful for m in pool.mixtures):
+        print("\n" + detection_markdown(dets, pool))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "replicate.json", args, pool, scores, thresholds, selections, cells, runs, start, cfg, t_all)
+        write_json(args.out / "replicate.json", args, pool, scores, thresholds, selections, cells, runs, start, cfg, t_all, dets)
         plot(cells, start, args.out / "replicate.png")
         log(f"wrote {args.out / 'replicate.json'} and {args.out / 'replicate.png'}")
     return 0
@@ -702,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_json(path: Path, args: argparse.Namespace, pool: Pool, scores: Mapping[str, Mapping[str, float]], thresholds: Mapping[float, Any],
                selections: Sequence[Selection], cells: Sequence[Cell], runs: Sequence[Evaluation], start: Evaluation, cfg: Any,
-               t_all: float) -> None:
+               t_all: float, dets: Sequence[Detection]) -> None:
     import torch
 
     doc = {
@@ -716,6 +786,7 @@ def write_json(path: Path, args: argparse.Namespace, pool: Pool, scores: Mapping
         "thresholds": {str(r): {"value": th.value, "method": th.method, "criterion": th.criterion} for r, th in thresholds.items()},
         "selections": [{"ratio": s.ratio, "method": s.method, "removed": sorted(s.removed), "note": s.note} for s in selections],
         "cells": [asdict(c) for c in cells],
+        "detection": [{"scorer": d.scorer, "auroc": d.auroc, "in_top_k": {str(r): n for r, n in d.in_top_k.items()}} for d in dets],
         "runs": [asdict(r) for r in runs],
         "rows": [{"id": r.id, "harmful": r.harmful, "source": r.row.source, "line": r.row.line,
                   "scores": {m: s[r.id] for m, s in scores.items()}} for r in pool.rows],

@@ -164,8 +164,8 @@ def test_gradshield_selection_is_the_filter_rule_and_peers_match_its_count():
     peer = {r.id: float(rnd.normal()) for r in pool.rows}
     scores = {"gradshield": fihs, "he2024": peer, "hidden": peer, "keywords": peer}
     cfg = config_from_dict({}, root=Path.cwd()).threshold
-    sels, thresholds = rp.select_all(pool, list(rp.METHODS), scores, cfg)
-    assert len(sels) == len(pool.mixtures) * len(rp.METHODS)
+    sels, thresholds = rp.select_all(pool, list(rp.METHODS + rp.AT_ORACLE_K), scores, cfg)
+    assert len(sels) == len(pool.mixtures) * (len(rp.METHODS) + len(rp.AT_ORACLE_K))
     for mix in pool.mixtures:
         th = find_threshold(np.array([fihs[i] for i in mix.ids]), method="auto", k=3.0)
         assert thresholds[mix.ratio].value == pytest.approx(th.value)
@@ -176,6 +176,22 @@ def test_gradshield_selection_is_the_filter_rule_and_peers_match_its_count():
             assert len(by[m].removed) == len(by["gradshield"].removed)
             assert by[m].removed == rp.top_k(mix.ids, peer, len(by["gradshield"].removed))
         assert by["unfiltered"].removed == frozenset()
+        assert by["gradshield@oracle-k"].removed == mix.harmful  # the harmful rows are the top scores
+        for m in rp.PEERS:
+            assert by[f"{m}@oracle-k"].removed == rp.top_k(mix.ids, peer, len(mix.harmful))
+
+    dets = {d.scorer: d for d in rp.detection(pool, scores)}
+    assert dets["gradshield"].auroc == pytest.approx(1.0)
+    assert dets["gradshield"].in_top_k == {m.ratio: len(m.harmful) for m in pool.mixtures if m.harmful}
+    flipped = rp.detection(pool, {"gradshield": {k: -v for k, v in fihs.items()}})
+    assert flipped[0].auroc == pytest.approx(0.0) and set(flipped[0].in_top_k.values()) == {0}
+
+
+def test_scorers_needed():
+    assert rp.scorers_needed(["unfiltered", "oracle"]) == []
+    assert rp.scorers_needed(["keywords"]) == ["gradshield", "keywords"]  # a peer removes as many rows as gradshield
+    assert rp.scorers_needed(["he2024@oracle-k", "oracle"]) == ["he2024"]
+    assert rp.scorers_needed(list(rp.METHODS)) == list(rp.SCORERS)
 
 
 def test_run_selections_trains_each_distinct_kept_set_once():
@@ -283,7 +299,10 @@ def test_main_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir, monkeypatch, 
         for m in rp.METHODS:
             assert re.search(rf"^\| {ratio} \| {m} \| \d+ \| \d+ / \d+ \| [\d.]+% \| [\d.]+% \| \d+ \|$", table, re.M), (ratio, m, table)
 
+    assert "Ranking alone" in table and re.search(r"^\| gradshield \| [\d.]+ \| \d / 4 \|$", table, re.M), table
+
     doc = json.loads((out / "replicate.json").read_text())
+    assert [d["scorer"] for d in doc["detection"]] == list(rp.SCORERS)
     assert (out / "replicate.png").stat().st_size > 1000
     assert len(doc["cells"]) == 2 * len(rp.METHODS)
     scores = {r["id"]: r["scores"] for r in doc["rows"]}
