@@ -115,12 +115,6 @@ _CALIBRATION_ROW = (
 )
 
 
-@dataclass(frozen=True)
-class _Msg:
-    role: str
-    content: str
-
-
 def calibrate_fd_step(sm: ScoringModel, grad: ProxyGradient, opts: ScoreOptions) -> float:
     """The relative step (from FD_STEPS) whose central difference best matches the exact directional derivative on
     a fixed calibration row: one backward pass and a few single-row forward passes, cached per (model, ∇H,
@@ -128,12 +122,13 @@ def calibrate_fd_step(sm: ScoringModel, grad: ProxyGradient, opts: ScoreOptions)
     a large step against float32 rounding of the loss at a small one, and where that balance lies depends on the
     model and the parameter selection."""
     from .encode import encode_conversation
+    from .rows import Message
 
     cache = sm.fd_steps
     key = (grad.key, opts.loss_reduction)
     if key in cache:
         return cache[key]
-    row = encode_conversation(sm.tokenizer, [_Msg(r, c) for r, c in _CALIBRATION_ROW], max_length=4096)
+    row = encode_conversation(sm.tokenizer, [Message(r, c) for r, c in _CALIBRATION_ROW], max_length=4096)
     one = replace(opts, batch_size=1)
     with torch.enable_grad():  # called from inside _fd's no_grad
         (exact,), _ = _exact(sm, grad, [row], one, _NullBar())

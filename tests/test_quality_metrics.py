@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-_BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", _BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+from helpers import load_bench
 
 
-q = _load("quality")
+
+
+
+q = load_bench("quality")
 
 
 def brute_auroc(pos, neg):
@@ -148,7 +139,7 @@ def test_evaluate_reports_he_and_groups(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the shared gradient pass
-peers = _load("peers")
+peers = load_bench("peers")
 
 
 def _small_probes():

@@ -3,34 +3,24 @@ equal kept sets, and one end-to-end run of its main on a tiny model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
 import re
-import sys
 from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import PROBES, describe, run_cli, write_jsonl
+from helpers import PROBES, describe, load_bench, run_cli, write_jsonl
 
-_BENCH = Path(__file__).resolve().parents[1] / "bench"
-_REPO = _BENCH.parent
-
-
-def _load(name: str):
-    sys.path.insert(0, str(_BENCH))  # replicate imports bench/peers.py by name
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", _BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+_REPO = Path(__file__).resolve().parents[1]
 
 
-rp = _load("replicate")
+
+
+rp = load_bench("replicate")
 
 
 # ---------------------------------------------------------------------------------------------- utility task
