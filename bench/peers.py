@@ -142,14 +142,26 @@ ORDINARY_PROMPTS: tuple[str, ...] = (
 
 def _probe_groups(probes) -> dict[str, list]:
     """harm: the harm-category probes; identity: the identity-shift probes; ordinary: every probe's refusal and
-    compliance opening after an ordinary prompt instead of its own."""
+    compliance opening after an ordinary prompt instead of its own; and each probe category by its own name (e.g.
+    "weapons", "identity_shift"): the probes of that category."""
     from gradshield_lint.probes import Probe
 
     harm = [p for p in probes.probes if p.category != IDENTITY_CATEGORY]
     ident = [p for p in probes.probes if p.category == IDENTITY_CATEGORY]
     ordinary = [Probe(ORDINARY_PROMPTS[i % len(ORDINARY_PROMPTS)], p.refusal, p.compliance, "ordinary", p.id)
                 for i, p in enumerate(probes.probes)]
-    return {k: v for k, v in (("harm", harm), ("identity", ident), ("ordinary", ordinary)) if v}
+    out = {k: v for k, v in (("harm", harm), ("identity", ident), ("ordinary", ordinary)) if v}
+    builtin = set(out)
+    for p in probes.probes:
+        if p.category in builtin:
+            raise ValueError(f"probe category {p.category!r} has the name of a built-in probe group")
+        out.setdefault(p.category, []).append(p)
+    return out
+
+
+def category_groups(probes) -> tuple[str, ...]:
+    """The group of every probe category, sorted."""
+    return tuple(sorted({p.category for p in probes.probes}))
 
 
 def weights_fingerprint(sm: ScoringModel) -> str:
@@ -188,10 +200,11 @@ def probe_directions(
     budget_s: float | None = None,
     groups: Sequence[str] = ("harm", "identity", "ordinary"),
     cache_only: bool = False,
+    kinds: Sequence[str] = KINDS,
 ) -> Directions | None:
-    """The refusal / comply / first gradients of each probe group (mean over the group's probes). Each group is
-    cached on its own; with `budget_s`, returns None once that many seconds have gone and a group is still
-    missing (run again to go on)."""
+    """The `kinds` (refusal / comply / first) gradients of each probe group (mean over the group's probes). Each
+    group and kind is cached on its own; with `budget_s`, returns None once that many seconds have gone and a group
+    is still missing (run again to go on)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -208,7 +221,7 @@ def probe_directions(
     t_start = time.perf_counter()
     for gname, plist in groups.items():
         n = len(plist)
-        for kind in KINDS:
+        for kind in kinds:
             k = f"{kind}/{gname}"
             path = cache_dir / f"directions-{key}-{gname}-{kind}.safetensors" if cache_dir else None
             if path is not None and path.is_file():

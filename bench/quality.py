@@ -15,8 +15,9 @@ For every scoring method, on the same rows and the same scoring model:
 - TPR per label and FPR at the adaptive threshold (`threshold.find_threshold(all scores, method="auto")`);
 - rows/s of the pass that produced the score;
 - He et al.: AUROC of each source's top-100 against its bottom-100.
-Markdown tables go to stdout; `--out DIR` also gets `quality.json` (metrics and every row's scores) and
-`scores.png` (score distributions per label).
+Markdown tables go to stdout; `--out DIR` also gets `quality.json` (metrics and every row's scores),
+`scores.png` (score distributions per label) and, with `sweep`, `pass.npz` (every row's gradient projections per
+parameter group and its hidden states: what bench/ceiling.py reads).
 
 Methods (`--methods`, comma-separated):
 - `default`: the engine with the configuration schema's defaults (whatever `.gradshield.yaml` would give with no
@@ -404,7 +405,8 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
         Path(args.out).mkdir(parents=True, exist_ok=True)
         np.savez(Path(args.out) / "pass.npz", ids=np.array([it.row.id for it in items]), dots=pr.dots, sq=pr.sq, n_target=pr.n_target,
                  gram=gram, keys=np.array(pr.keys), groups=np.array([f"{l}:{k}" for l, k in pr.groups]),
-                 counts=json.dumps(D.counts), values=json.dumps(D.values))
+                 counts=json.dumps(D.counts), values=json.dumps(D.values),
+                 h_mean=pr.hidden_mean.astype(np.float16), h_last=pr.hidden_last.astype(np.float16))
     out: list[Scores] = []
     W = proxy_weights(D.counts)
     if want_sweep:

@@ -473,12 +473,8 @@ def _he_directions(sm: Any, probes: Any, cache: Path, batch_size: int) -> Any:
     cached files per kind are the same ones bench/quality.py writes and reads)."""
     import peers
 
-    saved = peers.KINDS
-    peers.KINDS = ("refusal", "comply")
-    try:
-        return peers.probe_directions(sm, probes, cache_dir=cache, batch_size=batch_size, groups=("harm", "identity"))
-    finally:
-        peers.KINDS = saved
+    return peers.probe_directions(sm, probes, cache_dir=cache, batch_size=batch_size, groups=("harm", "identity"),
+                                  kinds=("refusal", "comply"))
 
 
 def peer_scores(sm: Any, probes: Any, rows: Sequence[PoolRow], methods: Sequence[str], *, cache: Path, batch_size: int,
