@@ -148,6 +148,9 @@ def write_training_md(out: Path, harmful: list, ordinary: list) -> bool:
         print("eval_after.json measured another adapter than training_log.json records; TRAINING.md not written")
         return False
 
+    # one process may run several phases: list each command once, in phase order
+    commands = "\n".join(dict.fromkeys(r["command"] for r in (before, train, after)))
+
     def table(r: dict) -> str:
         return (
             f"{rate(r, 'refusal_rate_harmful', 'refused_harmful', 'n_harmful')} | "
@@ -184,9 +187,7 @@ measured on held-out prompts (`data/heldout/`) that training never saw.
 ## Commands
 
 ```
-{before['command']}
-{train['command']}
-{after['command']}
+{commands}
 ```
 
 Machine: {train['machine']}.
