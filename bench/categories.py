@@ -21,7 +21,6 @@ kinds × ~0.4 GB in float32 for SmolLM2-135M) — which is why it is a bench, no
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -35,19 +34,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import quality  # noqa: E402
 
-NORM_FREE_KINDS = ("mlp", "attn")
 
+def category_scores(pr, gram: np.ndarray, counts: dict[str, int], categories: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine FIHS against all probes' margin direction [N], against each category's [N, C]) from a shared pass,
+    over the parameter groups the default scores (norm scales left out)."""
+    import peers
 
-def cosine_scores(dots: np.ndarray, sq: np.ndarray, gram: np.ndarray, keys: Sequence[str], groups: Sequence[str],
-                  weights: dict[str, float]) -> np.ndarray:
-    """cos(−∇L(x), v) per row for v = Σ_k weights[k]·d_k over the norm-free parameter groups, from a shared pass
-    (dots[N, G, K] = ⟨∇L_g(x), d_{g,k}⟩, sq[N, G] = ‖∇L_g(x)‖², gram[G, K, K] = ⟨d_{g,k}, d_{g,k'}⟩)."""
-    mask = np.array([str(g).split(":")[1] in NORM_FREE_KINDS for g in groups])
-    w = np.array([weights.get(k, 0.0) for k in keys])
-    dot = -(dots[:, mask, :] @ w).sum(1)
-    row_norm = np.sqrt(np.maximum(sq[:, mask].sum(1), 1e-300))
-    v_norm = math.sqrt(max(float(w @ gram[mask].sum(0) @ w), 1e-300))
-    return dot / row_norm / v_norm
+    mask = pr.group_mask(None, quality.SUBSETS["no-norm"][1])
+
+    def cos(w: dict[str, float]) -> np.ndarray:
+        return peers.fihs_from_pass(pr, gram, w, mask, normalize=True, reduction="sum")
+
+    return cos(margin_weights(categories, counts)), np.stack([cos(margin_weights([c], counts)) for c in categories], axis=1)
 
 
 def margin_weights(categories: Sequence[str], counts: dict[str, int]) -> dict[str, float]:
@@ -114,14 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, gram = peers.direction_norms(D, int(sm.model.config.num_hidden_layers))
     pr, _ = peers.cached_gradient_pass(sm, [it.row.id for it in items], encoded, D, cache, max_length=args.max_length,
                                        batch_size=args.batch_size, progress=True)
-    groups = [f"{l}:{k}" for l, k in pr.groups]
     seconds = float(pr.seconds)
-
-    def cos(w: dict[str, float]) -> np.ndarray:
-        return cosine_scores(pr.dots, pr.sq, gram, pr.keys, groups, w)
-
-    per_cat = np.stack([cos(margin_weights([c], D.counts)) for c in categories], axis=1)
-    scores = [quality.Scores("all probes (the default's direction)", cos(margin_weights(categories, D.counts)), seconds)]
+    overall, per_cat = category_scores(pr, gram, D.counts, categories)
+    scores = [quality.Scores("all probes (the default's direction)", overall, seconds)]
     scores += [quality.Scores(name, v, seconds) for name, v in combined(per_cat).items()]
     scores += [quality.Scores(f"category {c}", per_cat[:, j], seconds) for j, c in enumerate(categories)]
     results = [quality.evaluate(items, s) for s in scores]

@@ -10,13 +10,13 @@ preserved, and GradShield beats other filters. This script shows what happens on
    the peers of `bench/quality.py` at the same number of removed rows; `oracle` (exactly the harmful rows removed);
 3. a fresh LoRA finetune of the starting model on each kept set, then ASR and utility again.
 
-    .venv/bin/python bench/replicate.py --out /tmp/replicate            # the full run: 13 min on 2 CPU cores*
+    .venv/bin/python bench/replicate.py --out /tmp/replicate            # the full run: 25 min on 2 CPU cores*
     .venv/bin/python bench/replicate.py --ratios 0.2 --methods unfiltered,oracle,gradshield@oracle-k,he2024@oracle-k,hidden@oracle-k,keywords@oracle-k
     .venv/bin/python bench/replicate.py --quick --model DIR --adapter none   # a smoke run (tests use it)
 
 *with ∇H and He et al.'s probe directions already in the cache (after any earlier `gradshield-lint` or
 bench/quality.py run on the embedded model); a cold cache adds their backward passes over the probe set. The
-number of finetunes is the number of distinct kept sets: 10 of the 24 cells in the recorded run.
+number of finetunes is the number of distinct kept sets: 19 of the 24 cells in the recorded run.
 
 Decisions
 ---------
@@ -58,8 +58,8 @@ Decisions
   this 2-core CPU; evaluation stays float32). Every run starts from the same merged safety-adapted weights (the
   LoRA layers are removed again after each run) with the same seed and the same number of steps. Scale chosen so
   that the harm is visible and the task is learnt within a 30-minute budget: with 100-row mixtures and 16 steps the
-  20 % unfiltered finetune takes ASR from 12.3 % to 49.1 % and utility from 2.5 % to 87.5 %, in about 60 s per
-  finetune (training 35 s, evaluation 23 s).
+  20 % unfiltered finetune takes ASR from 5.3 % to 24.6 % and utility from 5.0 % to 85.0 % (recorded run, 320-step
+  safety adapter), in about 65 s per finetune (training 38 s, evaluation 27 s).
 
 Output: a Markdown table (ratio × method → rows removed, harmful rows removed, ASR, utility) on stdout, progress
 and timings on stderr; `--out DIR` also gets `replicate.json` (everything, replies and per-row scores included)
@@ -68,8 +68,8 @@ and `replicate.png` (ASR and utility against the harmful ratio, per method).
 One seed. The same command gives the same replies, reply for reply (checked between a trial and the recorded run
 on their common cells); the pool, and so the order in which a mixture's rows are trained, depends on `--pool`,
 `--ratios` and `--seed`, so the same cell from a command with other ratios is a different (equally valid) draw.
-Runs on slightly different benign data already differ by several points of ASR (the 0 %, 5 % and 10 % oracle kept
-sets, all harmless, gave 24.6 %, 31.6 % and 33.3 %): smaller differences are noise.
+Runs on slightly different benign data already differ by a few points of ASR (with the previous 56-step adapter
+the 0 %, 5 % and 10 % oracle kept sets, all harmless, gave 24.6 %, 31.6 % and 33.3 %): smaller differences are noise.
 """
 
 from __future__ import annotations

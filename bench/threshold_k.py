@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gradshield_lint.threshold import find_threshold  # noqa: E402
+from gradshield_lint.threshold import find_threshold
 
 
 def rates(scores: np.ndarray, labels: np.ndarray, fit_on: np.ndarray, k: float) -> tuple[float, dict[str, float]]:

@@ -15,22 +15,29 @@ def categories():
 def test_cosine_from_the_pass_equals_the_cosine_of_the_vectors(categories):
     """Rebuild real vectors per parameter group, let the shared-pass arithmetic score them, compare with numpy's
     cosine on the concatenated vectors (norm groups left out, as the default does)."""
+    peers = load_bench("peers")
     rng = np.random.default_rng(0)
-    groups = ["0:mlp", "0:attn", "0:norm", "1:mlp"]
+    groups = [(0, "mlp"), (0, "attn"), (0, "norm"), (1, "mlp")]
     keys = ["refusal/a", "comply/a", "refusal/b", "comply/b"]
+    counts = {"refusal/a": 1, "comply/a": 1, "refusal/b": 3, "comply/b": 3}
     sizes = [5, 4, 3, 6]
     d = [rng.normal(size=(len(keys), s)) for s in sizes]  # direction k restricted to group g
     rows = [[rng.normal(size=s) for s in sizes] for _ in range(7)]  # ∇L(x) per group
     dots = np.array([[[r[g] @ d[g][k] for k in range(len(keys))] for g in range(len(groups))] for r in rows])
     sq = np.array([[r[g] @ r[g] for g in range(len(groups))] for r in rows])
     gram = np.array([d[g] @ d[g].T for g in range(len(groups))])
-    w = {"refusal/a": 0.5, "comply/a": -0.5, "comply/b": -1.0}
-    got = categories.cosine_scores(dots, sq, gram, keys, groups, w)
+    pr = peers.PassResult(groups, keys, dots, sq, np.ones(len(rows)), None, None, 1.0)
+    overall, per_cat = categories.category_scores(pr, gram, counts, ["a", "b"])
     keep = [0, 1, 3]
-    v = np.concatenate([sum(w.get(k, 0.0) * d[g][j] for j, k in enumerate(keys)) for g in keep])
-    want = [-(np.concatenate([r[g] for g in keep]) @ v) / np.linalg.norm(np.concatenate([r[g] for g in keep])) / np.linalg.norm(v)
-            for r in rows]
-    np.testing.assert_allclose(got, want, rtol=1e-10)
+    x = [np.concatenate([r[g] for g in keep]) for r in rows]
+
+    def want(w):
+        v = np.concatenate([sum(w.get(k, 0.0) * d[g][j] for j, k in enumerate(keys)) for g in keep])
+        return [-(xi @ v) / np.linalg.norm(xi) / np.linalg.norm(v) for xi in x]
+
+    np.testing.assert_allclose(overall, want({"refusal/a": 0.25, "comply/a": -0.25, "refusal/b": 0.75, "comply/b": -0.75}), rtol=1e-10)
+    np.testing.assert_allclose(per_cat[:, 0], want({"refusal/a": 1.0, "comply/a": -1.0}), rtol=1e-10)
+    np.testing.assert_allclose(per_cat[:, 1], want({"refusal/b": 1.0, "comply/b": -1.0}), rtol=1e-10)
 
 
 def test_margin_weights_are_the_probe_count_weighted_mean(categories):

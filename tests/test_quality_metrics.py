@@ -10,10 +10,6 @@ import numpy as np
 import pytest
 from helpers import load_bench
 
-
-
-
-
 q = load_bench("quality")
 
 
