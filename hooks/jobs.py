@@ -10,8 +10,9 @@ Every network call goes through `huggingface_hub` (an `HfApi` bound to the confi
   dataset files the pull request changes, so only those are downloaded), `hf_hub_download` of the changed files
   at both revisions and of the baseline on main, then `comment_discussion` (`gradshield_lint.hub.post_discussion_comment`);
 - main: `list_repo_tree`, `hf_hub_download` of the dataset files, the baseline and README.md, `repo_info` to make
-  sure main has not moved meanwhile, then `create_commit` (`gradshield_lint.hub.push_card`) with a message that
-  starts with `COMMIT_PREFIX`, so that the event of that commit is recognised and ignored.
+  sure main has not moved meanwhile, then `create_commit` (`gradshield_lint.hub.push_card`) as the bot's user, so
+  that the event of that commit is recognised by its author and ignored (its message starts with `COMMIT_PREFIX`
+  for people reading the history; the prefix itself proves nothing, anyone can write it).
 
 Rows are judged with the linter's own pieces (`gradshield_lint.lint`): on main `lint.check` against the baseline
 (or `lint.scan` without one); for a pull request, the rows it *adds* (rows of its changed files that the same files
@@ -25,6 +26,7 @@ import logging
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -35,6 +37,7 @@ from gradshield_lint import lint
 from gradshield_lint.baseline import diff_rows
 from gradshield_lint.errors import ConfigError, GradshieldError
 from gradshield_lint.findings import LintResult
+from gradshield_lint.report._common import clean_text
 from gradshield_lint.hub import CARD_NAME, COMMIT_PREFIX, comment_text, post_discussion_comment, push_card, write_card_report
 from gradshield_lint.rows import Row, RowShape, is_dataset_file, iter_rows
 
@@ -77,19 +80,24 @@ class HubTarget:
 # ------------------------------------------------------------------------------------------------------ own events
 
 
-def _is_own(title: str | None, authors: Iterable[str], bot_user: str | None) -> bool:
-    if title and title.lstrip().startswith(COMMIT_PREFIX):
-        return True
-    return bool(bot_user) and bot_user in set(authors)
+def _is_own(authors: Iterable[str | None], bot_user: str | None) -> bool:
+    """Whether the bot's user is among `authors` (Hub user names, which the Hub sets from who is logged in).
+
+    Only the author counts: a title or commit message that starts with `COMMIT_PREFIX` can be written by anyone,
+    so it proves nothing. `bot_user` None (not known) is a bug in the caller: it must find out first."""
+    if not bot_user:
+        raise RuntimeError("the bot's user name is not known; cannot tell its own events from others'")
+    return bot_user in {a for a in authors if a}
 
 
 def head_commit(hub: HubTarget, repo_id: str, revision: str) -> dict[str, Any]:
     """The commit `revision` points at, as the Hub's commits listing gives it (id, title, message, authors).
 
     One page of the listing that `HfApi.list_repo_commits` reads (it would follow every page of the history)."""
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, validate_repo_id
 
-    url = f"{hub.endpoint.rstrip('/')}/api/datasets/{repo_id}/commits/{quote(revision, safe='')}"
+    validate_repo_id(repo_id)  # it goes into the URL: `owner/name` only, no `..`
+    url = f"{hub.endpoint.rstrip('/')}/api/datasets/{quote(repo_id, safe='/')}/commits/{quote(revision, safe='')}"
     response = get_session().get(url, headers=build_hf_headers(token=hub.token))
     hf_raise_for_status(response)
     items = response.json()
@@ -106,7 +114,7 @@ def resolve(hub: HubTarget, job: Job) -> Job:
         commit = head_commit(hub, job.repo_id, job.sha or job.branch)
         authors = [a.get("user", "") for a in commit.get("authors") or [] if isinstance(a, dict)]
         sha = str(commit.get("id") or job.sha)
-        if _is_own(commit.get("title"), authors, hub.bot_user):
+        if _is_own(authors, hub.bot_user):
             raise Ignored(f"commit {sha[:8]} on {job.branch} is gradshield-lint's own")
         return replace(job, sha=sha)
     details = api.get_discussion_details(job.repo_id, job.num, repo_type="dataset")
@@ -114,10 +122,10 @@ def resolve(hub: HubTarget, job: Job) -> Job:
         raise Ignored(f"discussion #{job.num} is not a pull request")
     if details.status not in OPEN_STATUSES:
         raise Ignored(f"pull request #{job.num} is {details.status}")
-    if _is_own(details.title, [details.author], hub.bot_user):
+    if _is_own([details.author], hub.bot_user):
         raise Ignored(f"pull request #{job.num} was opened by gradshield-lint")
     commits = [e for e in details.events if e.type == "commit"]
-    if commits and _is_own(getattr(commits[-1], "summary", ""), [commits[-1].author], hub.bot_user):
+    if commits and _is_own([commits[-1].author], hub.bot_user):
         raise Ignored(f"the latest commit of pull request #{job.num} is gradshield-lint's own")
     base = branch_of(details.target_branch) or job.base or DEFAULT_BRANCH
     if job.base is not None and base != job.base:
@@ -304,43 +312,65 @@ def check_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob, workdir
     return Verdict(result, len(added), result.rows_scored, changed, has_baseline, baseline_changed)
 
 
+def code_span(text: str) -> str:
+    """`text` as one Markdown code span that nothing in it can leave: control characters and line breaks dropped
+    (`clean_text`), and a fence of one backtick more than the longest backtick run inside (CommonMark), padded with
+    a space each side (which the renderer strips) when the text starts or ends with a backtick or a space."""
+    text = clean_text(text)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}" if text else "` `"
+
+
+def code_block(text: str, info: str = "text") -> str:
+    """`text` as a fenced code block no line of it can close: a fence one backtick longer than any backtick run in
+    it (at least three); control characters other than newlines and tabs are dropped."""
+    text = "".join(ch for ch in text.replace("\r\n", "\n") if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs"))
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
 def _code_list(paths: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(f"`{p}`" for p in paths[:limit])
+    shown = ", ".join(code_span(p) for p in paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def pr_comment(v: Verdict, job: PullRequestJob, cfg) -> str:
-    """The comment: the linter's report of the scored rows, then what was checked against what."""
+    """The comment: the linter's report of the scored rows, then what was checked against what. Every name that
+    comes from the repository (file paths, the branch) is a `code_span`; row excerpts are escaped by the report."""
     body = comment_text(v.result, excerpt_chars=cfg.report.excerpt_chars)
-    base = job.base or DEFAULT_BRANCH
+    base = code_span(job.base or DEFAULT_BRANCH)
+    baseline = code_span(str(cfg.baseline))
     s = "s" if v.added != 1 else ""
     what = (
-        f"Checked commit `{(job.sha or '')[:8]}` of this pull request: {v.added} row{s} added to "
+        f"Checked commit {code_span((job.sha or '')[:8])} of this pull request: {v.added} row{s} added to "
         f"{_code_list(v.changed)}"
     )
     if v.baseline:
-        what += (f", {v.new} of them new to the baseline on `{base}` (`{cfg.baseline}`), judged against its "
-                 f"threshold.")
+        what += f", {v.new} of them new to the baseline on {base} ({baseline}), judged against its threshold."
     else:
-        what += (f", judged against a threshold found on a sample of the rows on `{base}`: there is no baseline "
-                 f"(`{cfg.baseline}`) there; create one with `gradshield-lint baseline create` for stable verdicts.")
+        what += (f", judged against a threshold found on a sample of the rows on {base}: there is no baseline "
+                 f"({baseline}) there; create one with `gradshield-lint baseline create` for stable verdicts.")
     notes = [what]
     if v.baseline_changed:
-        notes.append(f"This pull request also changes `{cfg.baseline}`; its rows are judged against the baseline on "
-                     f"`{base}`, not against its own.")
+        notes.append(f"This pull request also changes {baseline}; its rows are judged against the baseline on "
+                     f"{base}, not against its own.")
     return "\n".join([COMMENT_MARKER, body.rstrip(), "", "---", "", *(f"<sub>{n}</sub>" for n in notes), ""])
 
 
 def error_comment(message: str, job: PullRequestJob) -> str:
-    fence = "````" if "```" in message else "```"
+    """The comment when the pull request's data cannot be read: the message (it names files and lines of the
+    pull request, so it is hostile text) in a code block it cannot close."""
     return "\n".join([
         COMMENT_MARKER,
         "### gradshield-lint: :warning: could not check this pull request",
         "",
-        f"{fence}text", message, fence,
+        code_block(message),
         "",
-        f"<sub>Commit `{(job.sha or '')[:8]}`. Fix the data (or the baseline on `{job.base or DEFAULT_BRANCH}`) and "
-        "push again: every new commit is checked.</sub>",
+        (f"<sub>Commit {code_span((job.sha or '')[:8])}. Fix the data (or the baseline on "
+         f"{code_span(job.base or DEFAULT_BRANCH)}) and push again: every new commit is checked.</sub>"),
         "",
     ])
 

@@ -1,20 +1,26 @@
-"""The gradshield-lint Hub webhook app: a small ASGI app that a Space or any server runs (see hooks/README.md).
+"""The gradshield-lint Hub webhook app: an ASGI app that uvicorn serves (see hooks/README.md).
 
     WEBHOOK_SECRET=... HF_TOKEN=hf_... GRADSHIELD_CONFIG=.gradshield.yaml python -m hooks.webhook_app --port 7860
-    uvicorn --factory hooks.webhook_app:create_app --host 0.0.0.0 --port 7860      # where uvicorn is installed
+    uvicorn --factory hooks.webhook_app:create_app --host 0.0.0.0 --port 7860 --limit-concurrency 32
 
 What it does with each `POST /webhook` (or `POST /`):
 
-1. Verifies the webhook secret: the `X-Webhook-Secret` header (or the `?secret=` query parameter the Hub also
-   allows) against `WEBHOOK_SECRET`, in constant time; 401 otherwise, and nothing else happens.
-2. Parses the Hub payload (`hooks.payload`) and keeps only dataset repositories, and of them: pull requests into
-   main (scope `discussion`, action create/update, `isPullRequest`; or scope `repo.content` with an updated
-   `refs/pr/N`) and pushes to main (`repo.content`, `refs/heads/main`). Everything else: 200 `ignored`.
-3. Asks the Hub whether the event is its own (`hooks.jobs.resolve`): a commit or pull request whose title starts
-   with `COMMIT_PREFIX` or whose author is the bot user (`GRADSHIELD_BOT_USER`, default: the owner of `HF_TOKEN`)
-   is ignored, so the app's card commits never trigger another run. Also 200 `ignored`; a commit already checked
-   (the Hub sends both `discussion` and `repo.content` events for a new pull request) is ignored too.
-4. Queues the work and answers 202 at once; one worker thread runs the jobs in order with the one `Engine` built
+1. Verifies the webhook secret before it reads a byte of the body: the `X-Webhook-Secret` header (or the
+   `?secret=` query parameter the Hub also allows) against `WEBHOOK_SECRET`, in constant time; 401 otherwise, and
+   the connection is closed, so an unknown sender cannot make the server read (or hold) a large body.
+2. Bounds the body: a `Content-Length` above `MAX_BODY` is refused (413) without reading; a chunked body is read
+   up to `MAX_BODY` and refused beyond it; a body that is neither is refused (411). uvicorn (h11) itself refuses
+   an invalid `Content-Length` (`-1`, `1e9`, two different values) with 400 before the app sees the request.
+3. Parses the Hub payload with `huggingface_hub`'s models (`hooks.payload`), checks the repository id, and keeps
+   only dataset repositories, and of them: pull requests into main (scope `discussion`, action create/update,
+   `isPullRequest`; or scope `repo.content` with an updated `refs/pr/N`) and pushes to main (`repo.content`,
+   `refs/heads/main`). Everything else: 200 `ignored`.
+4. Asks the Hub whether the event is its own (`hooks.jobs.resolve`): a commit or pull request whose author is the
+   bot user (`GRADSHIELD_BOT_USER`, default: the owner of `HF_TOKEN`, asked with `whoami` at startup) is ignored,
+   so the app's card commits never trigger another run. A title never decides it: anyone can write one. Also 200
+   `ignored`; a commit already checked (the Hub sends both `discussion` and `repo.content` events for a new pull
+   request) is ignored too.
+5. Queues the work and answers 202 at once; one worker thread runs the jobs in order with the one `Engine` built
    at start (the scoring model and ∇H are loaded once, in the worker, before the first job):
    - pull request: the rows it adds, scored against the baseline on main, posted as a comment on its discussion;
    - main: the dataset's rows checked against its baseline (or scanned without one), and the dataset card's
@@ -51,7 +57,9 @@ from .payload import DEFAULT_BRANCH, Job, PayloadError, PullRequestJob, parse_ev
 log = logging.getLogger("gradshield.webhook")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-MAX_BODY = 4 * 1024 * 1024
+# Hub webhook payloads are a few kilobytes; nothing larger is read.
+MAX_BODY = 1024 * 1024
+BODY_TIMEOUT = 30.0  # seconds for the whole body, once the secret checked out
 WEBHOOK_PATHS = ("/", "/webhook", "/webhooks/gradshield")
 
 
@@ -65,6 +73,7 @@ class Settings:
     config_path: Path | None = None
     bot_user: str | None = None  # None: the owner of `token` (`whoami`)
     branch: str = DEFAULT_BRANCH
+    max_body: int = MAX_BODY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -204,7 +213,6 @@ class WebhookApp:
         self.engine = engine if engine is not None else Engine(settings_from_config(self.config))
         self.hub = HubTarget(settings.endpoint, settings.token, settings.bot_user)
         self._bot_lock = threading.Lock()
-        self._bot_resolved = settings.bot_user is not None
         self.runner = JobRunner(self._run_job, warm=self._warm)
 
     # ------------------------------------------------------------------------------------------------------ lifecycle
@@ -228,17 +236,16 @@ class WebhookApp:
         self.engine.fingerprint()
 
     def bot_user(self) -> str | None:
-        """The bot's user name: `GRADSHIELD_BOT_USER`, else the owner of `HF_TOKEN` (asked once)."""
+        """The bot's user name: `GRADSHIELD_BOT_USER`, else the owner of `HF_TOKEN` (`whoami`, asked at startup and
+        again on each event until it answers). None while it is not known: no job is queued then (`BotUnknown`)."""
         with self._bot_lock:
-            if not self._bot_resolved:
-                self._bot_resolved = True
-                if self.hub.token:
-                    try:
-                        self.hub.bot_user = self.hub.api().whoami()["name"]
-                        log.info("acting as %s", self.hub.bot_user)
-                    except Exception as exc:  # noqa: BLE001
-                        log.warning("cannot tell whose token HF_TOKEN is (%s); own events are recognised by the "
-                                    "commit prefix only: set GRADSHIELD_BOT_USER", describe_exception(exc))
+            if self.hub.bot_user is None and self.hub.token:
+                try:
+                    self.hub.bot_user = self.hub.api().whoami()["name"]
+                    log.info("acting as %s", self.hub.bot_user)
+                except Exception as exc:  # noqa: BLE001 - the Hub may be down; the next event asks again
+                    log.warning("cannot tell whose token HF_TOKEN is (%s); no event is checked until it is known: "
+                                "set GRADSHIELD_BOT_USER to skip the lookup", describe_exception(exc))
             return self.hub.bot_user
 
     def _run_job(self, job: Job) -> Outcome:
@@ -251,7 +258,10 @@ class WebhookApp:
         t = triage(event, branch=self.settings.branch)
         if t.ignored is not None:
             return 200, {"status": "ignored", "reason": t.ignored}
-        self.bot_user()
+        if self.bot_user() is None:
+            # Without the bot's name its own card commits cannot be told apart, and checking them would loop.
+            raise BotUnknown("the bot's Hub user is not known (HF_TOKEN missing or `whoami` failed): set HF_TOKEN "
+                             "or GRADSHIELD_BOT_USER, then replay the event")
         queued: list[dict[str, Any]] = []
         reasons: list[str] = []
         for job in t.jobs:
@@ -272,11 +282,13 @@ class WebhookApp:
             return 200, {"status": "ignored", "reason": "; ".join(reasons)}
         return 202, {"status": "queued", "jobs": queued, **({"ignored": reasons} if reasons else {})}
 
-    def check_secret(self, headers: Mapping[str, str], query: str) -> bool:
-        given = headers.get("x-webhook-secret")
+    def check_secret(self, headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
+        """The `X-Webhook-Secret` header (else `?secret=`) equals the secret; compared in constant time."""
+        given: bytes | None = next((v for k, v in headers if k.lower() == b"x-webhook-secret"), None)
         if given is None:
-            given = (parse_qs(query).get("secret") or [""])[0]
-        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.settings.secret.encode("utf-8"))
+            values = parse_qs(query.decode("latin-1")).get("secret") or [""]
+            given = values[0].encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self.settings.secret.encode("utf-8"))
 
     # --------------------------------------------------------------------------------------------------------- ASGI
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
@@ -295,37 +307,46 @@ class WebhookApp:
                 **({"error": self.runner.warm_error} if self.runner.warm_error else {}),
             })
             return
+        # Every early answer below closes the connection: its body (if any) is never read.
         if path not in WEBHOOK_PATHS:
-            await _respond(send, 404, {"error": "not found"})
+            await _respond(send, 404, {"error": "not found"}, close=True)
             return
         if method != "POST":
-            await _respond(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
+            await _respond(send, 405, {"error": "use POST"}, [(b"allow", b"POST")], close=True)
             return
-        body = await _read_body(receive)
-        if body is None:
-            await _respond(send, 413, {"error": "request body too large"})
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if not self.check_secret(headers, scope.get("query_string", b"").decode("latin-1")):
+        headers = scope.get("headers", [])
+        if not self.check_secret(headers, scope.get("query_string", b"")):
             log.warning("rejected a webhook with a missing or wrong secret from %s", (scope.get("client") or ["?"])[0])
-            await _respond(send, 401, {"error": "invalid or missing X-Webhook-Secret"})
+            await _respond(send, 401, {"error": "invalid or missing X-Webhook-Secret"}, close=True)
+            return
+        try:
+            body = await asyncio.wait_for(read_body(receive, headers, self.settings.max_body), BODY_TIMEOUT)
+        except BodyError as exc:
+            await _respond(send, exc.status, {"error": str(exc)}, close=True)
+            return
+        except (asyncio.TimeoutError, TimeoutError):  # one class since Python 3.11
+            await _respond(send, 408, {"error": f"the body did not arrive within {BODY_TIMEOUT:g} s"}, close=True)
+            return
+        if body is None:  # the client went away
             return
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            await _respond(send, 400, {"error": f"the body is not JSON: {exc}"})
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, 5000-digit ints
+            await _respond(send, 400, {"error": f"the body is not JSON: {describe_exception(exc)}"})
             return
         try:
             status, answer = await asyncio.to_thread(self.handle_event, data)
         except PayloadError as exc:
             status, answer = 400, {"error": f"not a Hub webhook payload: {exc}"}
+        except BotUnknown as exc:
+            status, answer = 503, {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - the Hub could not be asked: a 502, the Hub's replay button retries
             log.exception("could not triage the event")
             status, answer = 502, {"error": describe_exception(exc)}
         if status != 200 or answer.get("status") != "ignored":
-            log.info("webhook: %s %s", status, answer)
+            log.info("webhook: %s %s", status, json.dumps(answer))
         else:
-            log.info("webhook ignored: %s", answer.get("reason"))
+            log.info("webhook ignored: %s", json.dumps(answer.get("reason")))  # JSON: no raw newlines in the log
         await _respond(send, status, answer)
 
     async def _lifespan(self, receive, send) -> None:
@@ -344,34 +365,80 @@ class WebhookApp:
                 return
 
 
-async def _read_body(receive) -> bytes | None:
+class BotUnknown(RuntimeError):
+    """The bot's own user name is not known yet (answered 503; the Hub's replay button retries)."""
+
+
+class BodyError(Exception):
+    """A request body refused before or while reading it; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_body(receive, headers: list[tuple[bytes, bytes]], max_body: int) -> bytes | None:
+    """The request body, at most `max_body` bytes (`BodyError` 413 beyond, 411 without a length); None when the
+    client disconnected. A declared `Content-Length` above the bound is refused before a byte is read; a chunked
+    body is read chunk by chunk and refused as soon as it passes the bound. (uvicorn already refused an invalid
+    `Content-Length` with 400, and never hands the app more bytes than a valid one declares.)"""
+    lengths = [v for k, v in headers if k.lower() == b"content-length"]
+    chunked = any(k.lower() == b"transfer-encoding" and b"chunked" in v.lower() for k, v in headers)
+    if lengths:
+        if len(set(lengths)) != 1 or not lengths[0].strip().isdigit():
+            raise BodyError(400, "invalid Content-Length")
+        if int(lengths[0]) > max_body:
+            raise BodyError(413, f"request body too large (the limit is {max_body} bytes)")
+    elif not chunked:
+        raise BodyError(411, "a Content-Length (or a chunked body) is required")
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
-            return None
+        if size > max_body:
+            raise BodyError(413, f"request body too large (the limit is {max_body} bytes)")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
-async def _respond(send, status: int, payload: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _respond(send, status: int, payload: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None, *,
+                   close: bool = False) -> None:
     body = json.dumps(payload).encode("utf-8")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the server then closes the connection instead of reading (and discarding) the unread body
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "http.response.body", "body": body})
 
 
 def create_app(environ: Mapping[str, str] | None = None) -> WebhookApp:
     """The app configured from environment variables (WEBHOOK_SECRET, HF_TOKEN, HF_ENDPOINT, GRADSHIELD_CONFIG,
-    GRADSHIELD_BOT_USER); a factory for `uvicorn --factory hooks.webhook_app:create_app`."""
+    GRADSHIELD_BOT_USER); the factory for `uvicorn --factory hooks.webhook_app:create_app`."""
     return WebhookApp(Settings.from_env(environ))
+
+
+def uvicorn_config(app: WebhookApp, host: str, port: int, **kwargs: Any):
+    """The uvicorn configuration the app is meant to run with: lifespan on (it starts the worker and learns the
+    bot's user), bounded concurrency and header size, short keep-alive. `kwargs` override (e.g. `log_level`)."""
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "lifespan": "on",
+        "limit_concurrency": 32,  # 503 beyond: each webhook needs only a few milliseconds
+        "timeout_keep_alive": 5,
+        "h11_max_incomplete_event_size": 16 * 1024,  # request line + headers
+        "server_header": False,
+        "proxy_headers": False,  # the client address logged is the peer's, not a header anyone can set
+    }
+    options.update(kwargs)
+    return uvicorn.Config(app, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,32 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"), help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")),
                         help="port (default $PORT or 7860, the port a Space exposes)")
-    parser.add_argument("--server", choices=("auto", "uvicorn", "stdlib"), default="auto",
-                        help="uvicorn when installed (auto), or the standard-library server")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app()
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    use_uvicorn = args.server == "uvicorn"
-    if args.server == "auto":
-        try:
-            import uvicorn  # noqa: F401
+    import uvicorn
 
-            use_uvicorn = True
-        except ImportError:
-            use_uvicorn = False
-    if use_uvicorn:
-        import uvicorn
-
-        uvicorn.run(app, host=args.host, port=args.port)
-    else:
-        from .asgi_server import ASGIServer
-
-        ASGIServer(app, args.host, args.port).serve_forever()
-    return 0
+    server = uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level=level.lower()))
+    server.run()
+    return 0 if server.started else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,8 @@
-"""The Hub webhook app (`hooks/webhook_app.py`), run for real: an HTTP server on 127.0.0.1 serving the ASGI app, and
-real HTTP POSTs carrying real-shaped Hub webhook payloads (version 3, as `huggingface_hub.WebhookPayload` reads them).
+"""The Hub webhook app (`hooks/webhook_app.py`), run for real: uvicorn serving the ASGI app on 127.0.0.1 (a free port
+the OS picks, stopped when the module's tests end), with the app's own uvicorn settings (`uvicorn_config`), and real
+HTTP requests carrying real-shaped Hub webhook payloads (version 3, as `huggingface_hub.WebhookPayload` reads them).
+Requests that probe the server's limits are written byte by byte on a raw socket, every loop bounded by a byte
+count and a deadline.
 
 The Hugging Face Hub cannot be reached from the test machines, so the app talks to a fake Hub: a server started on
 127.0.0.1 (`tests/fakehub.py`) that speaks the Hub's HTTP protocol for the calls `huggingface_hub` makes. This module
@@ -12,10 +15,15 @@ harmful row here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import html
 import json
 import re
+import select
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -211,13 +219,39 @@ def post(url: str, payload: Any, secret: str | None = SECRET, *, path: str = "/w
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+@contextlib.contextmanager
+def serve(app):
+    """uvicorn serving `app` on 127.0.0.1 in a thread, on a port the OS picks; stopped (lifespan shutdown) on exit."""
+    import uvicorn
+
+    from hooks.webhook_app import uvicorn_config
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tokenizer):
     """The fake Hub, and the webhook app configured from the environment, served on 127.0.0.1."""
     from gradshield_lint.baseline import dumps_baseline
     from gradshield_lint.lint import create_baseline, read_all
 
-    from hooks.asgi_server import ASGIServer
     from hooks.webhook_app import create_app
 
     root = tmp_path_factory.mktemp("webhook")
@@ -244,11 +278,11 @@ def stack(tmp_path_factory, tokenizer):
             # The baseline a maintainer made on main with the same settings: 24 ordinary rows.
             (root / "main.jsonl").write_text(jsonl(ordinary_rows(24)), encoding="utf-8")
             baseline, _ = create_baseline(app.engine, read_all([root / "main.jsonl"], None), app.config.threshold)
-            with ASGIServer(app, "127.0.0.1", 0) as server:
+            with serve(app) as url:
                 # Lifespan startup started the worker, which loads the model and asks whoami-v2 before any job.
                 assert app.runner.ready.wait(300) and app.runner.warm_error is None, app.runner.warm_error
                 assert app.hub.bot_user == BOT_USER
-                yield Stack(hub, app, server.url, dumps_baseline(baseline).encode())
+                yield Stack(hub, app, url, dumps_baseline(baseline).encode())
 
 
 class Stack:
@@ -411,7 +445,6 @@ def test_malformed_requests(stack):
     (pr_payload("alice/space", 4, repo_type="space"), "not a dataset repository"),
     (pr_payload("alice/chats-x", 4, scope="discussion.comment"), "comments are not checked"),
     (pr_payload("alice/chats-x", 4, action="update", status="merged"), "is merged"),
-    (pr_payload("alice/chats-x", 4, title=f"{COMMIT_PREFIX} update the dataset card report"), "opened by gradshield-lint"),
     (content_payload("alice/chats-x", "refs/tags/v1", None, "a" * 40, main_sha="b" * 40), "no new commit"),
     (content_payload("alice/chats-x", "refs/heads/main", "a" * 40, None, main_sha="b" * 40), "no new commit"),
 ])
@@ -477,10 +510,10 @@ def test_events_of_the_bots_own_commits_and_pull_requests_are_ignored(stack, tmp
     status, body = post(stack.url, pr_payload(repo_id, pr.num))
     assert status == 200 and "opened by gradshield-lint" in body["reason"], body
 
-    # A person's pull request whose latest commit is the bot's (prefix in its title): ignored.
+    # A person's pull request whose latest commit was pushed by the bot's user: ignored.
     pr2 = stack.hub.open_discussion(repo_id, "Fix typos", pull_request=True, author=PERSON)
-    sha = push_as(stack.hub, repo_id, pr2.ref, {"README.md": b"---\nlicense: mit\n---\nx\n"}, author=PERSON,
-                  title=f"{COMMIT_PREFIX} update the dataset card report")
+    sha = push_as(stack.hub, repo_id, pr2.ref, {"README.md": b"---\nlicense: mit\n---\nx\n"}, author=BOT_USER,
+                  title="Fix the card")
     status, body = post(stack.url, content_payload(repo_id, pr2.ref, None, sha, main_sha=new))
     assert status == 200 and "gradshield-lint's own" in body["reason"], body
     stack.settle()
@@ -531,5 +564,255 @@ def test_main_refuses_to_start_without_a_secret(monkeypatch, caplog):
     from hooks.webhook_app import main
 
     monkeypatch.delenv("WEBHOOK_SECRET", raising=False)
-    assert main(["--server", "stdlib", "--port", "0"]) == 2
+    assert main(["--port", "0"]) == 2
     assert "WEBHOOK_SECRET is not set" in caplog.text
+
+
+# ------------------------------------------------------------------------ issue 12: own events, limits, escaping
+
+
+def test_a_title_prefix_does_not_make_an_event_the_bots_own(stack):
+    """Anyone can start a title or a commit message with `gradshield-lint:`: a person's pull request titled so, and
+    a person's push to main with such a message, are checked like any other (only the author, the bot's Hub user,
+    marks an event as the app's own)."""
+    repo_id = "alice/chats-forged"
+    stack.dataset(repo_id)
+    forged = f"{COMMIT_PREFIX} update the dataset card report"
+    pr = stack.hub.open_discussion(repo_id, forged, pull_request=True, author=PERSON)
+    data = jsonl(ordinary_rows(24) + [compliance_row(0)]).encode()
+    sha = push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": data}, author=PERSON, title=forged)
+    status, body = post(stack.url, pr_payload(repo_id, pr.num, title=forged))
+    assert status == 202 and body["jobs"] == [{"kind": "pr", "repo": repo_id, "sha": sha, "num": pr.num}], body
+    stack.settle()
+    [text] = stack.comments(repo_id, pr.num)
+    assert ":x: rows above the FIHS threshold" in text and "`data/train.jsonl:25`" in text
+
+    old = stack.hub.repo(repo_id).heads["main"]
+    main_sha = push_as(stack.hub, repo_id, "main", {"data/train.jsonl": data}, author=PERSON, title=forged)
+    status, body = post(stack.url, content_payload(repo_id, "refs/heads/main", old, main_sha, main_sha=main_sha))
+    assert status == 202 and body["jobs"][0]["kind"] == "main", body
+    stack.settle()
+    assert {o.status for o in stack.outcomes(repo_id)} == {"commented", "card-updated"}
+
+
+def test_no_event_is_checked_while_the_bots_user_is_unknown(stack):
+    """When `whoami` fails (and GRADSHIELD_BOT_USER is unset) the app cannot tell its own card commits from others':
+    it answers 503 and queues nothing, then, once `whoami` answers again, checks the replayed event."""
+    repo_id = "alice/chats-whoami"
+    stack.dataset(repo_id)
+    pr = stack.hub.open_discussion(repo_id, "Add rows", pull_request=True, author=PERSON)
+    push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": jsonl(ordinary_rows(25)).encode()})
+    token = stack.hub.token
+    stack.app.hub.bot_user = None
+    stack.hub.token = "hf_another_token"  # the app's token is now refused: whoami-v2 answers 401
+    try:
+        status, body = post(stack.url, pr_payload(repo_id, pr.num))
+        assert status == 503 and "GRADSHIELD_BOT_USER" in body["error"], body
+        assert stack.app.hub.bot_user is None and stack.outcomes(repo_id) == []
+    finally:
+        stack.hub.token = token
+    status, body = post(stack.url, pr_payload(repo_id, pr.num))  # the Hub's "replay"
+    assert status == 202 and stack.app.hub.bot_user == BOT_USER, body
+    stack.settle()
+
+
+def _head(secret: str | None, *, length: str | None = None, chunked: bool = False, extra: tuple[str, ...] = ()) -> bytes:
+    lines = ["POST /webhook HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    if secret is not None:
+        lines.append(f"X-Webhook-Secret: {secret}")
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    return ("\r\n".join([*lines, *extra]) + "\r\n\r\n").encode()
+
+
+def _connect(stack) -> socket.socket:
+    host, port = stack.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _answer(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes] | None:
+    """The status, headers and body the server has answered within `timeout` s (None: no answer yet). Reads at
+    most 64 KiB."""
+    data, deadline = b"", time.monotonic() + timeout
+    while b"\r\n\r\n" not in data and len(data) < 65536:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            return None
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    if b"\r\n\r\n" not in data:
+        return None
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), headers, rest
+
+
+def _send_until_closed(sock: socket.socket, total: int, piece: bytes) -> int:
+    """Send up to `total` bytes of `piece`s; the number sent before the server closed the connection."""
+    sent = 0
+    sock.settimeout(10)
+    try:
+        while sent < total:
+            sock.sendall(piece)
+            sent += len(piece)
+    except (ConnectionError, TimeoutError):
+        pass
+    return sent
+
+
+@pytest.mark.parametrize("secret", [None, "wrong"])
+def test_a_body_without_the_secret_is_refused_before_it_is_read(stack, secret):
+    """Without the right secret the server answers 401 before the client has sent the body, and closes the
+    connection: the 256 MiB it announces (or a chunked body without end) is never read or held."""
+    from hooks.webhook_app import MAX_BODY
+
+    piece = b"x" * 65536
+    # A body within the bound: 401 as soon as the headers are in (not a byte of the body sent).
+    with _connect(stack) as sock:
+        sock.sendall(_head(secret, length=str(MAX_BODY // 2)))
+        answer = _answer(sock)
+        assert answer is not None and answer[0] == 401, answer
+        assert answer[1].get("connection") == "close"
+    # 256 MiB announced: 401 after 64 KiB sent, then the connection is closed long before the rest is sent.
+    with _connect(stack) as sock:
+        sock.sendall(_head(secret, length=str(256 * 1024 * 1024)) + piece)
+        answer = _answer(sock)
+        assert answer is not None and answer[0] == 401, answer
+        sent = _send_until_closed(sock, 256 * 1024 * 1024, piece)
+        assert sent < 64 * 1024 * 1024, f"the server kept reading: {sent} bytes accepted after its answer"
+    # A chunked body: 401 after its first chunk.
+    with _connect(stack) as sock:
+        sock.sendall(_head(secret, chunked=True) + b"%x\r\n%s\r\n" % (len(piece), piece))
+        answer = _answer(sock)
+        assert answer is not None and answer[0] == 401, answer
+
+
+@pytest.mark.parametrize("length", ["-1", "1e9", "0x10", "12, 13"])
+def test_an_invalid_content_length_is_refused_at_once(stack, length):
+    """`Content-Length: -1` (which the old server read as "read to EOF") and other invalid lengths: 400 while the
+    connection is still open, with or without the secret; nothing reaches the Hub."""
+    before = len(stack.hub.requests)
+    for secret in (SECRET, None):
+        with _connect(stack) as sock:
+            sock.sendall(_head(secret, length=length) + b'{"event": ')
+            answer = _answer(sock)
+            assert answer is not None and answer[0] == 400, (length, secret, answer)
+    assert len(stack.hub.requests) == before
+
+
+def test_a_body_over_the_bound_is_refused_with_413(stack):
+    """With the right secret: a declared length over the bound is refused before the body is sent; a chunked body
+    is read only up to the bound, then refused and the connection closed; a body with no length at all is 411."""
+    from hooks.webhook_app import MAX_BODY
+
+    before = len(stack.hub.requests)
+    with _connect(stack) as sock:
+        sock.sendall(_head(SECRET, length=str(MAX_BODY + 1)))
+        answer = _answer(sock)
+        assert answer is not None and answer[0] == 413, answer
+    piece = b"x" * 65536
+    chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
+    with _connect(stack) as sock:
+        sock.sendall(_head(SECRET, chunked=True))
+        sent, answer = 0, None
+        while answer is None and sent < 16 * MAX_BODY:
+            sock.sendall(chunk)
+            sent += len(piece)
+            answer = _answer(sock, timeout=0.01)
+        answer = answer or _answer(sock)
+        assert answer is not None and answer[0] == 413, answer
+        assert sent < 16 * MAX_BODY
+        assert _send_until_closed(sock, 256 * 1024 * 1024, chunk) < 64 * 1024 * 1024
+    with _connect(stack) as sock:
+        sock.sendall(_head(SECRET))
+        answer = _answer(sock)
+        assert answer is not None and answer[0] == 411, answer
+    # JSON nested 100,000 deep (100 kB, within the bound): a 400, not a crash.
+    status, body = post(stack.url, None, raw=b"[" * 100_000)
+    assert status == 400 and "not JSON" in body["error"], body
+    assert len(stack.hub.requests) == before
+
+
+@pytest.mark.parametrize("name", ["a/b/../../x", "alice/..", "../alice", "alice/chats/../../../etc", "alice/a b",
+                                  "alice/chats?x=1", "alice", "", "alice/" + "x" * 100])
+def test_a_repository_name_that_is_not_a_repo_id_is_refused(stack, name):
+    """`repo.name` goes into Hub URLs: anything that is not a Hub repository id (`owner/name`) is a 400, and the app
+    does not call the Hub."""
+    before = len(stack.hub.requests)
+    for payload in (pr_payload(name, 3), content_payload(name, "refs/heads/main", "a" * 40, "b" * 40, main_sha="b" * 40)):
+        status, body = post(stack.url, payload)
+        assert status == 400 and "repo" in body["error"], (name, body)
+    assert len(stack.hub.requests) == before
+
+
+def test_a_revision_that_is_not_a_commit_id_is_refused(stack):
+    before = len(stack.hub.requests)
+    for sha in ("../../main", "main", "A" * 40, "a" * 39):
+        status, body = post(stack.url, content_payload("alice/chats", "refs/heads/main", None, sha, main_sha="b" * 40))
+        assert status == 400 and "newSha" in body["error"], (sha, body)
+    assert len(stack.hub.requests) == before
+
+
+def _render(markdown: str) -> str:
+    """The comment as HTML, by a CommonMark renderer with GFM tables and raw HTML allowed (as on the Hub)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+
+
+def _code_texts(rendered: str) -> list[str]:
+    return [html.unescape(c) for c in re.findall(r"<code>(.*?)</code>", rendered, flags=re.DOTALL)]
+
+
+def test_hostile_file_names_and_rows_cannot_leave_their_markup(stack):
+    """A pull request adds a file whose name is full of backticks and HTML, and a flagged row whose reply carries
+    HTML, a mention and a table bar. In the rendered comment the name is one piece of code, exactly as it is, and
+    no HTML from the pull request becomes an element; the same for the comment on a file that cannot be read."""
+    repo_id = "alice/chats-hostile"
+    stack.dataset(repo_id)
+    evil = "data/a`` `b</sub><img src=x onerror=alert(1)>.jsonl"
+    row = compliance_row(2)
+    row["messages"][1]["content"] += " <b>@bob</b>|`x`"
+    pr = stack.hub.open_discussion(repo_id, "Add rows", pull_request=True, author=PERSON)
+    push_as(stack.hub, repo_id, pr.ref, {evil: jsonl([row] + ordinary_rows(2, start=60)).encode()})
+    assert post(stack.url, pr_payload(repo_id, pr.num))[0] == 202
+    stack.settle()
+    [text] = stack.comments(repo_id, pr.num)
+    rendered = _render(text)
+    assert "<img" not in rendered and "<b>" not in rendered, rendered
+    assert evil in _code_texts(rendered)  # the list of changed files: the exact name, in one code span
+    assert rendered.count("</sub>") == text.count("<sub>")  # only the app's own <sub> closes
+    assert ":x: rows above the FIHS threshold" in text
+    [table] = re.findall(r"<table>.*?</table>", rendered, flags=re.DOTALL)
+    assert "&lt;b&gt;@bob&lt;/b&gt;|`x`" in table  # the excerpt: shown as text, in its cell
+
+    # A file that cannot be read: the error message names it inside a code block that the name cannot close.
+    broken = "data/c````\n# Heading <img src=y>.jsonl".replace("\n", "")
+    pr2 = stack.hub.open_discussion(repo_id, "More rows", pull_request=True, author=PERSON)
+    push_as(stack.hub, repo_id, pr2.ref, {broken: b'{"messages": [\n'})
+    assert post(stack.url, pr_payload(repo_id, pr2.num))[0] == 202
+    stack.settle()
+    [text2] = stack.comments(repo_id, pr2.num)
+    rendered2 = _render(text2)
+    assert "could not check this pull request" in text2 and "<img" not in rendered2, rendered2
+    assert any(broken in c for c in _code_texts(rendered2)), rendered2
+
+
+def test_code_spans_and_blocks_hold_any_text():
+    from hooks.jobs import code_block, code_span
+
+    for text in ("plain", "a`b", "``x``", "`", "` x `", "trail`", "a ``` b ```` c", "x</sub><img src=1>|@y"):
+        rendered = _render(code_span(text))
+        assert _code_texts(rendered) == [text], (text, code_span(text), rendered)
+    for text in ("```\n# x\n```", "a\n````\nb", "<script>x</script>"):
+        rendered = _render(code_block(text) + "\n\nafter")
+        assert rendered.count("<pre>") == 1 and "<p>after</p>" in rendered and "<script>" not in rendered, rendered
+        assert html.unescape(re.search(r"<code[^>]*>(.*?)</code>", rendered, re.DOTALL).group(1)) == text + "\n"
