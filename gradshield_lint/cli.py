@@ -1,7 +1,8 @@
 """The `gradshield-lint` command line. Nothing else imports this module.
 
 Exit codes: 0 clean, 1 findings (and nothing else), 2 usage, configuration or input error (one line naming the file
-and line), 3 internal error (a bug: one line; the traceback with --debug or GRADSHIELD_DEBUG=1), 130 interrupted.
+and line), 3 internal error (a bug: one line; the traceback with --debug or GRADSHIELD_DEBUG=1), 130 interrupted,
+141 stdout's reader went away (`| head`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class _Group(click.Group):
         except BrokenPipeError:  # the reader went away (`| head`): not a bug, and not findings
             sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)
             ctx.exit(EXIT_BROKEN_PIPE)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the point: every bug gets exit 3, not a traceback and exit 1
             debug = bool(ctx.params.get("debug"))
             if debug:
                 import traceback

@@ -31,7 +31,6 @@ from helpers import (
     make_repo,
     ordinary_row,
     ordinary_rows,
-    run_cli,
     save_tiny_model,
     tree,
     write_jsonl,
@@ -92,14 +91,14 @@ def run_subprocess(repo: Repo, *args: str, timeout: float = 60, env: dict[str, s
     hang (a FIFO) or to expand without end (a YAML bomb); a timeout fails the test instead of hanging the suite."""
 
     def cap_memory() -> None:
-        limit = 6 << 30
+        limit = 3 << 30
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
     try:
         return subprocess.run(
             [sys.executable, "-m", "gradshield_lint.cli", *args],
-            cwd=repo.root, env=full_env, capture_output=True, text=True, timeout=timeout, preexec_fn=cap_memory,
+            cwd=repo.root, env=full_env, capture_output=True, text=True, timeout=timeout, preexec_fn=cap_memory, check=False,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"`gradshield-lint {' '.join(args)}` did not finish within {timeout}s")
