@@ -238,7 +238,7 @@ def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=Non
             fh.write(github_summary(result, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars))
 
 
-def _files(cfg, files, baseline_opt: Path | None = None) -> list[Path]:
+def _files(cfg, files, baseline_opt: Path | None = None) -> list[str | Path]:
     from .lint import expand_files
 
     # the baseline, the configuration and a custom probe set are JSON(L) too; never read them as datasets
