@@ -49,6 +49,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+from . import safejson
 from .atomic import atomic_write_text
 from .errors import BaselineError
 from .threshold import ThresholdResult
@@ -433,11 +434,11 @@ def _first_schema_error(doc: Any) -> str | None:
 def loads_baseline(text: str, path: str | Path = "<baseline>") -> Baseline:
     """Parse and validate a baseline's text. BaselineError names `path` (and the line for JSON errors)."""
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = safejson.loads(text, parse_constant=_reject_constant)
         # Duplicate keys: json keeps the last silently. Every key our writer emits is followed by '":', so when the
         # count of '":' equals the number of keys parsed there is none; otherwise parse again, checking each object.
         if isinstance(doc, dict) and text.count('":') != _count_keys(doc):
-            json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_pairs)
+            safejson.loads(text, parse_constant=_reject_constant, object_pairs_hook=_pairs)
     except json.JSONDecodeError as e:
         hint = " (the file ends early: truncated?)" if e.pos >= len(text.rstrip()) else ""
         raise BaselineError(
@@ -445,6 +446,13 @@ def loads_baseline(text: str, path: str | Path = "<baseline>") -> Baseline:
             "`gradshield-lint baseline create`",
             file=path,
             line=e.lineno,
+        ) from None
+    except RecursionError:  # parsed (just under the parser's limit), but too deep to walk
+        raise BaselineError(
+            f"not valid JSON: {safejson.TOO_DEEP}; restore it from version control or recreate it with "
+            "`gradshield-lint baseline create`",
+            file=path,
+            line=_line_of(text, "[" * 64) or _line_of(text, "{" * 64),
         ) from None
     except _NonFinite as e:
         lines = _lines_of(text, r":\s*-?" + re.escape(str(e.args[0])) + r"\b")

@@ -1,11 +1,15 @@
 """The `gradshield-lint` command line. Nothing else imports this module.
 
-Exit codes: 0 clean, 1 findings, 2 usage, configuration or input error.
+Exit codes: 0 clean, 1 findings (and nothing else), 2 usage, configuration or input error (one line naming the file
+and line), 3 internal error (a bug: one line; the traceback with --debug or GRADSHIELD_DEBUG=1), 130 interrupted,
+141 stdout's reader went away (`| head`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,7 +17,7 @@ from pathlib import Path
 import click
 
 from .atomic import atomic_write_text
-from .errors import GradshieldError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, GradshieldError
 
 
 @dataclass
@@ -33,8 +37,13 @@ class Context:
         return load_config(self.config_path)
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 class _Group(click.Group):
-    """Turns user errors into a one-line message and exit code 2: never a traceback for bad input."""
+    """Turns user errors into a one-line message and exit code 2: never a traceback for bad input. Any other
+    exception is a bug: exit 3 (never 1, which CI reads as findings), the traceback only with --debug."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -42,6 +51,62 @@ class _Group(click.Group):
         except GradshieldError as exc:
             click.echo(f"gradshield-lint: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # usage errors (exit 2) and explicit exits: click reports them
+        except KeyboardInterrupt:
+            click.echo("gradshield-lint: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # the reader went away (`| head`): not a bug, and not findings
+            sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)
+            ctx.exit(EXIT_BROKEN_PIPE)
+        except Exception as exc:  # noqa: BLE001 - the point: every bug gets exit 3, not a traceback and exit 1
+            debug = bool(ctx.params.get("debug"))
+            if debug:
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            first = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", first)
+            click.echo(
+                f"gradshield-lint: internal error (a bug; exit {EXIT_INTERNAL}): {type(exc).__name__}"
+                + (f": {first}" if first else "")
+                + ("" if debug else " (rerun with --debug for the traceback)"),
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+class _DatasetPath(click.ParamType):
+    """A dataset argument: a local path, or an `hf://datasets/...` string kept as typed (click.Path would make it a
+    Path, which folds `hf://` into `hf:/`)."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path):
+            return value
+        text = os.fsdecode(value)
+        return text if text.startswith("hf://") else Path(text)
+
+
+class _OutputPath(click.Path):
+    """A file to write: checked when the command line is parsed, before minutes of scoring: not a directory, and
+    its nearest existing parent is a directory."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        for parent in Path(path).absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    self.fail(f"{click.format_filename(path)!r}: {click.format_filename(parent)!r} is not a directory", param, ctx)
+                break
+        return path
+
+
+DATASETS = _DatasetPath()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,13 +114,17 @@ class _Group(click.Group):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no tables on stderr.")
 @click.option("--model", envvar="GRADSHIELD_MODEL", help="Scoring model, overriding model.name: 'embedded', a Hub id, a local directory or a .gguf file [env: GRADSHIELD_MODEL].")
 @click.option("--device", envvar="GRADSHIELD_DEVICE", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Device, overriding model.device [env: GRADSHIELD_DEVICE].")
+@click.option("--debug", is_flag=True, envvar="GRADSHIELD_DEBUG", help="On an internal error (exit 3), print the traceback [env: GRADSHIELD_DEBUG=1].")
 @click.version_option(package_name="gradshield-lint")
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None, quiet: bool, model: str | None, device: str | None) -> None:
+def main(ctx: click.Context, config_path: Path | None, quiet: bool, model: str | None, device: str | None, debug: bool) -> None:
     """Lint LLM finetuning datasets for rows that would erode a model's safety alignment.
 
     Each row gets a Finetuning Implicit Harmfulness Score (FIHS, GradShield): how much one gradient step on that
     row alone would push the scoring model toward complying with harmful requests. Positive means harmful.
+
+    Exit codes: 0 clean; 1 findings (and nothing else); 2 usage, configuration or input error (the message names the
+    file and line); 3 internal error, a bug (one line; the traceback with --debug); 130 interrupted.
     """
     ctx.obj = Context(config_path=config_path, quiet=quiet, model=model, device=device)
 
@@ -91,11 +160,11 @@ def _read_rows(cfg, files):
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=DATASETS)
 @click.option("--method", type=click.Choice(["auto", "jvp", "fd", "exact", "persample"]), help="How FIHS is computed (default: from the configuration, `auto`).")
 @click.option("--proxy", type=click.Choice(["margin", "first-token", "refusal-nll"]), help="Proxy harmfulness score whose gradient defines FIHS.")
 @click.option("--normalize/--raw", default=None, help="Cosine between −∇L(row) and ∇H instead of the raw dot product.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write one JSON object per row (JSONL) here instead of stdout.")
+@click.option("-o", "--output", type=_OutputPath(), help="Write one JSON object per row (JSONL) here instead of stdout.")
 @click.option("--top", default=10, show_default=True, help="How many of the highest-scoring rows to show on stderr.")
 @click.pass_obj
 def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str | None, normalize: bool | None, output: Path | None, top: int) -> None:
@@ -140,13 +209,13 @@ def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str 
 # ------------------------------------------------------------------------------------------------ linter
 
 _FORMAT = click.option("-f", "--format", "fmt", type=click.Choice(["text", "json", "sarif", "github"]), help="Report format on stdout (default: report.format in the configuration, `text`).")
-_OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
+_OUTPUT = click.option("-o", "--output", type=_OutputPath(), help="Write the report here instead of stdout.")
 
 
 def _extra_outputs(f):
-    f = click.option("--sarif", "sarif_file", type=click.Path(path_type=Path), help="Also write a SARIF 2.1.0 file (for code scanning).")(f)
-    f = click.option("--json", "json_file", type=click.Path(path_type=Path), help="Also write the JSON report.")(f)
-    f = click.option("--summary", "summary_file", type=click.Path(path_type=Path), help="Also append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")(f)
+    f = click.option("--sarif", "sarif_file", type=_OutputPath(), help="Also write a SARIF 2.1.0 file (for code scanning).")(f)
+    f = click.option("--json", "json_file", type=_OutputPath(), help="Also write the JSON report.")(f)
+    f = click.option("--summary", "summary_file", type=_OutputPath(), help="Also append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")(f)
     return f
 
 
@@ -169,7 +238,7 @@ def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=Non
             fh.write(github_summary(result, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars))
 
 
-def _files(cfg, files, baseline_opt: Path | None = None) -> list[Path]:
+def _files(cfg, files, baseline_opt: Path | None = None) -> list[str | Path]:
     from .lint import expand_files
 
     # the baseline, the configuration and a custom probe set are JSON(L) too; never read them as datasets
@@ -185,7 +254,7 @@ def _baseline_path(cfg, option: Path | None) -> Path:
 
 
 @main.command()
-@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=DATASETS)
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Baseline file (default: `baseline` in the configuration, .gradshield-baseline.json at the repository root).")
 @click.option("--diff-base", metavar="REF", help="Rows present at this git revision are not new. Without a baseline, the threshold is found on a sample of those rows.")
 @click.option("--no-baseline", is_flag=True, help="Ignore any baseline (use with --diff-base).")
@@ -218,7 +287,7 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, exit_zero, 
 
 
 @main.command()
-@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=DATASETS)
 @click.option("--exit-zero", is_flag=True, help="Report findings but exit 0.")
 @_FORMAT
 @_OUTPUT
@@ -237,11 +306,11 @@ def scan(ctx: Context, files, exit_zero, fmt, output, sarif_file, json_file, sum
 
 
 @main.command(name="filter")
-@click.argument("source", type=click.Path(path_type=Path))
-@click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--removed", "removed_opt", type=click.Path(path_type=Path), help="Where the removed rows go (default: DEST with .removed before the suffix).")
+@click.argument("source", type=DATASETS)
+@click.argument("dest", type=_OutputPath())
+@click.option("--removed", "removed_opt", type=_OutputPath(), help="Where the removed rows go (default: DEST with .removed before the suffix).")
 @click.pass_obj
-def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None) -> None:
+def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path | None) -> None:
     """Write SOURCE without its flagged rows to DEST (same format) and the removed rows beside it.
 
     The GradShield use, "clean my data before finetuning", in one command: every row is scored and rows above the
@@ -252,14 +321,17 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
     from .writers import WRITABLE, removed_path, write_records
 
     cfg = ctx.config()
-    if dest.resolve() == source.resolve():
+    src = source.resolve() if isinstance(source, Path) else None
+    if dest.resolve() == src:
         raise click.UsageError("DEST must differ from SOURCE: the input is never overwritten")
     removed = removed_opt or removed_path(dest)
-    if removed.resolve() in (source.resolve(), dest.resolve()):
+    if removed.resolve() in (src, dest.resolve()):
         raise click.UsageError(f"the removed rows' file {removed} must differ from SOURCE and DEST")
     for out in (dest, removed):  # before minutes of scoring, not after
         if out.suffix.lower() not in WRITABLE:
             raise click.UsageError(f"cannot write {out}: its suffix must name the format, one of {', '.join(WRITABLE)}")
+        if out.is_dir():
+            raise click.UsageError(f"cannot write {out}: it is a directory")
     shape = cfg.rows.row_shape()
     pairs = list(iter_rows_with_records(source, shape))
     result, _ = run_scan(_engine(ctx, cfg), [source], shape, cfg.threshold)
@@ -282,7 +354,7 @@ def baseline() -> None:
 
 
 @baseline.command("create")
-@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=DATASETS)
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Where to write it (default: from the configuration).")
 @click.option("--criterion", type=click.Choice(["distribution", "finetune"]), help="How the threshold is accepted (default: threshold.criterion).")
 @click.option("--force", is_flag=True, help="Overwrite an existing baseline.")
@@ -303,6 +375,8 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     path = _baseline_path(cfg, baseline_opt)
     if path.exists() and not force:
         raise click.UsageError(f"{path} exists; use `baseline update`, or --force to start over")
+    if path.is_dir():
+        raise click.UsageError(f"cannot write the baseline to {path}: it is a directory")
     tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
@@ -312,7 +386,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
 
 
 @baseline.command("update")
-@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=DATASETS)
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="The baseline to update (default: from the configuration).")
 @click.option("--rescore", is_flag=True, help="Score every row again (after the model, probes or proxy changed); finds the threshold again.")
 @click.option("--rethreshold", is_flag=True, help="Find the threshold again on all rows (default: keep the stored one, so that concurrent updates merge cleanly).")

@@ -222,6 +222,10 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Confi
         raise ConfigError("no such configuration file", file=path)
     if path.is_dir():
         raise ConfigError("is a directory, not a configuration file", file=path)
+    if not path.is_file():
+        raise ConfigError("not a regular file (a FIFO or device?): name a YAML file", file=path)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file", file=path)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -232,11 +236,41 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Confi
     return config_from_dict(data, path, lines=lines)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A configuration is a few hundred bytes; anything past a MiB is not one (and YAML parsing it would take long)."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader without aliases: a configuration needs none, and aliases are how 229 bytes expand to a billion
+    nodes (nested anchors, "billion laughs") or to a cycle (`a: &a [*a]`) that every later walk follows forever."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in the configuration: write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError as exc:  # more digits than int() converts (sys.get_int_max_str_digits)
+            raise yaml.constructor.ConstructorError(None, None, f"integer too long: {exc}".split(";")[0], node.start_mark) from None
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+
+
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    loader = yaml.SafeLoader(text)
+    loader = _ConfigLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        mark = loader.get_mark()
+        raise ConfigError("invalid YAML: nested too deeply", file=path, line=mark.line + 1) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         context = exc.context or ""
@@ -437,6 +471,10 @@ def config_from_dict(
             ("scoring", "method"),
             f"{sc['method']} gives no gradient norms; with scoring.normalize use auto, persample or exact",
         )
+    for i, pattern in enumerate(m["files"]):
+        # Path.glob refuses absolute and empty patterns with an exception, not a match
+        if not pattern or Path(pattern).is_absolute() or Path(pattern).anchor:
+            raise fail(("files", i), f"{pattern!r}: a glob relative to the repository root is expected (e.g. data/**/*.jsonl)")
     th = m["threshold"]
     if th["method"] == "fixed" and th["value"] is None:
         raise fail(("threshold", "value"), "a number is required when threshold.method is fixed")

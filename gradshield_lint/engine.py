@@ -38,6 +38,13 @@ class Engine:
     """Holds one loaded scoring model and its ∇H; nothing is loaded until first needed."""
 
     def __init__(self, settings: EngineSettings = EngineSettings(), *, progress: bool = False) -> None:
+        so = settings.score
+        if so.normalize and so.method in ("fd", "jvp"):  # checked here, before minutes of loading and scoring
+            raise ConfigError(
+                f"method {so.method!r} gives raw scores only (a directional derivative, no gradient norms), but "
+                "normalized scores are asked for (scoring.normalize: true, the default): pass --raw (or set "
+                "scoring.normalize: false) for raw scores, or use --method persample (or auto) for normalized ones"
+            )
         self.settings = settings
         self.progress = progress
 

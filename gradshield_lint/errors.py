@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_CLEAN = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+"""Any exception that is not a GradshieldError: a bug in gradshield-lint (never 1, which means findings)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT, as a shell reports it)."""
+
 
 class GradshieldError(Exception):
     """Base class: a user error. The CLI prints the message (no traceback) and exits with `exit_code`."""

@@ -262,26 +262,49 @@ def pre_commit_from_ref() -> str | None:
     return None
 
 
-def expand_files(paths: Iterable[str | Path], globs: Sequence[str], root: Path, skip: Iterable[Path] = ()) -> list[Path]:
+def _resolved(p: Path) -> Path:
+    """`p.resolve()`, or the absolute path for a symlink loop (which `resolve` refuses): reading it says why."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(p))
+
+
+def expand_files(
+    paths: Iterable[str | Path], globs: Sequence[str], root: Path, skip: Iterable[Path] = ()
+) -> list[str | Path]:
     """Files named on the command line; a directory expands by the configured globs; none: the globs under root.
+    `hf://` paths stay strings (a Path would fold their `//`).
 
     Paths in `skip` (the baseline: it is JSON, and a hook's `files:` pattern passes it along with the data) are
-    never read as datasets.
+    never read as datasets. A directory named in `paths` with no dataset file in it is an InputError: a check of
+    nothing must not pass.
     """
     from .rows import is_dataset_file
 
-    skipped = {Path(p).resolve() for p in skip}
-    out: list[Path] = []
+    skipped = {_resolved(Path(p)) for p in skip}
+    out: list[str | Path] = []
     items = list(paths) or [root]
     for item in items:
+        if str(item).startswith("hf://"):
+            out.append(str(item))
+            continue
         p = Path(item)
-        if str(item).startswith("hf://") or not p.is_dir() or is_dataset_file(p):
+        if not p.is_dir() or is_dataset_file(p):
             out.append(p)
             continue
-        for g in globs:
-            out.extend(q for q in sorted(p.glob(g)) if q.is_file() and not {".git", ".venv"} & set(q.parts))
-    uniq: dict[str, Path] = {}
-    for p in out:
-        if str(p).startswith("hf://") or p.resolve() not in skipped:
-            uniq.setdefault(str(p), p)
+        found = [
+            q for g in globs for q in sorted(p.glob(g))
+            if q.is_file() and not {".git", ".venv"} & set(q.parts) and _resolved(q) not in skipped
+        ]
+        if not found and paths:
+            raise InputError(
+                f"no dataset file in this directory (none matches the configured `files` globs: {', '.join(globs) or 'none'})",
+                file=p,
+            )
+        out.extend(found)
+    uniq: dict[str, str | Path] = {}
+    for f in out:
+        if isinstance(f, str) or _resolved(f) not in skipped:
+            uniq.setdefault(str(f), f)
     return list(uniq.values())

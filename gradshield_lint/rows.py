@@ -40,16 +40,19 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import safejson
 from .errors import ConfigError, InputError
 
 ROLES = ("system", "user", "assistant")
@@ -290,7 +293,7 @@ def _content(value: Any, what: str, source: str, line: int) -> str:
 def _message_list(value: Any, plan: _Plan, column: str, source: str, line: int) -> list[Message]:
     if isinstance(value, str):  # CSV cells, JSON-encoded columns
         try:
-            value = json.loads(value)
+            value = safejson.loads(value)
         except json.JSONDecodeError as exc:
             raise InputError(f"column {column!r} is not a JSON list of messages: {exc.msg}", file=source, line=line) from None
     if not isinstance(value, list):
@@ -433,7 +436,15 @@ def parse_hf_path(s: str) -> HfPath:
     if not m or m.group(4).endswith("/"):
         raise InputError("expected hf://datasets/OWNER/NAME[@REVISION]/PATH/TO/FILE", file=s)
     owner, name, rev, rest = m.groups()
-    return HfPath(f"{owner}/{name}", unquote(rev) if rev else None, rest)
+    revision = unquote(rev) if rev else None
+    # `..` would leave the dataset (a local mirror's folder, or the repository in a Hub URL): no such file exists
+    for what, parts in (("OWNER/NAME", [owner, name]), ("REVISION", (revision or "x").split("/")), ("PATH", rest.split("/"))):
+        if any(part in ("", ".", "..") or "\\" in part for part in parts):
+            raise InputError(
+                f"'.', '..', '\\' and empty segments are not allowed in the {what} of an hf:// path: it must stay "
+                "inside the dataset", file=s,
+            )
+    return HfPath(f"{owner}/{name}", revision, rest)
 
 
 HfResolver = Callable[[HfPath], "str | Path"]
@@ -515,7 +526,7 @@ def _jsonl_records(fh: Any, source: str) -> _Records:
         if not text.strip():
             continue
         try:
-            record = json.loads(text.rstrip("\r\n"))
+            record = safejson.loads(text.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"malformed JSON: {exc.msg} (column {exc.colno}); each line must be one complete JSON object",
@@ -589,7 +600,7 @@ class _JsonStream:
         while True:
             start = self.pos
             try:
-                value, end = self.json.raw_decode(self.buf, start)
+                value, end = safejson.raw_decode(self.json, self.buf, start)
             except json.JSONDecodeError as exc:
                 incomplete = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 32
                 if incomplete and not self.eof:
@@ -771,8 +782,38 @@ def iter_rows_with_records(
     yield from _iter_local(Path(path), source, shape)
 
 
+def _stat(path: Path, source: str) -> os.stat_result:
+    """The file's status (links followed); InputError for a missing file, a symlink loop, or no access."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise InputError("no such file" if not path.is_symlink() else "no such file (a dangling symlink)", file=source) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("symlink loop: the link never reaches a file", file=source) from None
+        raise InputError(f"cannot read: {exc.strerror or exc}", file=source) from None
+
+
+def _open_regular(path: Path, source: str) -> Any:
+    """Open for reading without blocking on a FIFO swapped in after the check (O_NONBLOCK), and check again."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", file=source) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(_NOT_REGULAR, file=source)
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+_NOT_REGULAR = "not a regular file (a FIFO, socket or device?): name a dataset file"
+
+
 def _iter_local(path: Path, source: str, shape: RowShape | None) -> Iterator[tuple[Row, dict[str, Any]]]:
-    if path.is_dir():
+    st = _stat(path, source)
+    if stat.S_ISDIR(st.st_mode):
         if _is_saved_dataset(path):
             for split_source, names, records in _saved_dataset_records(path, source):
                 yield from _rows_from(records, names, shape, split_source)
@@ -780,17 +821,14 @@ def _iter_local(path: Path, source: str, shape: RowShape | None) -> Iterator[tup
         raise InputError(
             "is a directory, not a dataset file (expected a file or a datasets save_to_disk directory)", file=source
         )
-    if not path.exists():
-        raise InputError("no such file", file=source)
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block forever, a device read without end
+        raise InputError(_NOT_REGULAR, file=source)
     suffix = _check_suffix(path.name, source)
     if suffix == ".parquet":
         names, records = _parquet_records(path, source)
         yield from _rows_from(records, names, shape, source)
         return
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise InputError(f"cannot open: {exc.strerror}", file=source) from None
+    fh = _open_regular(path, source)
     with fh:
         if fh.read(1) == b"":
             raise InputError("empty file: no rows", file=source)
