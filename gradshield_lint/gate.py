@@ -81,7 +81,7 @@ def _decode(data: bytes, label: str, error: type[GradshieldError]) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(f"not UTF-8 (byte offset {e.start})", file=label) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
 
 
 def _config_at(
@@ -334,4 +334,4 @@ def _line_after(text: str, anchor: str, needle: str) -> int | None:
     return text.count("\n", 0, i if i >= 0 else a) + 1
 
 
-__all__ = ["BaseGate", "NOTE", "WARNING", "baseline_changes", "gate_only_result", "open_gate"]
+__all__ = ["NOTE", "WARNING", "BaseGate", "baseline_changes", "gate_only_result", "open_gate"]

@@ -19,8 +19,6 @@ import re
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
-
 from helpers import (
     PROBES,
     Repo,
@@ -35,6 +33,7 @@ from helpers import (
     tree,
     write_jsonl,
 )
+from jsonschema import Draft202012Validator
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "gradshield_lint" / "schemas"
 
@@ -272,7 +271,7 @@ def test_a_baseline_with_a_non_finite_threshold_or_score_is_unreadable(tmp_path,
 
 # ------------------------------------------------------------------------------------------------ the Action
 
-from test_action import base_env, commands, lines_of, origin, pull_request, run_action  # noqa: E402,F401  (fixtures)
+from test_action import base_env, commands, lines_of, origin, pull_request, run_action  # noqa: F401  (fixtures)
 
 
 def test_the_action_flags_a_harmful_row_whose_pull_request_raises_the_threshold_and_reports_the_tampering(

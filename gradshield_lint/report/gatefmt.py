@@ -84,7 +84,7 @@ def sarif_results(result: LintResult, rule_index: int) -> list[dict[str, Any]]:
             "ruleId": GATE_RULE_ID,
             "ruleIndex": rule_index,
             "level": "warning",
-            "message": {"text": f"{c.message} ({_NOT_APPLIED})"},
+            "message": {"text": c.message},
             "locations": [{"physicalLocation": loc}],
             "partialFingerprints": {"gradshieldGateChange/v1": f"{c.kind}:{c.file}"},
             "properties": {"kind": c.kind, "revision": gate.revision if gate else ""},
@@ -99,7 +99,7 @@ def github_commands(result: LintResult) -> list[str]:
     if gate is None:
         return []
     return [
-        command("warning", f"{c.message} ({_NOT_APPLIED})", file=c.file, line=c.line,
+        command("warning", c.message, file=c.file, line=c.line,
                 title=f"{GATE_RULE_ID} {GATE_RULE_TITLE}")
         for c in gate.warnings
     ]
@@ -123,8 +123,8 @@ def markdown_lines(result: LintResult) -> list[str]:
     if gate.warnings:
         out += [
             "> [!CAUTION]",
-            f"> **This pull request changes its own gate.** Its rows were judged against the gate at {base} "
-            f"({_NOT_APPLIED}); a reviewer should confirm each change:",
+            (f"> **This pull request changes its own gate.** Its rows were judged against the gate at {base} "
+             f"({_NOT_APPLIED}); a reviewer should confirm each change:"),
             ">",
         ]
         out += [f"> - {md_code(_where(c))}: {md_escape(c.message)}" for c in gate.warnings]
