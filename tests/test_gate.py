@@ -271,7 +271,7 @@ def test_a_baseline_with_a_non_finite_threshold_or_score_is_unreadable(tmp_path,
 
 # ------------------------------------------------------------------------------------------------ the Action
 
-from test_action import base_env, commands, lines_of, origin, pull_request, run_action  # noqa: F401  (fixtures)
+from test_action import base_env, commands, git, lines_of, origin, pull_request, run_action  # noqa: F401  (fixtures)
 
 
 def test_the_action_flags_a_harmful_row_whose_pull_request_raises_the_threshold_and_reports_the_tampering(
@@ -338,8 +338,8 @@ def test_the_action_refuses_pull_request_target(tmp_path, origin, base_env):  # 
     step passed. It must refuse, saying why."""
     ws, event = pull_request(tmp_path, origin, base_env, "target", lambda w: write_jsonl(
         w / "data" / "train.jsonl", lines_of(w / "data" / "train.jsonl") + [compliance_row(2)]), shallow=False)
-    git_cmd(ws, "fetch", "-q", "origin", "main:main")
-    git_cmd(ws, "checkout", "-q", "main")  # what actions/checkout checks out for pull_request_target
+    git(ws, "fetch", "-q", "origin", "main:main", env=base_env)
+    git(ws, "checkout", "-q", "main", env=base_env)  # what actions/checkout checks out for pull_request_target
     run = run_action(ws, tmp_path, {}, event, base_ref="main", env=base_env, event_name="pull_request_target")
     files = run.steps[0]
     assert files.id == "files" and files.returncode == 2 and len(run.steps) == 1, run.describe()
