@@ -271,7 +271,15 @@ def test_a_baseline_with_a_non_finite_threshold_or_score_is_unreadable(tmp_path,
 
 # ------------------------------------------------------------------------------------------------ the Action
 
-from test_action import base_env, commands, git, lines_of, origin, pull_request, run_action  # noqa: F401  (fixtures)
+from test_action import (  # noqa: F401  (fixtures)
+    base_env,
+    commands,
+    git,
+    lines_of,
+    origin,
+    pull_request,
+    run_action,
+)
 
 
 def test_the_action_flags_a_harmful_row_whose_pull_request_raises_the_threshold_and_reports_the_tampering(
