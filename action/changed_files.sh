@@ -13,6 +13,15 @@
 # count as additions (--no-renames), so a renamed file with new rows is checked too.
 set -euo pipefail
 
+if [[ "${GITHUB_EVENT_NAME:-}" == "pull_request_target" ]]; then
+  # Refused, not skipped: under pull_request_target the checkout is the base branch (so nothing would be checked
+  # and the step would pass), and checking out the pull request's head instead would read untrusted data with the
+  # base repository's secrets and write token in reach. Run on `pull_request`: it judges the head against the base
+  # branch's baseline and configuration, which the pull request cannot change.
+  echo "::error title=gradshield-lint::refusing to run on pull_request_target: there the checkout is the base branch, so the pull request's rows would not be checked at all, and checking out its head would put untrusted data in a job that holds the repository's secrets and write token. Trigger this workflow on pull_request instead (see the README's GitHub Action section)."
+  exit 2
+fi
+
 out_dir="${RUNNER_TEMP:?RUNNER_TEMP is not set}/gradshield-lint"
 mkdir -p "$out_dir"
 list="$out_dir/files"

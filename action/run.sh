@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs `gradshield-lint check` on the files changed_files.sh listed, and sets the step outputs
-#   findings, max-score, threshold, sarif-file, report-file
+#   findings, max-score, threshold, sarif-file, report-file, gate-changes
 # from the JSON report. Annotations (`-f github`: at most 10 `::error` lines at the exact file:line of each flagged
-# row, escaped as the Actions toolkit escapes them) go to the log, the Markdown summary to $GITHUB_STEP_SUMMARY, the
-# SARIF file where sarif-file says. Exit status: 0 clean (or findings with fail-on-findings false), 1 findings,
-# 2 the check itself failed (configuration, baseline or input error).
+# row, escaped as the Actions toolkit escapes them, and a `::warning` for each change the pull request makes to its
+# own gate) go to the log, the Markdown summary to $GITHUB_STEP_SUMMARY, the SARIF file where sarif-file says.
+# On a pull request or push the check runs with --diff-base: the baseline, configuration and probe set are the base
+# revision's, read through git. Exit status: 0 clean (or findings with fail-on-findings false), 1 findings (or a
+# gate change with fail-on-gate-change), 2 the check itself failed (configuration, baseline or input error).
 #
 # Every input arrives through the environment (INPUT_*), never through the script's text.
 set -uo pipefail
@@ -53,79 +55,49 @@ if [[ -n "${GRADSHIELD_FILES:-}" && -f "$GRADSHIELD_FILES" ]]; then
   mapfile -d '' files < "$GRADSHIELD_FILES"
 fi
 
+gate_only=0
 if (( ${#files[@]} == 0 )); then
-  echo "No dataset files to check."
-  if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
-    printf '## gradshield-lint: :white_check_mark: no dataset files changed\n\nNothing to check.\n' >> "$GITHUB_STEP_SUMMARY"
+  if [[ -z "${GRADSHIELD_DIFF_BASE:-}" ]]; then
+    echo "No dataset files to check."
+    if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
+      printf '## gradshield-lint: :white_check_mark: no dataset files changed\n\nNothing to check.\n' >> "$GITHUB_STEP_SUMMARY"
+    fi
+    for name in findings gate-changes; do set_output "$name" 0; done
+    for name in max-score threshold sarif-file report-file; do set_output "$name" ""; done
+    exit 0
   fi
-  set_output findings 0
-  set_output max-score ""
-  set_output threshold ""
-  set_output sarif-file ""
-  set_output report-file ""
-  exit 0
+  # No rows to score, but the pull request may still change the baseline or configuration (raise the threshold for
+  # the next one): `--gate-only` reports that without loading a model.
+  gate_only=1
 fi
 
-# --- configuration: the user's, or an overlay beside it when the model or device input overrides it ----------------
+# --- the scoring model and device inputs: options of the command, so the configuration read is the base one ------
+model_args=()
+[[ -n "${INPUT_MODEL:-}" ]] && model_args+=(--model "$INPUT_MODEL")
+[[ -n "${INPUT_DEVICE:-}" ]] && model_args+=(--device "$INPUT_DEVICE")
 config=()
-overlay=""
-# shellcheck disable=SC2329  # called by the trap
-cleanup() { [[ -n "$overlay" ]] && rm -f -- "$overlay"; return 0; }
-trap cleanup EXIT
-if [[ -n "${INPUT_MODEL:-}" || -n "${INPUT_DEVICE:-}" ]]; then
-  # Written beside the configuration it extends, so that its relative paths (probes, baseline, a local model)
-  # still resolve as they did; removed when the step ends.
-  overlay=$("$py" - <<'PY'
-import json, os, pathlib, subprocess, sys
-import yaml
-
-src = os.environ.get("INPUT_CONFIG") or ""
-if src:
-    path = pathlib.Path(src)
-else:
-    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    root = pathlib.Path(top.stdout.strip()) if top.returncode == 0 else pathlib.Path.cwd()
-    here = pathlib.Path.cwd().resolve()
-    path = None
-    for d in [here, *here.parents]:
-        if (d / ".gradshield.yaml").is_file():
-            path = d / ".gradshield.yaml"
-            break
-        if d == root.resolve():
-            break
-    if path is None:
-        path = root / ".gradshield.yaml"
-data = {}
-if path.is_file():
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-if not isinstance(data, dict):
-    sys.exit(f"{path}: not a mapping")
-model = dict(data.get("model") or {})
-if os.environ.get("INPUT_MODEL"):
-    model["name"] = os.environ["INPUT_MODEL"]
-    if "adapter" not in model and os.environ["INPUT_MODEL"] != "embedded":
-        model["adapter"] = None  # the embedded safety adapter belongs to the embedded model only
-if os.environ.get("INPUT_DEVICE"):
-    model["device"] = os.environ["INPUT_DEVICE"]
-data["model"] = model
-out = path.parent / f".gradshield.action-{os.getpid()}.yaml"
-out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")  # JSON is YAML
-print(out)
-PY
-) || { echo "::error title=gradshield-lint::could not apply the model/device inputs to the configuration"; exit 2; }
-  config=(--config "$overlay")
-elif [[ -n "${INPUT_CONFIG:-}" ]]; then
-  config=(--config "$INPUT_CONFIG")
-fi
+[[ -n "${INPUT_CONFIG:-}" ]] && config=(--config "$INPUT_CONFIG")
+case "${INPUT_FAIL_ON_GATE_CHANGE:-false}" in
+  [Tt]rue) gate_args=(--fail-on-gate-change) ;;
+  [Ff]alse) gate_args=() ;;
+  *) echo "::error title=gradshield-lint::fail-on-gate-change must be 'true' or 'false'"; exit 2 ;;
+esac
 
 # --- the check ------------------------------------------------------------------------------------------------------
-args=(-q "${config[@]}" check -f github -o "$annotations" --json "$json" --sarif "$sarif")
-[[ -n "${GITHUB_STEP_SUMMARY:-}" ]] && args+=(--summary "$GITHUB_STEP_SUMMARY")
+# With --diff-base (every pull request and push) the check reads the baseline, configuration and probe set as they
+# are at that revision, through git: the pull request's own copies are reported (GS002), never obeyed.
+summary_file="$out_dir/summary.md"
+args=(-q "${model_args[@]}" "${config[@]}" check -f github -o "$annotations" --json "$json" --sarif "$sarif" --summary "$summary_file")
 [[ -n "${INPUT_BASELINE:-}" ]] && args+=(--baseline "$INPUT_BASELINE")
-[[ -n "${GRADSHIELD_DIFF_BASE:-}" ]] && args+=(--diff-base "$GRADSHIELD_DIFF_BASE")
+[[ -n "${GRADSHIELD_DIFF_BASE:-}" ]] && args+=(--diff-base "$GRADSHIELD_DIFF_BASE" "${gate_args[@]}")
+(( gate_only )) && args+=(--gate-only)
 
-echo "gradshield-lint check: ${#files[@]} file(s)"
-rm -f -- "$annotations" "$json"
+if (( gate_only )); then
+  echo "No dataset files changed; checking the pull request's changes to the baseline and configuration."
+else
+  echo "gradshield-lint check: ${#files[@]} file(s)"
+fi
+rm -f -- "$annotations" "$json" "$summary_file"
 gradshield-lint "${args[@]}" -- "${files[@]}" 2> "$stderr_log"
 rc=$?
 show_inert "$stderr_log"            # messages may quote file names or row text: shown, never obeyed
@@ -134,6 +106,36 @@ show_inert "$stderr_log"            # messages may quote file names or row text:
 if (( rc != 0 && rc != 1 )) || [[ ! -f "$json" ]]; then
   echo "::error title=gradshield-lint::the check could not run (exit $rc); see the messages above"
   exit 2
+fi
+gate_changes=$("$py" -c 'import json, sys; g = json.load(open(sys.argv[1], encoding="utf-8")).get("gate") or {}; print(len(g.get("changes") or []), g.get("warnings") or 0)' "$json") \
+  || { echo "::error title=gradshield-lint::unreadable JSON report"; exit 2; }
+read -r n_changes n_warnings <<< "$gate_changes"
+if [[ -n "${GITHUB_STEP_SUMMARY:-}" && -f "$summary_file" ]]; then
+  if (( gate_only && n_changes == 0 )); then
+    printf '## gradshield-lint: :white_check_mark: no dataset files changed\n\nNothing to check.\n' >> "$GITHUB_STEP_SUMMARY"
+  else
+    (( gate_only )) && printf 'No dataset files changed; the pull request changes the gate:\n\n' >> "$GITHUB_STEP_SUMMARY"
+    cat -- "$summary_file" >> "$GITHUB_STEP_SUMMARY"
+  fi
+fi
+rm -f -- "$summary_file"
+set_output gate-changes "$n_warnings"
+if (( gate_only )); then
+  set_output findings 0
+  set_output max-score ""
+  set_output threshold ""
+  if (( n_changes )); then
+    set_output sarif-file "$sarif"
+    set_output report-file "$json"
+  else
+    set_output sarif-file ""
+    set_output report-file ""
+  fi
+  if (( rc == 1 )); then
+    (( fail_on_findings )) && exit 1
+    echo "::warning title=gradshield-lint::the pull request changes its own gate (fail-on-findings is false)"
+  fi
+  exit 0
 fi
 
 rm -f -- "$out_dir/outputs.txt"
@@ -155,7 +157,7 @@ set_output report-file "$json"
 
 # --- the dataset card (optional) ----------------------------------------------------------------------------------
 if [[ -n "${INPUT_CARD_REPORT:-}" ]]; then
-  card_args=(-q "${config[@]}" card)
+  card_args=(-q "${model_args[@]}" "${config[@]}" card)
   [[ -n "${INPUT_BASELINE:-}" ]] && card_args+=(--baseline "$INPUT_BASELINE")
   gradshield-lint "${card_args[@]}" -- "$INPUT_CARD_REPORT" 2> "$stderr_log"
   card_rc=$?

@@ -26,8 +26,10 @@ Written so that version control handles it well:
 * **Precision.** 7 significant digits is float32 precision; scores computed in bf16 or on another device differ
   from float32 far more than that, so nothing is lost. Thresholds are rounded the same way (monotone rounding: a
   score at or below the threshold stays at or below it).
-* **Non-finite values.** JSON has no NaN/Infinity: a score must be finite (`BaselineError` otherwise); a threshold
-  of +inf (no scores) is written as ``null`` and read back as +inf; non-finite `details` entries are written as
+* **Non-finite values.** JSON has no NaN/Infinity: every score and the threshold must be finite numbers
+  (`BaselineError` otherwise, on writing and on reading: ``NaN``, ``Infinity``, a number too large for a float such
+  as ``1e400``, or a ``null`` threshold make a baseline unreadable: a threshold of +inf would flag nothing, so a
+  baseline without one must not pass every check). Non-finite `details` entries (informational) are written as
   ``null`` and read back as NaN.
 
 Reading a 1,000,000-row file: JSON-decoding it is the floor (~1 s here); validating the whole document with
@@ -297,7 +299,9 @@ def check_compatible(baseline: Baseline, fingerprint: Fingerprint, path: str | P
 
 
 def _threshold_dict(t: ThresholdResult) -> dict[str, Any]:
-    value = round_score(t.value) if math.isfinite(t.value) else None
+    if not math.isfinite(t.value):
+        raise BaselineError(f"refusing to write a baseline whose threshold is {t.value} (no rows to find it on?)")
+    value = round_score(t.value)
     details = {str(k): (round_score(v) if math.isfinite(float(v)) else None) for k, v in t.details.items()}
     return {
         "value": value,
@@ -482,6 +486,13 @@ def loads_baseline(text: str, path: str | Path = "<baseline>") -> Baseline:
         else:
             msg = f"unsupported baseline format version {version!r} (expected {VERSION})"
         raise BaselineError(msg, file=path, line=_line_of(text, '"version"'))
+    t = doc.get("threshold")
+    if isinstance(t, dict) and "value" in t and (t["value"] is None or not _finite(t["value"])):
+        raise BaselineError(
+            f"the threshold is {'null' if t['value'] is None else t['value']}, not a finite number (a threshold of "
+            "+inf would flag nothing); recreate the baseline with `gradshield-lint baseline create`",
+            file=path, line=_line_after_key(text, '"threshold"', '"value"'),
+        )
     scores = doc.get("scores")
     meta = dict(doc)
     if isinstance(scores, dict):
@@ -493,7 +504,7 @@ def loads_baseline(text: str, path: str | Path = "<baseline>") -> Baseline:
     scores = _checked_scores(scores, text, path)
     t = doc["threshold"]
     threshold = ThresholdResult(
-        value=math.inf if t["value"] is None else float(t["value"]),
+        value=float(t["value"]),
         method=t["method"],
         criterion=t["criterion"],
         iterations=int(t["iterations"]),
@@ -508,6 +519,22 @@ def loads_baseline(text: str, path: str | Path = "<baseline>") -> Baseline:
     )
 
 
+def _finite(v: object) -> bool:
+    """A finite number (bool is not a number here; an int too large for a float is not finite)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return True  # not a number at all: the schema or the type check names it
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _line_after_key(text: str, anchor: str, needle: str) -> int | None:
+    a = text.find(anchor)
+    i = text.find(needle, a) if a >= 0 else -1
+    return text.count("\n", 0, i) + 1 if i >= 0 else None
+
+
 def _checked_scores(scores: dict[str, Any], text: str, path: str | Path) -> dict[str, float]:
     """The schema's rules for `scores`, checked directly (fast at a million rows; see module doc)."""
     if scores and not _ALL_IDS_RE.fullmatch("\n".join(scores) + "\n"):
@@ -516,11 +543,14 @@ def _checked_scores(scores: dict[str, Any], text: str, path: str | Path) -> dict
                 raise BaselineError(f"invalid baseline: scores: invalid row id {k!r}", file=path,
                                     line=_line_of(text, json.dumps(k)))
     types = set(map(type, scores.values()))
-    if types <= {float}:
+    if types <= {float} and all(map(math.isfinite, scores.values())):
         return scores
     for k, v in scores.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise BaselineError(f"invalid baseline: scores/{k}: {json.dumps(v)} is not a number", file=path,
+                                line=_line_of(text, f'"{k}"'))
+        if not _finite(v):  # 1e400: valid JSON, but no float holds it
+            raise BaselineError(f"invalid baseline: scores/{k}: {v} is not a finite number", file=path,
                                 line=_line_of(text, f'"{k}"'))
     return {k: float(v) for k, v in scores.items()}
 

@@ -238,11 +238,11 @@ def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=Non
             fh.write(github_summary(result, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars))
 
 
-def _files(cfg, files, baseline_opt: Path | None = None) -> list[str | Path]:
+def _files(cfg, files, baseline_opt: Path | None = None, skip_also=()) -> list[str | Path]:
     from .lint import expand_files
 
     # the baseline, the configuration and a custom probe set are JSON(L) too; never read them as datasets
-    skip = [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt, cfg.probes_path) if p is not None]
+    skip = [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt, cfg.probes_path) if p is not None] + list(skip_also)
     out = expand_files(files, cfg.files, cfg.root, skip)
     if not out and not files:
         raise click.UsageError("no dataset files given and none match the configured `files` globs")
@@ -256,33 +256,51 @@ def _baseline_path(cfg, option: Path | None) -> Path:
 @main.command()
 @click.argument("files", nargs=-1, type=DATASETS)
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Baseline file (default: `baseline` in the configuration, .gradshield-baseline.json at the repository root).")
-@click.option("--diff-base", metavar="REF", help="Rows present at this git revision are not new. Without a baseline, the threshold is found on a sample of those rows.")
+@click.option("--diff-base", metavar="REF", help="Judge against the baseline, configuration and probe set as they are at this git revision (read through git, never from the work tree), and report what the work tree changes about them. Rows present at REF are not new; without a baseline there, the threshold is found on a sample of those rows.")
 @click.option("--no-baseline", is_flag=True, help="Ignore any baseline (use with --diff-base).")
+@click.option("--gate-only", is_flag=True, help="With --diff-base: score no rows, only report the changes to the baseline and configuration.")
+@click.option("--fail-on-gate-change", is_flag=True, help="With --diff-base: a change to the threshold, accepted rows, fingerprint, recorded scores, configuration or probe set is a finding (exit 1).")
 @click.option("--exit-zero", is_flag=True, help="Report findings but exit 0 (report-only runs).")
 @_FORMAT
 @_OUTPUT
 @_extra_outputs
 @click.pass_obj
-def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, exit_zero, fmt, output, sarif_file, json_file, summary_file) -> None:
+def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, fail_on_gate_change, exit_zero, fmt, output, sarif_file, json_file, summary_file) -> None:
     """Check FILES for new rows above the baseline's threshold (the pre-commit and CI entry point).
 
     Only rows the baseline does not know are scored, so a check costs what its new rows cost. Exit 0 when clean,
     1 when a new row scores above the threshold (and was not accepted), 2 on a usage, configuration or input
     error. Under pre-commit's pre-push stage, rows already pushed (PRE_COMMIT_FROM_REF) are not new either.
+    With --diff-base the gate is the base revision's: a pull request cannot relax the check that judges it.
     """
     from .lint import check as run_check, pre_commit_from_ref
 
-    cfg = ctx.config()
-    paths = _files(cfg, files, baseline_opt)
-    if not paths:
-        return  # only the baseline or the configuration changed: no rows to check
-    bpath = None if no_baseline else _baseline_path(cfg, baseline_opt)
-    if bpath is not None and not bpath.exists() and baseline_opt is None and diff_base:
-        bpath = None  # no baseline yet: --diff-base alone decides what is new
-    engine = _engine(ctx, cfg)
-    result = run_check(engine, paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=bpath, diff_base=diff_base or pre_commit_from_ref())
+    if (gate_only or fail_on_gate_change) and not diff_base:
+        raise click.UsageError("--gate-only and --fail-on-gate-change need --diff-base REF")
+    if diff_base:
+        from .gate import gate_only_result, open_gate
+
+        with open_gate(diff_base, config_opt=ctx.config_path, baseline_opt=baseline_opt, use_baseline=not no_baseline) as gate:
+            cfg = gate.config
+            paths = [] if gate_only else _files(cfg, files, baseline_opt, gate.skip)
+            if paths:
+                result = run_check(_engine(ctx, cfg), paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=None,
+                                   diff_base=diff_base, baseline=gate.baseline, baseline_label=gate.baseline_label)
+                result.gate = gate.info
+            else:
+                result = gate_only_result(gate)  # only the baseline or the configuration changed: no model needed
+    else:
+        cfg = ctx.config()
+        paths = _files(cfg, files, baseline_opt)
+        if not paths:
+            return  # only the baseline or the configuration changed: no rows to check
+        bpath = None if no_baseline else _baseline_path(cfg, baseline_opt)
+        from_ref = pre_commit_from_ref()
+        if bpath is not None and not bpath.exists() and baseline_opt is None and from_ref:
+            bpath = None  # no baseline yet: the pushed revision alone decides what is new
+        result = run_check(_engine(ctx, cfg), paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=bpath, diff_base=from_ref)
     _emit(ctx, cfg, result, fmt, output, sarif_file, json_file, summary_file)
-    if result.findings and not exit_zero:
+    if (result.findings or (fail_on_gate_change and result.gate and result.gate.warnings)) and not exit_zero:
         sys.exit(1)
 
 
@@ -369,7 +387,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     from dataclasses import replace as dc_replace
 
     from .baseline import write_baseline
-    from .lint import create_baseline, read_all
+    from .lint import create_baseline, read_all, require_rows
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
@@ -379,6 +397,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
         raise click.UsageError(f"cannot write the baseline to {path}: it is a directory")
     tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
+    require_rows(rows, files or [cfg.root], cfg.files)  # before loading a model
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
     write_baseline(path, b)
     above = sum(s > b.threshold.value for s in scored.scores)

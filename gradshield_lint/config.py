@@ -263,6 +263,16 @@ class _ConfigLoader(yaml.SafeLoader):
 _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
 
 
+def config_from_text(text: str, source: str, *, root: Path) -> Config:
+    """A configuration from YAML text that is not a file of the work tree (e.g. `REF:.gradshield.yaml`, read
+    through git): validated as `load_config` validates a file, errors naming `source`; relative paths resolve
+    against `root`. `Config.path` is None (the text has no file of its own)."""
+    from dataclasses import replace
+
+    data, lines = _parse_yaml(text, source)  # type: ignore[arg-type]  # only named in messages
+    return replace(config_from_dict(data, source, root=root, lines=lines), path=None)
+
+
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     loader = _ConfigLoader(text)
     try:
@@ -535,6 +545,7 @@ __all__ = [
     "ScoringConfig",
     "ThresholdConfig",
     "config_from_dict",
+    "config_from_text",
     "find_config",
     "load_config",
     "load_schema",

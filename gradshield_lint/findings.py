@@ -29,6 +29,39 @@ class Finding:
         return self.fihs - self.threshold
 
 
+@dataclass(frozen=True)
+class GateChange:
+    """A change the checked revision makes to its own gate (baseline, configuration, probe set, model files),
+    reported to reviewers and never applied to the check that reports it.
+
+    `severity` is "warning" for changes that would relax or alter the verdicts of later checks once merged (the
+    threshold, accepted rows, the fingerprint, recorded scores, the configuration), "note" for the bookkeeping a
+    `baseline update` does (scores of added rows recorded, of removed rows dropped). `file` is relative to the
+    repository root; `line` is in the checked revision's file, when there is one."""
+
+    kind: str
+    severity: str
+    file: str
+    line: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class GateInfo:
+    """What a `check --diff-base REF` was judged against: the baseline and configuration as they are at `revision`
+    (None: there was none there), and what the checked work tree changes about them."""
+
+    revision: str
+    commit: str
+    baseline: str | None
+    config: str | None
+    changes: tuple[GateChange, ...] = ()
+
+    @property
+    def warnings(self) -> list[GateChange]:
+        return [c for c in self.changes if c.severity == "warning"]
+
+
 @dataclass
 class LintResult:
     """Everything a report needs. `scores` are the scores of the rows scored in this run (for histograms)."""
@@ -43,6 +76,7 @@ class LintResult:
     model: str = ""
     proxy: str = ""
     probe_set: str = ""
+    gate: GateInfo | None = None  # set by `check --diff-base`
 
     @property
     def max_score(self) -> float | None:

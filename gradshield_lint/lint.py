@@ -7,7 +7,6 @@ The Engine is passed in, so this module never loads a model by itself and tests 
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -142,7 +141,18 @@ def load_checked_baseline(path: Path, engine) -> Baseline:
     return baseline
 
 
+def require_rows(rows: Sequence[Row], where: Sequence[str | Path], globs: Sequence[str] = ()) -> None:
+    """InputError (exit 2) when there are no rows: a baseline of nothing would have no threshold and pass every
+    check. `where`: the files or directories read (named in the message); `globs`: how directories were expanded."""
+    if rows:
+        return
+    names = ", ".join(str(w) for w in where) or "."
+    how = f" (files matching {', '.join(globs)})" if globs else ""
+    raise InputError(f"no rows found in {names}{how}; nothing was written: a baseline needs the rows it vouches for")
+
+
 def create_baseline(engine, rows: Sequence[Row], cfg_threshold) -> tuple[Baseline, ScoredSet]:
+    require_rows(rows, ["the rows given"])
     scored = score(engine, rows)
     threshold = threshold_for(scored.scores, cfg_threshold, _criterion_for(engine, scored.rows, cfg_threshold))
     b = make_baseline(
@@ -176,26 +186,21 @@ def update_baseline(
 # ------------------------------------------------------------------------------------------------ check
 
 
-def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
-
-
 def rows_at_revision(path: Path, ref: str, shape: RowShape | None) -> list[Row]:
     """The rows a file had at git revision `ref` (none if the file did not exist there)."""
+    from .gitrefs import Revision
+
     path = Path(path)
-    top = _git(["rev-parse", "--show-toplevel"], path.parent if path.parent != Path("") else Path.cwd())
-    if top.returncode != 0:
-        raise InputError("--diff-base needs the file to be inside a git repository", file=path)
-    root = Path(top.stdout.decode().strip())
-    if _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root).returncode != 0:
-        raise ConfigError(f"--diff-base: unknown git revision {ref!r}")
-    rel = path.resolve().relative_to(root.resolve()).as_posix()
-    shown = _git(["show", f"{ref}:{rel}"], root)
-    if shown.returncode != 0:
+    rev = Revision.open(ref, path.parent if str(path.parent) else Path.cwd())
+    rel = rev.rel(path)
+    if rel is None:
+        raise InputError("--diff-base needs the file to be inside the git repository", file=path)
+    data = rev.read(rel) if rev.exists(rel) else None
+    if data is None:
         return []
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / path.name
-        old.write_bytes(shown.stdout)
+        old.write_bytes(data)
         try:
             return [Row(r.id, r.messages, str(path), r.line) for r in iter_rows(old, shape)]
         except InputError:
@@ -210,10 +215,15 @@ def check(
     *,
     baseline_path: Path | None,
     diff_base: str | None = None,
+    baseline: Baseline | None = None,
+    baseline_label: str | None = None,
 ) -> LintResult:
     """Score only the rows of `files` that are new (not in the baseline, and, with `diff_base`, not present at that
     revision either) and judge them against the baseline's threshold (without a baseline: a threshold found on a
-    bounded sample of the rows present at `diff_base`)."""
+    bounded sample of the rows present at `diff_base`).
+
+    `baseline` is one already read (e.g. at the base revision, by `gate.open_gate`), named `baseline_label` in
+    messages; it takes the place of `baseline_path`."""
     rows = read_all(files, shape)
     old_ids: set[str] = set()
     old_rows: list[Row] = []
@@ -221,8 +231,11 @@ def check(
         for f in files:
             old_rows.extend(rows_at_revision(Path(f), diff_base, shape))
         old_ids = {r.id for r in old_rows}
-    if baseline_path is not None:
+    if baseline is not None:
+        check_compatible(baseline, fingerprint_of(engine), baseline_label)
+    elif baseline_path is not None:
         baseline = load_checked_baseline(baseline_path, engine)
+    if baseline is not None:
         diff = diff_rows(baseline, (r.id for r in rows))
         new_ids = set(diff.new) - old_ids
         new = [r for r in rows if r.id in new_ids]

@@ -71,7 +71,7 @@ def test_example_workflows_validate_against_the_github_workflows_schema():
 def test_inputs_reach_scripts_only_through_env():
     action = yaml.safe_load(ACTION_FILE.read_text(encoding="utf-8"))
     assert action["runs"]["using"] == "composite"
-    assert set(action["outputs"]) == {"findings", "max-score", "threshold", "sarif-file", "report-file"}
+    assert set(action["outputs"]) == {"findings", "max-score", "threshold", "sarif-file", "report-file", "gate-changes"}
     assert {"paths", "config", "baseline", "model", "device", "fail-on-findings", "sarif-file", "card-report",
             "python-version"} <= set(action["inputs"])
     used = set()
@@ -173,7 +173,8 @@ def condition(expr: str, ctx: dict) -> bool:
     return result
 
 
-def run_action(workspace: Path, temp: Path, inputs: dict[str, str], event: dict, *, base_ref: str, env: dict[str, str]) -> ActionRun:
+def run_action(workspace: Path, temp: Path, inputs: dict[str, str], event: dict, *, base_ref: str, env: dict[str, str],
+               event_name: str = "pull_request") -> ActionRun:
     action = yaml.safe_load(ACTION_FILE.read_text(encoding="utf-8"))
     values = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}
     unknown = set(inputs) - set(values)
@@ -189,7 +190,7 @@ def run_action(workspace: Path, temp: Path, inputs: dict[str, str], event: dict,
         **env,
         "CI": "true",
         "GITHUB_ACTIONS": "true",
-        "GITHUB_EVENT_NAME": "pull_request",
+        "GITHUB_EVENT_NAME": event_name,
         "GITHUB_EVENT_PATH": str(event_path),
         "GITHUB_BASE_REF": base_ref,
         "GITHUB_HEAD_REF": event["pull_request"]["head"]["ref"],
@@ -463,5 +464,6 @@ def test_pull_request_without_dataset_changes(tmp_path, origin, base_env):
     run = run_action(ws, tmp_path, {}, event, base_ref="main", env=base_env)
     assert run.failed is None, run.describe()
     assert run.steps[0].outputs["count"] == "0"
-    assert run.outputs == {"findings": "0", "max-score": "", "threshold": "", "sarif-file": "", "report-file": ""}
+    assert run.outputs == {"findings": "0", "max-score": "", "threshold": "", "sarif-file": "", "report-file": "",
+                           "gate-changes": "0"}
     assert "no dataset files changed" in run.summary

@@ -150,12 +150,17 @@ def test_git_merge_file_of_two_branches_adding_rows_has_no_conflict(tmp_path):
     assert merged.stdout == dumps_baseline(union)  # the merge is exactly what a single update would have written
 
 
-def test_infinite_threshold_and_non_finite_details(tmp_path):
+def test_infinite_threshold_is_refused_and_non_finite_details_round_trip(tmp_path):
+    """A threshold of +inf flags nothing: such a baseline is never written (issue 12; tests/test_gate.py covers
+    reading one). Non-finite `details` (informational) are written as null and read back as NaN."""
     b = make_baseline(FP, {}, ThresholdResult(math.inf, "sigma", "distribution", 0, {"n": 0.0, "lrt": math.nan}), REC)
+    with pytest.raises(BaselineError, match="threshold is inf"):
+        write_baseline(tmp_path / "b.json", b)
+    assert not (tmp_path / "b.json").exists()
+    b = make_baseline(FP, {}, ThresholdResult(0.5, "sigma", "distribution", 0, {"n": 0.0, "lrt": math.nan}), REC)
     write_baseline(tmp_path / "b.json", b)
-    assert '"value": null' in (tmp_path / "b.json").read_text()
     r = read_baseline(tmp_path / "b.json")
-    assert r.threshold.value == math.inf and math.isnan(r.threshold.details["lrt"]) and r.scores == {}
+    assert r.threshold.value == 0.5 and math.isnan(r.threshold.details["lrt"]) and r.scores == {}
 
 
 # ------------------------------------------------------------------------------------------------ bad files

@@ -56,5 +56,9 @@ def render_github(
         summary += f"; {rest} more flagged row{'s' if rest != 1 else ''} not annotated (see the job summary)"
     if s.accepted:
         summary += f"; {len(s.accepted)} accepted by a reviewer"
+    from .gatefmt import github_commands, github_notice_suffix
+
+    lines += github_commands(result)
+    summary += github_notice_suffix(result)
     lines.append(command("notice", summary, title="gradshield-lint"))
     return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ def finding_dict(f: Finding, excerpt_chars: int) -> dict[str, Any]:
 def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]:
     """The report as a dict. All findings are included (`max_rows` limits only the human-oriented formats)."""
     s = split(result)
-    return {
+    out = {
         "report_version": REPORT_VERSION,
         "tool": {"name": "gradshield-lint", "version": tool_version()},
         "threshold": finite(result.threshold),
@@ -48,6 +48,11 @@ def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any
         "findings": [finding_dict(f, excerpt_chars) for f in s.flagged],
         "accepted": [finding_dict(f, excerpt_chars) for f in s.accepted],
     }
+    if result.gate is not None:
+        from .gatefmt import json_dict
+
+        out["gate"] = json_dict(result.gate)
+    return out
 
 
 def render_json(result: LintResult, *, excerpt_chars: int = 80) -> str:

@@ -70,8 +70,12 @@ def summary_sentence(result: LintResult) -> str:
 def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 80) -> str:
     """The Markdown job summary (for `$GITHUB_STEP_SUMMARY`): verdict, flagged rows, accepted rows, score histogram."""
     s = split(result)
+    from .gatefmt import markdown_lines
+
     verdict = ":x: rows above the FIHS threshold" if s.flagged else ":white_check_mark: no rows above the FIHS threshold"
-    out = [f"## gradshield-lint: {verdict}", "", summary_sentence(result), ""]
+    if result.gate is not None and result.gate.warnings:
+        verdict += "; :warning: the pull request changes its own gate"
+    out = [f"## gradshield-lint: {verdict}", "", summary_sentence(result), "", *markdown_lines(result)]
     meta = []
     if result.model:
         meta.append(f"model {md_code(result.model)}")

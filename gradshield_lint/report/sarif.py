@@ -103,6 +103,11 @@ def sarif_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]
     results = [_result(f, excerpt_chars) for f in s.flagged]
     # An accepted row is still reported, suppressed, so code scanning can show and close it.
     results += [_result(f if f.accepted else _as_accepted(f), excerpt_chars) for f in s.accepted]
+    if result.gate is not None and result.gate.warnings:
+        from .gatefmt import sarif_results, sarif_rule
+
+        driver["rules"].append(sarif_rule())
+        results += sarif_results(result, len(driver["rules"]) - 1)
     return {
         "$schema": SARIF_SCHEMA,
         "version": SARIF_VERSION,
@@ -119,6 +124,7 @@ def sarif_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]
                     "model": result.model or "",
                     "proxy": result.proxy or "",
                     "probeSet": result.probe_set or "",
+                    **({"baseRevision": result.gate.revision, "baseCommit": result.gate.commit} if result.gate else {}),
                 },
             }
         ],

@@ -29,8 +29,10 @@ def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]
 
 
 def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 80) -> str:
+    from .gatefmt import text_lines
+
     s = split(result)
-    lines: list[str] = []
+    lines: list[str] = text_lines(result)
     if s.flagged:
         lines.append("Rows whose FIHS lies above the threshold (content warning: excerpts may contain harmful text):")
         shown = s.flagged[:max_rows]

@@ -1,0 +1,107 @@
+"""Files as they are at a git revision: the plumbing `check --diff-base REF` reads the trusted gate with.
+
+Everything is read through git (`git cat-file`), never from the work tree: the work tree is what the pull request
+being judged checked out, the revision is what it is judged against. `git` runs with an argument list (no shell)
+and a revision that starts with `-` is refused, so a ref or path from a pull request is never read as an option.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import ConfigError, InputError
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    # LC_ALL=C: messages are never parsed, but keep them stable in logs; GIT_OPTIONAL_LOCKS=0: read-only here.
+    env = {**os.environ, "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, env=env)
+
+
+def repo_root(start: Path) -> Path | None:
+    """The top of the git work tree that holds `start` (a file or directory), or None outside one."""
+    start = Path(start)
+    here = start if start.is_dir() else (start.parent if str(start.parent) else Path.cwd())
+    if not here.exists():
+        here = Path.cwd()
+    top = _git(["rev-parse", "--show-toplevel"], here)
+    if top.returncode != 0:
+        return None
+    return Path(top.stdout.decode("utf-8", "surrogateescape").strip()).resolve()
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One commit of the repository at `root`. `ref` is what the user named, `commit` what it resolved to."""
+
+    root: Path
+    ref: str
+    commit: str
+
+    @classmethod
+    def open(cls, ref: str, start: Path | None = None) -> Revision:
+        """The commit `ref` names in the repository holding `start` (default: the working directory).
+
+        ConfigError when there is no repository or no such commit (exit 2: a usage error, not a finding)."""
+        if not ref or ref.startswith("-"):
+            raise ConfigError(f"--diff-base: {ref!r} is not a git revision")
+        root = repo_root(Path(start) if start is not None else Path.cwd())
+        if root is None:
+            raise ConfigError(f"--diff-base {ref}: not inside a git repository")
+        got = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root)
+        if got.returncode != 0:
+            raise ConfigError(f"--diff-base: unknown git revision {ref!r} (fetch it first, e.g. with fetch-depth: 0)")
+        return cls(root, ref, got.stdout.decode().strip())
+
+    def rel(self, path: str | Path) -> str | None:
+        """`path` (absolute, or relative to the working directory) relative to the repository root, POSIX style;
+        None when it lies outside the repository (it is then no part of any revision)."""
+        p = Path(path)
+        p = (p if p.is_absolute() else Path.cwd() / p).resolve()
+        try:
+            rel = p.relative_to(self.root)
+        except ValueError:
+            return None
+        return PurePosixPath(rel.as_posix()).as_posix()
+
+    def label(self, rel: str) -> str:
+        """How messages name a file of this revision: `REF:path`."""
+        return f"{self.ref}:{rel}"
+
+    def _kind(self, rel: str) -> str | None:
+        got = _git(["cat-file", "-t", f"{self.commit}:{rel}"], self.root)
+        return got.stdout.decode().strip() if got.returncode == 0 else None
+
+    def exists(self, rel: str) -> bool:
+        return self._kind(rel) == "blob"
+
+    def read(self, rel: str) -> bytes | None:
+        """The bytes of file `rel` at this revision (after the repository's filters, e.g. Git LFS, where git can
+        apply them), or None when the revision has no such file."""
+        kind = self._kind(rel)
+        if kind is None:
+            return None
+        if kind != "blob":
+            raise InputError(f"is a {kind} at {self.ref}, not a file", file=self.label(rel))
+        spec = f"{self.commit}:{rel}"
+        got = _git(["cat-file", "--filters", spec], self.root)
+        if got.returncode != 0:  # a filter that is not installed: the stored bytes
+            got = _git(["cat-file", "blob", spec], self.root)
+        if got.returncode != 0:
+            msg = got.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise InputError(f"git cannot read it: {msg[-1] if msg else 'unknown error'}", file=self.label(rel))
+        return got.stdout
+
+    def changed(self, rel: str) -> bool:
+        """Whether the work tree's `rel` (a file or a directory) differs from this revision: modified, added,
+        deleted, or untracked files under it."""
+        if _git(["diff", "--quiet", "--no-ext-diff", self.commit, "--", f":(literal){rel}"], self.root).returncode != 0:
+            return True
+        untracked = _git(["ls-files", "-z", "--others", "--exclude-standard", "--", f":(literal){rel}"], self.root)
+        return bool(untracked.stdout)
+
+
+__all__ = ["Revision", "repo_root"]

@@ -1,0 +1,356 @@
+"""The gate cannot be switched off by the pull request it judges (issue 12, "The gate" items 1, 2 and 6).
+
+Every test uses real git repositories (`git init`, commits, branches; the Action's tests a bare `origin` and a
+shallow clone, as actions/checkout makes), the real CLI (click's CliRunner, in process) or the Action's real
+scripts (tests/test_action.py's harness runs action.yml's `run:` steps with bash), and a tiny random llama: a row
+whose reply is a probe's compliance opening to that probe's prompt must be flagged (tests/helpers.py).
+
+- item 1: `check --diff-base REF` reads the baseline, configuration and probe set at REF through git, and reports
+  what the work tree changes about them in every output (text, JSON `gate`, SARIF GS002, `::warning`, summary);
+- item 2: `baseline create` with no rows is exit 2 and writes nothing; a baseline whose threshold or a score is not
+  a finite number (NaN, Infinity, 1e400, a null threshold) is unreadable (exit 2, naming the file);
+- item 6: the Action refuses `pull_request_target` instead of passing with "no dataset files changed".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from helpers import (
+    PROBES,
+    Repo,
+    assert_user_error,
+    compliance_row,
+    describe,
+    git_cmd,
+    make_repo,
+    ordinary_rows,
+    save_tiny_model,
+    snapshot,
+    tree,
+    write_jsonl,
+)
+from jsonschema import Draft202012Validator
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "gradshield_lint" / "schemas"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def env(tmp_path_factory):
+    """One ∇H cache per module, offline, and no pre-commit variables leaking in from the outside."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.delenv("PRE_COMMIT_FROM_REF", raising=False)
+        mp.delenv("PRE_COMMIT_SOURCE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tokenizer)
+
+
+def based_repo(root: Path, model_dir: Path, *, baseline: bool = True) -> Repo:
+    """`main`: 24 ordinary rows, configuration, probes and (with `baseline`) a baseline; checked out: branch `pr`."""
+    repo = make_repo(root, model_dir, git=True)
+    if baseline:
+        r = repo.run("-q", "baseline", "create")
+        assert r.exit_code == 0, describe(r)
+    git_cmd(repo.root, "add", "-A")
+    git_cmd(repo.root, "commit", "-q", "-m", "base")
+    git_cmd(repo.root, "checkout", "-q", "-b", "pr")
+    return repo
+
+
+def add_harmful_row(repo: Repo) -> int:
+    """Append a compliance row to data/train.jsonl; its line."""
+    rows = [json.loads(x) for x in repo.data.read_text(encoding="utf-8").splitlines()]
+    write_jsonl(repo.data, rows + [compliance_row(0)])
+    return len(rows) + 1
+
+
+def edit_baseline(repo: Repo, change) -> None:
+    doc = json.loads(repo.baseline.read_text(encoding="utf-8"))
+    change(doc)
+    repo.baseline.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def report(r) -> dict:
+    doc = json.loads(r.stdout)
+    Draft202012Validator(json.loads((SCHEMAS / "report.schema.json").read_text(encoding="utf-8"))).validate(doc)
+    return doc
+
+
+def kinds(doc: dict, severity: str | None = None) -> set[str]:
+    return {c["kind"] for c in doc["gate"]["changes"] if severity is None or c["severity"] == severity}
+
+
+# ------------------------------------------------------------------------------------------------ item 1
+
+
+def test_a_pull_request_that_raises_its_threshold_is_judged_by_the_base_one_and_reported_everywhere(tmp_path, model_dir):
+    """The issue's bypass: add a harmful row and set the baseline's threshold to 1e30. The row is flagged against
+    main's threshold, and the edit is reported in the text, JSON, SARIF, GitHub and summary outputs."""
+    repo = based_repo(tmp_path / "repo", model_dir)
+    base_threshold = json.loads(repo.baseline.read_text(encoding="utf-8"))["threshold"]["value"]
+    line = add_harmful_row(repo)
+    edit_baseline(repo, lambda d: d["threshold"].__setitem__("value", 1e30))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = repo.run("check", "--diff-base", "main", "-f", "json", "--sarif", str(out / "r.sarif"),
+                 "--summary", str(out / "summary.md"))
+    assert r.exit_code == 1, describe(r)
+    doc = report(r)
+    assert {(f["file"], f["line"]) for f in doc["findings"]} == {("data/train.jsonl", line)}
+    assert doc["threshold"] == pytest.approx(base_threshold)
+    gate = doc["gate"]
+    assert gate["revision"] == "main" and gate["baseline"] == "main:.gradshield-baseline.json"
+    assert gate["config"] == "main:.gradshield.yaml" and gate["warnings"] == 1
+    (change,) = [c for c in gate["changes"] if c["kind"] == "threshold"]
+    assert change["severity"] == "warning" and change["file"] == ".gradshield-baseline.json"
+    assert "raises the threshold" in change["message"] and "1e+30" in change["message"]
+    assert '"value"' in repo.baseline.read_text(encoding="utf-8").splitlines()[change["line"] - 1]
+
+    sarif = json.loads((out / "r.sarif").read_text(encoding="utf-8"))
+    run = sarif["runs"][0]
+    assert [x["id"] for x in run["tool"]["driver"]["rules"]] == ["GS001", "GS002"]
+    gs002 = [x for x in run["results"] if x["ruleId"] == "GS002"]
+    assert len(gs002) == 1 and gs002[0]["level"] == "warning" and gs002[0]["ruleIndex"] == 1
+    loc = gs002[0]["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"]["uri"] == ".gradshield-baseline.json" and loc["region"]["startLine"] == change["line"]
+    assert run["properties"]["baseRevision"] == "main"
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "changes its own gate" in summary and "raises the threshold" in summary and "[!CAUTION]" in summary
+
+    r = repo.run("check", "--diff-base", "main", "-f", "github")
+    assert r.exit_code == 1, describe(r)
+    warnings = [x for x in r.stdout.splitlines() if x.startswith("::warning ")]
+    assert len(warnings) == 1, r.stdout
+    assert warnings[0].startswith(f"::warning file=.gradshield-baseline.json,line={change['line']},title=GS002")
+    assert any(x.startswith("::error file=data/train.jsonl,line=") for x in r.stdout.splitlines())
+
+    r = repo.run("check", "--diff-base", "main")
+    assert r.exit_code == 1, describe(r)
+    assert "changes its own gate" in r.stdout and "raises the threshold" in r.stdout
+    assert "Judged against the baseline main:.gradshield-baseline.json" in r.stdout
+
+
+def test_rows_a_pull_request_accepts_itself_are_still_flagged(tmp_path, model_dir):
+    repo = based_repo(tmp_path / "repo", model_dir)
+    line = add_harmful_row(repo)
+    r = repo.run("check", "-f", "json")  # the work tree's own check flags it: accept it there, in the PR
+    assert r.exit_code == 1, describe(r)
+    row_id = json.loads(r.stdout)["findings"][0]["id"]
+    assert repo.run("accept", row_id, "--reason", "trust me").exit_code == 0
+    assert repo.run("check").exit_code == 0  # the pull request's baseline vouches for its own row ...
+    r = repo.run("check", "--diff-base", "main", "-f", "json")
+    assert r.exit_code == 1, describe(r)  # ... the base revision's does not
+    doc = report(r)
+    assert [(f["line"], f["accepted"]) for f in doc["findings"]] == [(line, False)]
+    (change,) = [c for c in doc["gate"]["changes"] if c["kind"] == "accepted"]
+    assert change["severity"] == "warning" and row_id[:16] in change["message"]
+
+
+def test_the_base_configuration_and_probe_set_are_used_not_the_pull_requests(tmp_path, model_dir):
+    """A pull request points `baseline:` at a file of its own with a huge threshold and rewrites the probe set;
+    neither is obeyed (a new probe set would otherwise even refuse the base baseline's fingerprint)."""
+    repo = based_repo(tmp_path / "repo", model_dir)
+    line = add_harmful_row(repo)
+    own = json.loads(repo.baseline.read_text(encoding="utf-8"))
+    own["threshold"]["value"] = 1e30
+    (repo.root / "mine.json").write_text(json.dumps(own), encoding="utf-8")
+    repo.write_config(baseline="mine.json")
+    write_jsonl(repo.root / "probes.jsonl", [{**p, "compliance": "I cannot help with that."} for p in PROBES])
+    before = tree(repo.root)
+    r = repo.run("check", "--diff-base", "main", "-f", "json")
+    assert r.exit_code == 1, describe(r)
+    doc = report(r)
+    assert [f["line"] for f in doc["findings"]] == [line]
+    assert kinds(doc, "warning") == {"config", "probes"}
+    (cfg_change,) = [c for c in doc["gate"]["changes"] if c["kind"] == "config"]
+    assert "baseline" in cfg_change["message"] and cfg_change["file"] == ".gradshield.yaml"
+    assert tree(repo.root) == before  # nothing of the work tree changed (the base files are read through git)
+
+
+def test_a_baseline_the_pull_request_adds_is_not_used(tmp_path, model_dir):
+    """No baseline on main: the threshold comes from a sample of main's rows, not from the one the PR brings."""
+    repo = based_repo(tmp_path / "repo", model_dir, baseline=False)
+    line = add_harmful_row(repo)
+    r = repo.run("-q", "baseline", "create")
+    assert r.exit_code == 0, describe(r)
+    assert repo.run("check").exit_code == 0  # its own baseline knows the row, so it is not new there
+    r = repo.run("check", "--diff-base", "main", "-f", "json")
+    assert r.exit_code == 1, describe(r)
+    doc = report(r)
+    assert [f["line"] for f in doc["findings"]] == [line] and doc["gate"]["baseline"] is None
+    assert kinds(doc, "warning") == {"baseline-added"}
+
+
+def test_baseline_bookkeeping_is_a_note_and_a_gate_only_check_needs_no_rows(tmp_path, model_dir):
+    """`baseline update` in a pull request (new rows' scores recorded) is routine: notes, no warnings, exit 0.
+    With no dataset file to check (`--gate-only`, or only the baseline named), the changes are still reported,
+    and `--fail-on-gate-change` makes a threshold edit fail."""
+    repo = based_repo(tmp_path / "repo", model_dir)
+    rows = [json.loads(x) for x in repo.data.read_text(encoding="utf-8").splitlines()]
+    write_jsonl(repo.data, rows + ordinary_rows(2, start=100))
+    assert repo.run("-q", "baseline", "update").exit_code == 0
+    r = repo.run("check", "--diff-base", "main", "-f", "json")
+    assert r.exit_code == 0, describe(r)
+    doc = report(r)
+    assert doc["rows_scored"] == 2 and doc["gate"]["warnings"] == 0 and kinds(doc) == {"scores-added"}
+
+    git_cmd(repo.root, "commit", "-q", "-am", "two rows")
+    edit_baseline(repo, lambda d: d["threshold"].__setitem__("value", 1e30))
+    for args in (["--gate-only"], [".gradshield-baseline.json"]):
+        r = repo.run("check", "--diff-base", "main", "-f", "json", *args)
+        assert r.exit_code == 0, describe(r)
+        doc = report(r)
+        assert doc["rows_scored"] == 0 and "threshold" in kinds(doc, "warning"), doc
+    r = repo.run("check", "--diff-base", "main", "--gate-only", "--fail-on-gate-change", "-f", "github")
+    assert r.exit_code == 1, describe(r)
+    assert any(x.startswith("::warning file=.gradshield-baseline.json,") for x in r.stdout.splitlines())
+    assert_user_error(repo.run("check", "--gate-only"), "--diff-base")
+
+
+def test_an_unreadable_baseline_at_the_base_revision_is_exit_2(tmp_path, model_dir):
+    repo = based_repo(tmp_path / "repo", model_dir)
+    git_cmd(repo.root, "checkout", "-q", "main")
+    repo.baseline.write_text("{ not json", encoding="utf-8")
+    git_cmd(repo.root, "commit", "-q", "-am", "broken baseline")
+    git_cmd(repo.root, "checkout", "-q", "pr")
+    add_harmful_row(repo)
+    assert_user_error(repo.run("check", "--diff-base", "main"), "main:.gradshield-baseline.json", "not valid JSON")
+    assert_user_error(repo.run("check", "--diff-base", "--help"), "not a git revision")
+
+
+# ------------------------------------------------------------------------------------------------ item 2
+
+
+def test_baseline_create_with_no_rows_is_exit_2_and_writes_nothing(tmp_path, model_dir):
+    repo = make_repo(tmp_path / "repo", model_dir)
+    empty = repo.root / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a dataset\n", encoding="utf-8")
+    before = tree(repo.root)
+    r = repo.run("baseline", "create", "empty")
+    assert_user_error(r, "no rows found", "empty", "nothing was written")
+    assert not repo.baseline.exists() and tree(repo.root) == before
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda t: re.sub(r'("value": )[^,\n]+', r"\g<1>null", t), "threshold is null"),
+        (lambda t: re.sub(r'("value": )[^,\n]+', r"\g<1>1e400", t), "threshold is inf"),
+        (lambda t: re.sub(r'("value": )[^,\n]+', r"\g<1>-1e400", t), "threshold is -inf"),
+        (lambda t: re.sub(r'("value": )[^,\n]+', r"\g<1>Infinity", t), "Infinity"),
+        (lambda t: re.sub(r'("scores": \{\s*"[0-9a-f]+": )[^,\n]+', r"\g<1>1e400", t), "not a finite number"),
+        (lambda t: re.sub(r'("scores": \{\s*"[0-9a-f]+": )[^,\n]+', r"\g<1>NaN", t), "NaN"),
+    ],
+    ids=["null-threshold", "1e400-threshold", "-1e400-threshold", "Infinity-threshold", "1e400-score", "NaN-score"],
+)
+def test_a_baseline_with_a_non_finite_threshold_or_score_is_unreadable(tmp_path, model_dir, mutate, needle):
+    repo = make_repo(tmp_path / "repo", model_dir)
+    r = repo.run("-q", "baseline", "create")
+    assert r.exit_code == 0, describe(r)
+    text = repo.baseline.read_text(encoding="utf-8")
+    assert text.count('"value": ') == 1  # the threshold's
+    bad = mutate(text)
+    assert bad != text
+    repo.baseline.write_text(bad, encoding="utf-8")
+    add_harmful_row(repo)
+    before = snapshot(repo.baseline, repo.data)
+    err = assert_user_error(repo.run("check"), needle)
+    assert ".gradshield-baseline.json" in err
+    assert snapshot(repo.baseline, repo.data) == before
+
+
+# ------------------------------------------------------------------------------------------------ the Action
+
+from test_action import (  # noqa: F401  (fixtures)
+    base_env,
+    commands,
+    git,
+    lines_of,
+    origin,
+    pull_request,
+    run_action,
+)
+
+
+def test_the_action_flags_a_harmful_row_whose_pull_request_raises_the_threshold_and_reports_the_tampering(
+    tmp_path, origin, base_env  # noqa: F811
+):
+    """The issue's reproduction through the Action's real steps: a pull request adds a harmful row and edits
+    .gradshield-baseline.json to `"value": 1e30`. The row is still flagged (findings=1, step fails), and the edit is
+    a `::warning` at the baseline's threshold line, a GS002 SARIF result, the `gate-changes` output and a caution in
+    the job summary."""
+
+    def change(w: Path) -> None:
+        write_jsonl(w / "data" / "train.jsonl", lines_of(w / "data" / "train.jsonl") + [compliance_row(1)])
+        doc = json.loads((w / ".gradshield-baseline.json").read_text(encoding="utf-8"))
+        doc["threshold"]["value"] = 1e30
+        (w / ".gradshield-baseline.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+    ws, event = pull_request(tmp_path, origin, base_env, "tamper", change, shallow=True)
+    run = run_action(ws, tmp_path, {"sarif-file": "gs.sarif"}, event, base_ref="main", env=base_env)
+    check = run.steps[-1]
+    assert check.id == "check" and check.returncode == 1, run.describe()
+    out = run.outputs
+    assert out["findings"] == "1" and out["gate-changes"] == "1", out
+    report = json.loads(Path(out["report-file"]).read_text(encoding="utf-8"))
+    n = len(lines_of(ws / "data" / "train.jsonl"))
+    assert [(f["file"], f["line"]) for f in report["findings"]] == [("data/train.jsonl", n)]
+    assert float(out["threshold"]) < 1e29 and report["gate"]["baseline"] == "origin/main:.gradshield-baseline.json"
+    active = commands(check.stdout)
+    warnings = [c for c in active if c.startswith("::warning ")]
+    assert len(warnings) == 1 and warnings[0].startswith("::warning file=.gradshield-baseline.json,line="), active
+    assert "raises the threshold" in warnings[0] and "1e+30" in warnings[0]
+    assert any(c.startswith("::error file=data/train.jsonl,") for c in active), active
+    sarif = json.loads((ws / "gs.sarif").read_text(encoding="utf-8"))
+    assert {r["ruleId"] for r in sarif["runs"][0]["results"]} == {"GS001", "GS002"}
+    assert "changes its own gate" in check.summary and "raises the threshold" in check.summary
+
+
+@pytest.mark.parametrize("fail", ["false", "true"])
+def test_the_action_reports_a_pull_request_that_only_edits_the_baseline(tmp_path, origin, base_env, fail):  # noqa: F811
+    """No dataset file changed, only the threshold: today's "no dataset files changed" pass hid it. The change is
+    reported; with fail-on-gate-change it fails the step."""
+
+    def change(w: Path) -> None:
+        doc = json.loads((w / ".gradshield-baseline.json").read_text(encoding="utf-8"))
+        doc["threshold"]["value"] = 1e30
+        (w / ".gradshield-baseline.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+    ws, event = pull_request(tmp_path, origin, base_env, f"threshold-{fail}", change, shallow=True)
+    run = run_action(ws, tmp_path, {"fail-on-gate-change": fail}, event, base_ref="main", env=base_env)
+    assert run.steps[0].outputs["count"] == "0", run.describe()
+    check = run.steps[-1]
+    assert check.returncode == (1 if fail == "true" else 0), run.describe()
+    assert run.outputs["gate-changes"] == "1" and run.outputs["findings"] == "0", run.outputs
+    assert Path(run.outputs["sarif-file"]).is_file()
+    warnings = [c for c in commands(check.stdout) if c.startswith("::warning file=.gradshield-baseline.json,")]
+    assert len(warnings) == 1, check.stdout
+    assert "No dataset files changed" in check.summary and "raises the threshold" in check.summary
+
+
+# ------------------------------------------------------------------------------------------------ item 6
+
+
+def test_the_action_refuses_pull_request_target(tmp_path, origin, base_env):  # noqa: F811
+    """Under pull_request_target actions/checkout checks out the base branch, so there was nothing to diff and the
+    step passed. It must refuse, saying why."""
+    ws, event = pull_request(tmp_path, origin, base_env, "target", lambda w: write_jsonl(
+        w / "data" / "train.jsonl", lines_of(w / "data" / "train.jsonl") + [compliance_row(2)]), shallow=False)
+    git(ws, "fetch", "-q", "origin", "main:main", env=base_env)
+    git(ws, "checkout", "-q", "main", env=base_env)  # what actions/checkout checks out for pull_request_target
+    run = run_action(ws, tmp_path, {}, event, base_ref="main", env=base_env, event_name="pull_request_target")
+    files = run.steps[0]
+    assert files.id == "files" and files.returncode == 2 and len(run.steps) == 1, run.describe()
+    (err,) = [c for c in commands(files.stdout) if c.startswith("::error")]
+    assert "pull_request_target" in err and "secrets" in err and "pull_request instead" in err
+    assert "no dataset files changed" not in run.summary
