@@ -237,7 +237,7 @@ def test_baseline_create_with_no_rows_is_exit_2_and_writes_nothing(tmp_path, mod
     (empty / "notes.txt").write_text("not a dataset\n", encoding="utf-8")
     before = tree(repo.root)
     r = repo.run("baseline", "create", "empty")
-    assert_user_error(r, "no rows found", "empty", "nothing was written")
+    assert_user_error(r, "empty", "no dataset file")  # the directory is refused before anything is scored or written
     assert not repo.baseline.exists() and tree(repo.root) == before
 
 
