@@ -43,7 +43,7 @@ class Engine:
 
     @cached_property
     def scoring_model(self) -> ScoringModel:
-        sm = load_model(self.settings.model, progress=self.progress)
+        sm = load_model(self.settings.model, progress=self.progress, cache_dir=self.settings.cache_dir)
         if self.settings.max_length > sm.context_length:
             raise ConfigError(
                 f"scoring.max_length={self.settings.max_length} exceeds the model's context of {sm.context_length} tokens"
