@@ -97,8 +97,8 @@ def _selected(sm: ScoringModel, grad: ProxyGradient) -> list[torch.nn.Parameter]
     return [named[n] for n in grad.names]
 
 
-def _losses(sm: ScoringModel, b: Batch, reduction: str) -> torch.Tensor:
-    return row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, reduction)
+def _losses(sm: ScoringModel, b: Batch, reduction: str, precision: str = "float64") -> torch.Tensor:
+    return row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, reduction, precision)
 
 
 def _batches(sm: ScoringModel, encoded: Sequence[Encoded], opts: ScoreOptions) -> list[Batch]:
@@ -222,7 +222,7 @@ def _exact(sm, grad, encoded, opts, bar):
     try:
         for i in range(len(encoded)):
             (b,) = _batches(sm, [encoded[i]], opts)
-            loss = _losses(sm, b, opts.loss_reduction)[0]
+            loss = _losses(sm, b, opts.loss_reduction, "float32")[0]  # a gradient, not a difference of losses
             gs = torch.autograd.grad(loss, params, allow_unused=True)
             dot = sq = 0.0
             for g, v in zip(gs, grad.vectors):
@@ -352,7 +352,7 @@ def _persample(sm, grad, encoded, opts, bar):
             state["owner"] = b.target_mask[:, 1:].nonzero(as_tuple=True)[0]
             state["offset"] = 0
             with torch.enable_grad():
-                losses = _losses(sm, b, opts.loss_reduction)
+                losses = _losses(sm, b, opts.loss_reduction, "float32")
                 losses.sum().backward()  # per-row losses are independent: d(sum)/d(row i's activations) = dL_i
             for j, i in enumerate(b.indices):
                 dots[i] = float(state["dot"][j])

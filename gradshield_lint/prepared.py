@@ -7,7 +7,7 @@ adapter) is most of what a one-row check costs. An entry is a folder `model-<key
     model.safetensors   the weights (tied duplicates left out), in the scoring dtype
     config.json         the model's configuration
     tokenizer files     the tokenizer's own save_pretrained output (tokenizer.json, chat template ...)
-    manifest.json       written last: every file's size and sha256, the identity the model was loaded with
+    manifest.json       written last: every file's size and CRC-32, the identity the model was loaded with
 
 `<key>` hashes what the entry was made from (the source file's path, size and mtime, or a local folder's digest;
 the adapter's digest; the dtype; the transformers and gguf versions), so any change makes a new entry. The folder is
@@ -20,14 +20,16 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import mmap
 import os
 import shutil
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 
@@ -62,9 +64,14 @@ def entry_for(cache_dir: Path, source: dict[str, Any], dtype: str) -> PreparedEn
     return PreparedEntry(Path(cache_dir) / f"model-{key}", key)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+def _crc32(path: Path) -> str:
+    """CRC-32 of a file, through a memory map. A checksum against accidents (a full disk, a killed copy, a flipped
+    sector), not against an attacker who can write the user's own cache: at ~1 GB/s it is 3-4x faster than
+    sha256 here, and reading the weights this way brings them into the page cache the model then maps."""
+    if path.stat().st_size == 0:
+        return f"{0:08x}"
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return f"{zlib.crc32(m):08x}"
 
 
 def read_manifest(entry: PreparedEntry) -> dict[str, Any] | None:
@@ -81,12 +88,11 @@ def read_manifest(entry: PreparedEntry) -> dict[str, Any] | None:
 
 
 def verify(entry: PreparedEntry, manifest: dict[str, Any]) -> bool:
-    """Every file of the manifest is there with its size and sha256 (hashing the weights also brings them into
-    the page cache that the memory map then reads from, so it costs less than it seems)."""
+    """Every file of the manifest is there with its size and checksum."""
     for name, want in manifest["files"].items():
         path = entry.folder / name
         try:
-            if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
+            if path.stat().st_size != want["size"] or _crc32(path) != want["crc32"]:
                 return False
         except (OSError, KeyError, TypeError):
             return False
@@ -129,7 +135,7 @@ def save(entry: PreparedEntry, model, tokenizer, meta: dict[str, Any]) -> bool:
                 config.quantization_config = quant
         tokenizer.save_pretrained(tmp)
         files = {
-            p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()
+            p.name: {"size": p.stat().st_size, "crc32": _crc32(p)} for p in sorted(tmp.iterdir()) if p.is_file()
         }
         manifest = {"format": FORMAT, "key": entry.key, "files": files, **meta}
         with (tmp / MANIFEST).open("w", encoding="utf-8") as fh:

@@ -92,7 +92,7 @@ def test_damaged_entry_is_detected_and_rebuilt(tiny_model_dir, adapter_dir, tmp_
         data[len(data) * 3 // 4] ^= 0xFF
         weights.write_bytes(bytes(data))
     elif damage == "manifest":
-        (entry / prepared.MANIFEST).write_text('{"format": 1, "key"')
+        (entry / prepared.MANIFEST).write_text('{"format": 2, "key"')
     else:
         (entry / "tokenizer.json").unlink()
     again = load_model(spec, cache_dir=cache)
