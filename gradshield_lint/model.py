@@ -244,9 +244,31 @@ def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
         identity["adapter"] = ""
 
     sm = _ready(model, tok, spec, device, dtype, identity, "")
-    if entry is not None and prepared.save(entry, sm.model, sm.tokenizer, {"identity": identity}):
+    from .encode import chat_template_hash
+
+    meta = {"identity": identity, "chat_template": chat_template_hash(sm.tokenizer), "context_length": sm.context_length}
+    if entry is not None and prepared.save(entry, sm.model, sm.tokenizer, meta):
         sm.prepared = "saved"
     return sm
+
+
+def prepared_meta(spec: ModelSpec, cache_dir: Path | None = None) -> dict | None:
+    """What a prepared entry recorded about its model (identity, chat-template hash, context length) without
+    loading it: lets a check with no new rows compare fingerprints without the model. None when no entry."""
+    from . import prepared
+    from .proxy import default_cache_dir
+
+    try:
+        source = _prepared_source(spec, _adapter_dir(spec))
+        if source is None:
+            return None
+        dtype = resolve_dtype(spec.dtype, resolve_device(spec.device))
+    except (ModelLoadError, OSError):
+        return None
+    manifest = prepared.read_manifest(prepared.entry_for(cache_dir or default_cache_dir(), source, str(dtype)))
+    if manifest is None or not all(k in manifest for k in ("identity", "chat_template", "context_length")):
+        return None
+    return manifest
 
 
 def _ready(model, tok, spec: ModelSpec, device, dtype, identity: dict[str, str], prepared: str) -> ScoringModel:

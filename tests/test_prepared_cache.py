@@ -161,3 +161,25 @@ def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
     assert runs[1]["fp"] == runs[0]["fp"]
     assert runs[1]["fihs"] == pytest.approx(runs[0]["fihs"], rel=1e-6)
     assert runs[1]["s"] < runs[0]["s"]
+
+
+def test_fingerprint_without_loading_the_model(tiny_model_dir, adapter_dir, tmp_path, monkeypatch):
+    """Once an entry exists, a new Engine's fingerprint (what a check compares with the baseline before scoring
+    anything) comes from the entry's manifest, equal to the loaded model's, and scoring no rows loads nothing."""
+    from gradshield_lint import engine as engine_mod
+    from gradshield_lint.engine import Engine, EngineSettings
+
+    cache = tmp_path / "cache"
+    settings = EngineSettings(model=ModelSpec(name=str(tiny_model_dir), adapter=str(adapter_dir)), max_length=256, cache_dir=cache)
+    loaded = Engine(settings)
+    want = loaded.fingerprint()  # no entry yet: loads the model (and saves the entry)
+    assert "scoring_model" in loaded.__dict__
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(engine_mod, "load_model", no_load)
+    light = Engine(settings)
+    assert light.fingerprint() == want
+    assert light.score_rows([]) == []
+    assert "scoring_model" not in light.__dict__
