@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .encode import Encoded, NoTargetTokens, RowTooLong, chat_template_hash, encode_conversation
+from .encode import (
+    Encoded,
+    NoTargetTokens,
+    RowTooLong,
+    chat_template_hash,
+    encode_conversation,
+)
 from .errors import ConfigError, InputError
 from .fihs import RowScore, ScoreOptions, resolve_method, score_encoded
 from .model import ModelSpec, ScoringModel, load_model, prepared_meta

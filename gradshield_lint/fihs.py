@@ -284,7 +284,7 @@ def _persample(sm, grad, encoded, opts, bar):
             return
         x = x.float()
         state["dot"] += torch.zeros(n_rows, dtype=torch.float64, device=g.device).index_add(
-            0, owner, ((g @ vs[i]) * x).sum(1).double()
+            0, owner, ((g @ vs[i].to(g.dtype)) * x).sum(1).double()
         )
         for r in owner.unique().tolist():
             sel = owner == r

@@ -168,7 +168,7 @@ def load(entry: PreparedEntry, manifest: dict[str, Any], device, dtype):
     with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies) are computed, not stored
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
     state = load_file(str(entry.folder / WEIGHTS), device=str(device))
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    _missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
     still_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if unexpected or still_meta:
