@@ -268,9 +268,10 @@ def _persample(sm, grad, encoded, opts, bar):
     state: dict = {}
 
     def accumulate(per_sample: torch.Tensor, idx: int) -> None:
-        g = per_sample.float()
-        state["dot"] += (g * vs[idx]).flatten(1).sum(1).double()
-        state["sq"] += (g * g).flatten(1).sum(1).double()
+        # a matrix-vector product and a norm: no [rows, out, in] temporaries (g * v, g * g) per layer and batch
+        g = per_sample.float().flatten(1)
+        state["dot"] += (g @ vs[idx].reshape(-1).to(g.dtype)).double()
+        state["sq"] += torch.linalg.vector_norm(g, dim=1).double() ** 2
 
     def accumulate_flat(g: torch.Tensor, x: torch.Tensor, owner: torch.Tensor, i: int, is_bias: bool) -> None:
         """A linear layer applied to positions flattened across rows (the output head sees only the positions
