@@ -74,7 +74,9 @@ class Engine:
         """(identity, chat-template hash, context length): from the loaded model, or, before it is loaded, from its
         prepared-cache entry (prepared.py), so that a check with no new rows never loads the model."""
         if "scoring_model" not in self.__dict__:
-            meta = prepared_meta(self.settings.model, self.settings.cache_dir)
+            if "_prepared_meta" not in self.__dict__:  # hashing the source files once per Engine, not per call
+                self.__dict__["_prepared_meta"] = prepared_meta(self.settings.model, self.settings.cache_dir)
+            meta = self.__dict__["_prepared_meta"]
             if meta is not None:
                 return dict(meta["identity"]), str(meta["chat_template"]), int(meta["context_length"])
         sm = self.scoring_model
