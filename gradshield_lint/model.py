@@ -298,9 +298,9 @@ def _adapter_dir(spec: ModelSpec) -> Path | None:
 
 def _merge_adapter(model, adapter: Path):
     """Merge a LoRA adapter into the weights: FIHS is then taken with respect to the merged model's parameters."""
-    import warnings
-
     from peft import PeftModel
+
+    import warnings
 
     try:
         with warnings.catch_warnings():
