@@ -6,14 +6,22 @@ runs one row at a time, so its rows/s does not depend on how many), the ratios f
 many forward passes' worth of time a row costs), agreement with exact, and peak resident memory per method
 sampled while it runs (and for fd at a quarter of the rows, to show it does not grow with the number of rows).
 
+With --latency it measures instead the time to verdict of a commit: `gradshield-lint check` run as a user runs it
+(a subprocess of the installed CLI, default configuration, warm cache) in a temporary git repository whose
+baseline holds --baseline-rows rows, after a commit that adds 0, 1, 10 and 100 rows, against the goals of issue 15.
+
     python bench/speed.py [--rows 256] [--exact-rows 32] [--tokens 256] [--batch-size 8] [--adapter none|embedded]
+    python bench/speed.py --latency [--tokens 256] [--baseline-rows 16] [--cache DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +65,66 @@ def make_rows(n: int, tokenizer, target_tokens: int = 256, seed: int = 0) -> lis
     return rows
 
 
+# issue 15: seconds to a verdict for a commit adding this many rows (None: no goal, shown for the fixed cost)
+LATENCY_GOALS = {0: None, 1: 5.0, 10: 10.0, 100: 60.0}
+
+
+def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "gradshield_lint.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    dt = time.perf_counter() - t
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"gradshield-lint {' '.join(args)} exited {r.returncode}:\n{r.stderr[-2000:]}")
+    return dt, r
+
+
+def _write_rows(path: Path, rows: list[list[Message]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps({"messages": [{"role": m.role, "content": m.content} for m in r]}) + "\n")
+
+
+def latency(args) -> None:
+    """Time to verdict through the CLI, as a pre-commit hook sees it: one fresh process per check."""
+    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="gs-latency-cache-"))
+    t0 = time.perf_counter()
+    sm = load_model(ModelSpec(name=args.model, dtype=args.dtype), cache_dir=cache)  # also prepares the cache entry
+    print(f"model load in this process {time.perf_counter() - t0:.1f} s (prepared-model cache: {sm.prepared or 'not used'}); "
+          f"cache {cache}")
+    tok = sm.tokenizer
+    del sm
+    base = make_rows(args.baseline_rows, tok, target_tokens=args.tokens, seed=1)
+    new = make_rows(max(LATENCY_GOALS), tok, target_tokens=args.tokens, seed=2)
+    env = {**os.environ, "GRADSHIELD_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    env.pop("PRE_COMMIT_FROM_REF", None)
+    env.pop("PRE_COMMIT_SOURCE", None)
+    model_opt = [] if args.model == "embedded" else ["--model", args.model]
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        (repo / "data").mkdir(parents=True)
+        data = repo / "data" / "train.jsonl"
+        _write_rows(data, base)
+        subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+        dt, _ = _cli([*model_opt, "-q", "baseline", "create", str(data)], repo, env)
+        print(f"baseline create over {len(base)} rows: {dt:.1f} s (also computes ∇H into the cache)")
+        subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+        subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "baseline"], cwd=repo, check=True)
+        _write_rows(data, base + new[:1])
+        _cli([*model_opt, "-q", "check", str(data)], repo, env)  # warm: the OS file cache, as on a second commit
+        print()
+        print("| rows added | seconds to verdict | goal | met | exit code |")
+        print("|---|---|---|---|---|")
+        for n, goal in LATENCY_GOALS.items():
+            _write_rows(data, base + new[:n])
+            dt, r = _cli([*model_opt, "-q", "check", str(data)], repo, env)
+            met = "" if goal is None else ("yes" if dt <= goal else "NO")
+            print(f"| {n} | {dt:.1f} | {'' if goal is None else f'≤ {goal:.0f} s'} | {met} | {r.returncode} |")
+    if not args.cache:
+        import shutil
+
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=256)
@@ -67,8 +135,14 @@ def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--probes", type=int, default=0, help="use only the first N bundled probes for ∇H (0: all); ∇H is computed once, outside the per-row figures")
+    ap.add_argument("--latency", action="store_true", help="time to verdict of `gradshield-lint check` for commits adding 0/1/10/100 rows")
+    ap.add_argument("--baseline-rows", type=int, default=16, help="with --latency: rows in the baseline")
+    ap.add_argument("--cache", help="with --latency: the cache directory to use (default: a fresh one, removed after)")
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.latency:
+        latency(args)
+        return
 
     t0 = time.perf_counter()
     sm = load_model(ModelSpec(name=args.model, adapter=None if args.adapter == "none" else args.adapter, dtype=args.dtype, device="auto"))

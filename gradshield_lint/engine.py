@@ -7,10 +7,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .encode import Encoded, NoTargetTokens, RowTooLong, chat_template_hash, encode_conversation
+from .encode import (
+    Encoded,
+    NoTargetTokens,
+    RowTooLong,
+    chat_template_hash,
+    encode_conversation,
+)
 from .errors import ConfigError, InputError
 from .fihs import RowScore, ScoreOptions, resolve_method, score_encoded
-from .model import ModelSpec, ScoringModel, load_model
+from .model import ModelSpec, ScoringModel, load_model, prepared_meta
 from .params import ParamSelection
 from .proxy import ProxyGradient, ProxyOptions, proxy_gradient
 from .rows import Row
@@ -50,7 +56,7 @@ class Engine:
 
     @cached_property
     def scoring_model(self) -> ScoringModel:
-        sm = load_model(self.settings.model, progress=self.progress)
+        sm = load_model(self.settings.model, progress=self.progress, cache_dir=self.settings.cache_dir)
         if self.settings.max_length > sm.context_length:
             raise ConfigError(
                 f"scoring.max_length={self.settings.max_length} exceeds the model's context of {sm.context_length} tokens"
@@ -71,20 +77,34 @@ class Engine:
     def method(self) -> str:
         return resolve_method(self.settings.score.method, self.settings.score.normalize, self.scoring_model.dtype)
 
+    def _identity(self) -> tuple[dict[str, str], str, int]:
+        """(identity, chat-template hash, context length): from the loaded model, or, before it is loaded, from its
+        prepared-cache entry (prepared.py), so that a check with no new rows never loads the model."""
+        if "scoring_model" not in self.__dict__:
+            if "_prepared_meta" not in self.__dict__:  # hashing the source files once per Engine, not per call
+                self.__dict__["_prepared_meta"] = prepared_meta(self.settings.model, self.settings.cache_dir)
+            meta = self.__dict__["_prepared_meta"]
+            if meta is not None:
+                return dict(meta["identity"]), str(meta["chat_template"]), int(meta["context_length"])
+        sm = self.scoring_model
+        return sm.identity, chat_template_hash(sm.tokenizer), sm.context_length
+
     def fingerprint(self) -> dict[str, object]:
         """What scores depend on. Method, dtype and device are not in it: they change scores only within rounding."""
-        sm = self.scoring_model
+        identity, template, context = self._identity()
         s = self.settings
+        if s.max_length > context:
+            raise ConfigError(f"scoring.max_length={s.max_length} exceeds the model's context of {context} tokens")
         return {
-            "model": sm.identity.get("model", ""),
-            "model_revision": sm.identity.get("revision", ""),
-            "model_hash": sm.identity.get("model_hash", ""),
-            "adapter": sm.identity.get("adapter", ""),
+            "model": identity.get("model", ""),
+            "model_revision": identity.get("revision", ""),
+            "model_hash": identity.get("model_hash", ""),
+            "adapter": identity.get("adapter", ""),
             "proxy": s.proxy.proxy if s.proxy.proxy != "first-token" else f"first-token:{s.proxy.comply_token}/{s.proxy.refuse_token}",
             "probe_set": self.probes.sha256,
             "params": s.params.describe(),
             "max_length": s.max_length,
-            "chat_template": chat_template_hash(sm.tokenizer),
+            "chat_template": template,
             "loss_reduction": s.score.loss_reduction,
             "normalize": s.score.normalize,
         }
@@ -103,6 +123,8 @@ class Engine:
 
     def score_rows(self, rows: Sequence[Row]) -> list[ScoredRow]:
         """Scores in the order of `rows`. All rows are encoded first, so a bad row fails before any scoring."""
+        if not rows:
+            return []  # nothing to score: no model to load
         encoded = [self.encode(r) for r in rows]
         scores = score_encoded(self.scoring_model, self.gradient, encoded, self.settings.score, progress=self.progress)
         return [ScoredRow(r, s) for r, s in zip(rows, scores)]

@@ -97,8 +97,8 @@ def _selected(sm: ScoringModel, grad: ProxyGradient) -> list[torch.nn.Parameter]
     return [named[n] for n in grad.names]
 
 
-def _losses(sm: ScoringModel, b: Batch, reduction: str) -> torch.Tensor:
-    return row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, reduction)
+def _losses(sm: ScoringModel, b: Batch, reduction: str, precision: str = "float64") -> torch.Tensor:
+    return row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, reduction, precision)
 
 
 def _batches(sm: ScoringModel, encoded: Sequence[Encoded], opts: ScoreOptions) -> list[Batch]:
@@ -222,7 +222,7 @@ def _exact(sm, grad, encoded, opts, bar):
     try:
         for i in range(len(encoded)):
             (b,) = _batches(sm, [encoded[i]], opts)
-            loss = _losses(sm, b, opts.loss_reduction)[0]
+            loss = _losses(sm, b, opts.loss_reduction, "float32")[0]  # a gradient, not a difference of losses
             gs = torch.autograd.grad(loss, params, allow_unused=True)
             dot = sq = 0.0
             for g, v in zip(gs, grad.vectors):
@@ -268,9 +268,10 @@ def _persample(sm, grad, encoded, opts, bar):
     state: dict = {}
 
     def accumulate(per_sample: torch.Tensor, idx: int) -> None:
-        g = per_sample.float()
-        state["dot"] += (g * vs[idx]).flatten(1).sum(1).double()
-        state["sq"] += (g * g).flatten(1).sum(1).double()
+        # a matrix-vector product and a norm: no [rows, out, in] temporaries (g * v, g * g) per layer and batch
+        g = per_sample.float().flatten(1)
+        state["dot"] += (g @ vs[idx].reshape(-1).to(g.dtype)).double()
+        state["sq"] += torch.linalg.vector_norm(g, dim=1).double() ** 2
 
     def accumulate_flat(g: torch.Tensor, x: torch.Tensor, owner: torch.Tensor, i: int, is_bias: bool) -> None:
         """A linear layer applied to positions flattened across rows (the output head sees only the positions
@@ -284,7 +285,7 @@ def _persample(sm, grad, encoded, opts, bar):
             return
         x = x.float()
         state["dot"] += torch.zeros(n_rows, dtype=torch.float64, device=g.device).index_add(
-            0, owner, ((g @ vs[i]) * x).sum(1).double()
+            0, owner, ((g @ vs[i].to(g.dtype)) * x).sum(1).double()
         )
         for r in owner.unique().tolist():
             sel = owner == r
@@ -352,7 +353,7 @@ def _persample(sm, grad, encoded, opts, bar):
             state["owner"] = b.target_mask[:, 1:].nonzero(as_tuple=True)[0]
             state["offset"] = 0
             with torch.enable_grad():
-                losses = _losses(sm, b, opts.loss_reduction)
+                losses = _losses(sm, b, opts.loss_reduction, "float32")
                 losses.sum().backward()  # per-row losses are independent: d(sum)/d(row i's activations) = dL_i
             for j, i in enumerate(b.indices):
                 dots[i] = float(state["dot"][j])

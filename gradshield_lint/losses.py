@@ -15,17 +15,66 @@ def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.n
     return backbone, head
 
 
+class _HeadNLL(torch.autograd.Function):
+    """Token NLL under softmax(h Wᵀ), in float32, without keeping any [positions, vocabulary] block for the
+    backward pass: the forward keeps one logsumexp per position, the backward recomputes each chunk's logits (one
+    more head matmul) and returns dL/dh = g · (softmax − onehot) W. For gradients w.r.t. activations (the head's
+    weight itself needs none): autograd's own graph would keep the logits, their float64 copy and the softmax of
+    every chunk alive until the backward, gigabytes at batch 8 over a 50k vocabulary."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
+        lse, picked = [], []
+        for hc, yc in zip(h.split(chunk), labels.split(chunk)):
+            logits = hc @ weight.T
+            lse.append(torch.logsumexp(logits, dim=-1))
+            picked.append(logits.gather(1, yc[:, None]).squeeze(1))
+        lse_all = torch.cat(lse) if lse else h.new_zeros(0)
+        ctx.save_for_backward(h, weight, labels, lse_all)
+        ctx.chunk = chunk
+        return lse_all - (torch.cat(picked) if picked else h.new_zeros(0))
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        h, weight, labels, lse = ctx.saved_tensors
+        out = torch.empty_like(h)
+        for s in range(0, h.shape[0], ctx.chunk):
+            e = min(s + ctx.chunk, h.shape[0])
+            p = torch.exp(h[s:e] @ weight.T - lse[s:e, None])
+            p[torch.arange(e - s, device=p.device), labels[s:e]] -= 1.0
+            p.mul_(g[s:e, None].to(p.dtype))
+            out[s:e] = p @ weight
+        return out, None, None, None
+
+
+def _fast_head_ok(model: torch.nn.Module, head: torch.nn.Module) -> bool:
+    """_HeadNLL replaces the head module's call: only when nothing needs that call (no bias, no soft-capping, no
+    gradient for its weight, no hook on it: per-sample hooks on a selected head must see it run)."""
+    return (
+        isinstance(head, torch.nn.Linear)
+        and head.bias is None
+        and not head.weight.requires_grad
+        and not head._forward_hooks
+        and not head._forward_pre_hooks
+        and not getattr(model.config, "final_logit_softcapping", None)
+    )
+
+
 def row_losses(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     target_mask: torch.Tensor,
     reduction: str = "mean",
+    precision: str = "float64",
 ) -> torch.Tensor:
     """Loss of each row: token NLL over its target tokens, averaged ("mean") or summed ("sum"). Shape [B].
 
     Only positions that predict a target get logits: the output head over a 50k vocabulary is a large share of
-    a small model's forward pass, and prompt positions do not need it.
+    a small model's forward pass, and prompt positions do not need it. `precision`: "float64" (the default) for
+    losses that are subtracted from each other (finite differences); "float32" where only the gradient matters
+    (per-sample and exact backward passes): the log-softmax is then taken in float32 and, where the head allows,
+    without keeping the logits for the backward pass (_HeadNLL).
     """
     backbone, head = _backbone_and_head(model)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -33,12 +82,16 @@ def row_losses(
     rows, cols = predict.nonzero(as_tuple=True)
     h = hidden[:, :-1][rows, cols]
     labels = input_ids[:, 1:][rows, cols]
+    if precision == "float32" and h.dtype == torch.float32 and _fast_head_ok(model, head):
+        nll = _HeadNLL.apply(h, head.weight, labels, _CHUNK).double()
+        sums = torch.zeros(input_ids.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+        return sums if reduction == "sum" else sums / predict.sum(dim=1).clamp(min=1).to(nll.dtype)
     softcap = getattr(model.config, "final_logit_softcapping", None)
     # float64 log-softmax: finite differences subtract two nearly equal losses, and float32 rounding of a loss
     # of ~10 (≈1e-6) would quantize the scores. Chunked so that a 50k-vocabulary logit block stays small.
     parts = []
     for hc, yc in zip(h.split(_CHUNK), labels.split(_CHUNK)):
-        logits = head(hc).double()
+        logits = head(hc).double() if precision == "float64" else head(hc).float()
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         parts.append(torch.logsumexp(logits, dim=-1) - logits.gather(1, yc[:, None]).squeeze(1))

@@ -48,6 +48,8 @@ class ScoringModel:
     identity: dict[str, str] = field(default_factory=dict)
     # Finite-difference steps calibrated for this model, by (∇H key, loss reduction): see fihs.calibrate_fd_step.
     fd_steps: dict[tuple[str, str], float] = field(default_factory=dict, repr=False, compare=False)
+    # The prepared-model cache (prepared.py): "loaded" from an entry, "saved" into a new one, "" not cached.
+    prepared: str = field(default="", compare=False)
 
     @property
     def context_length(self) -> int:
@@ -143,10 +145,13 @@ def _from_pretrained(source: str, kwargs: dict, tried: list[str], what: str):
     raise ModelLoadError("cannot load the scoring model; tried:\n  " + "\n  ".join(tried)) from last
 
 
-def load_model(spec: ModelSpec, *, progress: bool = False) -> ScoringModel:
+def load_model(spec: ModelSpec, *, progress: bool = False, cache_dir: Path | None = None) -> ScoringModel:
     """Load model + tokenizer for scoring: eval mode, eager attention (forward-mode AD needs it), no grads on.
 
-    transformers' own progress bars (GGUF de-quantization, weight loading) show only with `progress`.
+    A model that takes work to prepare (a GGUF file to de-quantize, an adapter to merge) is kept, prepared, in the
+    cache directory (`cache_dir`, default $GRADSHIELD_CACHE or ~/.cache/gradshield-lint; see prepared.py) and
+    memory-mapped from there next time. transformers' own progress bars (GGUF de-quantization, weight loading)
+    show only with `progress`.
     """
     from transformers.utils import logging as hf_logging
 
@@ -154,15 +159,48 @@ def load_model(spec: ModelSpec, *, progress: bool = False) -> ScoringModel:
     if not progress:
         hf_logging.disable_progress_bar()
     try:
-        return _load(spec)
+        return _load(spec, cache_dir)
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
 
 
-def _load(spec: ModelSpec) -> ScoringModel:
+def _prepared_source(spec: ModelSpec, adapter: Path | None) -> dict | None:
+    """What a prepared model is made from, by content (a GGUF file's digest, not its path and mtime: a CI runner
+    that installs the same wheel into a fresh environment each run must find its entry again); None for a model
+    not worth caching: one already stored as plain weights with no adapter to merge (a copy would only double its
+    disk space), or a Hub id (its revision is resolved by loading it)."""
+    name = spec.name
+    if name == EMBEDDED or (name.endswith(".gguf") and Path(name).is_file()):
+        path = (embedded_model_dir() / EMBEDDED_GGUF) if name == EMBEDDED else Path(name).resolve()
+        source: dict = {"kind": "gguf", "size": path.stat().st_size, "digest": file_digest(path)}
+    elif Path(name).is_dir() and (spec.gguf_file or adapter is not None):
+        source = {"kind": "dir", "digest": dir_digest(Path(name)), "gguf_file": spec.gguf_file or ""}
+    else:
+        return None
+    source["adapter"] = dir_digest(adapter) if adapter is not None else ""
+    return source
+
+
+def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
+    from . import prepared
+    from .proxy import default_cache_dir
+
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
+    adapter = _adapter_dir(spec)
+    source = _prepared_source(spec, adapter)
+    entry = prepared.entry_for(cache_dir or default_cache_dir(), source, str(dtype)) if source is not None else None
+    if entry is not None:
+        manifest = prepared.read_manifest(entry)
+        if manifest is not None and prepared.verify(entry, manifest):
+            try:
+                model, tok = prepared.load(entry, manifest, device, dtype)
+                return _ready(model, tok, spec, device, dtype, dict(manifest["identity"]), "loaded")
+            except Exception:  # an entry that does not load is rebuilt, never half-used
+                pass
+        if entry.folder.exists():
+            prepared.discard(entry)
     kwargs: dict = {"dtype": dtype, "attn_implementation": "eager"}
     tried: list[str] = []
     identity: dict[str, str] = {}
@@ -198,20 +236,48 @@ def _load(spec: ModelSpec) -> ScoringModel:
         identity["model_hash"] = str(getattr(model.config, "_commit_hash", None) or spec.revision or "main")
     identity["revision"] = spec.revision or ""
 
-    adapter = _adapter_dir(spec)
     if adapter is not None:
         model = _merge_adapter(model, adapter)
         identity["adapter"] = f"{adapter.name}:{dir_digest(adapter)}"
     else:
         identity["adapter"] = ""
 
+    sm = _ready(model, tok, spec, device, dtype, identity, "")
+    from .encode import chat_template_hash
+
+    meta = {"identity": identity, "chat_template": chat_template_hash(sm.tokenizer), "context_length": sm.context_length}
+    if entry is not None and prepared.save(entry, sm.model, sm.tokenizer, meta):
+        sm.prepared = "saved"
+    return sm
+
+
+def prepared_meta(spec: ModelSpec, cache_dir: Path | None = None) -> dict | None:
+    """What a prepared entry recorded about its model (identity, chat-template hash, context length) without
+    loading it: lets a check with no new rows compare fingerprints without the model. None when no entry."""
+    from . import prepared
+    from .proxy import default_cache_dir
+
+    try:
+        source = _prepared_source(spec, _adapter_dir(spec))
+        if source is None:
+            return None
+        dtype = resolve_dtype(spec.dtype, resolve_device(spec.device))
+    except (ModelLoadError, OSError):
+        return None
+    manifest = prepared.read_manifest(prepared.entry_for(cache_dir or default_cache_dir(), source, str(dtype)))
+    if manifest is None or not all(k in manifest for k in ("identity", "chat_template", "context_length")):
+        return None
+    return manifest
+
+
+def _ready(model, tok, spec: ModelSpec, device, dtype, identity: dict[str, str], prepared: str) -> ScoringModel:
     model.to(device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
-    return ScoringModel(model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype, identity=identity)
+    return ScoringModel(model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype, identity=identity, prepared=prepared)
 
 
 def _adapter_dir(spec: ModelSpec) -> Path | None:
