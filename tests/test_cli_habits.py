@@ -12,7 +12,17 @@ import shutil
 
 import pytest
 import yaml
-from helpers import Repo, assert_user_error, compliance_row, describe, make_repo, ordinary_rows, run_cli, save_tiny_model, write_jsonl
+from helpers import (
+    Repo,
+    assert_user_error,
+    compliance_row,
+    describe,
+    make_repo,
+    ordinary_rows,
+    run_cli,
+    save_tiny_model,
+    write_jsonl,
+)
 
 from gradshield_lint.fmt import fmt_score, plural
 
