@@ -14,9 +14,11 @@ the environment built before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -146,11 +148,16 @@ def python_env(session, tmp_path_factory) -> dict:
     p = precommit(session, scratch, "install-hooks", timeout=1800)
     elapsed = time.monotonic() - t0
     assert p.returncode == 0, out(p)
-    pythons = sorted(session.home.glob("repo*/py_env-*/bin/python"))
-    assert len(pythons) >= 1, f"no python environment under {session.home}\n{out(p)}"
+    # The clone of THIS rev (a kept PRE_COMMIT_HOME also holds environments of earlier trees): pre-commit's own
+    # record of which folder holds which (repo, rev).
+    with contextlib.closing(sqlite3.connect(session.home / "db.db")) as db:
+        row = db.execute("SELECT path FROM repos WHERE repo = ? AND ref = ?", (str(session.hook_repo), session.rev)).fetchone()
+    assert row, f"pre-commit recorded no clone of {session.hook_repo}@{session.rev}\n{out(p)}"
+    pythons = sorted(Path(row[0]).glob("py_env-*/bin/python"))
+    assert len(pythons) == 1, f"expected one python environment in {row[0]}: {pythons}\n{out(p)}"
     built = "Installing environment" in p.stdout + p.stderr
-    print(f"\npre-commit environment: {'built' if built else 'reused'} in {elapsed:.0f} s at {pythons[-1].parents[1]}", file=sys.stderr)
-    return {"python": pythons[-1], "seconds": elapsed, "built": built}
+    print(f"\npre-commit environment: {'built' if built else 'reused'} in {elapsed:.0f} s at {pythons[0].parents[1]}", file=sys.stderr)
+    return {"python": pythons[0], "seconds": elapsed, "built": built}
 
 
 def write_precommit_config(root: Path, s: Session, hook_id: str, **hook_options) -> None:

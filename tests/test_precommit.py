@@ -245,7 +245,7 @@ def test_split_invocations_give_the_verdict_of_one(python_env, session, template
 
     p = precommit(session, root, "run", "gradshield-lint", "--files", *names)
     text = p.stdout + p.stderr
-    invocations = len(re.findall(r"\d+ rows scored, \d+ flagged", text))
+    invocations = len(re.findall(r"\d+ rows? scored, \d+ flagged", text))
     assert invocations >= 2, f"pre-commit did not split the file list\n{text[-3000:]}"
     split_findings = {(f, int(ln)) for f, ln in FINDING.findall(text)}
 
@@ -260,7 +260,7 @@ def test_split_invocations_give_the_verdict_of_one(python_env, session, template
     assert one.exit_code == 1 and p.returncode == 1, out(p)
     assert split_findings == one_findings == {((shard_dir / f"part-{i:04d}.jsonl").as_posix(), 2) for i in harmful}
     assert doc["rows_scored"] == len(harmful) + len(fresh)
-    scored = sum(int(m) for m in re.findall(r"(\d+) rows scored", text))
+    scored = sum(int(m) for m in re.findall(r"(\d+) rows? scored", text))
     assert scored == doc["rows_scored"], text[-3000:]
 
 
