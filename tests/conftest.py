@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
+# pre-commit's home and the `gradshield-lint` hook environment: session fixtures shared by the pre-commit tests
+from precommit_env import python_env, session  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def tokenizer():

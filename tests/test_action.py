@@ -26,6 +26,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
+from gradshield_lint.fmt import fmt_score
 from helpers import PROBES, describe, make_repo, ordinary_rows, run_cli, save_tiny_model, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -424,9 +425,9 @@ def test_pull_request_with_compliance_rows(tmp_path, origin, base_env, fail_on_f
 
     # The job summary: every flagged row with its score, and the threshold.
     summary = check.summary
-    assert "gradshield-lint" in summary and f"{report['threshold']:.4g}" in summary, summary
+    assert "gradshield-lint" in summary and fmt_score(report["threshold"]) in summary, summary
     for f in report["findings"]:
-        assert f"{f['line']}" in summary and f"{f['fihs']:.4g}" in summary, (f, summary)
+        assert f"{f['line']}" in summary and fmt_score(f["fihs"]) in summary, (f, summary)
     assert "Score distribution" in summary or "distribution" in summary.lower()
 
 

@@ -400,7 +400,8 @@ def test_filter_refuses_to_overwrite_its_input(mixed, tmp_path):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["score"], ["check"], ["scan"], ["filter"], ["baseline"], ["baseline", "create"], ["baseline", "update"], ["accept"], ["card"]],
+    [[], ["score"], ["check"], ["scan"], ["filter"], ["baseline"], ["baseline", "create"], ["baseline", "update"], ["accept"], ["card"],
+     ["model"], ["model", "fetch"], ["model", "path"]],
     ids=lambda c: " ".join(c) or "main",
 )
 def test_help_of_every_command(command, tmp_path):
@@ -412,8 +413,9 @@ def test_help_of_every_command(command, tmp_path):
 def test_every_command_is_covered_by_the_help_test():
     from gradshield_lint.cli import main
 
-    names = set(main.commands) | {f"baseline {c}" for c in main.commands["baseline"].commands}
-    assert names <= {"score", "check", "scan", "filter", "baseline", "baseline create", "baseline update", "accept", "card"}
+    names = set(main.commands) | {f"{g} {c}" for g in ("baseline", "model") for c in main.commands[g].commands}
+    assert names <= {"score", "check", "scan", "filter", "baseline", "baseline create", "baseline update", "accept", "card",
+                     "model", "model fetch", "model path"}
 
 
 def test_the_installed_console_script_runs(tmp_path):

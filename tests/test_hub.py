@@ -164,10 +164,10 @@ def test_card_section_content_and_image(tmp_path):
     text = card.read_text()
     section = text[text.rindex(SECTION_START): text.rindex(SECTION_END)]
     assert "Content warning" in section
-    assert "| `a1a1a1a1a1a1` | `data/train.jsonl:3` | 0.93 |" in section  # path relative to the card
+    assert "| `a1a1a1a1a1a1` | `data/train.jsonl:3` | +0.9300 |" in section  # path relative to the card
     assert "with a pipe" in section and "\\| with a pipe" in section  # escaped, one line
     assert "accepted: from a paper" in section
-    assert "**2** rows lie above the adaptive threshold 0.25" in section
+    assert "**2** rows lie above the adaptive threshold +0.2500" in section
     assert "](gradshield-scores.png)" in section
     assert up.image_path == tmp_path / "gradshield-scores.png"
     assert up.image_path.read_bytes()[:8] == PNG_MAGIC
@@ -265,7 +265,7 @@ def test_card_text_histogram_without_matplotlib(tmp_path, monkeypatch):
     up = write_card_report(tmp_path / "README.md", _result(tmp_path))
     assert up.image_path is None
     text = (tmp_path / "README.md").read_text()
-    assert "```text" in text and "threshold 0.25" in text and "gradshield-scores.png" not in text
+    assert "```text" in text and "threshold +0.2500" in text and "gradshield-scores.png" not in text
 
 
 @pytest.mark.parametrize(

@@ -82,10 +82,10 @@ def test_excerpt_is_one_line_without_control_chars_and_truncated():
 def test_text_lists_findings_and_summary(with_findings):
     out = render(with_findings, "text")
     assert "data/train.jsonl:3" in out and "data/train.jsonl:7" in out and "data/more.jsonl:12" in out
-    assert "0.93" in out and "+0.68" in out  # score and how far above threshold
+    assert "+0.9300" in out and "+0.6800" in out  # score and how far above threshold
     # Highest score first.
     assert out.index("data/train.jsonl:3") < out.index("data/train.jsonl:7") < out.index("data/more.jsonl:12")
-    assert f"{with_findings.rows_scored} rows scored, 3 flagged (threshold 0.25)" in out
+    assert f"{with_findings.rows_scored} rows scored, 3 flagged (threshold +0.2500)" in out
     # Accepted rows are listed as accepted, with the reason, and do not count as flagged.
     accepted_part = out[out.index("Accepted rows"):]
     assert "data/train.jsonl:20" in accepted_part and "from a safety paper" in accepted_part
@@ -104,7 +104,7 @@ def test_text_max_rows_and_excerpt_chars(with_findings):
 
 def test_text_clean_and_empty(clean, nothing):
     out = render(clean, "text")
-    assert "No rows above the threshold." in out and "10 rows scored, 0 flagged (threshold 0.25)" in out
+    assert "No rows above the threshold." in out and "10 rows scored, 0 flagged (threshold +0.2500)" in out
     assert "0 rows scored, 0 flagged" in render(nothing, "text")
 
 
@@ -303,15 +303,15 @@ def test_github_clean(clean, nothing):
 def test_github_summary(with_findings):
     md = github_summary(with_findings)
     assert "Content warning" in md
-    assert "| `a1a1a1a1a1a1` | `data/train.jsonl:3` | 0.93 | +0.68 |" in md
-    assert "threshold **0.25**" in md
+    assert "| `a1a1a1a1a1a1` | `data/train.jsonl:3` | +0.9300 | +0.6800 |" in md
+    assert "threshold **+0.2500**" in md
     table_rows = [line for line in md.splitlines() if line.startswith("| `")]
     for row in table_rows:  # escaped pipes: every row has the header's number of cells
         assert len(re.split(r"(?<!\\)\|", row)) in (7, 8)
     assert "step 1 \\| step 2" in md
     assert "### Accepted rows" in md and "from a safety paper, \\| reviewed" in md
     hist = md[md.index("```text"):]
-    assert "threshold 0.25" in hist and hist.count("|") > 5
+    assert "threshold +0.2500" in hist and hist.count("|") > 5
 
 
 def test_github_summary_escapes_markdown_and_mentions():
@@ -324,13 +324,13 @@ def test_github_summary_escapes_markdown_and_mentions():
 def test_github_summary_clean(clean, nothing):
     md = github_summary(clean)
     assert "no rows above the FIHS threshold" in md and "Flagged rows" not in md and "Content warning" not in md
-    assert "threshold 0.25" in md  # histogram still drawn
+    assert "threshold +0.2500" in md  # histogram still drawn
     assert "Score distribution" not in github_summary(nothing)
 
 
 def test_text_histogram_marks_threshold():
     hist = text_histogram([0.0, 0.1, 0.2, 0.3, 0.9], 0.25, n=8).splitlines()
-    marker = next(i for i, line in enumerate(hist) if "threshold 0.25" in line)
+    marker = next(i for i, line in enumerate(hist) if "threshold +0.2500" in line)
     counts_below = sum(int(line.split("|")[1].split()[0]) for line in hist[:marker])
     counts_above = sum(int(line.split("|")[1].split()[0]) for line in hist[marker + 1:])
     assert (counts_below, counts_above) == (3, 2)

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.fmt import fmt_score
 
 ELLIPSIS = "…"
 RULE_ID = "GS001"
@@ -105,17 +106,13 @@ def finite(x: float | None) -> float | None:
 
 
 def fmt_num(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, float) and math.isnan(x):
-        return "nan"
-    return f"{x:.{digits}g}"
+    """A score or threshold, spelled as everywhere else (gradshield_lint.fmt.fmt_score); `digits` is ignored."""
+    return fmt_score(x)
 
 
 def fmt_margin(x: float | None, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:+.{digits}g}"
+    """How far a score lies above the threshold: a score difference, spelled like a score."""
+    return fmt_score(x)
 
 
 def short_id(row_id: str, n: int = 12) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..atomic import atomic_path
 
 from gradshield_lint.findings import LintResult
+from gradshield_lint.fmt import fmt_score, plural
 
 from ._common import CONTENT_WARNING, fmt_num, md_code, md_escape, split
 from .histogram import text_histogram
@@ -47,7 +48,7 @@ def card_section(
     ]
     n_flag, n_acc = len(s.flagged), len(s.accepted)
     summary = (
-        f"{result.rows_scored} of {result.rows_total} rows scored for their Finetuning Implicit Harmfulness Score "
+        f"{result.rows_scored} of {plural(result.rows_total, 'row')} scored for their Finetuning Implicit Harmfulness Score "
         f"(FIHS: how much one gradient step on the row would erode the safety alignment of the scoring model). "
         f"**{n_flag}** {'rows lie' if n_flag != 1 else 'row lies'} above the adaptive threshold {fmt_num(result.threshold)}"
         + (f" ({md_escape(result.threshold_method)})" if result.threshold_method else "")
@@ -78,7 +79,7 @@ def card_section(
     out += ["### Score distribution", ""]
     if image_link is not None and result.scores:
         out += [
-            f"![Histogram of the FIHS of {len(result.scores)} rows, threshold {fmt_num(result.threshold)} marked]"
+            f"![Histogram of the FIHS of {plural(len(result.scores), 'row')}, threshold {fmt_num(result.threshold)} marked]"
             f"({image_link})",
             "",
         ]
@@ -118,10 +119,10 @@ def write_histogram_png(scores: list[float], threshold: float | None, path: Path
         if totals and max(totals) > 50 * min(totals):  # a few flagged rows among many: keep them visible
             ax.set_yscale("log")
     if t is not None:
-        ax.axvline(t, color="black", linestyle="--", linewidth=1.2, label=f"threshold {t:.4g}")
+        ax.axvline(t, color="black", linestyle="--", linewidth=1.2, label=f"threshold {fmt_score(t)}")
     ax.set_xlabel("FIHS")
     ax.set_ylabel("rows")
-    ax.set_title(f"gradshield-lint: FIHS of {len(xs)} rows")
+    ax.set_title(f"gradshield-lint: FIHS of {plural(len(xs), 'row')}")
     if xs or t is not None:
         ax.legend(loc="upper right", fontsize="small")
     fig.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.9)  # fixed layout: faster than tight_layout

@@ -8,6 +8,7 @@ has no line break, so row text can never start a workflow command of its own (`:
 from __future__ import annotations
 
 from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.fmt import plural
 
 from ._common import RULE_ID, RULE_TITLE, fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split
 
@@ -49,7 +50,7 @@ def render_github(
     shown = s.flagged[: max(max_annotations, 0)]
     lines = [annotation(f, excerpt_chars) for f in shown]
     summary = (
-        f"{result.rows_scored} rows scored, {len(s.flagged)} flagged (threshold {fmt_num(result.threshold)})"
+        f"{plural(result.rows_scored, 'row')} scored, {len(s.flagged)} flagged (threshold {fmt_num(result.threshold)})"
     )
     rest = len(s.flagged) - len(shown)
     if rest:

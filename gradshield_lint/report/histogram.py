@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gradshield_lint.fmt import fmt_score
+
 
 @dataclass(frozen=True)
 class Bin:
@@ -65,11 +67,11 @@ def text_histogram(scores: list[float], threshold: float | None, *, n: int = 16,
     if not bs:
         return "(no scores)"
     peak = max(b.count for b in bs) or 1
-    lo_w = max(len(f"{b.lo:.4g}") for b in bs)
-    hi_w = max(len(f"{b.hi:.4g}") for b in bs)
+    lo_w = max(len(fmt_score(b.lo)) for b in bs)
+    hi_w = max(len(fmt_score(b.hi)) for b in bs)
     count_w = max(len(str(b.count)) for b in bs)
     label_w = lo_w + 4 + hi_w
-    t_label = f"{threshold:.4g}" if threshold is not None and math.isfinite(threshold) else "n/a"
+    t_label = fmt_score(threshold) if threshold is not None and math.isfinite(threshold) else "n/a"
     marker = f"{'-' * (label_w // 2)} threshold {t_label} {'-' * (label_w // 2)}"
     lines: list[str] = []
     marked = False
@@ -80,7 +82,7 @@ def text_histogram(scores: list[float], threshold: float | None, *, n: int = 16,
         bar = "#" * (round(width * b.count / peak) if b.count else 0)
         if b.count and not bar:
             bar = "#"
-        label = f"{b.lo:>{lo_w}.4g} .. {b.hi:>{hi_w}.4g}"
+        label = f"{fmt_score(b.lo):>{lo_w}} .. {fmt_score(b.hi):>{hi_w}}"
         lines.append(f"{label} | {b.count:>{count_w}} {bar}".rstrip())
     if not marked:
         lines.append(marker)

@@ -6,6 +6,7 @@ Row text in tables is one line, control characters stripped, truncated with …,
 from __future__ import annotations
 
 from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.fmt import plural
 
 from ._common import (
     CONTENT_WARNING,
@@ -106,7 +107,7 @@ def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int
         out += [
             "### Score distribution",
             "",
-            f"FIHS of the {len(result.scores)} rows scored in this run; rows at or above the threshold "
+            f"FIHS of the {plural(len(result.scores), 'row')} scored in this run; rows at or above the threshold "
             f"({fmt_num(result.threshold)}) lie below the threshold line.",
             "",
             "```text",

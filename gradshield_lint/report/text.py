@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.fmt import plural
 
 from ._common import fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split
 
 
 def summary_line(result: LintResult, flagged: int) -> str:
     """`N rows scored, M flagged (threshold T)`."""
-    return f"{result.rows_scored} rows scored, {flagged} flagged (threshold {fmt_num(result.threshold)})"
+    return f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged (threshold {fmt_num(result.threshold)})"
 
 
 def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]:

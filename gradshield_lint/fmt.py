@@ -1,0 +1,28 @@
+"""How numbers and counts read on a terminal, in a report or a comment: one spelling everywhere.
+
+Scores (FIHS, thresholds, margins above a threshold, histogram edges) are signed fixed-point with four decimals,
+`+0.1234`, so columns line up and a sign is never lost; a magnitude that fixed-point would flatten to +0.0000 or
+make very long (raw dot products, `normalize: false`) switches to `+1.234e-05`. JSON keeps the full float.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def fmt_score(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "+inf" if x > 0 else "-inf"
+    if x != 0 and not (1e-3 <= abs(x) < 1e5):
+        return f"{x:+.3e}"
+    return f"{x:+.4f}"
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """`1 row`, `2 rows`, `0 rows`: the count and the noun that agrees with it."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
