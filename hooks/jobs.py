@@ -37,6 +37,7 @@ from gradshield_lint import lint
 from gradshield_lint.baseline import diff_rows
 from gradshield_lint.errors import ConfigError, GradshieldError
 from gradshield_lint.findings import LintResult
+from gradshield_lint.fmt import plural
 from gradshield_lint.report._common import clean_text
 from gradshield_lint.hub import CARD_NAME, COMMIT_PREFIX, comment_text, post_discussion_comment, push_card, write_card_report
 from gradshield_lint.rows import Row, RowShape, is_dataset_file, iter_rows
@@ -398,7 +399,7 @@ def run_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob) -> Outcom
     text = pr_comment(verdict, job, cfg)
     comment = post_discussion_comment(job.repo_id, job.num, text, token=hub.token, endpoint=hub.endpoint)
     n = len(verdict.result.findings)
-    return Outcome(job, "commented", f"{verdict.new} rows scored, {n} flagged", _comment_url(hub, job, comment),
+    return Outcome(job, "commented", f"{plural(verdict.new, 'row')} scored, {n} flagged", _comment_url(hub, job, comment),
                    verdict.result)
 
 
@@ -442,7 +443,7 @@ def run_main(hub: HubTarget, engine, cfg, job: MainJob) -> Outcome:
         url = push_card(job.repo_id, upd.card_path, upd.image_path, create_pr=False, token=hub.token,
                         endpoint=hub.endpoint, commit_message=message, revision=job.branch, parent_commit=job.sha)
     n = len(result.findings)
-    return Outcome(job, "card-updated", f"{result.rows_scored} rows scored, {n} flagged", url, result)
+    return Outcome(job, "card-updated", f"{plural(result.rows_scored, 'row')} scored, {n} flagged", url, result)
 
 
 def run_job(hub: HubTarget, engine, cfg, job: Job) -> Outcome:
