@@ -37,11 +37,19 @@ class _Group(click.Group):
     """Turns user errors into a one-line message and exit code 2: never a traceback for bad input."""
 
     def invoke(self, ctx: click.Context):
+        from .atomic import exit_on_termination
+        from .report.escape import term_escape
+
         try:
-            return super().invoke(ctx)
+            with exit_on_termination():  # SIGTERM/SIGHUP: `finally` blocks remove temporary files
+                return super().invoke(ctx)
         except GradshieldError as exc:
-            click.echo(f"gradshield-lint: error: {exc}", err=True)
+            # messages name files and quote their content: hostile text must not reach the terminal or the log raw
+            click.echo(f"gradshield-lint: error: {term_escape(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.message = term_escape(exc.message)
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,12 +137,9 @@ def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str 
     else:
         click.echo(text, nl=False)
     if not ctx.quiet and top > 0:
-        best = sorted(scored, key=lambda s: s.score.fihs, reverse=True)[:top]
-        click.echo(f"{len(scored)} rows scored ({engine.method}, proxy {engine.settings.proxy.proxy}); highest:", err=True)
-        for s in best:
-            first = next((m.content for m in s.row.messages if m.role == "assistant"), "")
-            excerpt = " ".join(first.split())[:60]
-            click.echo(f"  {s.row.source}:{s.row.line:<6} {s.score.fihs:+.4g}  {excerpt}", err=True)
+        from .report.text import score_summary
+
+        click.echo(score_summary(scored, top, f"{engine.method}, proxy {engine.settings.proxy.proxy}"), err=True, nl=False)
 
 
 # ------------------------------------------------------------------------------------------------ linter
@@ -178,6 +183,13 @@ def _files(cfg, files, baseline_opt: Path | None = None) -> list[Path]:
     if not out and not files:
         raise click.UsageError("no dataset files given and none match the configured `files` globs")
     return out
+
+
+def _shown(path) -> str:
+    """A path as printed: file names can be hostile (escape sequences, `::` workflow commands)."""
+    from .report.escape import term_escape
+
+    return term_escape(str(path))
 
 
 def _baseline_path(cfg, option: Path | None) -> Path:
@@ -249,7 +261,7 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
     """
     from .lint import scan as run_scan
     from .rows import iter_rows_with_records
-    from .writers import WRITABLE, removed_path, write_records
+    from .writers import WRITABLE, removed_path, write_record_sets
 
     cfg = ctx.config()
     if dest.resolve() == source.resolve():
@@ -267,11 +279,11 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
     keep = [rec for row, rec in pairs if row.id not in flagged]
     drop = [rec for row, rec in pairs if row.id in flagged]
     columns = list(pairs[0][1]) if pairs else None
-    write_records(dest, keep, columns)
-    write_records(removed, drop, columns)
+    # one commit, DEST last: a new DEST always has its removed rows beside it (see atomic.py)
+    write_record_sets([(removed, drop), (dest, keep)], columns)
     click.echo(
         f"{len(pairs)} rows, {len(drop)} removed (FIHS above {result.threshold:.4g}, {result.threshold_method}); "
-        f"kept -> {dest}, removed -> {removed}",
+        f"kept -> {_shown(dest)}, removed -> {_shown(removed)}",
         err=True,
     )
 
@@ -296,7 +308,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     """
     from dataclasses import replace as dc_replace
 
-    from .baseline import write_baseline
+    from .baseline import baseline_lock, write_baseline
     from .lint import create_baseline, read_all
 
     cfg = ctx.config()
@@ -306,9 +318,10 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
-    write_baseline(path, b)
+    with baseline_lock(path):
+        write_baseline(path, b)
     above = sum(s > b.threshold.value for s in scored.scores)
-    click.echo(f"baseline written to {path}: {len(rows)} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it", err=True)
+    click.echo(f"baseline written to {_shown(path)}: {len(rows)} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it", err=True)
 
 
 @baseline.command("update")
@@ -323,17 +336,16 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
     The stored threshold is kept unless --rethreshold or --rescore is given: two pull requests that each add rows
     then change only their own lines of the baseline and merge without conflict.
     """
-    from .baseline import read_baseline, write_baseline
-    from .lint import read_all, update_baseline
+    from .baseline import read_baseline
+    from .lint import read_all, update_baseline_file
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
     if not path.exists():
         raise click.UsageError(f"{path} does not exist; run `gradshield-lint baseline create` first")
-    old = read_baseline(path)
+    read_baseline(path)  # an unreadable baseline fails before minutes of scoring
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
-    new, n_scored = update_baseline(_engine(ctx, cfg), old, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold)
-    write_baseline(path, new)
+    new, n_scored = update_baseline_file(_engine(ctx, cfg), path, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold)
     click.echo(f"baseline updated: {n_scored} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}", err=True)
 
 
@@ -344,12 +356,12 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
 @click.pass_obj
 def accept(ctx: Context, row_id: str, reason: str, baseline_opt: Path | None) -> None:
     """Accept a flagged row (by the id a report shows): it stops failing the check and is listed as accepted."""
-    from .baseline import accept as accept_row, read_baseline, write_baseline
+    from .baseline import accept as accept_row, modify_baseline
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
-    write_baseline(path, accept_row(read_baseline(path), row_id, reason))
-    click.echo(f"accepted {row_id} in {path}", err=True)
+    modify_baseline(path, lambda b: accept_row(b, row_id, reason))  # locked: concurrent accepts all survive
+    click.echo(f"accepted {row_id} in {_shown(path)}", err=True)
 
 
 @main.command()
@@ -377,7 +389,7 @@ def card(ctx: Context, path: Path, baseline_opt, repo_id, create_pr, endpoint) -
     else:
         result, _ = run_scan(engine, files, cfg.rows.row_shape(), cfg.threshold)
     upd = write_card_report(folder / "README.md", result)
-    click.echo(f"wrote {upd.card_path}" + (f" and {upd.image_path}" if upd.image_path else ""), err=True)
+    click.echo(f"wrote {_shown(upd.card_path)}" + (f" and {_shown(upd.image_path)}" if upd.image_path else ""), err=True)
     if repo_id:
         import os
 
