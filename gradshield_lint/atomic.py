@@ -110,7 +110,7 @@ def signals_held() -> Iterator[None]:
     caught: list[int] = []
     previous: dict[int, object] = {}
 
-    def hold(signum, frame):  # noqa: ARG001 - signal handler signature
+    def hold(signum, frame):
         caught.append(signum)
 
     try:
@@ -200,7 +200,7 @@ def exit_on_termination() -> Iterator[None]:
         yield
         return
 
-    def leave(signum, frame):  # noqa: ARG001
+    def leave(signum, frame):
         raise SystemExit(128 + signum)
 
     previous: dict[int, object] = {}

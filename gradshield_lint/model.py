@@ -165,7 +165,11 @@ def progress_bars(enabled: bool) -> Iterator[None]:
     if enabled:
         yield
         return
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
     from transformers.utils import logging as hf_logging
 
     tf_was_on = hf_logging.is_progress_bar_enabled()

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from gradshield_lint.findings import Finding, LintResult
 
-from ._common import fmt_margin, fmt_num, limit_rows, make_excerpt, rel_path, short_id, split
+from ._common import (
+    fmt_margin,
+    fmt_num,
+    limit_rows,
+    make_excerpt,
+    rel_path,
+    short_id,
+    split,
+)
 from .escape import log_safe, term_escape
 
 
