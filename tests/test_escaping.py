@@ -20,7 +20,6 @@ from helpers import describe, make_repo, ordinary_rows, save_tiny_model, write_j
 
 from gradshield_lint.findings import Finding, LintResult
 from gradshield_lint.report import render
-from gradshield_lint.report.escape import error_text, escape_data, escape_property, log_safe, term_escape
 
 PAYLOAD = "\x1b[31mRED\x1b]0;owned\x07\x9b2J\r\n::error file=x::injected\u202egnp.exe\u200b\x00 ##[add-mask]secret"
 HOSTILE_NAME = "\x1b[2J::warning::name\n::error::file\u202e.jsonl"
@@ -38,6 +37,8 @@ def assert_log_safe(text: str, *, own_commands: tuple[str, ...] = ()) -> None:
 
 
 def test_term_escape_shows_every_unsafe_character_visibly():
+    from gradshield_lint.report.escape import term_escape
+
     out = term_escape(PAYLOAD)
     assert_log_safe(out)
     assert "\n" not in out and "\\x1b[31mRED" in out and "\\u202e" in out and "\\x9b" in out and "\\r\\n" in out
@@ -46,6 +47,8 @@ def test_term_escape_shows_every_unsafe_character_visibly():
 
 
 def test_log_safe_and_error_text_guard_every_line():
+    from gradshield_lint.report.escape import error_text, log_safe
+
     assert_log_safe(log_safe("ours\n   ::set-output name=x::y\n##[group]z"))
     exc = Exception(f"{HOSTILE_NAME}: not valid JSON\n  tried: a\n  tried: b")
     exc.file = HOSTILE_NAME
@@ -83,6 +86,8 @@ def test_github_annotations_are_the_only_commands_and_are_encoded():
 
 
 def test_github_encoding_follows_actions_core():
+    from gradshield_lint.report.github import escape_data, escape_property
+
     assert escape_data("50% done\r\nnext") == "50%25 done%0D%0Anext"
     assert escape_property("a:b,c%\n") == "a%3Ab%2Cc%25%0A"
 
