@@ -435,6 +435,10 @@ def baseline_lock(path: str | Path, timeout: float | None = None) -> Iterator[No
 
     path = Path(path)
     wait = lock_timeout() if timeout is None else timeout
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # `baseline create --baseline new/dir/b.json`
+    except OSError as e:
+        raise BaselineError(f"cannot create the baseline's folder: {e.strerror or e}", file=path) from None
     lock = FileLock(str(lock_path(path)), timeout=wait)
     try:
         lock.acquire()
@@ -455,6 +459,8 @@ def baseline_lock(path: str | Path, timeout: float | None = None) -> Iterator[No
 def modify_baseline(path: str | Path, change: Callable[[Baseline], Baseline], timeout: float | None = None) -> Baseline:
     """Read the baseline at `path`, apply `change`, write the result: all under `baseline_lock`, so two concurrent
     changes (two `accept`s, an `accept` during `baseline update`) both survive. Returns what was written."""
+    if not Path(path).is_file():
+        read_baseline(path)  # the error for a missing baseline, without leaving a lock file for it
     with baseline_lock(path, timeout):
         new = change(read_baseline(path))
         write_baseline(path, new)

@@ -159,15 +159,18 @@ def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=Non
     from .report import github_summary, render
 
     rcfg = cfg.report
+    from .atomic import atomic_write_many
+
     text = render(result, fmt or rcfg.format, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars)
-    if output is not None:
-        atomic_write_text(output, text)
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
+    files = [(output, text)] if output is not None else []
     if sarif_file is not None:
-        atomic_write_text(sarif_file, render(result, "sarif"))
+        files.append((sarif_file, render(result, "sarif")))
     if json_file is not None:
-        atomic_write_text(json_file, render(result, "json"))
+        files.append((json_file, render(result, "json")))
+    if files:  # one commit: every report file is new, or none is
+        atomic_write_many([(path, body.encode("utf-8")) for path, body in files])
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
     if summary_file is not None:
         # Appended, not replaced: GitHub collects every step's summary in the same file.
         with open(summary_file, "a", encoding="utf-8") as fh:
@@ -343,9 +346,10 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
     path = _baseline_path(cfg, baseline_opt)
     if not path.exists():
         raise click.UsageError(f"{path} does not exist; run `gradshield-lint baseline create` first")
-    read_baseline(path)  # an unreadable baseline fails before minutes of scoring
+    old = read_baseline(path)
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
-    new, n_scored = update_baseline_file(_engine(ctx, cfg), path, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold)
+    # merged under the baseline's lock into the file as it is then: an `accept` meanwhile is kept
+    new, n_scored = update_baseline_file(_engine(ctx, cfg), path, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold, snapshot=old)
     click.echo(f"baseline updated: {n_scored} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}", err=True)
 
 
