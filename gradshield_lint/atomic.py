@@ -28,8 +28,10 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 TMP_SUFFIX = ".tmp"
 # A temporary file lives for the seconds one write takes; one this old is a leftover whoever made it.
@@ -37,6 +39,7 @@ STALE_AFTER_S = 3600.0
 # A leftover of a dead PID is removed once it is this old: a younger one may belong to a live writer in another
 # PID namespace (a container sharing the folder), whose PID means nothing here.
 DEAD_OWNER_GRACE_S = 30.0
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 _HELD_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 # `.NAME.PID.RANDOM.tmp` (this module) or `.NAME.RANDOM.tmp` (before PIDs were in the name); RANDOM is mkstemp's.
 _MIDDLE = re.compile(r"(?:(\d+)\.)?[A-Za-z0-9_]{8}")
@@ -108,7 +111,7 @@ def signals_held() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    previous: dict[int, object] = {}
+    previous: dict[int, _Handler] = {}
 
     def hold(signum, frame):
         caught.append(signum)
@@ -203,7 +206,7 @@ def exit_on_termination() -> Iterator[None]:
     def leave(signum, frame):
         raise SystemExit(128 + signum)
 
-    previous: dict[int, object] = {}
+    previous: dict[int, _Handler] = {}
     try:
         for sig in _HELD_SIGNALS:
             # SIGINT already raises KeyboardInterrupt; a signal someone chose to ignore (nohup) stays ignored

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from helpers import describe, make_repo, ordinary_rows, save_tiny_model, write_jsonl
 
 from gradshield_lint.findings import Finding, LintResult
