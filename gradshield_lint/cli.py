@@ -38,14 +38,14 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         from .atomic import exit_on_termination
-        from .report.escape import term_escape
+        from .report.escape import error_text, term_escape
 
         try:
             with exit_on_termination():  # SIGTERM/SIGHUP: `finally` blocks remove temporary files
                 return super().invoke(ctx)
         except GradshieldError as exc:
             # messages name files and quote their content: hostile text must not reach the terminal or the log raw
-            click.echo(f"gradshield-lint: error: {term_escape(str(exc))}", err=True)
+            click.echo(f"gradshield-lint: error: {error_text(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except click.ClickException as exc:
             exc.message = term_escape(exc.message)
@@ -156,11 +156,10 @@ def _extra_outputs(f):
 
 
 def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=None, summary_file=None) -> None:
+    from .atomic import atomic_write_many
     from .report import github_summary, render
 
     rcfg = cfg.report
-    from .atomic import atomic_write_many
-
     text = render(result, fmt or rcfg.format, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars)
     files = [(output, text)] if output is not None else []
     if sarif_file is not None:
