@@ -2,15 +2,47 @@
 
 A crash or an error midway never leaves a partial file, and the user's previous file stays intact (permissions
 kept) until the new one is complete.
+
+Several files written together (`atomic_paths`: `filter`'s DEST and removed rows, `card`'s image and card) are
+all written to temporary files first; only when every one is complete are they renamed, in the order given, so
+the last one is the commit point. The renames run with SIGINT, SIGTERM and SIGHUP held back (delivered right
+after), so Ctrl-C or a CI cancellation never splits them. What a user sees after a kill:
+
+* before the renames (while writing): every target as it was; the temporary files are removed on the way out
+  (try/finally; the CLI turns SIGTERM/SIGHUP into an orderly exit), and only SIGKILL or a power loss leaves one
+  behind, which the next write to the same target removes (see `remove_stale_temps`);
+* during the renames (microseconds): only SIGKILL or a power loss can stop there; the targets before the commit
+  point are new and the commit point (the last target: DEST, the card) is still the old file;
+* after: every target is new.
+
+Temporary files are named ``.NAME.PID.RANDOM.tmp`` beside the target NAME, so a leftover names its owner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
+import stat
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+TMP_SUFFIX = ".tmp"
+# A temporary file lives for the seconds one write takes; one this old is a leftover whoever made it.
+STALE_AFTER_S = 3600.0
+# A leftover of a dead PID is removed once it is this old: a younger one may belong to a live writer in another
+# PID namespace (a container sharing the folder), whose PID means nothing here.
+DEAD_OWNER_GRACE_S = 30.0
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+_HELD_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+# `.NAME.PID.RANDOM.tmp` (this module) or `.NAME.RANDOM.tmp` (before PIDs were in the name); RANDOM is mkstemp's.
+_MIDDLE = re.compile(r"(?:(\d+)\.)?[A-Za-z0-9_]{8}")
 
 
 def _mode_for(target: Path) -> int:
@@ -22,22 +54,129 @@ def _mode_for(target: Path) -> int:
         return 0o666 & ~mask
 
 
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) means something else on Windows: rely on the age rule there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temps(target: str | Path, *, now: float | None = None) -> list[Path]:
+    """Remove leftovers of earlier killed writes to `target`: files named like this module's temporary files for
+    `target` that are older than `STALE_AFTER_S`, or whose PID is dead and that are older than
+    `DEAD_OWNER_GRACE_S`. This process's own files and anything that is not a regular file are kept. Returns what
+    was removed."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(TMP_SUFFIX)):
+            continue
+        m = _MIDDLE.fullmatch(name[len(prefix) : -len(TMP_SUFFIX)])
+        if m is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        pid = int(m.group(1)) if m.group(1) else None
+        if pid == os.getpid():
+            continue
+        age = now - st.st_mtime
+        if age > STALE_AFTER_S or (pid is not None and age > DEAD_OWNER_GRACE_S and not _pid_alive(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP for the block and deliver them (to the handlers that were in place) after
+    it. Only the main thread can set handlers; elsewhere the block runs unprotected."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous: dict[int, _Handler] = {}
+
+    def hold(signum, frame):
+        caught.append(signum)
+
+    try:
+        for sig in _HELD_SIGNALS:
+            previous[sig] = signal.signal(sig, hold)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
+
+
+def _new_temp(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_paths(targets: Sequence[str | Path]) -> Iterator[list[Path]]:
+    """Yield one temporary path per target, to write; when the block succeeds each is fsynced and all are renamed
+    over their targets in the order given (the last target is the commit point; see the module doc). On an error
+    or an interrupt no target is touched and the temporary files are removed."""
+    paths = [Path(t) for t in targets]
+    temps: list[Path] = []
+    try:
+        for target in paths:
+            temps.append(_new_temp(target))
+        yield list(temps)
+        for tmp, target in zip(temps, paths):
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, _mode_for(target))
+        with signals_held():
+            for tmp, target in zip(temps, paths):
+                os.replace(tmp, target)
+        for folder in dict.fromkeys(p.parent for p in paths):
+            _fsync_dir(folder)
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target` to write; when the block succeeds it replaces `target`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, _mode_for(target))
-        os.replace(tmp_path, target)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic_paths([target]) as (tmp,):
+        yield tmp
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
@@ -47,3 +186,33 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
 
 def atomic_write_text(target: str | Path, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_many(items: Sequence[tuple[str | Path, bytes]]) -> None:
+    """Write several files as one commit: all complete before any is renamed, the last one renamed last."""
+    with atomic_paths([p for p, _ in items]) as temps:
+        for tmp, (_, data) in zip(temps, items):
+            tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def exit_on_termination() -> Iterator[None]:
+    """For the CLI: SIGTERM and SIGHUP raise SystemExit(128 + signal) instead of killing the process at once, so
+    `finally` blocks (temporary files, locks) run. The previous handlers are restored after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous: dict[int, _Handler] = {}
+    try:
+        for sig in _HELD_SIGNALS:
+            # SIGINT already raises KeyboardInterrupt; a signal someone chose to ignore (nohup) stays ignored
+            if sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_DFL:
+                previous[sig] = signal.signal(sig, leave)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from itertools import repeat
@@ -62,6 +64,7 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "baseline.schema.json"
 ROW_ID_RE = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
 _ALL_IDS_RE = re.compile(r"(?:[0-9A-Za-z_.:-]{1,128}\n)*")
 RESCORE_HINT = "run `gradshield-lint baseline update --rescore`"
+DEFAULT_LOCK_TIMEOUT = 60.0
 _TOP_KEYS = ("version", "fingerprint", "recorded", "threshold", "accepted", "scores")
 
 
@@ -287,6 +290,40 @@ def accept(baseline: Baseline, row_id: str, reason: str) -> Baseline:
     return replace(baseline, accepted=accepted)
 
 
+def rebase(current: Baseline, base: Baseline, changed: Baseline, path: str | Path | None = None) -> Baseline:
+    """A three-way merge: the changes that turned `base` into `changed` (scores added, changed or dropped, rows
+    accepted or un-accepted, a new threshold or fingerprint), applied to `current`, the file as it is now, which
+    another process may have changed since `base` was read. Changes made by the other process are kept.
+
+    A `changed` with a new fingerprint (a rescore) brings every score: its scores replace the current ones. A
+    change with the old fingerprint onto a file rescored meanwhile with other settings cannot be merged
+    (BaselineError)."""
+    if changed.fingerprint != base.fingerprint:
+        scores = dict(changed.scores)
+    else:
+        if current.fingerprint != base.fingerprint:
+            raise BaselineError(
+                "the baseline was rescored with other settings while this command ran; run it again", file=path
+            )
+        scores = dict(current.scores)
+        for k in base.scores.keys() - changed.scores.keys():
+            scores.pop(k, None)
+        base_scores = base.scores
+        scores.update((k, v) for k, v in changed.scores.items() if base_scores.get(k) != v)
+    accepted = dict(current.accepted)
+    for k in base.accepted.keys() - changed.accepted.keys():
+        accepted.pop(k, None)
+    accepted.update((k, r) for k, r in changed.accepted.items() if base.accepted.get(k) != r)
+    return Baseline(
+        fingerprint=changed.fingerprint if changed.fingerprint != base.fingerprint else current.fingerprint,
+        recorded=changed.recorded if changed.recorded != base.recorded else current.recorded,
+        # `update_scores` keeps the very threshold object unless it was given a new one
+        threshold=changed.threshold if changed.threshold is not base.threshold else current.threshold,
+        scores=scores,
+        accepted=accepted,
+    )
+
+
 def check_compatible(baseline: Baseline, fingerprint: Fingerprint, path: str | Path | None = None) -> None:
     """Raise BaselineError when the baseline's scores were made with a different fingerprint. Differences in
     `recorded` (method, dtype, device) never raise."""
@@ -371,6 +408,68 @@ def write_baseline(path: str | Path, baseline: Baseline) -> None:
         atomic_write_text(path, text)
     except OSError as e:
         raise BaselineError(f"cannot write baseline: {e.strerror or e}", file=path) from e
+
+
+# --------------------------------------------------------------------------------------------------- locking
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of a baseline: beside it, its name plus `.lock` (`.gradshield-baseline.json.lock`). It holds no
+    data and stays after use: keep it out of version control (`.gitignore`)."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another gradshield-lint writing the same baseline: $GRADSHIELD_LOCK_TIMEOUT or 60."""
+    raw = os.environ.get("GRADSHIELD_LOCK_TIMEOUT", "")
+    try:
+        value = float(raw) if raw.strip() else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        raise BaselineError(f"GRADSHIELD_LOCK_TIMEOUT must be a number of seconds, not {raw!r}") from None
+    return value if math.isfinite(value) and value >= 0 else DEFAULT_LOCK_TIMEOUT
+
+
+@contextmanager
+def baseline_lock(path: str | Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold the baseline's lock (an OS file lock through `filelock`: released by the kernel when the holder dies,
+    so a killed run never leaves it locked). Every read-modify-write of a baseline (`accept`, `baseline update`,
+    `baseline create`) runs inside it; plain reads need none (writes are atomic renames). BaselineError when
+    another process holds it for longer than `timeout` seconds (default: `lock_timeout()`)."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    wait = lock_timeout() if timeout is None else timeout
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # `baseline create --baseline new/dir/b.json`
+    except OSError as e:
+        raise BaselineError(f"cannot create the baseline's folder: {e.strerror or e}", file=path) from None
+    lock = FileLock(str(lock_path(path)), timeout=wait)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BaselineError(
+            f"another gradshield-lint has been writing this baseline for more than {wait:g} s (lock file "
+            f"{lock_path(path).name}); wait for it to finish and retry, or set GRADSHIELD_LOCK_TIMEOUT",
+            file=path,
+        ) from None
+    except OSError as e:
+        raise BaselineError(f"cannot lock the baseline ({lock_path(path).name}): {e.strerror or e}", file=path) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def modify_baseline(path: str | Path, change: Callable[[Baseline], Baseline], timeout: float | None = None) -> Baseline:
+    """Read the baseline at `path`, apply `change`, write the result: all under `baseline_lock`, so two concurrent
+    changes (two `accept`s, an `accept` during `baseline update`) both survive. Returns what was written."""
+    if not Path(path).is_file():
+        read_baseline(path)  # the error for a missing baseline, without leaving a lock file for it
+    with baseline_lock(path, timeout):
+        new = change(read_baseline(path))
+        write_baseline(path, new)
+    return new
 
 
 # --------------------------------------------------------------------------------------------------- reading

@@ -77,13 +77,21 @@ class _Group(click.Group):
         super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context):
+        from .atomic import exit_on_termination
+        from .report.escape import error_text, term_escape
+
         try:
-            return super().invoke(ctx)
+            with exit_on_termination():  # SIGTERM/SIGHUP: `finally` blocks remove temporary files
+                return super().invoke(ctx)
         except GradshieldError as exc:
-            click.echo(f"gradshield-lint: error: {exc}", err=True)
+            # messages name files and quote their content: hostile text must not reach the terminal or the log raw
+            click.echo(f"gradshield-lint: error: {error_text(exc)}", err=True)
             ctx.exit(exc.exit_code)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise  # usage errors (exit 2) and explicit exits: click reports them
+        except click.ClickException as exc:  # usage errors (exit 2): click reports them, hostile text escaped
+            exc.message = term_escape(exc.message)
+            raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise  # explicit exits
         except KeyboardInterrupt:
             click.echo("gradshield-lint: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
@@ -229,12 +237,9 @@ def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str 
     else:
         click.echo(text, nl=False)
     if not ctx.quiet and top > 0:
-        best = sorted(scored, key=lambda s: s.score.fihs, reverse=True)[:top]
-        click.echo(f"{plural(len(scored), 'row')} scored ({engine.method}, proxy {engine.settings.proxy.proxy}); highest:", err=True)
-        for s in best:
-            first = next((m.content for m in s.row.messages if m.role == "assistant"), "")
-            excerpt = " ".join(first.split())[:60]
-            click.echo(f"  {s.row.source}:{s.row.line:<6} {fmt_score(s.score.fihs)}  {excerpt}", err=True)
+        from .report.text import score_summary
+
+        click.echo(score_summary(scored, top, f"{engine.method}, proxy {engine.settings.proxy.proxy}"), err=True, nl=False)
 
 
 # ------------------------------------------------------------------------------------------------ linter
@@ -251,18 +256,20 @@ def _extra_outputs(f):
 
 
 def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=None, summary_file=None) -> None:
+    from .atomic import atomic_write_many
     from .report import github_summary, render
 
     rcfg = cfg.report
     text = render(result, fmt or rcfg.format, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars)
-    if output is not None:
-        atomic_write_text(output, text)
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
+    files = [(output, text)] if output is not None else []
     if sarif_file is not None:
-        atomic_write_text(sarif_file, render(result, "sarif"))
+        files.append((sarif_file, render(result, "sarif")))
     if json_file is not None:
-        atomic_write_text(json_file, render(result, "json"))
+        files.append((json_file, render(result, "json")))
+    if files:  # one commit: every report file is new, or none is
+        atomic_write_many([(path, body.encode("utf-8")) for path, body in files])
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
     if summary_file is not None:
         # Appended, not replaced: GitHub collects every step's summary in the same file.
         with open(summary_file, "a", encoding="utf-8") as fh:
@@ -278,6 +285,13 @@ def _files(cfg, files, baseline_opt: Path | None = None, skip_also=()) -> list[s
     if not out and not files:
         raise click.UsageError("no dataset files given and none match the configured `files` globs")
     return out
+
+
+def _shown(path) -> str:
+    """A path as printed: file names can be hostile (escape sequences, `::` workflow commands)."""
+    from .report.escape import term_escape
+
+    return term_escape(str(path))
 
 
 def _baseline_path(cfg, option: Path | None) -> Path:
@@ -367,7 +381,7 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
     """
     from .lint import scan as run_scan
     from .rows import iter_rows_with_records
-    from .writers import WRITABLE, removed_path, write_records
+    from .writers import WRITABLE, removed_path, write_record_sets
 
     cfg = ctx.config()
     src = source.resolve() if isinstance(source, Path) else None
@@ -388,11 +402,11 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
     keep = [rec for row, rec in pairs if row.id not in flagged]
     drop = [rec for row, rec in pairs if row.id in flagged]
     columns = list(pairs[0][1]) if pairs else None
-    write_records(dest, keep, columns)
-    write_records(removed, drop, columns)
+    # one commit, DEST last: a new DEST always has its removed rows beside it (see atomic.py)
+    write_record_sets([(removed, drop), (dest, keep)], columns)
     click.echo(
         f"{plural(len(pairs), 'row')}, {len(drop)} removed (FIHS above {fmt_score(result.threshold)}, {result.threshold_method}); "
-        f"kept -> {dest}, removed -> {removed}",
+        f"kept -> {_shown(dest)}, removed -> {_shown(removed)}",
         err=True,
     )
 
@@ -417,7 +431,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     """
     from dataclasses import replace as dc_replace
 
-    from .baseline import write_baseline
+    from .baseline import baseline_lock, write_baseline
     from .lint import create_baseline, read_all, require_rows
 
     cfg = ctx.config()
@@ -430,9 +444,10 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     require_rows(rows, files or [cfg.root], cfg.files)  # before loading a model
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
-    write_baseline(path, b)
+    with baseline_lock(path):
+        write_baseline(path, b)
     above = sum(s > b.threshold.value for s in scored.scores)
-    click.echo(f"baseline written to {path}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({b.threshold.method}); {plural(above, 'row')} above it", err=True)
+    click.echo(f"baseline written to {_shown(path)}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({b.threshold.method}); {plural(above, 'row')} above it", err=True)
 
 
 @baseline.command("update")
@@ -447,8 +462,8 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
     The stored threshold is kept unless --rethreshold or --rescore is given: two pull requests that each add rows
     then change only their own lines of the baseline and merge without conflict.
     """
-    from .baseline import read_baseline, write_baseline
-    from .lint import read_all, update_baseline
+    from .baseline import read_baseline
+    from .lint import read_all, update_baseline_file
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
@@ -456,8 +471,8 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
         raise click.UsageError(f"{path} does not exist; run `gradshield-lint baseline create` first")
     old = read_baseline(path)
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
-    new, n_scored = update_baseline(_engine(ctx, cfg), old, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold)
-    write_baseline(path, new)
+    # merged under the baseline's lock into the file as it is then: an `accept` meanwhile is kept
+    new, n_scored = update_baseline_file(_engine(ctx, cfg), path, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold, snapshot=old)
     click.echo(f"baseline updated: {plural(n_scored, 'row')} scored, {plural(len(new.scores), 'row')}, threshold {fmt_score(new.threshold.value)}", err=True)
 
 
@@ -468,12 +483,12 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
 @click.pass_obj
 def accept(ctx: Context, row_id: str, reason: str, baseline_opt: Path | None) -> None:
     """Accept a flagged row (by the id a report shows): it stops failing the check and is listed as accepted."""
-    from .baseline import accept as accept_row, read_baseline, write_baseline
+    from .baseline import accept as accept_row, modify_baseline
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
-    write_baseline(path, accept_row(read_baseline(path), row_id, reason))
-    click.echo(f"accepted {row_id} in {path}", err=True)
+    modify_baseline(path, lambda b: accept_row(b, row_id, reason))  # locked: concurrent accepts all survive
+    click.echo(f"accepted {row_id} in {_shown(path)}", err=True)
 
 
 @main.command()
@@ -501,7 +516,7 @@ def card(ctx: Context, path: Path, baseline_opt, repo_id, create_pr, endpoint) -
     else:
         result, _ = run_scan(engine, files, cfg.rows.row_shape(), cfg.threshold)
     upd = write_card_report(folder / "README.md", result)
-    click.echo(f"wrote {upd.card_path}" + (f" and {upd.image_path}" if upd.image_path else ""), err=True)
+    click.echo(f"wrote {_shown(upd.card_path)}" + (f" and {_shown(upd.image_path)}" if upd.image_path else ""), err=True)
     if repo_id:
         import os
 

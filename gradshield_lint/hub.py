@@ -28,11 +28,11 @@ from urllib.parse import quote
 
 import yaml
 
-from gradshield_lint.atomic import atomic_write_bytes
+from gradshield_lint.atomic import atomic_write_many
 from gradshield_lint.errors import GradshieldError
 from gradshield_lint.findings import LintResult
 from gradshield_lint.report._common import split
-from gradshield_lint.report.card import IMAGE_NAME, SECTION_END, SECTION_START, card_section, write_histogram_png
+from gradshield_lint.report.card import IMAGE_NAME, SECTION_END, SECTION_START, card_section, histogram_png
 from gradshield_lint.report.markdown import discussion_comment
 
 GRADSHIELD_KEY = "gradshield"
@@ -332,7 +332,8 @@ def write_card_report(
 
     Sets the `gradshield:` YAML key and the marked Markdown section, writes `gradshield-scores.png` (FIHS
     histogram, threshold marked) into `image_dir` (default: beside the card) and links it from the section.
-    Writes are atomic; on any `CardError` the card is left as it was.
+    Everything is built and validated first; then the image and the card are written as one commit (the card
+    last, `atomic.atomic_paths`). On any `CardError` nothing is written: neither the card nor the image.
     """
     card_path = Path(card_path)
     if card_path.is_dir():
@@ -351,13 +352,16 @@ def write_card_report(
         except UnicodeDecodeError as exc:
             raise CardError(f"the card is not UTF-8 (byte {exc.start})", file=card_path) from None
 
+    # Everything is built and checked before anything is written: a card that fails leaves no new image behind.
     card_dir = card_path.parent
     image_path: Path | None = None
     image_link: str | None = None
+    png: bytes | None = None
     if result.scores:
         target = Path(image_dir if image_dir is not None else card_dir) / IMAGE_NAME
         try:
-            image_path = write_histogram_png(result.scores, result.threshold, target)
+            png = histogram_png(result.scores, result.threshold)
+            image_path = target
             image_link = _link(image_path, card_dir)
         except ImportError:  # matplotlib is optional (extra `plot`): the section gets a text histogram
             image_path = None
@@ -377,8 +381,13 @@ def write_card_report(
         raise CardError(f"the updated card does not load with huggingface_hub ({exc}); nothing written",
                         file=card_path) from None
     changed = data != original
+    writes: list[tuple[Path, bytes]] = []
+    if png is not None and image_path is not None:
+        writes.append((image_path, png))
     if changed:
-        atomic_write_bytes(card_path, data)
+        writes.append((card_path, data))  # last: the card is the commit point (see atomic.py)
+    if writes:
+        atomic_write_many(writes)
     return CardUpdate(card_path, image_path, created, changed, metadata, section)
 
 

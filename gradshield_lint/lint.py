@@ -21,7 +21,9 @@ from .baseline import (
     check_compatible,
     diff_rows,
     make_baseline,
+    modify_baseline,
     read_baseline,
+    rebase,
     update_scores,
 )
 from .errors import BaselineError, ConfigError, InputError
@@ -181,6 +183,28 @@ def update_baseline(
             raise ConfigError("--rethreshold with the finetune criterion needs every row's text: use --rescore")
         merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold))
     return merged, len(scored.rows)
+
+
+def update_baseline_file(
+    engine,
+    path: Path,
+    rows: Sequence[Row],
+    cfg_threshold,
+    *,
+    rescore: bool,
+    rethreshold: bool = False,
+    snapshot: Baseline | None = None,
+) -> tuple[Baseline, int]:
+    """`update_baseline` on the baseline file at `path`, safe against concurrent writers. The rows are scored
+    without holding the baseline's lock (that takes minutes); then, under the lock, the file is read again and
+    this update's changes are merged into what it holds now (`baseline.rebase`), so an `accept` or another update
+    that ran meanwhile is kept. `snapshot`: the baseline as the caller already read it from `path` (read here
+    otherwise). Returns what was written and how many rows were scored."""
+    if snapshot is None:
+        snapshot = read_baseline(path)
+    changed, n_scored = update_baseline(engine, snapshot, rows, cfg_threshold, rescore=rescore, rethreshold=rethreshold)
+    written = modify_baseline(path, lambda current: rebase(current, snapshot, changed, path))
+    return written, n_scored
 
 
 # ------------------------------------------------------------------------------------------------ check

@@ -7,8 +7,11 @@ network that is not there: the local cache is tried first, the Hub only when `HF
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,19 +144,55 @@ def load_model(spec: ModelSpec, *, progress: bool = False, cache_dir: Path | Non
 
     A model that takes work to prepare (a GGUF file to de-quantize, an adapter to merge) is kept, prepared, in the
     cache directory (`cache_dir`, default $GRADSHIELD_CACHE or ~/.cache/gradshield-lint; see prepared.py) and
-    memory-mapped from there next time. transformers' own progress bars (GGUF de-quantization, weight loading)
-    show only with `progress`.
+    memory-mapped from there next time. transformers' and huggingface_hub's progress bars (weight loading, downloads, GGUF
+    de-quantization) show only with `progress`; the CLI passes it only when stderr is a terminal and -q is not given.
     """
+    with progress_bars(progress):
+        return _load(spec, cache_dir)
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """Without `enabled`, silence the loading bars for the block and restore each switch as it was after it, so
+    nothing leaks to the library's callers. The GGUF loader (`transformers.modeling_gguf_pytorch_utils`) calls
+    tqdm directly, past transformers' switch: its module's `tqdm` is swapped for a disabled one while the block
+    runs (one thread loads a model at a time: the swap is not meant for concurrent loads)."""
+    if enabled:
+        yield
+        return
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
     from transformers.utils import logging as hf_logging
 
-    was_on = hf_logging.is_progress_bar_enabled()
-    if not progress:
-        hf_logging.disable_progress_bar()
+    tf_was_on = hf_logging.is_progress_bar_enabled()
+    hub_was_off = are_progress_bars_disabled()
+    gguf_utils = _gguf_utils()
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None) if gguf_utils is not None else None
+    hf_logging.disable_progress_bar()  # transformers' bars and huggingface_hub's
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
-        return _load(spec, cache_dir)
+        yield
     finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
+        if tf_was_on:
+            hf_logging.enable_progress_bar()  # turns huggingface_hub's on too: put it back below
+        if hub_was_off:
+            disable_progress_bars()
+        elif are_progress_bars_disabled():
+            enable_progress_bars()
+
+
+def _gguf_utils():
+    try:
+        from transformers import modeling_gguf_pytorch_utils
+    except ImportError:  # the gguf package is missing: GGUF models cannot load anyway, and say so
+        return None
+    return modeling_gguf_pytorch_utils
 
 
 def _prepared_source(spec: ModelSpec, adapter: Path | None) -> dict | None:

@@ -290,9 +290,10 @@ def test_interrupted_baseline_create_keeps_the_old_baseline(repo, monkeypatch):
     r = repo.run("baseline", "create", "--force")
     assert r.exit_code != 0, describe(r)
     assert repo.baseline.read_bytes() == old
-    assert _only(repo.root) == [".gradshield-baseline.json", ".gradshield.yaml", "data", "probes.jsonl"]
+    lock = ".gradshield-baseline.json.lock"  # the baseline's lock file (holds no data), there since the first create
+    assert _only(repo.root) == [".gradshield-baseline.json", lock, ".gradshield.yaml", "data", "probes.jsonl"]
     # ... and without an old baseline, nothing at all is left.
     repo.baseline.unlink()
     r = repo.run("baseline", "create")
     assert r.exit_code != 0, describe(r)
-    assert _only(repo.root) == [".gradshield.yaml", "data", "probes.jsonl"]
+    assert _only(repo.root) == [lock, ".gradshield.yaml", "data", "probes.jsonl"]

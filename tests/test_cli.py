@@ -96,8 +96,10 @@ def test_baseline_create_writes_a_schema_valid_baseline_at_the_root(template):
     assert len(doc["scores"]) == N_BASE
     assert doc["fingerprint"]["max_length"] == 96 and doc["fingerprint"]["proxy"] == "margin"
     assert doc["threshold"]["value"] is not None
-    # Nothing else was written into the repository, and a second create refuses to overwrite it.
-    assert sorted(p.name for p in template.root.iterdir()) == [".gradshield-baseline.json", ".gradshield.yaml", "data", "probes.jsonl"]
+    # Nothing else was written into the repository (but the baseline's lock file, which holds no data), and a second
+    # create refuses to overwrite it.
+    assert sorted(p.name for p in template.root.iterdir()) == [
+        ".gradshield-baseline.json", ".gradshield-baseline.json.lock", ".gradshield.yaml", "data", "probes.jsonl"]
     before = snapshot(template.baseline)
     r = template.run("baseline", "create")
     assert_user_error(r, "exists", "--force")

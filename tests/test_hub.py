@@ -261,7 +261,7 @@ def test_card_text_histogram_without_matplotlib(tmp_path, monkeypatch):
     def no_matplotlib(*a, **k):
         raise ImportError("No module named 'matplotlib'")
 
-    monkeypatch.setattr(gh, "write_histogram_png", no_matplotlib)
+    monkeypatch.setattr(gh, "histogram_png", no_matplotlib)
     up = write_card_report(tmp_path / "README.md", _result(tmp_path))
     assert up.image_path is None
     text = (tmp_path / "README.md").read_text()

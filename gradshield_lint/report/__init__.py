@@ -10,6 +10,7 @@ from __future__ import annotations
 from gradshield_lint.findings import Finding, LintResult
 
 from ._common import CONTENT_WARNING, RULE_ID, clean_text, make_excerpt, split
+from .escape import log_safe, term_escape
 from .github import DEFAULT_MAX_ANNOTATIONS, escape_data, escape_property, render_github
 from .histogram import text_histogram
 from .jsonfmt import render_json, report_dict, report_schema
@@ -32,6 +33,7 @@ __all__ = [
     "escape_data",
     "escape_property",
     "github_summary",
+    "log_safe",
     "make_excerpt",
     "render",
     "report_dict",
@@ -39,6 +41,7 @@ __all__ = [
     "rows_table",
     "sarif_dict",
     "split",
+    "term_escape",
     "text_histogram",
 ]
 

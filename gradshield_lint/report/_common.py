@@ -16,6 +16,8 @@ from urllib.parse import quote
 from gradshield_lint.findings import Finding, LintResult
 from gradshield_lint.fmt import fmt_score
 
+from .escape import BIDI_AND_INVISIBLE as _BIDI_AND_INVISIBLE
+
 ELLIPSIS = "…"
 RULE_ID = "GS001"
 RULE_NAME = "FihsAboveThreshold"
@@ -25,13 +27,6 @@ CONTENT_WARNING = (
     "they may contain harmful or offensive text."
 )
 
-# Characters that can reorder or hide text on screen (Trojan Source, CVE-2021-42574) or are invisible.
-_BIDI_AND_INVISIBLE = {
-    *range(0x202A, 0x202F),  # LRE RLE PDF LRO RLO
-    *range(0x2066, 0x206A),  # LRI RLI FSI PDI
-    0x200E, 0x200F, 0x061C,  # LRM RLM ALM
-    0x200B, 0x2060, 0xFEFF,  # zero width space, word joiner, BOM
-}
 _WS_RUN = re.compile(r"\s+")
 
 
@@ -92,6 +87,11 @@ def split(result: LintResult) -> Split:
     flagged.sort(key=_order)
     accepted.sort(key=_order)
     return Split(flagged, accepted)
+
+
+def limit_rows(rows: list[Finding], max_rows: int) -> list[Finding]:
+    """The first `max_rows` rows; 0 (or less) means all of them, as `report.max_rows` documents."""
+    return list(rows) if max_rows <= 0 else rows[:max_rows]
 
 
 def finite(x: float | None) -> float | None:

@@ -13,7 +13,7 @@ from ..atomic import atomic_path
 from gradshield_lint.findings import LintResult
 from gradshield_lint.fmt import fmt_score, plural
 
-from ._common import CONTENT_WARNING, fmt_num, md_code, md_escape, split
+from ._common import CONTENT_WARNING, fmt_num, limit_rows, md_code, md_escape, split
 from .histogram import text_histogram
 from .markdown import rows_table
 
@@ -65,7 +65,7 @@ def card_section(
     if meta:
         out += ["Scored with " + ", ".join(meta) + ".", ""]
     if rows:
-        shown = rows[:max_rows]
+        shown = limit_rows(rows, max_rows)
         out += [
             f"> **{CONTENT_WARNING}**",
             "",
@@ -93,11 +93,22 @@ def card_section(
 
 
 def write_histogram_png(scores: list[float], threshold: float | None, path: Path) -> Path:
-    """Write a PNG histogram of `scores` with the threshold marked, with matplotlib's Agg backend.
+    """Write `histogram_png` to `path` (a temporary name, then renamed)."""
+    path = Path(path)
+    data = histogram_png(scores, threshold)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
 
-    Uses `Figure` + `FigureCanvasAgg` directly (no pyplot, no global backend switch). The file is written to a
-    temporary name and renamed, and carries no timestamp or version metadata, so equal inputs give equal bytes.
+
+def histogram_png(scores: list[float], threshold: float | None) -> bytes:
+    """A PNG histogram of `scores` with the threshold marked, drawn with matplotlib's Agg backend, in memory.
+
+    Uses `Figure` + `FigureCanvasAgg` directly (no pyplot, no global backend switch). No timestamp or version
+    metadata, so equal inputs give equal bytes.
     """
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -126,7 +137,6 @@ def write_histogram_png(scores: list[float], threshold: float | None, path: Path
     if xs or t is not None:
         ax.legend(loc="upper right", fontsize="small")
     fig.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.9)  # fixed layout: faster than tight_layout
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fig.savefig(fh, format="png", metadata={"Software": None})
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()

@@ -1,8 +1,9 @@
 """GitHub Actions workflow commands: `::error` annotations at the file:line of each flagged row.
 
 Escaping follows the Actions toolkit (`@actions/core`, `command.ts`): message data escapes `%`, CR and LF as
-`%25`, `%0D`, `%0A`; property values (file, title) additionally escape `:` and `,` as `%3A`, `%2C`. Escaped data
-has no line break, so row text can never start a workflow command of its own (`::add-mask::`, `::stop-commands::`).
+`%25`, `%0D`, `%0A`; property values (file, title) additionally escape `:` and `,` as `%3A`, `%2C` (escape.py).
+Escaped data has no line break, so row text can never start a workflow command of its own (`::add-mask::`,
+`::stop-commands::`); other control characters in row text and file names are shown as visible escapes.
 """
 
 from __future__ import annotations
@@ -11,19 +12,9 @@ from gradshield_lint.findings import Finding, LintResult
 from gradshield_lint.fmt import plural
 
 from ._common import RULE_ID, RULE_TITLE, fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split
+from .escape import escape_data, escape_property, term_escape
 
 DEFAULT_MAX_ANNOTATIONS = 10
-
-
-def escape_data(value: object) -> str:
-    """Escape workflow-command data (the message after `::`) as `@actions/core` does."""
-    s = "" if value is None else str(value)
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(value: object) -> str:
-    """Escape a workflow-command property value (`file=`, `title=`) as `@actions/core` does."""
-    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
 
 
 def command(name: str, message: str, **properties: object) -> str:
@@ -37,9 +28,10 @@ def annotation(f: Finding, excerpt_chars: int = 80) -> str:
     message = (
         f"Row {short_id(f.id)}: FIHS {fmt_num(f.fihs)} is {fmt_margin(f.margin)} above the threshold "
         f"{fmt_num(f.threshold)}; finetuning on it would erode safety alignment. "
-        f"Row text (content warning): {text}"
+        f"Row text (content warning): {term_escape(text)}"
     )
-    return command("error", message, file=rel_path(f.file), line=int(f.line), title=f"{RULE_ID} {RULE_TITLE}")
+    # the file name is hostile too: control characters escaped visibly, then encoded as a property
+    return command("error", message, file=term_escape(rel_path(f.file)), line=int(f.line), title=f"{RULE_ID} {RULE_TITLE}")
 
 
 def render_github(

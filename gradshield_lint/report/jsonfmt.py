@@ -9,6 +9,7 @@ from typing import Any
 from gradshield_lint.findings import Finding, LintResult
 
 from ._common import finite, make_excerpt, rel_path, split, tool_version
+from .escape import json_text_safe
 
 REPORT_VERSION = 1
 
@@ -56,7 +57,8 @@ def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any
 
 
 def render_json(result: LintResult, *, excerpt_chars: int = 80) -> str:
-    return json.dumps(report_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    # printed to terminals and CI logs too: bidi/C1 characters and "##[" as \\u escapes (the same JSON value)
+    return json_text_safe(json.dumps(report_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False)) + "\n"
 
 
 def report_schema() -> dict[str, Any]:

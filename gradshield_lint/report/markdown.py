@@ -12,6 +12,7 @@ from ._common import (
     CONTENT_WARNING,
     fmt_margin,
     fmt_num,
+    limit_rows,
     make_excerpt,
     md_code,
     md_escape,
@@ -89,7 +90,7 @@ def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int
     if s.flagged or s.accepted:
         out += ["> [!WARNING]", f"> {CONTENT_WARNING}", ""]
     if s.flagged:
-        shown = s.flagged[:max_rows]
+        shown = limit_rows(s.flagged, max_rows)
         out += ["### Flagged rows", "", rows_table(shown, excerpt_chars=excerpt_chars), ""]
         if len(s.flagged) > len(shown):
             out += [f"…and {len(s.flagged) - len(shown)} more flagged rows not shown.", ""]
@@ -99,7 +100,7 @@ def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int
             "",
         ]
     if s.accepted:
-        shown = s.accepted[:max_rows]
+        shown = limit_rows(s.accepted, max_rows)
         out += ["### Accepted rows", "", rows_table(shown, excerpt_chars=excerpt_chars, status=True), ""]
         if len(s.accepted) > len(shown):
             out += [f"…and {len(s.accepted) - len(shown)} more accepted rows not shown.", ""]

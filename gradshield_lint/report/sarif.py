@@ -25,6 +25,7 @@ from ._common import (
     split,
     tool_version,
 )
+from .escape import json_text_safe
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
@@ -138,4 +139,5 @@ def _as_accepted(f: Finding) -> Finding:
 
 
 def render_sarif(result: LintResult, *, excerpt_chars: int = 80) -> str:
-    return json.dumps(sarif_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    # printed to terminals and CI logs too: bidi/C1 characters and "##[" as \\u escapes (the same JSON value)
+    return json_text_safe(json.dumps(sarif_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False)) + "\n"

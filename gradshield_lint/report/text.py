@@ -1,11 +1,22 @@
-"""The default terminal report: a table of flagged rows, accepted rows, and a one-line summary."""
+"""The default terminal report: a table of flagged rows, accepted rows, and a one-line summary; and the `score`
+command's summary of its highest rows. Every field from a row or a file name goes through `term_escape`, and the
+whole text through `log_safe` (escape.py)."""
 
 from __future__ import annotations
 
 from gradshield_lint.findings import Finding, LintResult
-from gradshield_lint.fmt import plural
+from gradshield_lint.fmt import fmt_score, plural
 
-from ._common import fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split
+from ._common import (
+    fmt_margin,
+    fmt_num,
+    limit_rows,
+    make_excerpt,
+    rel_path,
+    short_id,
+    split,
+)
+from .escape import log_safe, term_escape
 
 
 def summary_line(result: LintResult, flagged: int) -> str:
@@ -19,7 +30,8 @@ def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]
     for f in rows:
         last = (f.reason or "(no reason given)") if accepted else f.excerpt
         text, _ = make_excerpt(last, excerpt_chars, f.truncated and not accepted)
-        body.append([f"{rel_path(f.file)}:{f.line}", fmt_num(f.fihs), fmt_margin(f.margin), short_id(f.id), text])
+        where = f"{term_escape(rel_path(f.file))}:{f.line}"
+        body.append([where, fmt_num(f.fihs), fmt_margin(f.margin), term_escape(short_id(f.id)), term_escape(text)])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]
     out = []
     for r in [header, *body]:
@@ -36,14 +48,14 @@ def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 
     lines: list[str] = text_lines(result)
     if s.flagged:
         lines.append("Rows whose FIHS lies above the threshold (content warning: excerpts may contain harmful text):")
-        shown = s.flagged[:max_rows]
+        shown = limit_rows(s.flagged, max_rows)
         lines += _table(shown, excerpt_chars, accepted=False)
         if len(s.flagged) > len(shown):
             lines.append(f"... and {len(s.flagged) - len(shown)} more flagged rows (use --format json for all)")
         lines.append("")
     if s.accepted:
         lines.append("Accepted rows (above the threshold, accepted by a reviewer; they do not fail the check):")
-        shown = s.accepted[:max_rows]
+        shown = limit_rows(s.accepted, max_rows)
         lines += _table(shown, excerpt_chars, accepted=True)
         if len(s.accepted) > len(shown):
             lines.append(f"... and {len(s.accepted) - len(shown)} more accepted rows")
@@ -54,4 +66,16 @@ def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 
     if s.accepted:
         tail += f"; {len(s.accepted)} accepted"
     lines.append(tail)
-    return "\n".join(lines) + "\n"
+    return log_safe("\n".join(lines)) + "\n"
+
+
+def score_summary(scored, top: int, how: str, excerpt_chars: int = 60) -> str:
+    """The `score` command's stderr summary: how many rows, then the `top` highest (file:line, FIHS, excerpt).
+    `scored`: the engine's ScoredRow objects (`.row`, `.score`)."""
+    best = sorted(scored, key=lambda s: s.score.fihs, reverse=True)[: max(top, 0)]
+    lines = [f"{plural(len(scored), 'row')} scored ({term_escape(how)}); highest:"]
+    for s in best:
+        first = next((m.content for m in s.row.messages if m.role == "assistant"), "")
+        excerpt, _ = make_excerpt(first, excerpt_chars)
+        lines.append(f"  {term_escape(s.row.source)}:{s.row.line:<6} {fmt_score(s.score.fihs)}  {term_escape(excerpt)}")
+    return log_safe("\n".join(lines)) + "\n"
