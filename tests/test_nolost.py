@@ -391,7 +391,7 @@ def test_quiet_loading_silences_the_gguf_bar(monkeypatch):
 
     bars = io.StringIO()
 
-    def fake_load(spec):  # the GGUF path: the loader iterates its tensors under its module's `tqdm`
+    def fake_load(spec, cache_dir=None):  # the GGUF path: the loader iterates its tensors under its module's `tqdm`
         for _ in gguf_utils.tqdm(range(5), desc="Converting and de-quantizing GGUF tensors...", file=bars):
             pass
         return "loaded"
