@@ -211,7 +211,8 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, exit_zero, 
     if bpath is not None and not bpath.exists() and baseline_opt is None and diff_base:
         bpath = None  # no baseline yet: --diff-base alone decides what is new
     engine = _engine(ctx, cfg)
-    result = run_check(engine, paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=bpath, diff_base=diff_base or pre_commit_from_ref())
+    result = run_check(engine, paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=bpath, diff_base=diff_base or pre_commit_from_ref(),
+                       explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
     _emit(ctx, cfg, result, fmt, output, sarif_file, json_file, summary_file)
     if result.findings and not exit_zero:
         sys.exit(1)
@@ -308,7 +309,9 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
     write_baseline(path, b)
     above = sum(s > b.threshold.value for s in scored.scores)
-    click.echo(f"baseline written to {path}: {len(rows)} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it", err=True)
+    from .conformal import describe
+
+    click.echo(f"baseline written to {path}: {len(rows)} rows, threshold {b.threshold.value:.4g} ({describe(b.threshold)}); {above} rows above it", err=True)
 
 
 @baseline.command("update")
@@ -373,7 +376,8 @@ def card(ctx: Context, path: Path, baseline_opt, repo_id, create_pr, endpoint) -
     files = _files(cfg, [path])
     engine = _engine(ctx, cfg)
     if baseline_opt is not None:
-        result = run_check(engine, files, cfg.rows.row_shape(), cfg.threshold, baseline_path=baseline_opt)
+        result = run_check(engine, files, cfg.rows.row_shape(), cfg.threshold, baseline_path=baseline_opt,
+                           explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
     else:
         result, _ = run_scan(engine, files, cfg.rows.row_shape(), cfg.threshold)
     upd = write_card_report(folder / "README.md", result)

@@ -12,7 +12,7 @@ from ..atomic import atomic_path
 
 from gradshield_lint.findings import LintResult
 
-from ._common import CONTENT_WARNING, fmt_num, md_code, md_escape, split
+from ._common import CONTENT_WARNING, fmt_num, md_code, md_escape, split, threshold_note
 from .histogram import text_histogram
 from .markdown import rows_table
 
@@ -50,7 +50,7 @@ def card_section(
         f"{result.rows_scored} of {result.rows_total} rows scored for their Finetuning Implicit Harmfulness Score "
         f"(FIHS: how much one gradient step on the row would erode the safety alignment of the scoring model). "
         f"**{n_flag}** {'rows lie' if n_flag != 1 else 'row lies'} above the adaptive threshold {fmt_num(result.threshold)}"
-        + (f" ({md_escape(result.threshold_method)})" if result.threshold_method else "")
+        + (f" ({md_escape(threshold_note(result))})" if threshold_note(result) else "")
         + (f"; {n_acc} more {'were' if n_acc != 1 else 'was'} accepted by a reviewer." if n_acc else ".")
     )
     out += [summary, ""]
