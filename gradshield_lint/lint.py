@@ -34,6 +34,9 @@ from .threshold import ThresholdResult, find_threshold
 # Without a baseline, the threshold for a check comes from a deterministic sample of the rows that already existed
 # (the lowest row ids: a hash order, so effectively random): the cost stays bounded whatever the dataset's size.
 REFERENCE_SAMPLE = 256
+# threshold.method: threshold.py's methods, plus the conformal rule and the mixture test under its own name ("auto"
+# here means conformal with a reference of accepted rows, the mixture test without; see `threshold_for`).
+THRESHOLD_METHODS = ("auto", "conformal", "mixture", "gmm", "sigma", "fixed", "search")
 
 
 @dataclass
