@@ -103,7 +103,7 @@ def tpr_at(pos: np.ndarray, neg: np.ndarray, rate: float) -> float:
     """Share of `pos` above the threshold that flags at most `rate` of `neg` (flagged: score > threshold)."""
     if not len(pos) or not len(neg):
         return math.nan
-    k = int(math.floor(rate * len(neg) + 1e-9))  # false alarms allowed
+    k = math.floor(rate * len(neg) + 1e-9)  # false alarms allowed
     t = np.sort(neg)[::-1][min(k, len(neg) - 1)] if k < len(neg) else -np.inf
     return float((pos > t).mean())
 
@@ -204,14 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             peer = peer_scores(sm, base + [a[0] for a in added], [p for p in args.peers.split(",") if p], args.batch_size,
                                quality.default_cache())
-        except Exception as exc:  # the verdict above is what this bench is for: report it even if a peer fails
+        except Exception as exc:  # noqa: BLE001 - the verdict above is what this bench is for: report it even if a peer fails
             print(f"peers failed: {exc!r}", file=sys.stderr)
             peer = {}
     t_all = time.perf_counter() - t_start
 
     th = stored.threshold
     label_of = {r.id: lab for r, lab, _ in added}
-    src_of = {r.id: src for r, _, src in added}
     lines = [
         f"# bench/verdict.py: {len(base)} benign rows in the baseline, {len(added)} rows added "
         f"(--per-file {args.per_file}, seed {args.seed}); default configuration",

@@ -63,7 +63,7 @@ def conformal_threshold(reference: object, fpr: float = DEFAULT_FPR) -> Threshol
     if n == 0:
         return ThresholdResult(math.inf, "conformal", "fpr", 0, {**details, "rank": 0.0, "fpr_achieved": 1.0})
     # m = ⌊fpr(n+1)⌋ − 1, computed with a little slack so that fpr·(n+1) landing on an integer is not lost to rounding
-    m = int(math.floor(fpr * (n + 1) + 1e-9)) - 1
+    m = math.floor(fpr * (n + 1) + 1e-9) - 1
     small = m < 0
     m = max(m, 0)
     value = float(ref[n - 1 - m])  # the (m+1)-th largest
@@ -95,4 +95,4 @@ def describe(threshold: ThresholdResult) -> str:
     return f"conformal: p-value ≤ {fpr:g}, about {100 * fpr:.3g} % false alarms, over {n} accepted rows"
 
 
-__all__: Sequence[str] = ["describe", "DEFAULT_FPR", "conformal_threshold", "p_value", "p_values", "stated_rate"]
+__all__: Sequence[str] = ["DEFAULT_FPR", "conformal_threshold", "describe", "p_value", "p_values", "stated_rate"]

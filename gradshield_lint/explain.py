@@ -33,12 +33,18 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
 from .encode import Located, encode_with_offsets, make_batches
-from .findings import Explanation
 from .fihs import ScoreOptions, calibrate_fd_step
+from .findings import Explanation
 from .losses import row_losses, target_token_nll
 from .model import ScoringModel
 from .params import ParamSelection, select_parameters
-from .proxy import ProxyGradient, ProxyOptions, default_cache_dir, gradient_key, proxy_value_and_grad
+from .proxy import (
+    ProxyGradient,
+    ProxyOptions,
+    default_cache_dir,
+    gradient_key,
+    proxy_value_and_grad,
+)
 
 DEFAULT_WINDOW = 16
 CATEGORY_LAYERS = 4
@@ -203,7 +209,7 @@ def category_directions(
             stored = load_file(str(path), device=str(sm.device))
             vectors = [[stored[f"{j}/{n}"] for n in names] for j in range(len(cats))]
             return CategoryDirections(names, cats, vectors, [_norm(v) for v in vectors])
-        except Exception:
+        except Exception:  # noqa: BLE001
             path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
     vectors = []
     for c in cats:
@@ -286,4 +292,4 @@ def explain(
     return out
 
 
-__all__: Sequence[str] = ["DEFAULT_WINDOW", "explain", "strongest_window", "token_push", "category_directions"]
+__all__: Sequence[str] = ["DEFAULT_WINDOW", "category_directions", "explain", "strongest_window", "token_push"]

@@ -25,10 +25,10 @@ from .baseline import (
     read_baseline,
     update_scores,
 )
+from .conformal import DEFAULT_FPR, conformal_threshold, p_values, stated_rate
 from .errors import BaselineError, ConfigError, InputError
 from .findings import Finding, LintResult
 from .rows import Row, RowShape, iter_rows
-from .conformal import DEFAULT_FPR, conformal_threshold, p_values, stated_rate
 from .threshold import ThresholdResult, find_threshold
 
 # Without a baseline, the threshold for a check comes from a deterministic sample of the rows that already existed

@@ -10,9 +10,20 @@ import math
 import numpy as np
 import pytest
 
-from gradshield_lint.baseline import Fingerprint, loads_baseline, dumps_baseline, make_baseline
+from gradshield_lint.baseline import (
+    Fingerprint,
+    dumps_baseline,
+    loads_baseline,
+    make_baseline,
+)
 from gradshield_lint.config import ThresholdConfig, config_from_dict
-from gradshield_lint.conformal import conformal_threshold, describe, p_value, p_values, stated_rate
+from gradshield_lint.conformal import (
+    conformal_threshold,
+    describe,
+    p_value,
+    p_values,
+    stated_rate,
+)
 from gradshield_lint.errors import ConfigError
 from gradshield_lint.lint import threshold_for
 
@@ -108,7 +119,8 @@ def test_check_reports_p_values_against_the_baseline(tmp_path, model_dir):
     """A real repository (tiny model) with 120 accepted ordinary rows and the default threshold (conformal, 1 %):
     `baseline create` stores the conformal quantile; `check` flags the compliance rows a change adds, each with the
     p-value computed from the baseline file's scores, and says the rate in the report."""
-    from helpers import compliance_rows, describe as describe_run, make_repo, ordinary_rows, write_jsonl
+    from helpers import compliance_rows, make_repo, ordinary_rows, write_jsonl
+    from helpers import describe as describe_run
 
     n = 120
     repo = make_repo(tmp_path / "repo", model_dir, ordinary_rows(n), threshold={"method": "auto", "k": 3.0})

@@ -10,16 +10,24 @@ import math
 
 import pytest
 import torch
+from helpers import (
+    PROBES,
+    compliance_rows,
+    describe,
+    make_repo,
+    ordinary_rows,
+    save_tiny_model,
+    write_jsonl,
+)
 
 from gradshield_lint.encode import encode_with_offsets
-from gradshield_lint.explain import explain, strongest_window, token_push, TokenPush
+from gradshield_lint.explain import TokenPush, explain, strongest_window, token_push
 from gradshield_lint.fihs import ScoreOptions, score_encoded
 from gradshield_lint.findings import Explanation, Finding, LintResult
 from gradshield_lint.params import ParamSelection
 from gradshield_lint.probes import load_probes
 from gradshield_lint.proxy import ProxyOptions, proxy_gradient
 from gradshield_lint.rows import Message
-from helpers import PROBES, compliance_rows, describe, make_repo, ordinary_rows, save_tiny_model, write_jsonl
 
 FILLER = ("Here are some notes on gardening. Water the tomatoes in the morning, keep the soil loose, and pick the "
           "fruit when it is red. ")

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from gradshield_lint.findings import Finding, LintResult
 
-from ._common import RULE_ID, RULE_TITLE, fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split, threshold_note, why
+from ._common import (
+    RULE_ID,
+    RULE_TITLE,
+    fmt_margin,
+    fmt_num,
+    make_excerpt,
+    rel_path,
+    short_id,
+    split,
+    threshold_note,
+    why,
+)
 
 DEFAULT_MAX_ANNOTATIONS = 10
 

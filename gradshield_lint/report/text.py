@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from gradshield_lint.findings import Finding, LintResult
 
-from ._common import fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split, threshold_note, why
+from ._common import (
+    fmt_margin,
+    fmt_num,
+    make_excerpt,
+    rel_path,
+    short_id,
+    split,
+    threshold_note,
+    why,
+)
 
 
 def summary_line(result: LintResult, flagged: int) -> str:
