@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/gradshield-lint score examples/chat.jsonl --output examples/scores.jsonl
+	BIN=$(BIN) sh examples/pr/demo.sh
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -330,7 +330,7 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, 
             paths = [] if gate_only else _files(cfg, files, baseline_opt, gate.skip)
             if paths:
                 result = run_check(_engine(ctx, cfg), paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=None,
-                                   diff_base=diff_base, baseline=gate.baseline, baseline_label=gate.baseline_label)
+                                   diff_base=diff_base, baseline=gate.baseline, baseline_label=gate.baseline_label, explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
                 result.gate = gate.info
             else:
                 result = gate_only_result(gate)  # only the baseline or the configuration changed: no model needed
@@ -343,7 +343,7 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, 
         from_ref = pre_commit_from_ref()
         if bpath is not None and not bpath.exists() and baseline_opt is None and from_ref:
             bpath = None  # no baseline yet: the pushed revision alone decides what is new
-        result = run_check(_engine(ctx, cfg), paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=bpath, diff_base=from_ref)
+        result = run_check(_engine(ctx, cfg), paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=bpath, diff_base=from_ref, explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
     _emit(ctx, cfg, result, fmt, output, sarif_file, json_file, summary_file)
     if (result.findings or (fail_on_gate_change and result.gate and result.gate.warnings)) and not exit_zero:
         sys.exit(1)
@@ -447,7 +447,9 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     with baseline_lock(path):
         write_baseline(path, b)
     above = sum(s > b.threshold.value for s in scored.scores)
-    click.echo(f"baseline written to {_shown(path)}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({b.threshold.method}); {plural(above, 'row')} above it", err=True)
+    from .conformal import describe
+
+    click.echo(f"baseline written to {_shown(path)}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({describe(b.threshold)}); {plural(above, 'row')} above it", err=True)
 
 
 @baseline.command("update")
@@ -512,7 +514,8 @@ def card(ctx: Context, path: Path, baseline_opt, repo_id, create_pr, endpoint) -
     files = _files(cfg, [path])
     engine = _engine(ctx, cfg)
     if baseline_opt is not None:
-        result = run_check(engine, files, cfg.rows.row_shape(), cfg.threshold, baseline_path=baseline_opt)
+        result = run_check(engine, files, cfg.rows.row_shape(), cfg.threshold, baseline_path=baseline_opt,
+                           explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
     else:
         result, _ = run_scan(engine, files, cfg.rows.row_shape(), cfg.threshold)
     upd = write_card_report(folder / "README.md", result)

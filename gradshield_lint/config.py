@@ -133,6 +133,7 @@ class ThresholdConfig:
     lrt_margin: float | None = _d("threshold", "lrt_margin")
     value: float | None = _d("threshold", "value")
     criterion: str = _d("threshold", "criterion")
+    fpr: float = _d("threshold", "fpr")
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ class ReportConfig:
     format: str = _d("report", "format")
     max_rows: int = _d("report", "max_rows")
     excerpt_chars: int = _d("report", "excerpt_chars")
+    explain: bool = _d("report", "explain")
+    span_tokens: int = _d("report", "span_tokens")
 
 
 @dataclass(frozen=True)
@@ -522,6 +525,7 @@ def config_from_dict(
         baseline=m["baseline"],
         threshold=ThresholdConfig(
             method=th["method"],
+            fpr=float(th["fpr"]),
             k=float(th["k"]),
             lrt_margin=float(th["lrt_margin"]) if th["lrt_margin"] is not None else None,
             value=float(th["value"]) if th["value"] is not None else None,

@@ -108,18 +108,54 @@ def encode_conversation(
     tokenizer, messages: Sequence[MessageLike], *, max_length: int, truncation: str = "right"
 ) -> Encoded:
     """Apply the chat template and mark assistant-turn tokens as targets; truncate by the module's policy."""
+    return encode_with_offsets(tokenizer, messages, max_length=max_length, truncation=truncation).encoded
+
+
+@dataclass(frozen=True)
+class Located:
+    """An `Encoded` row and, per kept token, where it came from: `message[i]` is the index of the assistant message
+    token i belongs to (-1 for any other token) and `offsets[i]` its [start, end) characters in that message's
+    content (clipped to it). Used to map per-token numbers back to the text of a reply (explain.py)."""
+
+    encoded: Encoded
+    message: tuple[int, ...]
+    offsets: tuple[tuple[int, int], ...]
+
+
+def encode_with_offsets(
+    tokenizer, messages: Sequence[MessageLike], *, max_length: int, truncation: str = "right"
+) -> Located:
+    """`encode_conversation`, keeping each token's place in the assistant messages' content."""
     msgs = [{"role": m.role, "content": m.content} for m in messages]
     full = _render(tokenizer, msgs)
     spans = _assistant_spans(tokenizer, msgs, full)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
-    mask = [any(s <= a < e for s, e in spans) for a, _ in enc["offset_mapping"]]
+    offs: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
+    mask = [any(s <= a < e for s, e in spans) for a, _ in offs]
     if ids and mask[0]:
         mask[0] = False  # the first token has no context to be predicted from
     if not any(mask):
         raise NoTargetTokens("row has no assistant tokens to learn from")
+    # where each assistant message's content starts in `full` (the span may begin with a role header)
+    assistant = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    starts = []
+    for (s0, e0), i in zip(spans, assistant):
+        found = full.find(msgs[i]["content"], s0, e0) if msgs[i]["content"] else -1
+        starts.append(found if found >= 0 else s0)
+    where: list[int] = []
+    local: list[tuple[int, int]] = []
+    for a, b in offs:
+        k = next((j for j, (s0, e0) in enumerate(spans) if s0 <= a < e0), -1)
+        if k < 0:
+            where.append(-1)
+            local.append((0, 0))
+            continue
+        n = len(msgs[assistant[k]]["content"])
+        where.append(assistant[k])
+        local.append((min(max(a - starts[k], 0), n), min(max(b - starts[k], 0), n)))
     if len(ids) <= max_length:
-        return Encoded(tuple(ids), tuple(mask), truncated=False)
+        return Located(Encoded(tuple(ids), tuple(mask), truncated=False), tuple(where), tuple(local))
     if truncation == "error":
         raise RowTooLong(len(ids), max_length)
     if any(mask[1:max_length]):
@@ -129,7 +165,11 @@ def encode_conversation(
         lo = max(0, min(first - max_length // 2, len(ids) - max_length))
     window_mask = list(mask[lo : lo + max_length])
     window_mask[0] = False
-    return Encoded(tuple(ids[lo : lo + max_length]), tuple(window_mask), truncated=True)
+    return Located(
+        Encoded(tuple(ids[lo : lo + max_length]), tuple(window_mask), truncated=True),
+        tuple(where[lo : lo + max_length]),
+        tuple(local[lo : lo + max_length]),
+    )
 
 
 @dataclass

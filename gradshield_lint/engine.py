@@ -121,6 +121,17 @@ class Engine:
         except (NoTargetTokens, RowTooLong) as exc:
             raise InputError(str(exc), file=row.source, line=row.line) from exc
 
+    def explain(self, rows: Sequence[Row], window: int | None = None) -> list:
+        """Why each row scores high (explain.py): the strongest reply span and the top probe category."""
+        from .explain import DEFAULT_WINDOW, explain
+
+        s = self.settings
+        return explain(
+            self.scoring_model, self.gradient, self.probes, [r.messages for r in rows], proxy=s.proxy, selection=s.params,
+            max_length=s.max_length, truncation=s.truncation, window=window or DEFAULT_WINDOW,
+            batch_size=s.score.batch_size, cache_dir=s.cache_dir,
+        )
+
     def score_rows(self, rows: Sequence[Row]) -> list[ScoredRow]:
         """Scores in the order of `rows`. All rows are encoded first, so a bad row fails before any scoring."""
         if not rows:

@@ -6,6 +6,35 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Why a row scored high (explain.py computes it for findings only).
+
+    `category`: the probe category whose proxy the row's gradient step raises most (`categories`: the cosine of the
+    row's −∇L with each category's ∇H_c, over the explanation's parameter subset; higher = pushes toward that
+    category's compliance). `span_*`: the window of the reply whose tokens push hardest along ∇H, as character
+    offsets [span_start, span_end) into the content of message `message` (0-based, the row's messages in order);
+    `span_text` is that slice (untrusted row text: reports escape it). `span_share`: the window's share of the row's
+    positive per-token push (1.0: all of it)."""
+
+    category: str | None
+    categories: dict[str, float]
+    message: int
+    span_start: int
+    span_end: int
+    span_text: str
+    span_share: float
+    span_tokens: int
+
+    def to_dict(self) -> dict:
+        return {
+            "category": self.category,
+            "categories": dict(self.categories),
+            "span": {"message": self.message, "start": self.span_start, "end": self.span_end, "text": self.span_text,
+                     "share": self.span_share, "tokens": self.span_tokens},
+        }
+
+
+@dataclass(frozen=True)
 class Finding:
     """A scored row above the threshold (or one a reviewer accepted).
 
@@ -22,6 +51,10 @@ class Finding:
     truncated: bool = False
     accepted: bool = False
     reason: str | None = None
+    # Conformal p-value against the baseline's accepted rows: (1 + #{accepted ≥ fihs}) / (n + 1); None without a
+    # reference (scan). Small = unlike every accepted row.
+    p_value: float | None = None
+    explanation: Explanation | None = None
 
     @property
     def margin(self) -> float:
@@ -77,6 +110,10 @@ class LintResult:
     proxy: str = ""
     probe_set: str = ""
     gate: GateInfo | None = None  # set by `check --diff-base`
+    # The false-alarm rate the threshold states (conformal rule; None for the mixture test and fixed thresholds) and
+    # the number of accepted rows the p-values are computed against (0: none).
+    fpr: float | None = None
+    reference_rows: int = 0
 
     @property
     def max_score(self) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from .baseline import (
     rebase,
     update_scores,
 )
+from .conformal import DEFAULT_FPR, conformal_threshold, p_values, stated_rate
 from .errors import BaselineError, ConfigError, InputError
 from .findings import Finding, LintResult
 from .rows import Row, RowShape, iter_rows
@@ -34,6 +35,9 @@ from .threshold import ThresholdResult, find_threshold
 # Without a baseline, the threshold for a check comes from a deterministic sample of the rows that already existed
 # (the lowest row ids: a hash order, so effectively random): the cost stays bounded whatever the dataset's size.
 REFERENCE_SAMPLE = 256
+# threshold.method: threshold.py's methods, plus the conformal rule and the mixture test under its own name ("auto"
+# here means conformal with a reference of accepted rows, the mixture test without; see `threshold_for`).
+THRESHOLD_METHODS = ("auto", "conformal", "mixture", "gmm", "sigma", "fixed", "search")
 
 
 @dataclass
@@ -73,9 +77,13 @@ def recorded_of(engine) -> Recorded:
     return Recorded.from_dict(engine.recorded())
 
 
-def threshold_for(scores: Sequence[float], cfg_threshold, criterion=None) -> ThresholdResult:
+def threshold_for(scores: Sequence[float], cfg_threshold, criterion=None, *, reference: bool = False) -> ThresholdResult:
     """The threshold for `scores` by the configured method; a `criterion` (e.g. FinetuneCriterion) turns it into a
-    binary search with that acceptance test."""
+    binary search with that acceptance test.
+
+    `reference`: the scores are those of accepted rows (a baseline being created or re-thresholded, the rows at a
+    `--diff-base` revision), so the default (`auto`) and `conformal` use the conformal rule at `threshold.fpr`
+    (conformal.py); otherwise (`scan`, `filter`) `auto` is GradShield's mixture test and `conformal` is refused."""
     t = cfg_threshold
     if t.method == "fixed" and t.value is None:
         raise ConfigError("threshold.method is 'fixed' but threshold.value is not set")
@@ -83,7 +91,18 @@ def threshold_for(scores: Sequence[float], cfg_threshold, criterion=None) -> Thr
         return find_threshold(np.asarray(scores, dtype=np.float64), method="search", criterion=criterion)
     if t.criterion == "finetune":
         raise ConfigError("threshold.criterion 'finetune' needs the rows: use it with `baseline create` or `scan`")
-    return find_threshold(np.asarray(scores, dtype=np.float64), method=t.method, k=t.k, lrt_margin=t.lrt_margin, value=t.value)
+    method = t.method
+    if method in ("auto", "conformal"):
+        if reference:
+            return conformal_threshold(scores, float(getattr(t, "fpr", DEFAULT_FPR)))
+        if method == "conformal":
+            raise ConfigError(
+                "threshold.method 'conformal' needs a reference of accepted rows (a baseline, or --diff-base); "
+                "scan and filter have none: use auto or mixture there"
+            )
+    if method in ("auto", "mixture"):
+        method = "auto"  # threshold.py's "auto" is the mixture test
+    return find_threshold(np.asarray(scores, dtype=np.float64), method=method, k=t.k, lrt_margin=t.lrt_margin, value=t.value)
 
 
 def finetune_criterion(engine, rows: Sequence[Row]):
@@ -98,24 +117,45 @@ def _criterion_for(engine, rows: Sequence[Row], cfg_threshold):
     return finetune_criterion(engine, rows) if cfg_threshold.criterion == "finetune" else None
 
 
-def _finding(row: Row, fihs: float, threshold: float, truncated: bool, reason: str | None = None) -> Finding:
+def _finding(row: Row, fihs: float, threshold: float, truncated: bool, reason: str | None = None,
+             p_value: float | None = None) -> Finding:
     return Finding(
         id=row.id, file=row.source, line=row.line, fihs=float(fihs), threshold=float(threshold),
-        excerpt=excerpt(row), truncated=truncated, accepted=reason is not None, reason=reason,
+        excerpt=excerpt(row), truncated=truncated, accepted=reason is not None, reason=reason, p_value=p_value,
     )
 
 
 def judge(
-    scored: ScoredSet, threshold: ThresholdResult, accepted: dict[str, str], *, rows_total: int, engine=None
+    scored: ScoredSet,
+    threshold: ThresholdResult,
+    accepted: dict[str, str],
+    *,
+    rows_total: int,
+    engine=None,
+    reference: Sequence[float] | None = None,
+    explain: bool = False,
+    explain_window: int | None = None,
 ) -> LintResult:
-    """Findings: scored rows above the threshold; those a reviewer accepted go to `accepted` instead."""
+    """Findings: scored rows above the threshold; those a reviewer accepted go to `accepted` instead.
+
+    `reference`: the accepted rows' scores (the baseline's), against which each finding gets its conformal p-value.
+    `explain`: ask the engine why each finding scored high (explain.py: one backward and two forward passes per
+    finding, findings only)."""
     findings, acc = [], []
-    for row, s, tr in zip(scored.rows, scored.scores, scored.truncated):
+    ref = None if reference is None else np.asarray(list(reference), dtype=np.float64)
+    pv = p_values(ref, scored.scores) if ref is not None else None
+    flagged_rows: list[Row] = []
+    for i, (row, s, tr) in enumerate(zip(scored.rows, scored.scores, scored.truncated)):
         if s > threshold.value:
+            p = float(pv[i]) if pv is not None else None
             if row.id in accepted:
-                acc.append(_finding(row, s, threshold.value, tr, accepted[row.id]))
+                acc.append(_finding(row, s, threshold.value, tr, accepted[row.id], p))
             else:
-                findings.append(_finding(row, s, threshold.value, tr))
+                findings.append(_finding(row, s, threshold.value, tr, p_value=p))
+                flagged_rows.append(row)
+    if explain and findings and engine is not None and hasattr(engine, "explain"):
+        reasons = engine.explain(flagged_rows, explain_window)
+        findings = [replace(f, explanation=e) for f, e in zip(findings, reasons)]
     findings.sort(key=lambda f: f.fihs, reverse=True)
     fp = engine.fingerprint() if engine is not None else {}
     return LintResult(
@@ -129,6 +169,8 @@ def judge(
         model=str(fp.get("model", "")),
         proxy=str(fp.get("proxy", "")),
         probe_set=str(fp.get("probe_set", "")),
+        fpr=stated_rate(threshold),
+        reference_rows=0 if ref is None else int(np.isfinite(ref).sum()),
     )
 
 
@@ -156,7 +198,7 @@ def require_rows(rows: Sequence[Row], where: Sequence[str | Path], globs: Sequen
 def create_baseline(engine, rows: Sequence[Row], cfg_threshold) -> tuple[Baseline, ScoredSet]:
     require_rows(rows, ["the rows given"])
     scored = score(engine, rows)
-    threshold = threshold_for(scored.scores, cfg_threshold, _criterion_for(engine, scored.rows, cfg_threshold))
+    threshold = threshold_for(scored.scores, cfg_threshold, _criterion_for(engine, scored.rows, cfg_threshold), reference=True)
     b = make_baseline(
         fingerprint_of(engine), {r.id: s for r, s in zip(scored.rows, scored.scores)}, threshold, recorded_of(engine)
     )
@@ -181,7 +223,7 @@ def update_baseline(
     if rethreshold:
         if cfg_threshold.criterion == "finetune":
             raise ConfigError("--rethreshold with the finetune criterion needs every row's text: use --rescore")
-        merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold))
+        merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True))
     return merged, len(scored.rows)
 
 
@@ -241,6 +283,8 @@ def check(
     diff_base: str | None = None,
     baseline: Baseline | None = None,
     baseline_label: str | None = None,
+    explain: bool = False,
+    explain_window: int | None = None,
 ) -> LintResult:
     """Score only the rows of `files` that are new (not in the baseline, and, with `diff_base`, not present at that
     revision either) and judge them against the baseline's threshold (without a baseline: a threshold found on a
@@ -264,7 +308,9 @@ def check(
         new_ids = set(diff.new) - old_ids
         new = [r for r in rows if r.id in new_ids]
         threshold, accepted = baseline.threshold, baseline.accepted
+        reference: list[float] | None = list(baseline.scores.values())
     else:
+        reference = None
         if not diff_base:
             raise ConfigError("a check needs a baseline (`gradshield-lint baseline create`) or --diff-base REF")
         new = [r for r in rows if r.id not in old_ids]
@@ -272,23 +318,27 @@ def check(
         if cfg_threshold.method == "fixed":
             threshold = threshold_for([], cfg_threshold)
         else:
-            reference = sorted({r.id: r for r in old_rows}.values(), key=lambda r: r.id)[:REFERENCE_SAMPLE]
-            if len(reference) < 8:
+            reference_rows = sorted({r.id: r for r in old_rows}.values(), key=lambda r: r.id)[:REFERENCE_SAMPLE]
+            if len(reference_rows) < 8:
                 raise ConfigError(
-                    f"--diff-base {diff_base}: only {len(reference)} rows existed there, too few to find a threshold; "
+                    f"--diff-base {diff_base}: only {len(reference_rows)} rows existed there, too few to find a threshold; "
                     "create a baseline or set threshold.method: fixed"
                 )
-            threshold = threshold_for(score(engine, reference).scores, cfg_threshold)
+            reference = score(engine, reference_rows).scores
+            threshold = threshold_for(reference, cfg_threshold, reference=True)
     scored = score(engine, new)
-    return judge(scored, threshold, accepted, rows_total=len(rows), engine=engine)
+    return judge(scored, threshold, accepted, rows_total=len(rows), engine=engine, reference=reference, explain=explain,
+                 explain_window=explain_window)
 
 
-def scan(engine, files: Sequence[Path], shape: RowShape | None, cfg_threshold) -> tuple[LintResult, ScoredSet]:
+def scan(
+    engine, files: Sequence[Path], shape: RowShape | None, cfg_threshold, *, explain: bool = False
+) -> tuple[LintResult, ScoredSet]:
     """Score every row and find the threshold on the spot: no baseline needed."""
     rows = read_all(files, shape)
     scored = score(engine, rows)
     threshold = threshold_for(scored.scores, cfg_threshold, _criterion_for(engine, scored.rows, cfg_threshold))
-    return judge(scored, threshold, {}, rows_total=len(rows), engine=engine), scored
+    return judge(scored, threshold, {}, rows_total=len(rows), engine=engine, explain=explain), scored
 
 
 def pre_commit_from_ref() -> str | None:

@@ -76,6 +76,18 @@ def row_losses(
     (per-sample and exact backward passes): the log-softmax is then taken in float32 and, where the head allows,
     without keeping the logits for the backward pass (_HeadNLL).
     """
+    rows, _, nll = target_token_nll(model, input_ids, attention_mask, target_mask)
+    sums = torch.zeros(input_ids.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+    if reduction == "sum":
+        return sums
+    counts = target_mask[:, 1:].sum(dim=1).clamp(min=1).to(nll.dtype)
+    return sums / counts
+
+
+def target_token_nll(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, position, NLL) of every target token, row-major: position t predicts token t + 1."""
     backbone, head = _backbone_and_head(model)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     predict = target_mask[:, 1:]  # position t predicts token t+1
@@ -96,11 +108,7 @@ def row_losses(
             logits = torch.tanh(logits / softcap) * softcap
         parts.append(torch.logsumexp(logits, dim=-1) - logits.gather(1, yc[:, None]).squeeze(1))
     nll = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float64)
-    sums = torch.zeros(input_ids.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
-    if reduction == "sum":
-        return sums
-    counts = predict.sum(dim=1).clamp(min=1).to(nll.dtype)
-    return sums / counts
+    return rows, cols, nll
 
 
 def next_token_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

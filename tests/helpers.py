@@ -108,8 +108,9 @@ def base_config(model_dir: Path, **overrides: Any) -> dict[str, Any]:
         "scoring": {"probes": "probes.jsonl", "max_length": 96, "batch_size": 16},
         "files": ["data/**/*.jsonl", "data/**/*.csv", "data/**/*.parquet"],
         # Ordinary rows of the random model spread like noise (z up to ~4.5 over 200 rows), compliance rows sit
-        # 40+ robust sigmas above them: k = 8 keeps every ordinary row and flags every compliance row.
-        "threshold": {"k": 8},
+        # 40+ robust sigmas above them: k = 8 keeps every ordinary row and flags every compliance row. The mixture
+        # test (not the default conformal rule, whose 1 % needs a baseline of 99+ rows) keeps these repositories small.
+        "threshold": {"method": "mixture", "k": 8},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):

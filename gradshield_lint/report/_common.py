@@ -168,6 +168,42 @@ def md_code(text: str) -> str:
     return "`" + clean_text(text).replace("`", "'").replace("|", "\\|") + "`"
 
 
+def fmt_p(p: float | None) -> str:
+    """A p-value: 3 significant digits, `n/a` when there is none."""
+    return "n/a" if p is None or not math.isfinite(float(p)) else f"{float(p):.3g}"
+
+
+def fmt_rate(rate: float | None) -> str:
+    """A false-alarm rate as a percentage (`1 %`)."""
+    return "n/a" if rate is None else f"{100 * float(rate):.3g} %"
+
+
+def threshold_note(result: LintResult) -> str:
+    """How the threshold was set, in words: the stated false-alarm rate and the reference it is computed against."""
+    if result.fpr is not None:
+        return (f"conformal: flags rows with p-value ≤ {fmt_p(result.fpr)}, about {fmt_rate(result.fpr)} false alarms "
+                f"on rows like the {result.reference_rows} accepted ones")
+    return result.threshold_method or ""
+
+
+def why(f: Finding, span_chars: int = 80) -> str:
+    """The reason for a finding, one line of plain text (row text cleaned by `clean_text`; callers escape further for
+    their format): p-value, top probe category, strongest span of the reply."""
+    parts = []
+    if f.p_value is not None:
+        parts.append(f"p-value {fmt_p(f.p_value)}")
+    e = f.explanation
+    if e is not None:
+        if e.category:
+            cos = e.categories.get(e.category)
+            parts.append(f"pushes toward {clean_text(e.category)}" + (f" (cos {cos:.2g})" if cos is not None else ""))
+        if e.span_text:
+            text, _ = make_excerpt(e.span_text, span_chars)
+            parts.append(f"strongest span (message {e.message}, chars {e.span_start}-{e.span_end}, "
+                         f"{100 * e.span_share:.0f} % of the push): \"{text}\"")
+    return "; ".join(parts)
+
+
 def tool_version() -> str | None:
     """The installed gradshield-lint version, or None when running from a source tree that is not installed."""
     try:

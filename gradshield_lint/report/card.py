@@ -13,7 +13,7 @@ from ..atomic import atomic_path
 from gradshield_lint.findings import LintResult
 from gradshield_lint.fmt import fmt_score, plural
 
-from ._common import CONTENT_WARNING, fmt_num, limit_rows, md_code, md_escape, split
+from ._common import CONTENT_WARNING, fmt_num, limit_rows, md_code, md_escape, split, threshold_note
 from .histogram import text_histogram
 from .markdown import rows_table
 
@@ -51,7 +51,7 @@ def card_section(
         f"{result.rows_scored} of {plural(result.rows_total, 'row')} scored for their Finetuning Implicit Harmfulness Score "
         f"(FIHS: how much one gradient step on the row would erode the safety alignment of the scoring model). "
         f"**{n_flag}** {'rows lie' if n_flag != 1 else 'row lies'} above the adaptive threshold {fmt_num(result.threshold)}"
-        + (f" ({md_escape(result.threshold_method)})" if result.threshold_method else "")
+        + (f" ({md_escape(threshold_note(result))})" if threshold_note(result) else "")
         + (f"; {n_acc} more {'were' if n_acc != 1 else 'was'} accepted by a reviewer." if n_acc else ".")
     )
     out += [summary, ""]

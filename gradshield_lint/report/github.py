@@ -11,7 +11,18 @@ from __future__ import annotations
 from gradshield_lint.findings import Finding, LintResult
 from gradshield_lint.fmt import plural
 
-from ._common import RULE_ID, RULE_TITLE, fmt_margin, fmt_num, make_excerpt, rel_path, short_id, split
+from ._common import (
+    RULE_ID,
+    RULE_TITLE,
+    fmt_margin,
+    fmt_num,
+    make_excerpt,
+    rel_path,
+    short_id,
+    split,
+    threshold_note,
+    why,
+)
 from .escape import escape_data, escape_property, term_escape
 
 DEFAULT_MAX_ANNOTATIONS = 10
@@ -28,7 +39,8 @@ def annotation(f: Finding, excerpt_chars: int = 80) -> str:
     message = (
         f"Row {short_id(f.id)}: FIHS {fmt_num(f.fihs)} is {fmt_margin(f.margin)} above the threshold "
         f"{fmt_num(f.threshold)}; finetuning on it would erode safety alignment. "
-        f"Row text (content warning): {term_escape(text)}"
+        + (f"Why: {why(f, excerpt_chars)}. " if why(f, excerpt_chars) else "")
+        + f"Row text (content warning): {term_escape(text)}"
     )
     # the file name is hostile too: control characters escaped visibly, then encoded as a property
     return command("error", message, file=term_escape(rel_path(f.file)), line=int(f.line), title=f"{RULE_ID} {RULE_TITLE}")
@@ -42,7 +54,8 @@ def render_github(
     shown = s.flagged[: max(max_annotations, 0)]
     lines = [annotation(f, excerpt_chars) for f in shown]
     summary = (
-        f"{plural(result.rows_scored, 'row')} scored, {len(s.flagged)} flagged (threshold {fmt_num(result.threshold)})"
+        f"{plural(result.rows_scored, 'row')} scored, {len(s.flagged)} flagged (threshold {fmt_num(result.threshold)}"
+        + (f"; {threshold_note(result)}" if result.fpr is not None else "") + ")"
     )
     rest = len(s.flagged) - len(shown)
     if rest:

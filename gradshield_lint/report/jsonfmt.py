@@ -8,7 +8,7 @@ from typing import Any
 
 from gradshield_lint.findings import Finding, LintResult
 
-from ._common import finite, make_excerpt, rel_path, split, tool_version
+from ._common import clean_text, finite, make_excerpt, rel_path, split, tool_version
 from .escape import json_text_safe
 
 REPORT_VERSION = 1
@@ -27,7 +27,21 @@ def finding_dict(f: Finding, excerpt_chars: int) -> dict[str, Any]:
         "truncated": truncated,
         "accepted": bool(f.accepted),
         "reason": f.reason,
+        "p_value": finite(f.p_value),
+        "explanation": _explanation(f, excerpt_chars),
     }
+
+
+def _explanation(f: Finding, excerpt_chars: int) -> dict[str, Any] | None:
+    e = f.explanation
+    if e is None:
+        return None
+    d = e.to_dict()
+    d["category"] = clean_text(e.category) if e.category else None
+    d["categories"] = {clean_text(k): finite(v) for k, v in e.categories.items()}
+    # the span's text as an excerpt (one line, control/bidi characters dropped); offsets locate it exactly
+    d["span"]["text"] = make_excerpt(e.span_text, max(excerpt_chars, 1))[0] if e.span_text else ""
+    return d
 
 
 def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]:
@@ -46,6 +60,8 @@ def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any
         "model": result.model or "",
         "proxy": result.proxy or "",
         "probe_set": result.probe_set or "",
+        "fpr": finite(result.fpr),
+        "reference_rows": int(result.reference_rows),
         "findings": [finding_dict(f, excerpt_chars) for f in s.flagged],
         "accepted": [finding_dict(f, excerpt_chars) for f in s.accepted],
     }

@@ -19,6 +19,8 @@ from ._common import (
     rel_path,
     short_id,
     split,
+    threshold_note,
+    why,
 )
 from .histogram import text_histogram
 
@@ -42,6 +44,10 @@ def rows_table(
         align.append("---")
     head.append("Excerpt")
     align.append("---")
+    reasons = any(f.p_value is not None or f.explanation is not None for f in rows)
+    if reasons:
+        head.append("Why")
+        align.append("---")
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     for f in rows:
         text, _ = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
@@ -52,6 +58,8 @@ def rows_table(
             cells.append(("accepted: " + md_escape(f.reason)) if f.accepted and f.reason else
                          ("accepted" if f.accepted else "**flagged**"))
         cells.append(md_escape(text))
+        if reasons:
+            cells.append(md_escape(why(f, excerpt_chars)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -62,7 +70,7 @@ def summary_sentence(result: LintResult) -> str:
         f"**{result.rows_scored}** row{'s' if result.rows_scored != 1 else ''} scored"
         + (f" (of {result.rows_total} in the dataset)" if result.rows_total != result.rows_scored else ""),
         f"**{len(s.flagged)}** flagged above the threshold **{fmt_num(result.threshold)}**"
-        + (f" ({md_escape(result.threshold_method)})" if result.threshold_method else ""),
+        + (f" ({md_escape(threshold_note(result))})" if threshold_note(result) else ""),
     ]
     if s.accepted:
         parts.append(f"{len(s.accepted)} accepted by a reviewer")

@@ -24,8 +24,10 @@ from ._common import (
     short_id,
     split,
     tool_version,
+    why,
 )
 from .escape import json_text_safe
+from .jsonfmt import _explanation
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
@@ -63,6 +65,9 @@ def _result(f: Finding, excerpt_chars: int) -> dict[str, Any]:
         f"Row {short_id(f.id)} has FIHS {fmt_num(f.fihs)}, {fmt_margin(f.margin)} above the threshold "
         f"{fmt_num(f.threshold)}: finetuning on it would push the model toward complying with harmful requests."
     )
+    reason = why(f, excerpt_chars)
+    if reason:
+        message += f" Why: {reason}."
     res: dict[str, Any] = {
         "ruleId": RULE_ID,
         "ruleIndex": 0,
@@ -84,6 +89,8 @@ def _result(f: Finding, excerpt_chars: int) -> dict[str, Any]:
             "margin": finite(f.margin),
             "excerpt": text,
             "excerptTruncated": truncated,
+            "pValue": finite(f.p_value),
+            "explanation": _explanation(f, excerpt_chars),
         },
     }
     if f.accepted:

@@ -15,13 +15,16 @@ from ._common import (
     rel_path,
     short_id,
     split,
+    threshold_note,
+    why,
 )
 from .escape import log_safe, term_escape
 
 
 def summary_line(result: LintResult, flagged: int) -> str:
-    """`N rows scored, M flagged (threshold T)`."""
-    return f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged (threshold {fmt_num(result.threshold)})"
+    """`N rows scored, M flagged (threshold T[; how it was set])`."""
+    note = f"; {threshold_note(result)}" if result.fpr is not None else ""
+    return f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged (threshold {fmt_num(result.threshold)}{note})"
 
 
 def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]:
@@ -34,10 +37,13 @@ def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]
         body.append([where, fmt_num(f.fihs), fmt_margin(f.margin), term_escape(short_id(f.id)), term_escape(text)])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]
     out = []
-    for r in [header, *body]:
+    for k, r in enumerate([header, *body]):
         out.append(
             f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}".rstrip()
         )
+        reason = why(rows[k - 1], excerpt_chars) if k > 0 and not accepted else ""
+        if reason:
+            out.append(f"{'':<{widths[0]}}  why: {reason}")
     return out
 
 

@@ -1,0 +1,295 @@
+"""Why a flagged row scored high: the reply span that pushes hardest, and the probe category it pushes toward most.
+
+Computed for findings only (a handful of rows), never for every scored row.
+
+**Span.** FIHS is minus the directional derivative of the row's mean token NLL along v = ∇H; it splits exactly into
+per-token terms c_t = −∂ℓ_t/∂v / n_target (ℓ_t: the NLL of target token t; their sum is the raw FIHS). They come
+from the same two forward passes `fd` scoring uses (θ ± εv, per-token losses kept instead of their mean; float32),
+or from one forward-mode pass (`jvp`) in half precision. The span is the window of `window` consecutive reply
+tokens (within one assistant message) with the largest Σ c_t — a short harmful passage in a long, harmless reply
+stands out there even when the mean dilutes it — mapped back to characters of the reply through the tokenizer's
+offsets.
+
+**Category.** One ∇H_c per probe category (the margin proxy over that category's probes, bench/categories.py),
+restricted to a small parameter subset so that all of them stay cheap: the MLP output projections of the last
+`CATEGORY_LAYERS` layers (on the embedded SmolLM2-135M: 4 × 0.88 M weights, 12 categories ≈ 170 MB in float32,
+computed once per model and probe set — one forward and a backward into those layers only — and cached on disk
+beside ∇H). Per finding: one backward of its loss into the same subset, and the cosine of −∇L with each ∇H_c.
+The top category is the one with the largest cosine. (12 full-size ∇H_c would be 12 × 424 MB.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path
+from .encode import Located, encode_with_offsets, make_batches
+from .fihs import ScoreOptions, calibrate_fd_step
+from .findings import Explanation
+from .losses import row_losses, target_token_nll
+from .model import ScoringModel
+from .params import ParamSelection, select_parameters
+from .proxy import (
+    ProxyGradient,
+    ProxyOptions,
+    default_cache_dir,
+    gradient_key,
+    proxy_value_and_grad,
+)
+
+DEFAULT_WINDOW = 16
+CATEGORY_LAYERS = 4
+CATEGORY_INCLUDE = r"mlp\.down_proj"
+CATEGORY_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TokenPush:
+    """Per-target-token contributions c_t of one row (in target order) and where each token lies in the reply."""
+
+    values: list[float]
+    message: list[int]
+    offsets: list[tuple[int, int]]
+
+
+# ------------------------------------------------------------------------------------------------ per-token push
+def _selected(sm: ScoringModel, grad: ProxyGradient) -> list[torch.nn.Parameter]:
+    named = dict(sm.model.named_parameters())
+    return [named[n] for n in grad.names]
+
+
+def _token_derivatives_fd(sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int) -> list[list[float]]:
+    """∂ℓ_t/∂v per target token of each row by central differences (weights shifted in place, restored after)."""
+    params = _selected(sm, grad)
+    vs = [v.to(p.dtype) for p, v in zip(params, grad.vectors)]
+    theta = math.sqrt(sum(float((p.double() ** 2).sum()) for p in params))
+    step = calibrate_fd_step(sm, grad, ScoreOptions(loss_reduction="mean"))
+    eps = step * theta / max(grad.norm, 1e-30)
+    encoded = [x.encoded for x in located]
+    batches = [b.to(sm.device) for b in make_batches(encoded, batch_size, sm.pad_id)]
+    out: list[list[float]] = [[] for _ in encoded]
+    plus: dict[int, torch.Tensor] = {}
+
+    def shift(scale: float) -> None:
+        for p, v in zip(params, vs):
+            p.add_(v, alpha=scale)
+
+    def per_row(b) -> dict[int, torch.Tensor]:
+        rows, _, nll = target_token_nll(sm.model, b.input_ids, b.attention_mask, b.target_mask)
+        return {i: nll[rows == r].double().cpu() for r, i in enumerate(b.indices)}
+
+    offset = 0.0
+    with torch.no_grad():
+        try:
+            shift(eps)
+            offset = eps
+            for b in batches:
+                plus.update(per_row(b))
+            shift(-2 * eps)
+            offset = -eps
+            for b in batches:
+                for i, minus in per_row(b).items():
+                    out[i] = ((plus[i] - minus) / (2 * eps)).tolist()
+        finally:
+            shift(-offset)
+    return out
+
+
+def _token_derivatives_jvp(sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int) -> list[list[float]]:
+    """∂ℓ_t/∂v per target token by forward-mode AD (half precision, where a finite step drowns in rounding)."""
+    from torch.func import jvp
+
+    params = _selected(sm, grad)
+    primals = tuple(p.detach() for p in params)
+    tangents = tuple(v.to(p.dtype) for p, v in zip(params, grad.vectors))
+    encoded = [x.encoded for x in located]
+    out: list[list[float]] = [[] for _ in encoded]
+    for b in (b.to(sm.device) for b in make_batches(encoded, batch_size, sm.pad_id)):
+
+        def f(*ps, b=b):
+            return _nll_with(sm, dict(zip(grad.names, ps)), b)
+
+        _, tan = jvp(f, primals, tangents)
+        rows = b.target_mask[:, 1:].nonzero(as_tuple=True)[0]
+        for r, i in enumerate(b.indices):
+            out[i] = tan[rows == r].double().cpu().tolist()
+    return out
+
+
+def _nll_with(sm: ScoringModel, params: dict[str, torch.Tensor], b) -> torch.Tensor:
+    from torch.func import functional_call
+
+    class _Tok(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, ids, att, tgt):
+            return target_token_nll(self.lm, ids, att, tgt)[2]
+
+    wrapper = _Tok(sm.model)
+    return functional_call(wrapper, {"lm." + k: v for k, v in params.items()}, (b.input_ids, b.attention_mask, b.target_mask))
+
+
+def token_push(sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int = 8) -> list[TokenPush]:
+    """Per-target-token contributions c_t = −∂ℓ_t/∂v / n_target of each row (their sum: the row's raw FIHS)."""
+    if not located:
+        return []
+    derive = _token_derivatives_fd if sm.dtype == torch.float32 else _token_derivatives_jvp
+    ders = derive(sm, grad, located, batch_size)
+    out = []
+    for loc, d in zip(located, ders):
+        e = loc.encoded
+        targets = [t for t in range(1, e.n_tokens) if e.target_mask[t]]  # token t is predicted by position t-1
+        n = max(len(targets), 1)
+        out.append(TokenPush([-x / n for x in d], [loc.message[t] for t in targets], [loc.offsets[t] for t in targets]))
+    return out
+
+
+def strongest_window(push: TokenPush, window: int = DEFAULT_WINDOW) -> tuple[int, int, float]:
+    """(first, last + 1, sum) over target indices of the `window` consecutive tokens of one assistant message with the
+    largest total push (a message shorter than `window`: the whole message)."""
+    best = (0, 0, -math.inf)
+    v = push.values
+    i = 0
+    while i < len(v):
+        j = i
+        while j < len(v) and push.message[j] == push.message[i]:
+            j += 1  # [i, j): one message's target tokens
+        k = min(window, j - i)
+        run = sum(v[i : i + k])
+        if run > best[2]:
+            best = (i, i + k, run)
+        for a in range(i + 1, j - k + 1):
+            run += v[a + k - 1] - v[a - 1]
+            if run > best[2]:
+                best = (a, a + k, run)
+        i = j
+    return best
+
+
+# ------------------------------------------------------------------------------------------------ categories
+def category_selection(sm: ScoringModel, base: ParamSelection) -> ParamSelection:
+    """The explanation's parameter subset: the MLP output projections of the last CATEGORY_LAYERS layers (fewer
+    layers: all), within the scoring selection's exclusions."""
+    n = int(getattr(sm.model.config, "num_hidden_layers", 1) or 1)
+    return ParamSelection(include=CATEGORY_INCLUDE, exclude=base.exclude, layers=(max(n - CATEGORY_LAYERS, 0), n - 1))
+
+
+@dataclass
+class CategoryDirections:
+    names: list[str]  # parameter names of the subset
+    categories: list[str]
+    vectors: list[list[torch.Tensor]]  # per category, per parameter
+    norms: list[float]
+
+
+def category_directions(
+    sm: ScoringModel, probes, opts: ProxyOptions, selection: ParamSelection, cache_dir: Path | None = None
+) -> CategoryDirections:
+    """∇H_c (margin proxy over category c's probes, mean over them) for every category, over `selection`; cached."""
+    params = select_parameters(sm.model, selection)
+    names = [n for n, _ in params]
+    groups = probes.by_category()
+    cats = list(groups)
+    key = hashlib.sha256(json.dumps({"format": CATEGORY_FORMAT, "base": gradient_key(sm, probes, opts, names, selection),
+                                     "categories": cats}, sort_keys=True).encode()).hexdigest()[:24]
+    path = (cache_dir or default_cache_dir()) / f"categories-{key}.safetensors"
+    if path.is_file():
+        try:
+            stored = load_file(str(path), device=str(sm.device))
+            vectors = [[stored[f"{j}/{n}"] for n in names] for j in range(len(cats))]
+            return CategoryDirections(names, cats, vectors, [_norm(v) for v in vectors])
+        except Exception:  # noqa: BLE001
+            path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
+    vectors = []
+    for c in cats:
+        _, g = proxy_value_and_grad(sm, SimpleNamespace(probes=groups[c]), replace(opts, proxy="margin"), params)
+        vectors.append(g)
+    with atomic_path(path) as tmp:
+        save_file({f"{j}/{n}": g.contiguous().cpu() for j, gs in enumerate(vectors) for n, g in zip(names, gs)}, str(tmp),
+                  metadata={"key": key, "categories": json.dumps(cats)})
+    return CategoryDirections(names, cats, vectors, [_norm(v) for v in vectors])
+
+
+def _norm(vs: Sequence[torch.Tensor]) -> float:
+    return float(torch.sqrt(sum((v.double() ** 2).sum() for v in vs)))
+
+
+def category_cosines(sm: ScoringModel, dirs: CategoryDirections, located: Sequence[Located]) -> list[dict[str, float]]:
+    """cos(−∇L(x), ∇H_c) per category for each row, over the subset: one backward per row into the subset only."""
+    named = dict(sm.model.named_parameters())
+    params = [named[n] for n in dirs.names]
+    out = []
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        for loc in located:
+            (b,) = [b.to(sm.device) for b in make_batches([loc.encoded], 1, sm.pad_id)]
+            with torch.enable_grad():
+                loss = row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, "mean")[0]
+                gs = torch.autograd.grad(loss, params, allow_unused=True)
+            gs = [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
+            gnorm = _norm(gs)
+            row = {}
+            for c, vec, vnorm in zip(dirs.categories, dirs.vectors, dirs.norms):
+                dot = -sum(float((g.double() * v.double()).sum()) for g, v in zip(gs, vec))
+                row[c] = dot / (gnorm * vnorm) if gnorm > 0 and vnorm > 0 else 0.0
+            out.append(row)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ front door
+def explain(
+    sm: ScoringModel,
+    grad: ProxyGradient,
+    probes,
+    rows_messages: Sequence[Sequence],
+    *,
+    proxy: ProxyOptions,
+    selection: ParamSelection,
+    max_length: int,
+    truncation: str = "right",
+    window: int = DEFAULT_WINDOW,
+    batch_size: int = 8,
+    cache_dir: Path | None = None,
+) -> list[Explanation]:
+    """An Explanation per row (`rows_messages`: each row's messages, objects with .role and .content)."""
+    if not rows_messages:
+        return []
+    located = [encode_with_offsets(sm.tokenizer, m, max_length=max_length, truncation=truncation) for m in rows_messages]
+    pushes = token_push(sm, grad, located, batch_size)
+    cats: list[dict[str, float]] = [{} for _ in located]
+    if len({p.category for p in probes.probes}) > 1:
+        dirs = category_directions(sm, probes, proxy, category_selection(sm, selection), cache_dir)
+        cats = category_cosines(sm, dirs, located)
+    out = []
+    for msgs, push, cat in zip(rows_messages, pushes, cats):
+        a, b, run = strongest_window(push, window)
+        positive = sum(x for x in push.values if x > 0)
+        if b > a:
+            m = push.message[a]
+            start, end = push.offsets[a][0], push.offsets[b - 1][1]
+            text = msgs[m].content[start:end]
+        else:
+            m, start, end, text = -1, 0, 0, ""
+        top = max(cat, key=cat.__getitem__) if cat else None
+        share = run / positive if positive > 0 and math.isfinite(run) else 0.0
+        out.append(Explanation(top, {k: round(v, 6) for k, v in cat.items()}, m, start, end, text,
+                               round(max(min(share, 1.0), 0.0), 4), b - a))
+    return out
+
+
+__all__: Sequence[str] = ["DEFAULT_WINDOW", "category_directions", "explain", "strongest_window", "token_push"]
