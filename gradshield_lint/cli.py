@@ -276,6 +276,25 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
     )
 
 
+def _ray_options(f):
+    f = click.option("--chunk-rows", default=1024, show_default=True, type=click.IntRange(1), help="With --engine ray: rows per block and per shard (the work redone when a worker dies).")(f)
+    f = click.option("--workers", type=click.IntRange(1), help="With --engine ray: scoring actors (default: 1 locally; the cluster's GPUs, else its CPUs).")(f)
+    f = click.option("--ray-address", metavar="ADDR", help="With --engine ray: join this Ray cluster (e.g. auto, or HOST:6379) instead of starting a local instance.")(f)
+    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Score in this process, or on Ray actors (resumable: a re-run skips rows already scored).")(f)
+    return f
+
+
+def _ray_opts(ctx: Context, address, workers, chunk_rows):
+    from .distributed import RayOptions
+
+    return RayOptions(address=address, workers=workers, chunk_rows=chunk_rows, progress=ctx.progress)
+
+
+def _ray_summary(run) -> str:
+    resumed = f", {run.resumed} from an interrupted run" if run.resumed else ""
+    return f"ray: {run.workers} worker{'s' if run.workers != 1 else ''}, {run.scored} scored{resumed}, {run.seconds:.1f} s"
+
+
 @main.group()
 def baseline() -> None:
     """Create or update the stored baseline: the scores of the rows already accepted, and the threshold."""
@@ -286,8 +305,9 @@ def baseline() -> None:
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Where to write it (default: from the configuration).")
 @click.option("--criterion", type=click.Choice(["distribution", "finetune"]), help="How the threshold is accepted (default: threshold.criterion).")
 @click.option("--force", is_flag=True, help="Overwrite an existing baseline.")
+@_ray_options
 @click.pass_obj
-def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None:
+def baseline_create(ctx: Context, files, baseline_opt, criterion, force, engine, ray_address, workers, chunk_rows) -> None:
     """Score every row of FILES (default: the configured `files` globs) and write the baseline.
 
     With --criterion finetune the threshold is found by GradShield's binary search: each candidate threshold is
@@ -304,6 +324,14 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     if path.exists() and not force:
         raise click.UsageError(f"{path} exists; use `baseline update`, or --force to start over")
     tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
+    if engine == "ray":
+        from .distributed import create_baseline_ray
+
+        opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
+        b, run, values = create_baseline_ray(_engine(ctx, cfg).settings, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), tcfg, path, opts)
+        above = sum(s > b.threshold.value for s in values)
+        click.echo(f"baseline written to {path}: {run.rows} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it; {_ray_summary(run)}", err=True)
+        return
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
     write_baseline(path, b)
@@ -316,8 +344,9 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="The baseline to update (default: from the configuration).")
 @click.option("--rescore", is_flag=True, help="Score every row again (after the model, probes or proxy changed); finds the threshold again.")
 @click.option("--rethreshold", is_flag=True, help="Find the threshold again on all rows (default: keep the stored one, so that concurrent updates merge cleanly).")
+@_ray_options
 @click.pass_obj
-def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> None:
+def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold, engine, ray_address, workers, chunk_rows) -> None:
     """Score the rows the baseline does not know and drop rows that no longer exist.
 
     The stored threshold is kept unless --rethreshold or --rescore is given: two pull requests that each add rows
@@ -331,6 +360,13 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
     if not path.exists():
         raise click.UsageError(f"{path} does not exist; run `gradshield-lint baseline create` first")
     old = read_baseline(path)
+    if engine == "ray":
+        from .distributed import update_baseline_ray
+
+        opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
+        new, run = update_baseline_ray(_engine(ctx, cfg).settings, old, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), cfg.threshold, path, opts, rescore=rescore, rethreshold=rethreshold)
+        click.echo(f"baseline updated: {run.scored + run.resumed} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}; {_ray_summary(run)}", err=True)
+        return
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     new, n_scored = update_baseline(_engine(ctx, cfg), old, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold)
     write_baseline(path, new)
