@@ -278,7 +278,7 @@ def filter_cmd(ctx: Context, source: Path, dest: Path, removed_opt: Path | None)
 
 def _ray_options(f):
     f = click.option("--chunk-rows", default=1024, show_default=True, type=click.IntRange(1), help="With --engine ray: rows per block and per shard (the work redone when a worker dies).")(f)
-    f = click.option("--workers", type=click.IntRange(1), help="With --engine ray: scoring actors (default: 1 locally; the cluster's GPUs, else its CPUs).")(f)
+    f = click.option("--workers", type=click.IntRange(1), help="With --engine ray: scoring actors (default: 1 locally; the cluster's GPUs, else its CPUs less one).")(f)
     f = click.option("--ray-address", metavar="ADDR", help="With --engine ray: join this Ray cluster (e.g. auto, or HOST:6379) instead of starting a local instance.")(f)
     f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Score in this process, or on Ray actors (resumable: a re-run skips rows already scored).")(f)
     return f

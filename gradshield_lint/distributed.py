@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,7 +262,9 @@ class _Session:
                 if self.opts.address:
                     ray.init(address=self.opts.address, **kwargs)
                 else:
-                    ray.init(num_cpus=self.opts.workers or 1, **kwargs)
+                    # one CPU more than the actors take: Ray Data starts the actors first, and actors on every
+                    # CPU leave none for the read tasks (the run hangs: ray-project/ray#44687)
+                    ray.init(num_cpus=(self.opts.workers or 1) + 1, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 where = f"the Ray cluster at {self.opts.address}" if self.opts.address else "a local Ray instance"
                 raise ConfigError(f"cannot start or join {where}: {exc}") from None
@@ -279,7 +282,8 @@ def _workers(ray, opts: RayOptions, gpu: bool) -> int:
     if opts.address is None:
         return 1
     res = ray.cluster_resources()
-    return max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1)))
+    # CPU actors leave one CPU free for the read tasks (see _Session)
+    return max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 2)) - 1)
 
 
 def _unwrap(ray, exc: BaseException) -> BaseException:
@@ -297,6 +301,13 @@ def _describe_remote(ray, settings: EngineSettings, gpu: bool) -> tuple[Fingerpr
     return Fingerprint.from_dict(fp), Recorded.from_dict(rec)
 
 
+def _read_staging(ray, staging: Path, here, blocks: int):
+    """The staging files as a Dataset, one block per file, read on the driver's node (no shared filesystem) by
+    tasks that take no CPU slot."""
+    return ray.data.read_parquet(str(staging), num_cpus=0, ray_remote_args={"scheduling_strategy": here},
+                                 override_num_blocks=blocks)
+
+
 def _score_staged(ray, settings: EngineSettings, staging: Path, staged: list[str], work: WorkDir, workers: int,
                   gpu: bool, opts: RayOptions) -> int:
     """Score the staged rows with a pool of `workers` actors; every result block becomes a shard. Returns the
@@ -308,12 +319,11 @@ def _score_staged(ray, settings: EngineSettings, staging: Path, staged: list[str
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # ours is the one bar (rows done / total, rows/s)
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # not "progress bars disabled" on every run
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    ds = ray.data.read_parquet(
-        str(staging), ray_remote_args={"scheduling_strategy": here, "num_cpus": 0},
-        override_num_blocks=max(1, -(-len(staged) // opts.chunk_rows)),  # one block per staging file
-    )
+    with warnings.catch_warnings():  # ray_remote_args is deprecated in favour of named arguments, which lack this one
+        warnings.simplefilter("ignore")
+        ds = _read_staging(ray, staging, here, max(1, -(-len(staged) // opts.chunk_rows)))
     resources: dict[str, Any] = {"num_gpus": 1} if gpu else {"num_cpus": 1}
     scored = ds.map_batches(
         _Scorer,

@@ -48,7 +48,8 @@ def env(tmp_path_factory, tokenizer):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved["PYTHONPATH"]) if p)
     import logging
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    # 3 CPUs: two scoring actors and a slot for Ray Data's read tasks (as the command does for a local instance)
+    ray.init(num_cpus=3, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         yield {"model": model, "cache": cache, "address": ray.get_runtime_context().gcs_address}
     finally:
