@@ -282,3 +282,54 @@ def test_engine_ray_without_ray_exits_2(tmp_path):
     assert "pip install 'gradshield-lint[ray]'" in r.stderr
     assert "Traceback" not in r.stderr
     assert not repo.baseline.exists()
+
+
+# ------------------------------------------------------------------------------------------------ without Ray
+
+
+def test_staging_dedups_skips_and_chunks(tmp_path):
+    """The driver's pass: rows de-duplicated by id across files, ids already scored skipped, staging files of
+    at most chunk_rows rows that hold every other row exactly once (real files, read back with pyarrow)."""
+    import pyarrow.parquet as pq
+
+    from gradshield_lint.distributed import iter_unique_rows, stage_rows
+    from gradshield_lint.rows import iter_rows
+
+    a = write_jsonl(tmp_path / "a.jsonl", ordinary_rows(25))
+    b = write_jsonl(tmp_path / "b.jsonl", ordinary_rows(5) + ordinary_rows(3, start=100))
+    rows = list(iter_unique_rows([a, b], None))
+    assert len(rows) == 28
+    skip = {r.id for r in rows[:4]}
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    staged, seen = stage_rows(iter(rows), skip, staging, chunk_rows=10)
+    assert seen == 28 and len(staged) == 24
+    files = sorted(staging.glob("*.parquet"))
+    sizes = [pq.read_table(f).num_rows for f in files]
+    assert sizes == [10, 10, 4]
+    got = [i for f in files for i in pq.read_table(f).column("id").to_pylist()]
+    assert got == [r.id for r in rows[4:]]
+    first = pq.read_table(files[0]).to_pylist()[0]
+    want = next(r for r in iter_rows(a, None) if r.id == first["id"])
+    assert (first["source"], first["line"]) == (want.source, want.line)
+    assert json.loads(first["messages"]) == [[m.role, m.content] for m in want.messages]
+
+
+def test_shards_are_read_back_and_a_corrupt_one_is_rescored(tmp_path):
+    """Shards round-trip exactly; an unreadable shard is dropped (its rows get scored again), a temporary file
+    left by a kill mid-write is ignored; a second run on the same shards is refused while the first holds them."""
+    from gradshield_lint.distributed import WorkDir
+    from gradshield_lint.errors import ConfigError
+
+    w = WorkDir(tmp_path / "work")
+    lock = w.lock()
+    w.write_shard({"a1": 0.1 + 0.2, "b2": -3e-7})
+    bad = w.write_shard({"c3": 1.0})
+    bad.write_text('{"scores": {"c3": 1.')  # as if edited by hand
+    (w.root / ".shard-x.json.tmp").write_text("{")
+    assert w.read_scores() == {"a1": 0.1 + 0.2, "b2": -3e-7}
+    assert not bad.exists()
+    with pytest.raises(ConfigError, match="another run"):
+        WorkDir(w.root).lock()
+    lock.release()
+    WorkDir(w.root).lock().release()
