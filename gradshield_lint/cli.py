@@ -284,6 +284,11 @@ def _ray_options(f):
     return f
 
 
+def _check_engine(engine: str, address, workers) -> None:
+    if engine != "ray" and (address or workers):
+        raise click.UsageError("--ray-address and --workers need --engine ray")
+
+
 def _ray_opts(ctx: Context, address, workers, chunk_rows):
     from .distributed import RayOptions
 
@@ -324,6 +329,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force, engine,
     if path.exists() and not force:
         raise click.UsageError(f"{path} exists; use `baseline update`, or --force to start over")
     tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
+    _check_engine(engine, ray_address, workers)
     if engine == "ray":
         from .distributed import create_baseline_ray
 
@@ -360,6 +366,7 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold, eng
     if not path.exists():
         raise click.UsageError(f"{path} does not exist; run `gradshield-lint baseline create` first")
     old = read_baseline(path)
+    _check_engine(engine, ray_address, workers)
     if engine == "ray":
         from .distributed import update_baseline_ray
 
