@@ -294,9 +294,11 @@ def _unwrap(ray, exc: BaseException) -> BaseException:
 
 def _describe_remote(ray, settings: EngineSettings, gpu: bool) -> tuple[Fingerprint, Recorded]:
     task = ray.remote(num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_retries=MAX_TASK_RETRIES)(_describe)
+    from ray.exceptions import RayTaskError
+
     try:
         fp, rec = ray.get(task.remote(settings))
-    except ray.exceptions.RayTaskError as exc:
+    except RayTaskError as exc:
         raise _unwrap(ray, exc) from None
     return Fingerprint.from_dict(fp), Recorded.from_dict(rec)
 
