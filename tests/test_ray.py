@@ -36,7 +36,10 @@ needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip in
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ROWS = 300  # ordinary rows in a.jsonl; b.jsonl repeats 10 of them (de-duplicated) and adds 2 compliance rows
-CHUNK = "8"  # small chunks: many shards, so "half-way" is a wide window
+CHUNK = "8"
+# The kill tests: one row per chunk, so the job is hundreds of Ray tasks and "half-way" is a wide window (with 8-row
+# chunks the tiny model scored all 38 of them within one polling interval: the kill came after the last shard)
+KILL_CHUNK = "1"
 RUN_TIMEOUT = 240
 
 
@@ -182,7 +185,7 @@ def test_killed_driver_resumes_and_scores_each_row_once(env, tmp_path):
     repo = make_data(tmp_path / "repo", env["model"])
     ref = reference(repo)
     cache = env["cache"]
-    args = ("baseline", "create", "--engine", "ray", "--ray-address", env["address"], "--workers", "1", "--chunk-rows", CHUNK)
+    args = ("baseline", "create", "--engine", "ray", "--ray-address", env["address"], "--workers", "1", "--chunk-rows", KILL_CHUNK)
     p = cli(repo.root, *args, cache=cache)
     try:
         wait_for(lambda: shard_ids(cache) or p.poll() is not None, 120, "the first shard")
@@ -251,7 +254,7 @@ def test_killed_worker_is_retried_nothing_lost(env, tmp_path):
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     r = run_cli(repo.root, "-q", "baseline", "create", "--engine", "ray", "--ray-address", env["address"],
-                "--workers", "2", "--chunk-rows", CHUNK)
+                "--workers", "2", "--chunk-rows", KILL_CHUNK)
     t.join(timeout=30)
     assert "error" not in killed, killed.get("error")
     assert r.exit_code == 0, r.stderr
