@@ -411,6 +411,30 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
     )
 
 
+def _ray_options(f):
+    f = click.option("--chunk-rows", default=1024, show_default=True, type=click.IntRange(1), help="With --engine ray: rows per block and per shard (the work redone when a worker dies).")(f)
+    f = click.option("--workers", type=click.IntRange(1), help="With --engine ray: scoring actors (default: 1 locally; the cluster's GPUs, else its CPUs less one).")(f)
+    f = click.option("--ray-address", metavar="ADDR", help="With --engine ray: join this Ray cluster (e.g. auto, or HOST:6379) instead of starting a local instance.")(f)
+    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Score in this process, or on Ray actors (resumable: a re-run skips rows already scored).")(f)
+    return f
+
+
+def _check_engine(engine: str, address, workers) -> None:
+    if engine != "ray" and (address or workers):
+        raise click.UsageError("--ray-address and --workers need --engine ray")
+
+
+def _ray_opts(ctx: Context, address, workers, chunk_rows):
+    from .distributed import RayOptions
+
+    return RayOptions(address=address, workers=workers, chunk_rows=chunk_rows, progress=ctx.progress)
+
+
+def _ray_summary(run) -> str:
+    resumed = f", {run.resumed} from an interrupted run" if run.resumed else ""
+    return f"ray: {run.workers} worker{'s' if run.workers != 1 else ''}, {run.scored} scored{resumed}, {run.seconds:.1f} s"
+
+
 @main.group()
 def baseline() -> None:
     """Create or update the stored baseline: the scores of the rows already accepted, and the threshold."""
@@ -421,8 +445,9 @@ def baseline() -> None:
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Where to write it (default: from the configuration).")
 @click.option("--criterion", type=click.Choice(["distribution", "finetune"]), help="How the threshold is accepted (default: threshold.criterion).")
 @click.option("--force", is_flag=True, help="Overwrite an existing baseline.")
+@_ray_options
 @click.pass_obj
-def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None:
+def baseline_create(ctx: Context, files, baseline_opt, criterion, force, engine, ray_address, workers, chunk_rows) -> None:
     """Score every row of FILES (default: the configured `files` globs) and write the baseline.
 
     With --criterion finetune the threshold is found by GradShield's binary search: each candidate threshold is
@@ -441,6 +466,15 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
     if path.is_dir():
         raise click.UsageError(f"cannot write the baseline to {path}: it is a directory")
     tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
+    _check_engine(engine, ray_address, workers)
+    if engine == "ray":
+        from .distributed import create_baseline_ray
+
+        opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
+        b, run, values = create_baseline_ray(_engine(ctx, cfg).settings, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), tcfg, path, opts)
+        above = sum(s > b.threshold.value for s in values)
+        click.echo(f"baseline written to {path}: {run.rows} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it; {_ray_summary(run)}", err=True)
+        return
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     require_rows(rows, files or [cfg.root], cfg.files)  # before loading a model
     b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
@@ -457,8 +491,9 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force) -> None
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="The baseline to update (default: from the configuration).")
 @click.option("--rescore", is_flag=True, help="Score every row again (after the model, probes or proxy changed); finds the threshold again.")
 @click.option("--rethreshold", is_flag=True, help="Find the threshold again on all rows (default: keep the stored one, so that concurrent updates merge cleanly).")
+@_ray_options
 @click.pass_obj
-def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> None:
+def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold, engine, ray_address, workers, chunk_rows) -> None:
     """Score the rows the baseline does not know and drop rows that no longer exist.
 
     The stored threshold is kept unless --rethreshold or --rescore is given: two pull requests that each add rows
@@ -472,6 +507,14 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold) -> 
     if not path.exists():
         raise click.UsageError(f"{path} does not exist; run `gradshield-lint baseline create` first")
     old = read_baseline(path)
+    _check_engine(engine, ray_address, workers)
+    if engine == "ray":
+        from .distributed import update_baseline_ray
+
+        opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
+        new, run = update_baseline_ray(_engine(ctx, cfg).settings, old, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), cfg.threshold, path, opts, rescore=rescore, rethreshold=rethreshold)
+        click.echo(f"baseline updated: {run.scored + run.resumed} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}; {_ray_summary(run)}", err=True)
+        return
     rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
     # merged under the baseline's lock into the file as it is then: an `accept` meanwhile is kept
     new, n_scored = update_baseline_file(_engine(ctx, cfg), path, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold, snapshot=old)
