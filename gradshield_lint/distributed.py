@@ -40,7 +40,10 @@ from .baseline import (
     Recorded,
     check_compatible,
     diff_rows,
+    baseline_lock,
     make_baseline,
+    modify_baseline,
+    rebase,
     update_scores,
     write_baseline,
 )
@@ -428,8 +431,9 @@ def create_baseline_ray(settings: EngineSettings, files, shape, cfg_threshold, b
     try:
         values = [scores[i] for i in ids]
         accepted = {k: v for k, v in accepted_from.accepted.items() if k in scores} if accepted_from else None
-        b = make_baseline(fp, scores, threshold_for(values, cfg_threshold), rec, accepted)
-        write_baseline(baseline_path, b)
+        b = make_baseline(fp, scores, threshold_for(values, cfg_threshold, reference=True), rec, accepted)
+        with baseline_lock(baseline_path):
+            write_baseline(baseline_path, b)
         work.remove()
     finally:
         lock.release()
@@ -453,8 +457,9 @@ def update_baseline_ray(settings: EngineSettings, baseline: Baseline, files, sha
         diff = diff_rows(baseline, ids)
         merged = update_scores(baseline, new, set(diff.removed))
         if rethreshold:
-            merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold))
-        write_baseline(baseline_path, merged)
+            merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True))
+        # merged under the baseline's lock into the file as it is now: an `accept` meanwhile is kept
+        merged = modify_baseline(baseline_path, lambda current: rebase(current, baseline, merged, baseline_path))
         work.remove()
     finally:
         lock.release()

@@ -268,21 +268,25 @@ def judge_added(engine, added: Sequence[Row], cfg, *, baseline_path: Path | None
         new_ids = set(diff_rows(baseline, (r.id for r in added)).new)
         new = [r for r in added if r.id in new_ids]
         threshold, accepted = baseline.threshold, baseline.accepted
+        reference: list[float] | None = list(baseline.scores.values())
     else:
-        new, accepted = list(added), {}
+        new, accepted, reference = list(added), {}, None
         if cfg.threshold.method == "fixed":
             threshold = lint.threshold_for([], cfg.threshold)
         else:
-            reference = sorted({r.id: r for r in base_rows}.values(), key=lambda r: r.id)[: lint.REFERENCE_SAMPLE]
-            if len(reference) < 8:
+            reference_rows = sorted({r.id: r for r in base_rows}.values(), key=lambda r: r.id)[: lint.REFERENCE_SAMPLE]
+            if len(reference_rows) < 8:
                 raise ConfigError(
-                    f"there is no baseline on {base!r} ({cfg.baseline}) and only {len(reference)} rows there, too few "
+                    f"there is no baseline on {base!r} ({cfg.baseline}) and only {len(reference_rows)} rows there, too few "
                     "to find a threshold; create a baseline with `gradshield-lint baseline create` and push it, or set "
                     "threshold.method: fixed"
                 )
-            threshold = lint.threshold_for(lint.score(engine, reference).scores, cfg.threshold)
+            reference = lint.score(engine, reference_rows).scores
+            threshold = lint.threshold_for(reference, cfg.threshold, reference=True)
     scored = lint.score(engine, new)
-    return lint.judge(scored, threshold, accepted, rows_total=len(new), engine=engine)
+    # p-values against the accepted rows, and a reason for each finding, as `check` gives them
+    return lint.judge(scored, threshold, accepted, rows_total=len(new), engine=engine, reference=reference,
+                      explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
 
 
 def check_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob, workdir: Path) -> Verdict | None:
