@@ -76,7 +76,7 @@ def row_losses(
     (per-sample and exact backward passes): the log-softmax is then taken in float32 and, where the head allows,
     without keeping the logits for the backward pass (_HeadNLL).
     """
-    rows, _, nll = target_token_nll(model, input_ids, attention_mask, target_mask)
+    rows, _, nll = target_token_nll(model, input_ids, attention_mask, target_mask, precision)
     sums = torch.zeros(input_ids.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
     if reduction == "sum":
         return sums
@@ -85,9 +85,14 @@ def row_losses(
 
 
 def target_token_nll(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    target_mask: torch.Tensor,
+    precision: str = "float64",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(row, position, NLL) of every target token, row-major: position t predicts token t + 1."""
+    """(row, position, NLL) of every target token, row-major: position t predicts token t + 1. `precision`: as
+    in `row_losses`."""
     backbone, head = _backbone_and_head(model)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     predict = target_mask[:, 1:]  # position t predicts token t+1
@@ -95,9 +100,7 @@ def target_token_nll(
     h = hidden[:, :-1][rows, cols]
     labels = input_ids[:, 1:][rows, cols]
     if precision == "float32" and h.dtype == torch.float32 and _fast_head_ok(model, head):
-        nll = _HeadNLL.apply(h, head.weight, labels, _CHUNK).double()
-        sums = torch.zeros(input_ids.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
-        return sums if reduction == "sum" else sums / predict.sum(dim=1).clamp(min=1).to(nll.dtype)
+        return rows, cols, _HeadNLL.apply(h, head.weight, labels, _CHUNK).double()
     softcap = getattr(model.config, "final_logit_softcapping", None)
     # float64 log-softmax: finite differences subtract two nearly equal losses, and float32 rounding of a loss
     # of ~10 (≈1e-6) would quantize the scores. Chunked so that a 50k-vocabulary logit block stays small.
