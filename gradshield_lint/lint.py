@@ -380,10 +380,15 @@ def expand_files(
         if not p.is_dir() or is_dataset_file(p):
             out.append(p)
             continue
+        # the globs are the repository's (relative to root), but a user naming `data/` means the files under it
+        # whether the globs are read from the root (`data/**/*.jsonl`) or from the directory itself (`**/*.jsonl`)
+        under = _resolved(p)
+        from_root = [q for g in globs for q in sorted(root.glob(g)) if under in _resolved(q).parents]
         found = [
-            q for g in globs for q in sorted(p.glob(g))
+            q for q in [*from_root, *(q for g in globs for q in sorted(p.glob(g)))]
             if q.is_file() and not {".git", ".venv"} & set(q.parts) and _resolved(q) not in skipped
         ]
+        found = list({_resolved(q): q for q in reversed(found)}.values())[::-1]  # one entry per file, first spelling
         if not found and paths:
             raise InputError(
                 f"no dataset file in this directory (none matches the configured `files` globs: {', '.join(globs) or 'none'})",
