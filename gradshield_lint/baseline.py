@@ -660,6 +660,9 @@ def read_baseline(path: str | Path) -> Baseline:
     format version."""
     path = Path(path)
     try:
+        # a FIFO or device would block the read (or never end): a baseline is a regular file
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise BaselineError("not a regular file, expected a baseline file", file=path)
         data = path.read_bytes()
     except FileNotFoundError:
         raise BaselineError("baseline not found; create it with `gradshield-lint baseline create`", file=path) from None

@@ -392,3 +392,18 @@ def test_internal_error_in_a_real_process(repo):
     p = run_subprocess(repo, "check", env={"PYTHONPATH": os.pathsep.join([str(shim), str(REPO_ROOT)])})
     assert p.returncode == 3, p.stderr
     assert "Traceback" not in p.stderr and "ZeroDivisionError: a bug" in p.stderr
+
+
+def test_fifo_given_as_the_baseline(tmp_path):
+    """A FIFO named as the baseline is refused at once (reading it would wait for a writer forever): exit 2 naming
+    it, through the library the CLI calls."""
+    import pytest as _pytest
+
+    from gradshield_lint.baseline import read_baseline
+    from gradshield_lint.errors import BaselineError
+
+    fifo = tmp_path / "baseline.json"
+    os.mkfifo(fifo)
+    with _pytest.raises(BaselineError) as info:
+        read_baseline(fifo)
+    assert info.value.exit_code == 2 and "not a regular file" in str(info.value) and str(fifo) in str(info.value)
