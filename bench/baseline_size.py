@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradshield_lint.baseline import Fingerprint, Recorded, make_baseline, read_baseline, write_baseline  # noqa: E402
-from gradshield_lint.threshold import find_threshold  # noqa: E402
+from gradshield_lint.lint.baseline import Fingerprint, Recorded, make_baseline, read_baseline, write_baseline  # noqa: E402
+from gradshield_lint.lint.threshold import find_threshold  # noqa: E402
 
 
 def main() -> None:

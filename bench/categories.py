@@ -91,9 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.max_group_columns, args.engine = 24, []
     import peers
 
-    from gradshield_lint.encode import encode_conversation
-    from gradshield_lint.model import load_model
-    from gradshield_lint.probes import load_probes
+    from gradshield_lint.scoring.encode import encode_conversation
+    from gradshield_lint.scoring.model import load_model
+    from gradshield_lint.scoring.probes import load_probes
 
     items = quality.load_items(args.paths, args.per_file or None, args.per_subset, args.seed)
     if not items:

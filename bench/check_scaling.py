@@ -41,13 +41,13 @@ from memory import PeakRSS, rss  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from gradshield_lint.baseline import make_baseline, read_baseline, write_baseline  # noqa: E402
+from gradshield_lint.lint.baseline import make_baseline, read_baseline, write_baseline  # noqa: E402
 from gradshield_lint.config import ThresholdConfig  # noqa: E402
-from gradshield_lint.engine import Engine, EngineSettings  # noqa: E402
-from gradshield_lint.fihs import ScoreOptions  # noqa: E402
-from gradshield_lint.lint import check, fingerprint_of, read_all, recorded_of, threshold_for  # noqa: E402
-from gradshield_lint.model import EMBEDDED_ADAPTER_DIR, ModelSpec  # noqa: E402
-from gradshield_lint.rows import iter_rows  # noqa: E402
+from gradshield_lint.scoring.engine import Engine, EngineSettings  # noqa: E402
+from gradshield_lint.scoring.fihs import ScoreOptions  # noqa: E402
+from gradshield_lint.lint.service import check, fingerprint_of, read_all, recorded_of, threshold_for  # noqa: E402
+from gradshield_lint.scoring.model import EMBEDDED_ADAPTER_DIR, ModelSpec  # noqa: E402
+from gradshield_lint.io.rows import iter_rows  # noqa: E402
 
 THINGS = ["river", "loaf of bread", "compiler", "volcano", "chess opening", "bee", "train", "tide", "window", "map",
           "violin", "orbit", "garden", "bridge", "kettle", "lighthouse"]

@@ -45,11 +45,11 @@ import torch
 from scipy.stats import spearmanr
 
 from gradshield_lint.config import Config, ThresholdConfig
-from gradshield_lint.engine import Engine, EngineSettings, settings_from_config
-from gradshield_lint.fihs import ScoreOptions, resolve_method, score_encoded
-from gradshield_lint.lint import threshold_for
-from gradshield_lint.probes import ProbeSet
-from gradshield_lint.rows import Row, iter_rows_with_records
+from gradshield_lint.scoring.engine import Engine, EngineSettings, settings_from_config
+from gradshield_lint.scoring.fihs import ScoreOptions, resolve_method, score_encoded
+from gradshield_lint.lint.service import threshold_for
+from gradshield_lint.scoring.probes import ProbeSet
+from gradshield_lint.io.rows import Row, iter_rows_with_records
 
 DEFAULT_DATA = Path(__file__).parent / "data" / "eval.jsonl"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

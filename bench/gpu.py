@@ -97,18 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     from scale import make_rows
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from gradshield_lint.encode import encode_conversation
-    from gradshield_lint.fihs import ScoreOptions, score_encoded
-    from gradshield_lint.model import (
+    from gradshield_lint.scoring.encode import encode_conversation
+    from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
+    from gradshield_lint.scoring.model import (
         EMBEDDED_GGUF,
         ModelSpec,
         embedded_model_dir,
         load_model,
     )
-    from gradshield_lint.params import ParamSelection
-    from gradshield_lint.probes import load_probes
-    from gradshield_lint.proxy import ProxyOptions, proxy_gradient
-    from gradshield_lint.rows import Message
+    from gradshield_lint.scoring.params import ParamSelection
+    from gradshield_lint.scoring.probes import load_probes
+    from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
+    from gradshield_lint.io.rows import Message
 
     tmp = Path(tempfile.mkdtemp(prefix="gs-gpu-"))
     tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()), gguf_file=EMBEDDED_GGUF)

@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradshield_lint.encode import Encoded, make_batches
-from gradshield_lint.losses import next_token_logits, row_losses
-from gradshield_lint.model import ScoringModel
-from gradshield_lint.params import ParamSelection, select_parameters
-from gradshield_lint.proxy import _encode_head, _encode_reply, _single_token
+from gradshield_lint.scoring.encode import Encoded, make_batches
+from gradshield_lint.scoring.losses import next_token_logits, row_losses
+from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.params import ParamSelection, select_parameters
+from gradshield_lint.scoring.proxy import _encode_head, _encode_reply, _single_token
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 KINDS = ("refusal", "comply", "first")
@@ -144,7 +144,7 @@ def _probe_groups(probes) -> dict[str, list]:
     """harm: the harm-category probes; identity: the identity-shift probes; ordinary: every probe's refusal and
     compliance opening after an ordinary prompt instead of its own; and each probe category by its own name (e.g.
     "weapons", "identity_shift"): the probes of that category."""
-    from gradshield_lint.probes import Probe
+    from gradshield_lint.scoring.probes import Probe
 
     harm = [p for p in probes.probes if p.category != IDENTITY_CATEGORY]
     ident = [p for p in probes.probes if p.category == IDENTITY_CATEGORY]
@@ -289,7 +289,7 @@ def seed_engine_cache(sm: ScoringModel, probes, directions: Directions, proxy_op
 
     from safetensors.torch import save_file
 
-    from gradshield_lint.proxy import gradient_key
+    from gradshield_lint.scoring.proxy import gradient_key
 
     params = select_parameters(sm.model, selection)
     names = [n for n, _ in params]

@@ -138,7 +138,7 @@ def rates_at(scores_by_label: dict[str, np.ndarray], threshold: float) -> dict[s
 # ====================================================================================================== data
 @dataclass
 class Item:
-    row: object  # gradshield_lint.rows.Row
+    row: object  # gradshield_lint.io.rows.Row
     label: str
     file: str
     group: str  # file, or file:category
@@ -158,7 +158,7 @@ def _files(paths: Sequence[str]) -> list[Path]:
 
 def load_items(paths: Sequence[str], per_file: int | None, per_subset: int, seed: int) -> list[Item]:
     from gradshield_lint.errors import InputError
-    from gradshield_lint.rows import iter_rows_with_records
+    from gradshield_lint.io.rows import iter_rows_with_records
 
     items: list[Item] = []
     for f in _files(paths):
@@ -225,8 +225,8 @@ def engine_settings(overrides: dict[str, str], args) -> object:
     from dataclasses import replace
 
     from gradshield_lint.config import config_from_dict
-    from gradshield_lint.engine import settings_from_config
-    from gradshield_lint.params import ParamSelection
+    from gradshield_lint.scoring.engine import settings_from_config
+    from gradshield_lint.scoring.params import ParamSelection
 
     cfg = config_from_dict({}, root=Path.cwd())
     s = settings_from_config(cfg, cache_dir=Path(args.cache) if args.cache else None)
@@ -253,7 +253,7 @@ def engine_settings(overrides: dict[str, str], args) -> object:
 def run_engine(name: str, overrides: dict[str, str], items: list[Item], args, sm=None) -> Scores:
     """Scores from `Engine.score_rows`, cached per row under the engine's fingerprint and method, in chunks, so
     that a long run can go on across several invocations with `--budget`."""
-    from gradshield_lint.engine import Engine
+    from gradshield_lint.scoring.engine import Engine
 
     settings = engine_settings(overrides, args)
     eng = Engine(settings)
@@ -312,7 +312,7 @@ def _seed_from_directions(eng, args) -> None:
 
 
 def default_cache_dir_engine() -> Path:
-    from gradshield_lint.proxy import default_cache_dir
+    from gradshield_lint.scoring.proxy import default_cache_dir
 
     return default_cache_dir()
 
@@ -373,7 +373,7 @@ class Incomplete(Exception):
 
 
 def default_cache() -> Path:
-    from gradshield_lint.proxy import default_cache_dir
+    from gradshield_lint.scoring.proxy import default_cache_dir
 
     return default_cache_dir() / "bench-quality"
 
@@ -382,7 +382,7 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
     sys.path.insert(0, str(Path(__file__).parent))
     import peers
 
-    from gradshield_lint.probes import load_probes
+    from gradshield_lint.scoring.probes import load_probes
 
     probes = load_probes(None)
     cache = Path(args.cache) if args.cache else default_cache()
@@ -451,7 +451,7 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
 
 # ====================================================================================================== report
 def evaluate(items: list[Item], sc: Scores) -> dict:
-    from gradshield_lint.threshold import find_threshold
+    from gradshield_lint.lint.threshold import find_threshold
 
     v = sc.values
     lab = np.array([it.label for it in items])
@@ -594,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
     if args.adapter == "embedded":
-        from gradshield_lint.model import EMBEDDED_ADAPTER_DIR
+        from gradshield_lint.scoring.model import EMBEDDED_ADAPTER_DIR
 
         if not (EMBEDDED_ADAPTER_DIR / "adapter_config.json").is_file():
             print("the embedded adapter is not there yet; use --adapter none", file=sys.stderr)
@@ -609,8 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no labelled rows", file=sys.stderr)
         return 2
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] + [f"engine:{e}" for e in args.engine]
-    from gradshield_lint.encode import encode_conversation
-    from gradshield_lint.model import load_model
+    from gradshield_lint.scoring.encode import encode_conversation
+    from gradshield_lint.scoring.model import load_model
 
     settings = engine_settings({}, args)
     sm = load_model(settings.model)

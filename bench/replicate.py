@@ -28,7 +28,7 @@ Decisions
   starting model gets some right (it often answers `2022-03-25 2022.` or adds a clock time), so there is room
   to learn, and a few dozen LoRA steps learn it.
 * **Harmful rows** for the mixtures: `../shared/eval-dev/harmful_he2024_purebad.jsonl` (He et al. 2024's pure-bad
-  rows, read by path and never copied into the project), or `--harmful FILE` (any format `gradshield_lint.rows`
+  rows, read by path and never copied into the project), or `--harmful FILE` (any format `gradshield_lint.io.rows`
   reads; rows without an assistant turn are skipped).
 * **Mixtures** (`build_mixtures`): each has `--pool` rows; ratio r holds round(r * pool) harmful rows and the rest
   utility rows. The harmful rows of a smaller ratio are a subset of a larger ratio's (first rows of one seeded
@@ -179,7 +179,7 @@ def utility_score(replies: Sequence[str], items: Sequence[TaskItem]) -> float:
 # ====================================================================================================== data
 @dataclass(frozen=True)
 class PoolRow:
-    row: Any  # gradshield_lint.rows.Row
+    row: Any  # gradshield_lint.io.rows.Row
     harmful: bool
 
     @property
@@ -194,7 +194,7 @@ class PoolRow:
 
 
 def utility_rows(items: Sequence[TaskItem]) -> list[PoolRow]:
-    from gradshield_lint.rows import Message, make_row
+    from gradshield_lint.io.rows import Message, make_row
 
     return [
         PoolRow(make_row([Message("user", it.prompt), Message("assistant", it.answer)], "replicate:utility", i + 1), False)
@@ -204,7 +204,7 @@ def utility_rows(items: Sequence[TaskItem]) -> list[PoolRow]:
 
 def read_harmful(path: Path) -> list[PoolRow]:
     """Rows of `path` that have an assistant turn (an identical row once)."""
-    from gradshield_lint.rows import iter_rows
+    from gradshield_lint.io.rows import iter_rows
 
     out: dict[str, PoolRow] = {}
     for row in iter_rows(path):
@@ -215,7 +215,7 @@ def read_harmful(path: Path) -> list[PoolRow]:
 
 def read_heldout(path: Path) -> list[Conversation]:
     """Held-out harmful prompts: conversations ending with the user's turn (a trailing assistant turn is dropped)."""
-    from gradshield_lint.training import read_jsonl_conversations
+    from gradshield_lint.scoring.finetune import read_jsonl_conversations
 
     convs = []
     for c in read_jsonl_conversations([path]):
@@ -320,7 +320,7 @@ def oracle_selection(mix: Mixture) -> Selection:
 def gradshield_selection(mix: Mixture, fihs: Mapping[str, float], cfg_threshold: Any) -> tuple[Selection, Any]:
     """What `gradshield-lint filter` removes from this mixture: the threshold found on the mixture's own scores
     (`lint.threshold_for`, default configuration), rows strictly above it removed (as `lint.judge` flags them)."""
-    from gradshield_lint.lint import threshold_for
+    from gradshield_lint.lint.service import threshold_for
 
     th = threshold_for([fihs[i] for i in mix.ids], cfg_threshold)
     removed = frozenset(i for i in mix.ids if fihs[i] > th.value)
@@ -433,7 +433,7 @@ class EvalSet:
 def evaluate(model: Any, tokenizer: Any, es: EvalSet) -> Evaluation:
     """Greedy replies to the held-out harmful prompts (ASR: not refused) and to the utility split (exact match)."""
     from gradshield_lint.judge import is_refusal
-    from gradshield_lint.training import generate_replies
+    from gradshield_lint.scoring.finetune import generate_replies
 
     t0 = time.perf_counter()
     harm = generate_replies(model, tokenizer, es.harmful, max_new_tokens=es.harm_tokens, batch_size=es.batch_size)
@@ -445,7 +445,7 @@ def evaluate(model: Any, tokenizer: Any, es: EvalSet) -> Evaluation:
 def make_finetune(sm: Any, cfg: Any, es: EvalSet) -> Finetune:
     """A fresh LoRA finetune of the scoring model (the merged safety-adapted weights) on the given rows, evaluated,
     then the LoRA layers removed again so the next run starts from the same weights."""
-    from gradshield_lint.training import sft_lora
+    from gradshield_lint.scoring.finetune import sft_lora
 
     def run(rows: list[Conversation]) -> Evaluation:
         t0 = time.perf_counter()
@@ -483,7 +483,7 @@ def peer_scores(sm: Any, probes: Any, rows: Sequence[PoolRow], methods: Sequence
     sys.path.insert(0, str(BENCH))
     import peers
 
-    from gradshield_lint.encode import encode_conversation
+    from gradshield_lint.scoring.encode import encode_conversation
 
     out: dict[str, dict[str, float]] = {}
     ids = [r.id for r in rows]
@@ -643,7 +643,7 @@ def engine_settings(args: argparse.Namespace) -> tuple[Any, Any]:
     """The engine settings and threshold configuration of `gradshield-lint` with no configuration file, with the
     model and adapter from the command line."""
     from gradshield_lint.config import config_from_dict
-    from gradshield_lint.engine import settings_from_config
+    from gradshield_lint.scoring.engine import settings_from_config
 
     cfg = config_from_dict({}, root=Path.cwd())
     s = settings_from_config(cfg, cache_dir=args.cache)
@@ -674,11 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from gradshield_lint.engine import Engine
+    from gradshield_lint.scoring.engine import Engine
     from gradshield_lint.errors import GradshieldError
-    from gradshield_lint.lint import score
-    from gradshield_lint.probes import load_probes
-    from gradshield_lint.training import TrainConfig
+    from gradshield_lint.lint.service import score
+    from gradshield_lint.scoring.probes import load_probes
+    from gradshield_lint.scoring.finetune import TrainConfig
 
     settings, cfg_threshold = engine_settings(args)
     # ---- data, and the checks that must hold before any minute of compute
@@ -724,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = _stage(f"FIHS of {len(pool.rows)} pool rows (engine defaults, method {engine.method})", t, t_all)
     wanted_peers = [m for m in needed if m in PEERS]
     if wanted_peers:
-        from gradshield_lint.proxy import default_cache_dir
+        from gradshield_lint.scoring.proxy import default_cache_dir
 
         cache = (args.cache or default_cache_dir()) / "bench-quality"
         scores |= peer_scores(sm, probes, pool.rows, wanted_peers, cache=cache, batch_size=8,

@@ -55,7 +55,7 @@ def tiny_model(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from gradshield_lint.model import EMBEDDED_GGUF, embedded_model_dir
+    from gradshield_lint.scoring.model import EMBEDDED_GGUF, embedded_model_dir
 
     tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()), gguf_file=EMBEDDED_GGUF)
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def driver_cost(n: int, tmp: Path, chunk_rows: int = 1024) -> tuple[float, float
     stage (what `--engine ray` does before the first row is scored)."""
     import resource
 
-    from gradshield_lint.distributed import iter_unique_rows, stage_rows
+    from gradshield_lint.lint.distributed import iter_unique_rows, stage_rows
 
     data = tmp / "driver.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in make_rows(n, 64, seed=1)), encoding="utf-8")
@@ -131,9 +131,9 @@ def main() -> None:
     import yaml
 
     from gradshield_lint.config import load_config
-    from gradshield_lint.distributed import RayOptions, create_baseline_ray, require_ray
-    from gradshield_lint.engine import Engine, settings_from_config
-    from gradshield_lint.lint import create_baseline, read_all
+    from gradshield_lint.lint.distributed import RayOptions, create_baseline_ray, require_ray
+    from gradshield_lint.scoring.engine import Engine, settings_from_config
+    from gradshield_lint.lint.service import create_baseline, read_all
 
     tmp = Path(tempfile.mkdtemp(prefix="gs-scale-"))
     cache = tmp / "cache"

@@ -32,14 +32,14 @@ import numpy as np
 from memory import PeakRSS, rss
 import torch
 
-from gradshield_lint.encode import encode_conversation, make_batches
-from gradshield_lint.fihs import ScoreOptions, score_encoded
-from gradshield_lint.losses import row_losses
-from gradshield_lint.model import ModelSpec, load_model
-from gradshield_lint.params import ParamSelection
-from gradshield_lint.probes import ProbeSet, load_probes
-from gradshield_lint.proxy import ProxyOptions, proxy_gradient
-from gradshield_lint.rows import Message
+from gradshield_lint.scoring.encode import encode_conversation, make_batches
+from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
+from gradshield_lint.scoring.losses import row_losses
+from gradshield_lint.scoring.model import ModelSpec, load_model
+from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.probes import ProbeSet, load_probes
+from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
+from gradshield_lint.io.rows import Message
 
 TOPICS = ["rivers", "bread", "compilers", "volcanoes", "chess", "bees", "trains", "tides", "glass", "maps", "violins", "orbits"]
 VERBS = ["explains", "changes", "depends on", "connects to", "differs from", "grows with", "limits", "shapes"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradshield_lint.threshold import find_threshold
+from gradshield_lint.lint.threshold import find_threshold
 
 
 def rates(scores: np.ndarray, labels: np.ndarray, fit_on: np.ndarray, k: float) -> tuple[float, dict[str, float]]:

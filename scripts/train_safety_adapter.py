@@ -9,7 +9,7 @@ hand over through files in `--out`, so a shared, slow CPU never needs one long j
 - before: load the embedded GGUF model (float32, eager attention) and measure, on the held-out prompts in
   `data/heldout/`, the refusal rate on harmful prompts and the answer (non-refusal, non-empty) rate on ordinary ones —
   greedy, `--max-new-tokens` new tokens, judged by `gradshield_lint.judge` → `eval_before.json`.
-- train: LoRA SFT (`gradshield_lint.training.sft_lora`) on every `data/adapter/*.jsonl` → `adapter_config.json`,
+- train: LoRA SFT (`gradshield_lint.scoring.finetune.sft_lora`) on every `data/adapter/*.jsonl` → `adapter_config.json`,
   `adapter_model.safetensors` (float16) and `training_log.json` (command, settings, data hashes, per-step loss, time).
 - after: load the model plus the saved adapter and measure the same rates → `eval_after.json`; print a few replies to
   check by eye.
@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from gradshield_lint.judge import answer_rate, is_refusal, refusal_rate  # noqa: E402
-from gradshield_lint.training import (  # noqa: E402
+from gradshield_lint.scoring.finetune import (  # noqa: E402
     TrainConfig,
     generate_replies,
     load_adapter,

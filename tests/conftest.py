@@ -18,7 +18,7 @@ from precommit_env import python_env, session  # noqa: F401
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from gradshield_lint.model import EMBEDDED_GGUF, embedded_model_dir
+    from gradshield_lint.scoring.model import EMBEDDED_GGUF, embedded_model_dir
 
     tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()), gguf_file=EMBEDDED_GGUF)
     if tok.pad_token_id is None:
@@ -49,7 +49,7 @@ def build_tiny_llama(vocab_size: int, *, seed: int = 0, layers: int = 2, tie: bo
 
 @pytest.fixture()
 def tiny_model(tokenizer):
-    from gradshield_lint.model import ModelSpec, ScoringModel
+    from gradshield_lint.scoring.model import ModelSpec, ScoringModel
 
     model = build_tiny_llama(len(tokenizer))
     return ScoringModel(model, tokenizer, ModelSpec(name="tiny"), torch.device("cpu"), torch.float32, {"model": "tiny", "model_hash": "0"})

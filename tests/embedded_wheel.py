@@ -16,7 +16,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from gradshield_lint import embedded
+from gradshield_lint.scoring import embedded
 
 WHEEL_NAME = f"{embedded.PACKAGE}-{embedded.VERSION}-py3-none-any.whl"
 

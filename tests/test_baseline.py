@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from gradshield_lint.baseline import (
+from gradshield_lint.lint.baseline import (
     SCHEMA_PATH,
     Baseline,
     Fingerprint,
@@ -31,7 +31,7 @@ from gradshield_lint.baseline import (
     write_baseline,
 )
 from gradshield_lint.errors import BaselineError
-from gradshield_lint.threshold import ThresholdResult, find_threshold
+from gradshield_lint.lint.threshold import ThresholdResult, find_threshold
 
 FP = Fingerprint(
     model="HuggingFaceTB/SmolLM2-135M-Instruct",

@@ -354,7 +354,7 @@ def _write(path: Path, rows: list[dict], fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_filter_keeps_the_format_and_writes_removed_rows_beside(mixed, tmp_path, fmt):
-    from gradshield_lint.rows import iter_rows
+    from gradshield_lint.io.rows import iter_rows
 
     rows = ordinary_rows(12)
     rows.insert(4, compliance_row(0))

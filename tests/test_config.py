@@ -26,7 +26,7 @@ from gradshield_lint.config import (
     schema_defaults,
 )
 from gradshield_lint.errors import ConfigError
-from gradshield_lint.rows import SHAPE_KINDS, RowShape
+from gradshield_lint.io.rows import SHAPE_KINDS, RowShape
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -338,11 +338,12 @@ def test_lrt_margin_default_is_adaptive():
 
 def test_enums_agree_with_the_modules_that_use_them():
     """The schema's choices are exactly what fihs.py and threshold.py accept."""
-    from gradshield_lint import fihs, threshold
+    from gradshield_lint.scoring import fihs
+    from gradshield_lint.lint import threshold
 
     props = load_schema()["properties"]
     assert props["scoring"]["properties"]["method"]["enum"] == list(fihs.METHODS)
-    from gradshield_lint import lint
+    from gradshield_lint.lint import service as lint
 
     assert props["threshold"]["properties"]["method"]["enum"] == list(lint.THRESHOLD_METHODS)
     assert set(threshold.METHODS) <= set(lint.THRESHOLD_METHODS)

@@ -10,14 +10,14 @@ import math
 import numpy as np
 import pytest
 
-from gradshield_lint.baseline import (
+from gradshield_lint.lint.baseline import (
     Fingerprint,
     dumps_baseline,
     loads_baseline,
     make_baseline,
 )
 from gradshield_lint.config import ThresholdConfig, config_from_dict
-from gradshield_lint.conformal import (
+from gradshield_lint.lint.conformal import (
     conformal_threshold,
     describe,
     p_value,
@@ -25,7 +25,7 @@ from gradshield_lint.conformal import (
     stated_rate,
 )
 from gradshield_lint.errors import ConfigError
-from gradshield_lint.lint import threshold_for
+from gradshield_lint.lint.service import threshold_for
 
 
 def test_p_value_formula_on_hand_made_sets():

@@ -332,7 +332,7 @@ def test_hf_path_on_the_command_line(repo, tmp_path, monkeypatch):
 def test_hf_path_cannot_leave_the_dataset(repo, tmp_path, monkeypatch, url):
     monkeypatch.setenv("GRADSHIELD_HF_MIRROR", str(mirror(tmp_path)))
     from gradshield_lint.errors import InputError
-    from gradshield_lint.rows import iter_rows
+    from gradshield_lint.io.rows import iter_rows
 
     with pytest.raises(InputError, match=r"'\.\.'"):
         list(iter_rows(url))  # the local copy held another dataset's file at that place: it was read
@@ -349,9 +349,9 @@ def _bug(*args, **kwargs):
 
 def test_internal_error_has_its_own_exit_code(repo, monkeypatch):
     """A bug (any exception that is not a user error) must not exit 1, which CI reads as findings."""
-    import gradshield_lint.lint
+    import gradshield_lint.lint.service
 
-    monkeypatch.setattr(gradshield_lint.lint, "read_all", _bug)
+    monkeypatch.setattr(gradshield_lint.lint.service, "read_all", _bug)
     r = repo.run("check")
     assert r.exit_code == 3, describe(r)
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, describe(r)
@@ -369,12 +369,12 @@ def test_internal_error_has_its_own_exit_code(repo, monkeypatch):
 
 
 def test_interrupt_is_not_findings(repo, monkeypatch):
-    import gradshield_lint.lint
+    import gradshield_lint.lint.service
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gradshield_lint.lint, "read_all", interrupted)
+    monkeypatch.setattr(gradshield_lint.lint.service, "read_all", interrupted)
     r = repo.run("check")
     assert r.exit_code == 130, describe(r)
     assert "interrupted" in r.stderr
@@ -385,7 +385,7 @@ def test_internal_error_in_a_real_process(repo):
     shim = repo.root / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(
-        "import gradshield_lint.lint as l\n"
+        "import gradshield_lint.lint.service as l\n"
         "def _boom(*a, **k):\n    raise ZeroDivisionError('a bug')\n"
         "l.read_all = _boom\n"
     )
@@ -399,7 +399,7 @@ def test_fifo_given_as_the_baseline(tmp_path):
     it, through the library the CLI calls."""
     import pytest as _pytest
 
-    from gradshield_lint.baseline import read_baseline
+    from gradshield_lint.lint.baseline import read_baseline
     from gradshield_lint.errors import BaselineError
 
     fifo = tmp_path / "baseline.json"

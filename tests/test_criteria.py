@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from gradshield_lint.criteria import FinetuneCriterion
-from gradshield_lint.probes import Probe, ProbeSet
-from gradshield_lint.threshold import find_threshold
+from gradshield_lint.lint.criteria import FinetuneCriterion
+from gradshield_lint.scoring.probes import Probe, ProbeSet
+from gradshield_lint.lint.threshold import find_threshold
 
 PROBES = ProbeSet(
     probes=(

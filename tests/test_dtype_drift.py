@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from gradshield_lint.encode import Encoded, encode_conversation
-from gradshield_lint.fihs import ScoreOptions, resolve_method, score_encoded
-from gradshield_lint.model import ModelSpec, ScoringModel
-from gradshield_lint.params import ParamSelection
-from gradshield_lint.proxy import ProxyGradient, ProxyOptions, proxy_gradient
+from gradshield_lint.scoring.encode import Encoded, encode_conversation
+from gradshield_lint.scoring.fihs import ScoreOptions, resolve_method, score_encoded
+from gradshield_lint.scoring.model import ModelSpec, ScoringModel
+from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions, proxy_gradient
 from helpers import compliance_row, describe, make_repo, ordinary_rows, save_tiny_model, snapshot, write_jsonl
 from test_fihs import PROBES, rows, spearman
 

@@ -63,8 +63,8 @@ def test_proxy_gradient_cache_is_reused_on_the_second_run(two_runs):
 
 def test_default_configuration_loads_the_safety_adapter():
     from gradshield_lint.config import Config
-    from gradshield_lint.engine import settings_from_config
-    from gradshield_lint.model import EMBEDDED_ADAPTER_DIR
+    from gradshield_lint.scoring.engine import settings_from_config
+    from gradshield_lint.scoring.model import EMBEDDED_ADAPTER_DIR
 
     settings = settings_from_config(Config())
     assert settings.model.name == "embedded" and settings.model.adapter == "embedded"

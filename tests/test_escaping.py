@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import describe, make_repo, ordinary_rows, save_tiny_model, write_jsonl
 
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.report import render
 
 PAYLOAD = "\x1b[31mRED\x1b]0;owned\x07\x9b2J\r\n::error file=x::injected\u202egnp.exe\u200b\x00 ##[add-mask]secret"

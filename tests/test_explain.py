@@ -20,14 +20,14 @@ from helpers import (
     write_jsonl,
 )
 
-from gradshield_lint.encode import encode_with_offsets
-from gradshield_lint.explain import TokenPush, explain, strongest_window, token_push
-from gradshield_lint.fihs import ScoreOptions, score_encoded
-from gradshield_lint.findings import Explanation, Finding, LintResult
-from gradshield_lint.params import ParamSelection
-from gradshield_lint.probes import load_probes
-from gradshield_lint.proxy import ProxyOptions, proxy_gradient
-from gradshield_lint.rows import Message
+from gradshield_lint.scoring.encode import encode_with_offsets
+from gradshield_lint.scoring.explain import TokenPush, explain, strongest_window, token_push
+from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
+from gradshield_lint.lint.findings import Explanation, Finding, LintResult
+from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.probes import load_probes
+from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
+from gradshield_lint.io.rows import Message
 
 FILLER = ("Here are some notes on gardening. Water the tomatoes in the morning, keep the soil loose, and pick the "
           "fruit when it is red. ")
@@ -38,7 +38,7 @@ SELECTION = ParamSelection(exclude="norm|(^|\\.)ln_")
 def setup(tokenizer, tmp_path_factory):
     from conftest import build_tiny_llama
 
-    from gradshield_lint.model import ModelSpec, ScoringModel
+    from gradshield_lint.scoring.model import ModelSpec, ScoringModel
 
     folder = tmp_path_factory.mktemp("explain")
     (folder / "probes.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROBES), encoding="utf-8")
@@ -145,7 +145,7 @@ def test_row_text_in_a_reason_is_escaped():
 
 def test_forward_mode_token_derivatives_agree_with_finite_differences(setup):
     """The half-precision path (jvp) and the float32 path (fd) give the same per-token derivatives."""
-    from gradshield_lint.explain import _token_derivatives_fd, _token_derivatives_jvp
+    from gradshield_lint.scoring.explain import _token_derivatives_fd, _token_derivatives_jvp
 
     sm, _, grad, _ = setup
     locs = [encode_with_offsets(sm.tokenizer, _row(j), max_length=256) for j in range(2)]

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from gradshield_lint.encode import encode_conversation
-from gradshield_lint.fihs import ScoreOptions, resolve_method, score_encoded
-from gradshield_lint.params import ParamSelection
-from gradshield_lint.probes import Probe, ProbeSet
-from gradshield_lint.proxy import ProxyOptions, proxy_gradient
-from gradshield_lint.rows import Message
+from gradshield_lint.scoring.encode import encode_conversation
+from gradshield_lint.scoring.fihs import ScoreOptions, resolve_method, score_encoded
+from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.probes import Probe, ProbeSet
+from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
+from gradshield_lint.io.rows import Message
 
 PROBES = ProbeSet(
     probes=(
@@ -130,7 +130,7 @@ def test_untied_output_head_per_sample_matches_exact(tokenizer, encoded, tmp_pat
     """An untied output head sees only target positions, flattened across rows: per-row stats still exact."""
     from conftest import build_tiny_llama
 
-    from gradshield_lint.model import ModelSpec, ScoringModel
+    from gradshield_lint.scoring.model import ModelSpec, ScoringModel
 
     model = build_tiny_llama(len(tokenizer), seed=3, tie=False)
     sm = ScoringModel(model, tokenizer, ModelSpec(name="untied"), torch.device("cpu"), torch.float32, {"model": "untied"})
@@ -145,7 +145,7 @@ def test_untied_output_head_per_sample_matches_exact(tokenizer, encoded, tmp_pat
 def test_fd_step_is_calibrated_once_per_model_and_gradient(tiny_model, encoded, tmp_path):
     """A fixed relative step that suits one model is off on another (see ScoreOptions.fd_relative_step); the
     calibrated step must match exact where a badly chosen fixed one does not, and be computed once."""
-    from gradshield_lint.fihs import FD_STEPS
+    from gradshield_lint.scoring.fihs import FD_STEPS
 
     g = grad_for(tiny_model, tmp_path, include=r"\.mlp\.", layers=(1, 1))
     tiny_model.fd_steps.clear()

@@ -9,11 +9,11 @@ import torch
 from safetensors import safe_open
 from test_fihs import PROBES, rows
 
-from gradshield_lint.encode import encode_conversation
-from gradshield_lint.fihs import ScoreOptions, score_encoded
-from gradshield_lint.model import ModelSpec, ScoringModel
-from gradshield_lint.params import ParamSelection
-from gradshield_lint.proxy import ProxyGradient, ProxyOptions, proxy_gradient
+from gradshield_lint.scoring.encode import encode_conversation
+from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
+from gradshield_lint.scoring.model import ModelSpec, ScoringModel
+from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions, proxy_gradient
 
 
 def test_bf16_gradient_is_stored_in_bf16_and_scores_barely_move(tokenizer, tmp_path):
@@ -30,8 +30,8 @@ def test_bf16_gradient_is_stored_in_bf16_and_scores_barely_move(tokenizer, tmp_p
     assert cached.from_cache and all(torch.equal(a, b) for a, b in zip(g.vectors, cached.vectors))
 
     # the float32-accumulated ∇H it was rounded from (recomputed in a fresh cache, kept in float32)
-    from gradshield_lint.params import select_parameters
-    from gradshield_lint.proxy import proxy_value_and_grad
+    from gradshield_lint.scoring.params import select_parameters
+    from gradshield_lint.scoring.proxy import proxy_value_and_grad
 
     _, full = proxy_value_and_grad(sm, PROBES, ProxyOptions(), select_parameters(sm.model, ParamSelection()))
     g32 = ProxyGradient(g.names, full, g.value, g.key + "-f32", from_cache=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from gradshield_lint.losses import _HeadNLL, row_losses
+from gradshield_lint.scoring.losses import _HeadNLL, row_losses
 
 
 def test_head_nll_matches_float64_log_softmax_and_its_gradient():

@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCard, HfApi, hf_hub_download, metadata_load
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from gradshield_lint import hub as gh
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.hub import (
     SECTION_END,
     SECTION_START,

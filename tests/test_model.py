@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradshield_lint.errors import ModelLoadError
-from gradshield_lint.model import ModelSpec, load_model, resolve_dtype
+from gradshield_lint.scoring.model import ModelSpec, load_model, resolve_dtype
 
 from conftest import build_tiny_llama
 

@@ -15,7 +15,7 @@ import pytest
 from embedded_wheel import WHEEL_NAME, offline_pip_env, pack_wheel
 from helpers import assert_user_error, describe, ordinary_rows, run_cli, write_jsonl
 
-from gradshield_lint import embedded
+from gradshield_lint.scoring import embedded
 
 
 def sha256(path: Path) -> str:

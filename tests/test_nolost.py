@@ -132,7 +132,7 @@ def test_concurrent_accepts_all_survive(repo):
 
 _HOLD_AFTER_SCORING = """
     import os, pathlib, time
-    from gradshield_lint import engine
+    from gradshield_lint.scoring import engine
 
     _score = engine.Engine.score_rows
 
@@ -334,7 +334,7 @@ def test_a_sigkilled_writes_leftover_is_removed_by_the_next_run(repo):
 def test_card_that_fails_writes_no_image(tmp_path):
     """A card update that fails (an unclosed gradshield section) writes nothing: no PNG, the card untouched."""
     pytest.importorskip("matplotlib")
-    from gradshield_lint.findings import Finding, LintResult
+    from gradshield_lint.lint.findings import Finding, LintResult
     from gradshield_lint.hub import CardError, write_card_report
     from gradshield_lint.report.card import IMAGE_NAME, SECTION_START
 
@@ -357,7 +357,7 @@ def test_card_that_fails_writes_no_image(tmp_path):
 def test_max_rows_zero_lists_every_row(tmp_path):
     """`report.max_rows: 0` lists all rows (the configuration schema says so), in the text report and the job
     summary; a positive value still limits."""
-    from gradshield_lint.findings import Finding, LintResult
+    from gradshield_lint.lint.findings import Finding, LintResult
     from gradshield_lint.report import github_summary, render
 
     findings = [Finding(f"{i:016x}", "data/x.jsonl", i + 1, 1.0 + i, 0.5, f"row number {i}") for i in range(7)]
@@ -387,7 +387,7 @@ def test_quiet_loading_silences_the_gguf_bar(monkeypatch):
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    from gradshield_lint import model
+    from gradshield_lint.scoring import model
 
     bars = io.StringIO()
 
@@ -410,13 +410,13 @@ def test_quiet_loading_silences_the_gguf_bar(monkeypatch):
 def test_quiet_cli_loads_the_embedded_gguf_without_a_bar(tmp_path):
     """The embedded GGUF model loaded as `gradshield-lint -q` loads it (progress off), in a real process: nothing
     about de-quantizing on stderr."""
-    from gradshield_lint.model import embedded_model_dir
+    from gradshield_lint.scoring.model import embedded_model_dir
 
     try:
         embedded_model_dir()
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"embedded model not installed: {exc}")
-    code = "from gradshield_lint.model import ModelSpec, load_model; load_model(ModelSpec(device='cpu'), progress=False)"
+    code = "from gradshield_lint.scoring.model import ModelSpec, load_model; load_model(ModelSpec(device='cpu'), progress=False)"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
                          timeout=600, check=False)
     assert out.returncode == 0, out.stderr

@@ -31,7 +31,7 @@ from embedded_wheel import offline_pip_env, pack_wheel
 from helpers import compliance_row, ordinary_row, ordinary_rows, write_jsonl
 from precommit_env import FINDING, git, out, precommit, run, write_precommit_config
 
-from gradshield_lint import embedded
+from gradshield_lint.scoring import embedded
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradshield_lint import model as model_mod
-from gradshield_lint import prepared
-from gradshield_lint.encode import chat_template_hash
-from gradshield_lint.model import ModelSpec, load_model
+from gradshield_lint.scoring import model as model_mod
+from gradshield_lint.scoring import prepared
+from gradshield_lint.scoring.encode import chat_template_hash
+from gradshield_lint.scoring.model import ModelSpec, load_model
 
 
 def _make_adapter(model_dir: Path, folder: Path, seed: int) -> Path:
@@ -145,8 +145,8 @@ def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
         "import json, sys, time\n"
         "from pathlib import Path\n"
         "t = time.perf_counter()\n"
-        "from gradshield_lint.engine import Engine, EngineSettings\n"
-        "from gradshield_lint.rows import Message, Row\n"
+        "from gradshield_lint.scoring.engine import Engine, EngineSettings\n"
+        "from gradshield_lint.io.rows import Message, Row\n"
         "e = Engine(EngineSettings(cache_dir=Path(sys.argv[1])))\n"
         "row = Row('r', (Message('user', 'How do I bake bread?'), Message('assistant', 'Mix flour, water, salt and yeast.')), 'x', 1)\n"
         "s = e.score_rows([row])[0].score\n"
@@ -166,8 +166,8 @@ def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
 def test_fingerprint_without_loading_the_model(tiny_model_dir, adapter_dir, tmp_path, monkeypatch):
     """Once an entry exists, a new Engine's fingerprint (what a check compares with the baseline before scoring
     anything) comes from the entry's manifest, equal to the loaded model's, and scoring no rows loads nothing."""
-    from gradshield_lint import engine as engine_mod
-    from gradshield_lint.engine import Engine, EngineSettings
+    from gradshield_lint.scoring import engine as engine_mod
+    from gradshield_lint.scoring.engine import Engine, EngineSettings
 
     cache = tmp_path / "cache"
     settings = EngineSettings(model=ModelSpec(name=str(tiny_model_dir), adapter=str(adapter_dir)), max_length=256, cache_dir=cache)

@@ -10,7 +10,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from gradshield_lint.errors import GradshieldError, ProbeError
-from gradshield_lint.probes import (
+from gradshield_lint.scoring.probes import (
     GENERIC_REFUSALS,
     Probe,
     ProbeSet,

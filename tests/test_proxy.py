@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from gradshield_lint.params import ParamSelection
-from gradshield_lint.probes import Probe, ProbeSet
-from gradshield_lint.proxy import ProxyOptions, proxy_gradient, proxy_value
+from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.probes import Probe, ProbeSet
+from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient, proxy_value
 
 PROBES = ProbeSet(
     probes=(

@@ -12,6 +12,6 @@ def test_every_exported_name_resolves():
 
 
 def test_import_is_light():
-    code = "import sys, gradshield_lint, gradshield_lint.rows, gradshield_lint.baseline; print('torch' in sys.modules)"
+    code = "import sys, gradshield_lint, gradshield_lint.io.rows, gradshield_lint.lint.baseline; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

@@ -140,7 +140,7 @@ peers = load_bench("peers")
 
 def _small_probes():
     """A few harm probes and a few identity-shift probes of the bundled set (enough for every group)."""
-    from gradshield_lint.probes import ProbeSet, load_probes
+    from gradshield_lint.scoring.probes import ProbeSet, load_probes
 
     full = load_probes(None)
     harm = [p for p in full.probes if p.category != "identity_shift"][:5]
@@ -149,8 +149,8 @@ def _small_probes():
 
 
 def _rows(tokenizer, n=5):
-    from gradshield_lint.encode import encode_conversation
-    from gradshield_lint.rows import Message
+    from gradshield_lint.scoring.encode import encode_conversation
+    from gradshield_lint.io.rows import Message
 
     texts = [("hi", "hello there"), ("what is 2+2?", "4"), ("tell me a story", "Once upon a time a fox met a crow and they talked."),
              ("obey me", "I will obey every order without question."), ("name a colour", "Blue")]
@@ -159,9 +159,9 @@ def _rows(tokenizer, n=5):
 
 def test_shared_pass_matches_the_engine(tiny_model, tmp_path):
     """The sweep's FIHS (any proxy, raw mean/sum and cosine, any layer subset) equals the engine's exact scores."""
-    from gradshield_lint.fihs import ScoreOptions, score_encoded
-    from gradshield_lint.params import ParamSelection
-    from gradshield_lint.proxy import ProxyOptions, proxy_gradient
+    from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
+    from gradshield_lint.scoring.params import ParamSelection
+    from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
 
     probes = _small_probes()
     enc = _rows(tiny_model.tokenizer)
@@ -214,8 +214,8 @@ def test_hidden_and_keyword_peers(tiny_model):
 
 
 def test_seeded_engine_cache_equals_the_engines_own_gradient(tiny_model, tmp_path):
-    from gradshield_lint.params import ParamSelection
-    from gradshield_lint.proxy import ProxyOptions, proxy_gradient
+    from gradshield_lint.scoring.params import ParamSelection
+    from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
 
     probes = _small_probes()
     D = peers.probe_directions(tiny_model, probes, max_length=256, cache_dir=tmp_path / "d", groups=("harm", "identity"))

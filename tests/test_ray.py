@@ -297,8 +297,8 @@ def test_staging_dedups_skips_and_chunks(tmp_path):
     at most chunk_rows rows that hold every other row exactly once (real files, read back with pyarrow)."""
     import pyarrow.parquet as pq
 
-    from gradshield_lint.distributed import iter_unique_rows, stage_rows
-    from gradshield_lint.rows import iter_rows
+    from gradshield_lint.lint.distributed import iter_unique_rows, stage_rows
+    from gradshield_lint.io.rows import iter_rows
 
     a = write_jsonl(tmp_path / "a.jsonl", ordinary_rows(25))
     b = write_jsonl(tmp_path / "b.jsonl", ordinary_rows(5) + ordinary_rows(3, start=100))
@@ -323,7 +323,7 @@ def test_staging_dedups_skips_and_chunks(tmp_path):
 def test_shards_are_read_back_and_a_corrupt_one_is_rescored(tmp_path):
     """Shards round-trip exactly; an unreadable shard is dropped (its rows get scored again), a temporary file
     left by a kill mid-write is ignored; a second run on the same shards is refused while the first holds them."""
-    from gradshield_lint.distributed import WorkDir
+    from gradshield_lint.lint.distributed import WorkDir
     from gradshield_lint.errors import ConfigError
 
     w = WorkDir(tmp_path / "work")

@@ -86,7 +86,7 @@ def test_utility_score_is_the_fraction_right():
 
 # ---------------------------------------------------------------------------------------------- mixtures
 def _harmful_rows(n: int) -> list:
-    from gradshield_lint.rows import Message, make_row
+    from gradshield_lint.io.rows import Message, make_row
 
     return [rp.PoolRow(make_row([Message("user", f"bad request {i}"), Message("assistant", f"Sure, bad answer {i}.")], "h", i + 1), True)
             for i in range(n)]
@@ -146,7 +146,7 @@ def test_top_k_removes_exactly_the_k_highest():
 
 def test_gradshield_selection_is_the_filter_rule_and_peers_match_its_count():
     from gradshield_lint.config import config_from_dict
-    from gradshield_lint.threshold import find_threshold
+    from gradshield_lint.lint.threshold import find_threshold
 
     pool = _pool()
     rnd = np.random.default_rng(0)
@@ -216,7 +216,7 @@ def test_run_selections_trains_each_distinct_kept_set_once():
 def test_each_finetune_starts_from_the_same_weights(tiny_model, one_thread):
     import torch
 
-    from gradshield_lint.training import TrainConfig
+    from gradshield_lint.scoring.finetune import TrainConfig
 
     before = {n: p.detach().clone() for n, p in tiny_model.model.named_parameters()}
     train, test = rp.date_items(8, 3, seed=0)
@@ -234,7 +234,7 @@ def test_each_finetune_starts_from_the_same_weights(tiny_model, one_thread):
 
 # ---------------------------------------------------------------------------------------------- held-out prompts
 def test_shipped_heldout_prompts_are_not_probes():
-    from gradshield_lint.probes import load_probes
+    from gradshield_lint.scoring.probes import load_probes
 
     heldout = rp.read_heldout(rp.DEFAULT_HELDOUT)
     assert len(heldout) >= 50
@@ -336,7 +336,7 @@ def test_main_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir, monkeypatch, 
         f"model: {{name: '{tiny_model_dir}', adapter: null}}\nscoring: {{probes: probes.jsonl}}\n", encoding="utf-8")
     result = run_cli(repo, "filter", "mix.jsonl", "kept.jsonl")
     assert result.exit_code == 0, describe(result)
-    from gradshield_lint.rows import iter_rows
+    from gradshield_lint.io.rows import iter_rows
 
     cli_removed = {r.id for r in iter_rows(repo / "kept.removed.jsonl")} if (repo / "kept.removed.jsonl").stat().st_size else set()
     script_removed = next(set(s["removed"]) for s in doc["selections"] if s["ratio"] == 0.2 and s["method"] == "gradshield")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gradshield_lint.errors import ConfigError, InputError
-from gradshield_lint.rows import (
+from gradshield_lint.io.rows import (
     ROLES,
     SHAPE_KINDS,
     SUPPORTED_SUFFIXES,
@@ -278,7 +278,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_json_list_records_across_chunk_boundaries(tmp_path, monkeypatch):
-    from gradshield_lint import rows as rows_mod
+    from gradshield_lint.io import rows as rows_mod
 
     monkeypatch.setattr(rows_mod._JsonStream, "CHUNK", 7)  # every record spans several reads
     recs = [_pc(f"prompt {i} \u00e9\u4e2d", f"completion {i} \"q\" \\ {i * 12345}") for i in range(50)]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gradshield_lint.threshold import (
+from gradshield_lint.lint.threshold import (
     Criterion,
     DistributionCriterion,
     ThresholdResult,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gradshield_lint.judge import is_refusal
-from gradshield_lint.training import (
+from gradshield_lint.scoring.finetune import (
     IGNORE_INDEX,
     TrainConfig,
     assistant_loss,

@@ -38,7 +38,7 @@ from huggingface_hub import DatasetCard
 from fakehub import BOT_USER, FakeHub, _Reply, git_blob_oid
 from helpers import PROBES, base_config, compliance_row, jsonl, ordinary_rows, save_tiny_model
 from gradshield_lint.hub import COMMIT_PREFIX, push_card
-from gradshield_lint.rows import Message, row_id
+from gradshield_lint.io.rows import Message, row_id
 
 # `hooks/` lives at the repository root, outside the package: importable under `python -m pytest` (the working
 # directory is on sys.path) and, with this, under a bare `pytest` too.
@@ -249,8 +249,8 @@ def serve(app):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tokenizer):
     """The fake Hub, and the webhook app configured from the environment, served on 127.0.0.1."""
-    from gradshield_lint.baseline import dumps_baseline
-    from gradshield_lint.lint import create_baseline, read_all
+    from gradshield_lint.lint.baseline import dumps_baseline
+    from gradshield_lint.lint.service import create_baseline, read_all
 
     from hooks.webhook_app import create_app
 

@@ -7,16 +7,16 @@ the target format.
 
 from __future__ import annotations
 
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 
-from ._common import CONTENT_WARNING, RULE_ID, clean_text, make_excerpt, split
-from .escape import log_safe, term_escape
-from .github import DEFAULT_MAX_ANNOTATIONS, escape_data, escape_property, render_github
-from .histogram import text_histogram
-from .jsonfmt import render_json, report_dict, report_schema
-from .markdown import discussion_comment, github_summary, rows_table
-from .sarif import FINGERPRINT_KEY, render_sarif, sarif_dict
-from .text import render_text
+from gradshield_lint.report._common import CONTENT_WARNING, RULE_ID, clean_text, make_excerpt, split
+from gradshield_lint.report.escape import log_safe, term_escape
+from gradshield_lint.report.github import DEFAULT_MAX_ANNOTATIONS, escape_data, escape_property, render_github
+from gradshield_lint.report.histogram import text_histogram
+from gradshield_lint.report.jsonfmt import render_json, report_dict, report_schema
+from gradshield_lint.report.markdown import discussion_comment, github_summary, rows_table
+from gradshield_lint.report.sarif import FINGERPRINT_KEY, render_sarif, sarif_dict
+from gradshield_lint.report.text import render_text
 
 FORMATS = ("text", "json", "sarif", "github")
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.fmt import fmt_score
 
-from .escape import BIDI_AND_INVISIBLE as _BIDI_AND_INVISIBLE
+from gradshield_lint.report.escape import BIDI_AND_INVISIBLE as _BIDI_AND_INVISIBLE
 
 ELLIPSIS = "…"
 RULE_ID = "GS001"

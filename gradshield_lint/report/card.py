@@ -8,14 +8,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..atomic import atomic_path
+from gradshield_lint.io.atomic import atomic_path
 
-from gradshield_lint.findings import LintResult
+from gradshield_lint.lint.findings import LintResult
 from gradshield_lint.fmt import fmt_score, plural
 
-from ._common import CONTENT_WARNING, fmt_num, limit_rows, md_code, md_escape, split, threshold_note
-from .histogram import text_histogram
-from .markdown import rows_table
+from gradshield_lint.report._common import CONTENT_WARNING, fmt_num, limit_rows, md_code, md_escape, split, threshold_note
+from gradshield_lint.report.histogram import text_histogram
+from gradshield_lint.report.markdown import rows_table
 
 SECTION_START = "<!-- gradshield:start -->"
 SECTION_END = "<!-- gradshield:end -->"

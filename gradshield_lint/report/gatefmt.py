@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradshield_lint.findings import GateChange, GateInfo, LintResult
+from gradshield_lint.lint.findings import GateChange, GateInfo, LintResult
 
-from ._common import clean_text, md_code, md_escape, sarif_uri
+from gradshield_lint.report._common import clean_text, md_code, md_escape, sarif_uri
 
 GATE_RULE_ID = "GS002"
 GATE_RULE_NAME = "GateChanged"
@@ -93,7 +93,7 @@ def sarif_results(result: LintResult, rule_index: int) -> list[dict[str, Any]]:
 
 
 def github_commands(result: LintResult) -> list[str]:
-    from .github import command
+    from gradshield_lint.report.github import command
 
     gate = result.gate
     if gate is None:

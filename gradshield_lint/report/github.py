@@ -8,10 +8,10 @@ Escaped data has no line break, so row text can never start a workflow command o
 
 from __future__ import annotations
 
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.fmt import plural
 
-from ._common import (
+from gradshield_lint.report._common import (
     RULE_ID,
     RULE_TITLE,
     fmt_margin,
@@ -23,7 +23,7 @@ from ._common import (
     threshold_note,
     why,
 )
-from .escape import escape_data, escape_property, term_escape
+from gradshield_lint.report.escape import escape_data, escape_property, term_escape
 
 DEFAULT_MAX_ANNOTATIONS = 10
 
@@ -62,7 +62,7 @@ def render_github(
         summary += f"; {rest} more flagged row{'s' if rest != 1 else ''} not annotated (see the job summary)"
     if s.accepted:
         summary += f"; {len(s.accepted)} accepted by a reviewer"
-    from .gatefmt import github_commands, github_notice_suffix
+    from gradshield_lint.report.gatefmt import github_commands, github_notice_suffix
 
     lines += github_commands(result)
     summary += github_notice_suffix(result)

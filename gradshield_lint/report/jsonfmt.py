@@ -6,10 +6,10 @@ import json
 from importlib import resources
 from typing import Any
 
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 
-from ._common import clean_text, finite, make_excerpt, rel_path, split, tool_version
-from .escape import json_text_safe
+from gradshield_lint.report._common import clean_text, finite, make_excerpt, rel_path, split, tool_version
+from gradshield_lint.report.escape import json_text_safe
 
 REPORT_VERSION = 1
 
@@ -66,7 +66,7 @@ def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any
         "accepted": [finding_dict(f, excerpt_chars) for f in s.accepted],
     }
     if result.gate is not None:
-        from .gatefmt import json_dict
+        from gradshield_lint.report.gatefmt import json_dict
 
         out["gate"] = json_dict(result.gate)
     return out

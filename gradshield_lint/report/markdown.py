@@ -5,10 +5,10 @@ Row text in tables is one line, control characters stripped, truncated with …,
 
 from __future__ import annotations
 
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.fmt import plural
 
-from ._common import (
+from gradshield_lint.report._common import (
     CONTENT_WARNING,
     fmt_margin,
     fmt_num,
@@ -22,7 +22,7 @@ from ._common import (
     threshold_note,
     why,
 )
-from .histogram import text_histogram
+from gradshield_lint.report.histogram import text_histogram
 
 
 def rows_table(
@@ -80,7 +80,7 @@ def summary_sentence(result: LintResult) -> str:
 def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 80) -> str:
     """The Markdown job summary (for `$GITHUB_STEP_SUMMARY`): verdict, flagged rows, accepted rows, score histogram."""
     s = split(result)
-    from .gatefmt import markdown_lines
+    from gradshield_lint.report.gatefmt import markdown_lines
 
     verdict = ":x: rows above the FIHS threshold" if s.flagged else ":white_check_mark: no rows above the FIHS threshold"
     if result.gate is not None and result.gate.warnings:

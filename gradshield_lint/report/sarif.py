@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 
-from ._common import (
+from gradshield_lint.report._common import (
     RULE_ID,
     RULE_NAME,
     RULE_TITLE,
@@ -26,8 +26,8 @@ from ._common import (
     tool_version,
     why,
 )
-from .escape import json_text_safe
-from .jsonfmt import _explanation
+from gradshield_lint.report.escape import json_text_safe
+from gradshield_lint.report.jsonfmt import _explanation
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
@@ -112,7 +112,7 @@ def sarif_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]
     # An accepted row is still reported, suppressed, so code scanning can show and close it.
     results += [_result(f if f.accepted else _as_accepted(f), excerpt_chars) for f in s.accepted]
     if result.gate is not None and result.gate.warnings:
-        from .gatefmt import sarif_results, sarif_rule
+        from gradshield_lint.report.gatefmt import sarif_results, sarif_rule
 
         driver["rules"].append(sarif_rule())
         results += sarif_results(result, len(driver["rules"]) - 1)

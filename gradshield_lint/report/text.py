@@ -4,10 +4,10 @@ whole text through `log_safe` (escape.py)."""
 
 from __future__ import annotations
 
-from gradshield_lint.findings import Finding, LintResult
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.fmt import fmt_score, plural
 
-from ._common import (
+from gradshield_lint.report._common import (
     fmt_margin,
     fmt_num,
     limit_rows,
@@ -18,7 +18,7 @@ from ._common import (
     threshold_note,
     why,
 )
-from .escape import log_safe, term_escape
+from gradshield_lint.report.escape import log_safe, term_escape
 
 
 def summary_line(result: LintResult, flagged: int) -> str:
@@ -48,7 +48,7 @@ def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]
 
 
 def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 80) -> str:
-    from .gatefmt import text_lines
+    from gradshield_lint.report.gatefmt import text_lines
 
     s = split(result)
     lines: list[str] = text_lines(result)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .baseline import (
+from gradshield_lint.lint.baseline import (
     Baseline,
     Fingerprint,
     Recorded,
@@ -47,9 +47,9 @@ from .baseline import (
     update_scores,
     write_baseline,
 )
-from .engine import Engine, EngineSettings
-from .errors import ConfigError, GradshieldError, InputError
-from .rows import Message, Row, RowShape, iter_rows
+from gradshield_lint.scoring.engine import Engine, EngineSettings
+from gradshield_lint.errors import ConfigError, GradshieldError, InputError
+from gradshield_lint.io.rows import Message, Row, RowShape, iter_rows
 
 RAY_HINT = "--engine ray needs Ray: pip install 'gradshield-lint[ray]'"
 SHARD_PREFIX = "shard-"
@@ -161,7 +161,7 @@ class WorkDir:
         return out
 
     def write_shard(self, scores: Mapping[str, float]) -> Path:
-        from .atomic import atomic_write_text
+        from gradshield_lint.io.atomic import atomic_write_text
 
         path = self.root / f"{SHARD_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         # repr-exact floats: the merge rounds once, as a single process does
@@ -219,7 +219,7 @@ class _Scorer:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        from .fihs import score_encoded
+        from gradshield_lint.scoring.fihs import score_encoded
 
         eng = self.engine
         rows = [_record_row(*t) for t in zip(batch["id"], batch["messages"], batch["source"], batch["line"])]
@@ -372,7 +372,7 @@ def score_rows_ray(
     """Scores of every distinct row of `files` not in `known`: (fingerprint, recorded, {id: score} for those rows,
     all row ids in data order, run summary, work directory, its held lock). The caller writes the baseline, then
     removes the work directory and releases the lock."""
-    from .proxy import default_cache_dir
+    from gradshield_lint.scoring.proxy import default_cache_dir
 
     ray = require_ray()
     t0 = time.perf_counter()
@@ -422,7 +422,7 @@ def create_baseline_ray(settings: EngineSettings, files, shape, cfg_threshold, b
                         *, accepted_from: Baseline | None = None) -> tuple[Baseline, RayRun, list[float]]:
     """`baseline create` on Ray: the same file a single process writes. Returns (baseline, run, scores).
     `accepted_from` (for --rescore): keep that baseline's accepted rows that still exist."""
-    from .lint import threshold_for
+    from gradshield_lint.lint.service import threshold_for
 
     if cfg_threshold.criterion == "finetune":
         raise ConfigError("--engine ray scores rows only; the finetune criterion needs every row's text on one machine: "
@@ -443,7 +443,7 @@ def create_baseline_ray(settings: EngineSettings, files, shape, cfg_threshold, b
 def update_baseline_ray(settings: EngineSettings, baseline: Baseline, files, shape, cfg_threshold, baseline_path: Path,
                         opts: RayOptions, *, rescore: bool, rethreshold: bool = False) -> tuple[Baseline, RayRun]:
     """`baseline update` on Ray: `lint.update_baseline`'s rules (threshold kept unless --rethreshold/--rescore)."""
-    from .lint import threshold_for
+    from gradshield_lint.lint.service import threshold_for
 
     if rescore:
         b, run, _ = create_baseline_ray(settings, files, shape, cfg_threshold, baseline_path, opts, accepted_from=baseline)

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path
-from .encode import Encoded, _render, chat_template_hash, make_batches
-from .losses import next_token_logits, row_losses
-from .model import ScoringModel
-from .params import ParamSelection, select_parameters, selection_hash
+from gradshield_lint.io.atomic import atomic_path
+from gradshield_lint.scoring.encode import Encoded, _render, chat_template_hash, make_batches
+from gradshield_lint.scoring.losses import next_token_logits, row_losses
+from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.params import ParamSelection, select_parameters, selection_hash
 
 PROXIES = ("margin", "first-token", "refusal-nll")
 CACHE_FORMAT = 1

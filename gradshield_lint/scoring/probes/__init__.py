@@ -32,7 +32,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProbeError
+from gradshield_lint.errors import ProbeError
+from gradshield_lint.schemas import schema_path
 
 __all__ = [
     "GENERIC_REFUSALS",
@@ -128,7 +129,7 @@ def default_probe_path() -> Path:
 
 def probe_schema_path() -> Path:
     """The JSON Schema of one record of the project's probe format."""
-    return Path(__file__).resolve().parent.parent / "schemas" / "probes.schema.json"
+    return schema_path("probes")
 
 
 _SCHEMA: dict[str, Any] | None = None

@@ -7,19 +7,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .encode import (
+from gradshield_lint.scoring.encode import (
     Encoded,
     NoTargetTokens,
     RowTooLong,
     chat_template_hash,
     encode_conversation,
 )
-from .errors import ConfigError, InputError
-from .fihs import RowScore, ScoreOptions, resolve_method, score_encoded
-from .model import ModelSpec, ScoringModel, load_model, prepared_meta
-from .params import ParamSelection
-from .proxy import ProxyGradient, ProxyOptions, proxy_gradient
-from .rows import Row
+from gradshield_lint.errors import ConfigError, InputError
+from gradshield_lint.scoring.fihs import RowScore, ScoreOptions, resolve_method, score_encoded
+from gradshield_lint.scoring.model import ModelSpec, ScoringModel, load_model, prepared_meta
+from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions, proxy_gradient
+from gradshield_lint.io.rows import Row
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Engine:
 
     @cached_property
     def probes(self):
-        from .probes import load_probes
+        from gradshield_lint.scoring.probes import load_probes
 
         return load_probes(self.settings.probes)
 
@@ -123,7 +123,7 @@ class Engine:
 
     def explain(self, rows: Sequence[Row], window: int | None = None) -> list:
         """Why each row scores high (explain.py): the strongest reply span and the top probe category."""
-        from .explain import DEFAULT_WINDOW, explain
+        from gradshield_lint.scoring.explain import DEFAULT_WINDOW, explain
 
         s = self.settings
         return explain(

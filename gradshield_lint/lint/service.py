@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .baseline import (
+from gradshield_lint.lint.baseline import (
     Baseline,
     Fingerprint,
     Recorded,
@@ -26,11 +26,11 @@ from .baseline import (
     rebase,
     update_scores,
 )
-from .conformal import DEFAULT_FPR, conformal_threshold, p_values, stated_rate
-from .errors import BaselineError, ConfigError, InputError
-from .findings import Finding, LintResult
-from .rows import Row, RowShape, iter_rows
-from .threshold import ThresholdResult, find_threshold
+from gradshield_lint.lint.conformal import DEFAULT_FPR, conformal_threshold, p_values, stated_rate
+from gradshield_lint.errors import BaselineError, ConfigError, InputError
+from gradshield_lint.lint.findings import Finding, LintResult
+from gradshield_lint.io.rows import Row, RowShape, iter_rows
+from gradshield_lint.lint.threshold import ThresholdResult, find_threshold
 
 # Without a baseline, the threshold for a check comes from a deterministic sample of the rows that already existed
 # (the lowest row ids: a hash order, so effectively random): the cost stays bounded whatever the dataset's size.
@@ -107,7 +107,7 @@ def threshold_for(scores: Sequence[float], cfg_threshold, criterion=None, *, ref
 
 def finetune_criterion(engine, rows: Sequence[Row]):
     """GradShield's acceptance test for a threshold: a brief LoRA finetune on the kept rows must not raise H."""
-    from .criteria import FinetuneCriterion
+    from gradshield_lint.lint.criteria import FinetuneCriterion
 
     convs = [[{"role": m.role, "content": m.content} for m in r.messages] for r in rows]
     return FinetuneCriterion(engine.scoring_model, engine.probes, convs, engine.settings.proxy)
@@ -254,7 +254,7 @@ def update_baseline_file(
 
 def rows_at_revision(path: Path, ref: str, shape: RowShape | None) -> list[Row]:
     """The rows a file had at git revision `ref` (none if the file did not exist there)."""
-    from .gitrefs import Revision
+    from gradshield_lint.io.gitrefs import Revision
 
     path = Path(path)
     rev = Revision.open(ref, path.parent if str(path.parent) else Path.cwd())
@@ -367,7 +367,7 @@ def expand_files(
     never read as datasets. A directory named in `paths` with no dataset file in it is an InputError: a check of
     nothing must not pass.
     """
-    from .rows import is_dataset_file
+    from gradshield_lint.io.rows import is_dataset_file
 
     skipped = {_resolved(Path(p)) for p in skip}
     out: list[str | Path] = []

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .threshold import ThresholdResult
+from gradshield_lint.lint.threshold import ThresholdResult
 
 DEFAULT_FPR = 0.01
 

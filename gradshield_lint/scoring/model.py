@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from . import embedded
-from .errors import ModelLoadError
+from gradshield_lint.scoring import embedded
+from gradshield_lint.errors import ModelLoadError
 
 EMBEDDED = "embedded"
 EMBEDDED_GGUF = embedded.GGUF
 EMBEDDED_PACKAGE = embedded.PACKAGE
-EMBEDDED_ADAPTER_DIR = Path(__file__).parent / "adapters" / "smollm2-135m-safety"
+EMBEDDED_ADAPTER_DIR = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m-safety"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -213,8 +213,8 @@ def _prepared_source(spec: ModelSpec, adapter: Path | None) -> dict | None:
 
 
 def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
-    from . import prepared
-    from .proxy import default_cache_dir
+    from gradshield_lint.scoring import prepared
+    from gradshield_lint.scoring.proxy import default_cache_dir
 
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
@@ -275,7 +275,7 @@ def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
         identity["adapter"] = ""
 
     sm = _ready(model, tok, spec, device, dtype, identity, "")
-    from .encode import chat_template_hash
+    from gradshield_lint.scoring.encode import chat_template_hash
 
     meta = {"identity": identity, "chat_template": chat_template_hash(sm.tokenizer), "context_length": sm.context_length}
     if entry is not None and prepared.save(entry, sm.model, sm.tokenizer, meta):
@@ -286,8 +286,8 @@ def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
 def prepared_meta(spec: ModelSpec, cache_dir: Path | None = None) -> dict | None:
     """What a prepared entry recorded about its model (identity, chat-template hash, context length) without
     loading it: lets a check with no new rows compare fingerprints without the model. None when no entry."""
-    from . import prepared
-    from .proxy import default_cache_dir
+    from gradshield_lint.scoring import prepared
+    from gradshield_lint.scoring.proxy import default_cache_dir
 
     try:
         source = _prepared_source(spec, _adapter_dir(spec))

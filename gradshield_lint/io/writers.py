@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_paths
-from .errors import InputError
+from gradshield_lint.io.atomic import atomic_paths
+from gradshield_lint.errors import InputError
 
 WRITABLE = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .model import ScoringModel
-from .proxy import ProxyOptions, proxy_value
+from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.proxy import ProxyOptions, proxy_value
 
 
 @dataclass
@@ -46,7 +46,7 @@ class FinetuneCriterion:
         return self._start
 
     def delta_h(self, kept: Sequence[Sequence[dict]]) -> float:
-        from .training import TrainConfig, sft_lora
+        from gradshield_lint.scoring.finetune import TrainConfig, sft_lora
 
         if not kept:
             return 0.0

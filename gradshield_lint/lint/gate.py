@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from .baseline import Baseline, loads_baseline, read_baseline
-from .config import CONFIG_NAMES, Config, config_from_text, find_config, load_config
-from .errors import BaselineError, ConfigError, GradshieldError
-from .findings import GateChange, GateInfo, LintResult
-from .gitrefs import Revision
+from gradshield_lint.lint.baseline import Baseline, loads_baseline, read_baseline
+from gradshield_lint.config import CONFIG_NAMES, Config, config_from_text, find_config, load_config
+from gradshield_lint.errors import BaselineError, ConfigError, GradshieldError
+from gradshield_lint.lint.findings import GateChange, GateInfo, LintResult
+from gradshield_lint.io.gitrefs import Revision
 
 WARNING = "warning"
 NOTE = "note"

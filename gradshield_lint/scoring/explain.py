@@ -31,14 +31,14 @@ from types import SimpleNamespace
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path
-from .encode import Located, encode_with_offsets, make_batches
-from .fihs import ScoreOptions, calibrate_fd_step
-from .findings import Explanation
-from .losses import row_losses, target_token_nll
-from .model import ScoringModel
-from .params import ParamSelection, select_parameters
-from .proxy import (
+from gradshield_lint.io.atomic import atomic_path
+from gradshield_lint.scoring.encode import Located, encode_with_offsets, make_batches
+from gradshield_lint.scoring.fihs import ScoreOptions, calibrate_fd_step
+from gradshield_lint.lint.findings import Explanation
+from gradshield_lint.scoring.losses import row_losses, target_token_nll
+from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.params import ParamSelection, select_parameters
+from gradshield_lint.scoring.proxy import (
     ProxyGradient,
     ProxyOptions,
     default_cache_dir,

@@ -53,14 +53,15 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from . import safejson
-from .atomic import atomic_write_text
-from .errors import BaselineError
-from .threshold import ThresholdResult
+from gradshield_lint.io import safejson
+from gradshield_lint.io.atomic import atomic_write_text
+from gradshield_lint.errors import BaselineError
+from gradshield_lint.schemas import schema_path
+from gradshield_lint.lint.threshold import ThresholdResult
 
 VERSION = 1
 SIG_DIGITS = 7
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "baseline.schema.json"
+SCHEMA_PATH = schema_path("baseline")
 ROW_ID_RE = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
 _ALL_IDS_RE = re.compile(r"(?:[0-9A-Za-z_.:-]{1,128}\n)*")
 RESCORE_HINT = "run `gradshield-lint baseline update --rescore`"

@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .encode import Batch, Encoded, make_batches
-from .losses import row_losses
-from .model import ScoringModel
-from .proxy import ProxyGradient
+from gradshield_lint.scoring.encode import Batch, Encoded, make_batches
+from gradshield_lint.scoring.losses import row_losses
+from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.proxy import ProxyGradient
 
 METHODS = ("auto", "jvp", "fd", "exact", "persample")
 
@@ -121,8 +121,8 @@ def calibrate_fd_step(sm: ScoringModel, grad: ProxyGradient, opts: ScoreOptions)
     reduction) on the ScoringModel so a process pays it once. The best step balances the O(ε²) curvature error of
     a large step against float32 rounding of the loss at a small one, and where that balance lies depends on the
     model and the parameter selection."""
-    from .encode import encode_conversation
-    from .rows import Message
+    from gradshield_lint.scoring.encode import encode_conversation
+    from gradshield_lint.io.rows import Message
 
     cache = sm.fd_steps
     key = (grad.key, opts.loss_reduction)
