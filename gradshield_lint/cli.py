@@ -11,31 +11,64 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from gradshield_lint.io.atomic import atomic_write_text
+from gradshield_lint.config import Config, Override
 from gradshield_lint.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, GradshieldError
 from gradshield_lint.fmt import fmt_score, plural
+from gradshield_lint.io.atomic import atomic_write_text
+from gradshield_lint.schemas import config_enum
+from gradshield_lint.scoring.registry import METHODS, PROXIES
+
+if TYPE_CHECKING:
+    from gradshield_lint.lint.distributed import RayOptions, RayRun
+    from gradshield_lint.lint.findings import LintResult
+    from gradshield_lint.lint.service import Linter
+    from gradshield_lint.scoring.engine import Engine
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
 class Context:
+    """What the group's options set. `overrides`: settings given as flags (`--model`, `--device`), applied to the
+    configuration before it is validated, as every command's own flags are."""
+
     config_path: Path | None
     quiet: bool
-    model: str | None = None
-    device: str | None = None
+    overrides: tuple[Override, ...] = ()
 
     @property
     def progress(self) -> bool:
         return not self.quiet and sys.stderr.isatty()
 
-    def config(self):
+    def config(self, *extra: Override | None) -> Config:
         from gradshield_lint.config import load_config
 
-        return load_config(self.config_path)
+        return load_config(self.config_path, overrides=self.with_extra(extra))
+
+    def with_extra(self, extra: Sequence[Override | None]) -> tuple[Override, ...]:
+        return (*self.overrides, *(o for o in extra if o is not None))
+
+
+def override(key: str, value: Any, origin: str) -> Override | None:
+    """A flag's value as a configuration override (None when the flag was not given)."""
+    return None if value is None else Override(tuple(key.split(".")), value, origin)
+
+
+def model_override(value: str | None) -> Override | None:
+    """`--model`: a path that exists is made absolute here (the configuration's own paths are relative to its
+    folder; a path on the command line is relative to where the command runs)."""
+    if value is None:
+        return None
+    if value != "embedded" and Path(value).expanduser().exists():
+        value = str(Path(value).expanduser().resolve())
+    return override("model.name", value, "--model")
 
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
@@ -45,19 +78,19 @@ _CONFIG_HELP = "Configuration file (default: the .gradshield.yaml found from the
 _QUIET_HELP = "No progress bars and no tables on stderr."
 
 
-def _set_config(ctx: click.Context, _param, value: Path | None) -> None:
+def _set_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
     obj = ctx.find_object(Context)
     if value is not None and obj is not None:
         obj.config_path = value
 
 
-def _set_quiet(ctx: click.Context, _param, value: bool) -> None:
+def _set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     obj = ctx.find_object(Context)
     if value and obj is not None:
         obj.quiet = True
 
 
-def _common_options(f):
+def _common_options(f: F) -> F:
     """`--config` and `-q/--quiet` after the subcommand too (`gradshield-lint check -q FILE`): given there, they
     override what was given before it."""
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help=_QUIET_HELP)(f)
@@ -76,7 +109,7 @@ class _Group(click.Group):
             _common_options(cmd)
         super().add_command(cmd, name)
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         from gradshield_lint.io.atomic import exit_on_termination
         from gradshield_lint.report.escape import error_text, term_escape
 
@@ -121,7 +154,7 @@ class _DatasetPath(click.ParamType):
 
     name = "path"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str | Path:
         if isinstance(value, Path):
             return value
         text = os.fsdecode(value)
@@ -135,7 +168,7 @@ class _OutputPath(click.Path):
     def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         path = super().convert(value, param, ctx)
         for parent in Path(path).absolute().parents:
             if parent.exists():
@@ -152,7 +185,7 @@ DATASETS = _DatasetPath()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
 @click.option("-q", "--quiet", is_flag=True, help=_QUIET_HELP)
 @click.option("--model", envvar="GRADSHIELD_MODEL", help="Scoring model, overriding model.name: 'embedded', a Hub id, a local directory or a .gguf file [env: GRADSHIELD_MODEL].")
-@click.option("--device", envvar="GRADSHIELD_DEVICE", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Device, overriding model.device [env: GRADSHIELD_DEVICE].")
+@click.option("--device", envvar="GRADSHIELD_DEVICE", type=click.Choice(config_enum("model", "device")), help="Device, overriding model.device [env: GRADSHIELD_DEVICE].")
 @click.option("--debug", is_flag=True, envvar="GRADSHIELD_DEBUG", help="On an internal error (exit 3), print the traceback [env: GRADSHIELD_DEBUG=1].")
 @click.version_option(package_name="gradshield-lint")
 @click.pass_context
@@ -165,30 +198,26 @@ def main(ctx: click.Context, config_path: Path | None, quiet: bool, model: str |
     Exit codes: 0 clean; 1 findings (and nothing else); 2 usage, configuration or input error (the message names the
     file and line); 3 internal error, a bug (one line; the traceback with --debug); 130 interrupted.
     """
-    ctx.obj = Context(config_path=config_path, quiet=quiet, model=model, device=device)
+    ctx.obj = Context(
+        config_path=config_path, quiet=quiet,
+        overrides=tuple(o for o in (model_override(model), override("model.device", device, "--device")) if o),
+    )
 
 
-def _engine(ctx: Context, cfg, **overrides):
-    from gradshield_lint.scoring.engine import Engine, settings_from_config
+def build_engine(ctx: Context, cfg: Config) -> Engine:
+    """The engine every command scores with: its settings come only from the configuration (flags included)."""
+    from gradshield_lint.scoring.engine import Engine, EngineSettings
 
-    settings = settings_from_config(cfg)
-    if ctx.model:
-        # the shipped adapter belongs to the embedded model only; another model gets none unless configured
-        adapter = settings.model.adapter if ctx.model == "embedded" else (None if settings.model.adapter == "embedded" else settings.model.adapter)
-        settings = replace(settings, model=replace(settings.model, name=ctx.model, adapter=adapter))
-    if ctx.device:
-        settings = replace(settings, model=replace(settings.model, device=ctx.device))
-    proxy, method = overrides.get("proxy"), overrides.get("method")
-    if proxy:
-        settings = replace(settings, proxy=replace(settings.proxy, proxy=proxy))
-    if method:
-        settings = replace(settings, score=replace(settings.score, method=method))
-    if overrides.get("normalize") is not None:
-        settings = replace(settings, score=replace(settings.score, normalize=overrides["normalize"]))
-    return Engine(settings, progress=ctx.progress)
+    return Engine(EngineSettings.from_config(cfg), progress=ctx.progress)
 
 
-def _read_rows(cfg, files):
+def _linter(ctx: Context, cfg: Config) -> Linter:
+    from gradshield_lint.lint.service import Linter
+
+    return Linter(build_engine(ctx, cfg), cfg)
+
+
+def _read_rows(cfg: Config, files: Sequence[str | Path]) -> list[Any]:
     from gradshield_lint.io.rows import iter_rows
 
     shape = cfg.rows.row_shape()
@@ -200,8 +229,8 @@ def _read_rows(cfg, files):
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=DATASETS)
-@click.option("--method", type=click.Choice(["auto", "jvp", "fd", "exact", "persample"]), help="How FIHS is computed (default: from the configuration, `auto`).")
-@click.option("--proxy", type=click.Choice(["margin", "first-token", "refusal-nll"]), help="Proxy harmfulness score whose gradient defines FIHS.")
+@click.option("--method", type=click.Choice(METHODS.names()), help="How FIHS is computed (default: from the configuration, `auto`).")
+@click.option("--proxy", type=click.Choice(PROXIES.names()), help="Proxy harmfulness score whose gradient defines FIHS.")
 @click.option("--normalize/--raw", default=None, help="Cosine between −∇L(row) and ∇H instead of the raw dot product.")
 @click.option("-o", "--output", type=_OutputPath(), help="Write one JSON object per row (JSONL) here instead of stdout.")
 @click.option("--top", default=10, show_default=True, help="How many of the highest-scoring rows to show on stderr.")
@@ -212,9 +241,13 @@ def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str 
     Keys: id, file, line, fihs, raw, truncated, tokens. No baseline and no threshold: use `check` or `scan` for a
     verdict.
     """
-    cfg = ctx.config()
+    cfg = ctx.config(
+        override("scoring.method", method, "--method"),
+        override("scoring.proxy", proxy, "--proxy"),
+        override("scoring.normalize", normalize, "--normalize/--raw"),
+    )
     rows = _read_rows(cfg, files)
-    engine = _engine(ctx, cfg, proxy=proxy, method=method, normalize=normalize)
+    engine = build_engine(ctx, cfg)
     scored = engine.score_rows(rows)
     lines = [
         json.dumps(
@@ -244,18 +277,21 @@ def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str 
 
 # ------------------------------------------------------------------------------------------------ linter
 
-_FORMAT = click.option("-f", "--format", "fmt", type=click.Choice(["text", "json", "sarif", "github"]), help="Report format on stdout (default: report.format in the configuration, `text`).")
+_FORMAT = click.option("-f", "--format", "fmt", type=click.Choice(config_enum("report", "format")), help="Report format on stdout (default: report.format in the configuration, `text`).")
 _OUTPUT = click.option("-o", "--output", type=_OutputPath(), help="Write the report here instead of stdout.")
 
 
-def _extra_outputs(f):
+def _extra_outputs(f: F) -> F:
     f = click.option("--sarif", "sarif_file", type=_OutputPath(), help="Also write a SARIF 2.1.0 file (for code scanning).")(f)
     f = click.option("--json", "json_file", type=_OutputPath(), help="Also write the JSON report.")(f)
     f = click.option("--summary", "summary_file", type=_OutputPath(), help="Also append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")(f)
     return f
 
 
-def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=None, summary_file=None) -> None:
+def _emit(
+    ctx: Context, cfg: Config, result: LintResult, fmt: str | None, output: Path | None, sarif_file: Path | None = None,
+    json_file: Path | None = None, summary_file: Path | None = None,
+) -> None:
     from gradshield_lint.io.atomic import atomic_write_many
     from gradshield_lint.report import github_summary, render
 
@@ -276,8 +312,10 @@ def _emit(ctx: Context, cfg, result, fmt, output, sarif_file=None, json_file=Non
             fh.write(github_summary(result, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars))
 
 
-def _files(cfg, files, baseline_opt: Path | None = None, skip_also=()) -> list[str | Path]:
-    from gradshield_lint.lint.service import expand_files
+def _files(
+    cfg: Config, files: Sequence[str | Path], baseline_opt: Path | None = None, skip_also: Sequence[Path] = ()
+) -> list[str | Path]:
+    from gradshield_lint.io.files import expand_files
 
     # the baseline, the configuration and a custom probe set are JSON(L) too; never read them as datasets
     skip = [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt, cfg.probes_path) if p is not None] + list(skip_also)
@@ -287,14 +325,14 @@ def _files(cfg, files, baseline_opt: Path | None = None, skip_also=()) -> list[s
     return out
 
 
-def _shown(path) -> str:
+def _shown(path: str | Path) -> str:
     """A path as printed: file names can be hostile (escape sequences, `::` workflow commands)."""
     from gradshield_lint.report.escape import term_escape
 
     return term_escape(str(path))
 
 
-def _baseline_path(cfg, option: Path | None) -> Path:
+def _baseline_path(cfg: Config, option: Path | None) -> Path:
     return option if option is not None else cfg.baseline_path
 
 
@@ -310,7 +348,11 @@ def _baseline_path(cfg, option: Path | None) -> Path:
 @_OUTPUT
 @_extra_outputs
 @click.pass_obj
-def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, fail_on_gate_change, exit_zero, fmt, output, sarif_file, json_file, summary_file) -> None:
+def check(
+    ctx: Context, files: tuple[str | Path, ...], baseline_opt: Path | None, diff_base: str | None, no_baseline: bool,
+    gate_only: bool, fail_on_gate_change: bool, exit_zero: bool, fmt: str | None, output: Path | None,
+    sarif_file: Path | None, json_file: Path | None, summary_file: Path | None,
+) -> None:
     """Check FILES for new rows above the baseline's threshold (the pre-commit and CI entry point).
 
     Only rows the baseline does not know are scored, so a check costs what its new rows cost. Exit 0 when clean,
@@ -318,7 +360,7 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, 
     error. Under pre-commit's pre-push stage, rows already pushed (PRE_COMMIT_FROM_REF) are not new either.
     With --diff-base the gate is the base revision's: a pull request cannot relax the check that judges it.
     """
-    from gradshield_lint.lint.service import check as run_check, pre_commit_from_ref
+    from gradshield_lint.io.gitrefs import pre_commit_from_ref
 
     if (gate_only or fail_on_gate_change) and not diff_base:
         raise click.UsageError("--gate-only and --fail-on-gate-change need --diff-base REF")
@@ -326,11 +368,11 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, 
         from gradshield_lint.lint.gate import gate_only_result, open_gate
 
         with open_gate(diff_base, config_opt=ctx.config_path, baseline_opt=baseline_opt, use_baseline=not no_baseline) as gate:
-            cfg = gate.config
+            cfg = gate.config.with_overrides(ctx.overrides)
             paths = [] if gate_only else _files(cfg, files, baseline_opt, gate.skip)
             if paths:
-                result = run_check(_engine(ctx, cfg), paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=None,
-                                   diff_base=diff_base, baseline=gate.baseline, baseline_label=gate.baseline_label, explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
+                result = _linter(ctx, cfg).check(paths, baseline_path=None, diff_base=diff_base, baseline=gate.baseline,
+                                                 baseline_label=gate.baseline_label)
                 result.gate = gate.info
             else:
                 result = gate_only_result(gate)  # only the baseline or the configuration changed: no model needed
@@ -343,7 +385,7 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, 
         from_ref = pre_commit_from_ref()
         if bpath is not None and not bpath.exists() and baseline_opt is None and from_ref:
             bpath = None  # no baseline yet: the pushed revision alone decides what is new
-        result = run_check(_engine(ctx, cfg), paths, cfg.rows.row_shape(), cfg.threshold, baseline_path=bpath, diff_base=from_ref, explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
+        result = _linter(ctx, cfg).check(paths, baseline_path=bpath, diff_base=from_ref)
     _emit(ctx, cfg, result, fmt, output, sarif_file, json_file, summary_file)
     if (result.findings or (fail_on_gate_change and result.gate and result.gate.warnings)) and not exit_zero:
         sys.exit(1)
@@ -356,13 +398,13 @@ def check(ctx: Context, files, baseline_opt, diff_base, no_baseline, gate_only, 
 @_OUTPUT
 @_extra_outputs
 @click.pass_obj
-def scan(ctx: Context, files, exit_zero, fmt, output, sarif_file, json_file, summary_file) -> None:
+def scan(
+    ctx: Context, files: tuple[str | Path, ...], exit_zero: bool, fmt: str | None, output: Path | None,
+    sarif_file: Path | None, json_file: Path | None, summary_file: Path | None,
+) -> None:
     """Score every row of FILES and flag those above a threshold found on the spot (no baseline needed)."""
-    from gradshield_lint.lint.service import scan as run_scan
-
     cfg = ctx.config()
-    engine = _engine(ctx, cfg)
-    result, _ = run_scan(engine, _files(cfg, files), cfg.rows.row_shape(), cfg.threshold)
+    result, _ = _linter(ctx, cfg).scan(_files(cfg, files))
     _emit(ctx, cfg, result, fmt, output, sarif_file, json_file, summary_file)
     if result.findings and not exit_zero:
         sys.exit(1)
@@ -379,7 +421,6 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
     The GradShield use, "clean my data before finetuning", in one command: every row is scored and rows above the
     adaptive threshold (found without knowing how many rows are harmful) are removed. SOURCE is never modified.
     """
-    from gradshield_lint.lint.service import scan as run_scan
     from gradshield_lint.io.rows import iter_rows_with_records
     from gradshield_lint.io.writers import WRITABLE, removed_path, write_record_sets
 
@@ -397,7 +438,7 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
             raise click.UsageError(f"cannot write {out}: it is a directory")
     shape = cfg.rows.row_shape()
     pairs = list(iter_rows_with_records(source, shape))
-    result, _ = run_scan(_engine(ctx, cfg), [source], shape, cfg.threshold)
+    result, _ = _linter(ctx, cfg).scan([source])
     flagged = {f.id for f in result.findings}
     keep = [rec for row, rec in pairs if row.id not in flagged]
     drop = [rec for row, rec in pairs if row.id in flagged]
@@ -411,7 +452,7 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
     )
 
 
-def _ray_options(f):
+def _ray_options(f: F) -> F:
     f = click.option("--chunk-rows", default=1024, show_default=True, type=click.IntRange(1), help="With --engine ray: rows per block and per shard (the work redone when a worker dies).")(f)
     f = click.option("--workers", type=click.IntRange(1), help="With --engine ray: scoring actors (default: 1 locally; the cluster's GPUs, else its CPUs less one).")(f)
     f = click.option("--ray-address", metavar="ADDR", help="With --engine ray: join this Ray cluster (e.g. auto, or HOST:6379) instead of starting a local instance.")(f)
@@ -419,18 +460,18 @@ def _ray_options(f):
     return f
 
 
-def _check_engine(engine: str, address, workers) -> None:
+def _check_engine(engine: str, address: str | None, workers: int | None) -> None:
     if engine != "ray" and (address or workers):
         raise click.UsageError("--ray-address and --workers need --engine ray")
 
 
-def _ray_opts(ctx: Context, address, workers, chunk_rows):
+def _ray_opts(ctx: Context, address: str | None, workers: int | None, chunk_rows: int) -> RayOptions:
     from gradshield_lint.lint.distributed import RayOptions
 
     return RayOptions(address=address, workers=workers, chunk_rows=chunk_rows, progress=ctx.progress)
 
 
-def _ray_summary(run) -> str:
+def _ray_summary(run: RayRun) -> str:
     resumed = f", {run.resumed} from an interrupted run" if run.resumed else ""
     return f"ray: {run.workers} worker{'s' if run.workers != 1 else ''}, {run.scored} scored{resumed}, {run.seconds:.1f} s"
 
@@ -443,44 +484,45 @@ def baseline() -> None:
 @baseline.command("create")
 @click.argument("files", nargs=-1, type=DATASETS)
 @click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Where to write it (default: from the configuration).")
-@click.option("--criterion", type=click.Choice(["distribution", "finetune"]), help="How the threshold is accepted (default: threshold.criterion).")
+@click.option("--criterion", type=click.Choice(config_enum("threshold", "criterion")), help="How the threshold is accepted (default: threshold.criterion).")
 @click.option("--force", is_flag=True, help="Overwrite an existing baseline.")
 @_ray_options
 @click.pass_obj
-def baseline_create(ctx: Context, files, baseline_opt, criterion, force, engine, ray_address, workers, chunk_rows) -> None:
+def baseline_create(
+    ctx: Context, files: tuple[str | Path, ...], baseline_opt: Path | None, criterion: str | None, force: bool,
+    engine: str, ray_address: str | None, workers: int | None, chunk_rows: int,
+) -> None:
     """Score every row of FILES (default: the configured `files` globs) and write the baseline.
 
     With --criterion finetune the threshold is found by GradShield's binary search: each candidate threshold is
     accepted when a brief LoRA finetune on the rows it keeps leaves the probe harmfulness within a tolerance of the
     starting model's (slow: one short finetune per search step; the baseline records the iterations and seconds).
     """
-    from dataclasses import replace as dc_replace
-
     from gradshield_lint.lint.baseline import baseline_lock, write_baseline
-    from gradshield_lint.lint.service import create_baseline, read_all, require_rows
+    from gradshield_lint.lint.service import require_rows
 
-    cfg = ctx.config()
+    cfg = ctx.config(override("threshold.criterion", criterion, "--criterion"))
     path = _baseline_path(cfg, baseline_opt)
     if path.exists() and not force:
         raise click.UsageError(f"{path} exists; use `baseline update`, or --force to start over")
     if path.is_dir():
         raise click.UsageError(f"cannot write the baseline to {path}: it is a directory")
-    tcfg = dc_replace(cfg.threshold, criterion=criterion) if criterion else cfg.threshold
     _check_engine(engine, ray_address, workers)
     if engine == "ray":
         from gradshield_lint.lint.distributed import create_baseline_ray
 
         opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
-        b, run, values = create_baseline_ray(_engine(ctx, cfg).settings, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), tcfg, path, opts)
+        b, run, values = create_baseline_ray(build_engine(ctx, cfg).settings, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), cfg.threshold, path, opts)
         above = sum(s > b.threshold.value for s in values)
         click.echo(f"baseline written to {path}: {run.rows} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it; {_ray_summary(run)}", err=True)
         return
-    rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
+    linter = _linter(ctx, cfg)
+    rows = linter.read(_files(cfg, files, baseline_opt))
     require_rows(rows, files or [cfg.root], cfg.files)  # before loading a model
-    b, scored = create_baseline(_engine(ctx, cfg), rows, tcfg)
+    b, scored = linter.create_baseline(rows)
     with baseline_lock(path):
         write_baseline(path, b)
-    above = sum(s > b.threshold.value for s in scored.scores)
+    above = sum(s.score.fihs > b.threshold.value for s in scored)
     from gradshield_lint.lint.conformal import describe
 
     click.echo(f"baseline written to {_shown(path)}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({describe(b.threshold)}); {plural(above, 'row')} above it", err=True)
@@ -493,14 +535,16 @@ def baseline_create(ctx: Context, files, baseline_opt, criterion, force, engine,
 @click.option("--rethreshold", is_flag=True, help="Find the threshold again on all rows (default: keep the stored one, so that concurrent updates merge cleanly).")
 @_ray_options
 @click.pass_obj
-def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold, engine, ray_address, workers, chunk_rows) -> None:
+def baseline_update(
+    ctx: Context, files: tuple[str | Path, ...], baseline_opt: Path | None, rescore: bool, rethreshold: bool,
+    engine: str, ray_address: str | None, workers: int | None, chunk_rows: int,
+) -> None:
     """Score the rows the baseline does not know and drop rows that no longer exist.
 
     The stored threshold is kept unless --rethreshold or --rescore is given: two pull requests that each add rows
     then change only their own lines of the baseline and merge without conflict.
     """
     from gradshield_lint.lint.baseline import read_baseline
-    from gradshield_lint.lint.service import read_all, update_baseline_file
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
@@ -512,12 +556,13 @@ def baseline_update(ctx: Context, files, baseline_opt, rescore, rethreshold, eng
         from gradshield_lint.lint.distributed import update_baseline_ray
 
         opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
-        new, run = update_baseline_ray(_engine(ctx, cfg).settings, old, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), cfg.threshold, path, opts, rescore=rescore, rethreshold=rethreshold)
+        new, run = update_baseline_ray(build_engine(ctx, cfg).settings, old, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), cfg.threshold, path, opts, rescore=rescore, rethreshold=rethreshold)
         click.echo(f"baseline updated: {run.scored + run.resumed} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}; {_ray_summary(run)}", err=True)
         return
-    rows = read_all(_files(cfg, files, baseline_opt), cfg.rows.row_shape())
+    linter = _linter(ctx, cfg)
+    rows = linter.read(_files(cfg, files, baseline_opt))
     # merged under the baseline's lock into the file as it is then: an `accept` meanwhile is kept
-    new, n_scored = update_baseline_file(_engine(ctx, cfg), path, rows, cfg.threshold, rescore=rescore, rethreshold=rethreshold, snapshot=old)
+    new, n_scored = linter.update_baseline_file(path, rows, rescore=rescore, rethreshold=rethreshold, snapshot=old)
     click.echo(f"baseline updated: {plural(n_scored, 'row')} scored, {plural(len(new.scores), 'row')}, threshold {fmt_score(new.threshold.value)}", err=True)
 
 
@@ -543,29 +588,27 @@ def accept(ctx: Context, row_id: str, reason: str, baseline_opt: Path | None) ->
 @click.option("--create-pr", is_flag=True, help="With --push: open a pull request instead of committing to main.")
 @click.option("--endpoint", envvar="HF_ENDPOINT", help="Hub endpoint (default: huggingface.co or $HF_ENDPOINT).")
 @click.pass_obj
-def card(ctx: Context, path: Path, baseline_opt, repo_id, create_pr, endpoint) -> None:
+def card(
+    ctx: Context, path: Path, baseline_opt: Path | None, repo_id: str | None, create_pr: bool, endpoint: str | None
+) -> None:
     """Write the report into the dataset card (README.md) of the dataset at PATH.
 
     One `gradshield:` metadata key and a section between `<!-- gradshield:start -->` and `<!-- gradshield:end -->`,
     replaced on each run; everything else in the card stays as it was. A histogram image is written beside it.
     """
     from gradshield_lint.hub import push_card, write_card_report
-    from gradshield_lint.lint.service import check as run_check, scan as run_scan
 
     cfg = ctx.config()
     folder = path if path.is_dir() else path.parent
     files = _files(cfg, [path])
-    engine = _engine(ctx, cfg)
+    linter = _linter(ctx, cfg)
     if baseline_opt is not None:
-        result = run_check(engine, files, cfg.rows.row_shape(), cfg.threshold, baseline_path=baseline_opt,
-                           explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
+        result = linter.check(files, baseline_path=baseline_opt)
     else:
-        result, _ = run_scan(engine, files, cfg.rows.row_shape(), cfg.threshold)
+        result, _ = linter.scan(files)
     upd = write_card_report(folder / "README.md", result)
     click.echo(f"wrote {_shown(upd.card_path)}" + (f" and {_shown(upd.image_path)}" if upd.image_path else ""), err=True)
     if repo_id:
-        import os
-
         url = push_card(repo_id, upd.card_path, upd.image_path, create_pr=create_pr, token=os.environ.get("HF_TOKEN"), endpoint=endpoint)
         click.echo(url)
 

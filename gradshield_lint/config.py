@@ -14,42 +14,30 @@ subdirectory finds the baseline at the top of the repository), or the start dire
 from __future__ import annotations
 
 import difflib
-import functools
-import json
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gradshield_lint.errors import ConfigError
-from gradshield_lint.schemas import schema_path
 from gradshield_lint.io.rows import RowShape, shape_from_config
+from gradshield_lint.schemas import config_default as _d
+from gradshield_lint.schemas import load_schema as _load_schema
+from gradshield_lint.schemas import schema_path
+from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.registry import normalize_problem
 
 SCHEMA_PATH = schema_path("config")
 CONFIG_NAMES = (".gradshield.yaml", ".gradshield.yml")
 """File names `find_config` looks for, in this order, in each directory."""
 
 
-@functools.cache
 def load_schema() -> dict[str, Any]:
     """The configuration JSON Schema (Draft 2020-12) shipped in the package."""
-    with SCHEMA_PATH.open(encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def _schema_at(*keys: str) -> dict[str, Any]:
-    node = load_schema()
-    for key in keys:
-        node = node["properties"][key]
-    return node
-
-
-def _d(*keys: str) -> Any:
-    """The schema's default for the key at `keys`."""
-    return _schema_at(*keys)["default"]
+    return _load_schema("config")
 
 
 def schema_defaults(node: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -81,15 +69,6 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class ParamSelection:
-    """Which parameters the gradients are taken over (`scoring.params.*`). `layers`: [first, last] block, inclusive."""
-
-    include: str | None = _d("scoring", "params", "include")
-    exclude: str | None = _d("scoring", "params", "exclude")
-    layers: tuple[int, int] | None = _d("scoring", "params", "layers")
-
-
-@dataclass(frozen=True)
 class FirstTokenConfig:
     """The tokens the first-token proxy compares (`scoring.first_token.*`)."""
 
@@ -99,7 +78,7 @@ class FirstTokenConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """How FIHS is computed (`scoring.*`)."""
+    """How FIHS is computed (`scoring.*`). `params` is the scoring stage's own `ParamSelection`."""
 
     proxy: str = _d("scoring", "proxy")
     probes: str | None = _d("scoring", "probes")
@@ -149,9 +128,20 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class Override:
+    """One setting given outside the configuration file (a command-line flag, an Action input): `key` is its path
+    in the configuration (`("scoring", "method")`), `origin` what set it (`--method`), named in error messages.
+    Overrides are applied to the document before it is validated, so each rule checks them like the file's keys."""
+
+    key: tuple[str, ...]
+    value: Any
+    origin: str
+
+
+@dataclass(frozen=True)
 class Config:
-    """The whole configuration. `path`: the file it came from (None: defaults only); `root`: the directory
-    relative paths are resolved against."""
+    """The whole configuration. `path`: the file it came from (None: defaults only, or text read through git);
+    `root`: the directory relative paths are resolved against; `source`: how messages name where it came from."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -162,6 +152,11 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     path: Path | None = None
     root: Path = field(default_factory=Path.cwd)
+    # what it was built from, to apply overrides later (`with_overrides`) with errors located as before
+    source: str | None = field(default=None, compare=False, repr=False)
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    lines: Mapping[tuple[Any, ...], int] = field(default_factory=dict, compare=False, repr=False)
+    overrides: tuple[Override, ...] = field(default=(), compare=False, repr=False)
 
     def resolve(self, p: str | Path) -> Path:
         """A path from the configuration, made absolute against `root` (`~` expanded)."""
@@ -178,14 +173,31 @@ class Config:
         return None if self.scoring.probes is None else self.resolve(self.scoring.probes)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings as a plain document in the schema's layout (without `path` and `root`)."""
-        d = asdict(self)
-        d.pop("path")
-        d.pop("root")
-        d["files"] = list(self.files)
-        layers = d["scoring"]["params"]["layers"]
-        d["scoring"]["params"]["layers"] = list(layers) if layers is not None else None
-        return d
+        """The settings as a plain document in the schema's layout (without `path`, `root` and the provenance)."""
+        out = _as_document(self, load_schema())
+        assert isinstance(out, dict)
+        return out
+
+    def with_overrides(self, overrides: Iterable[Override]) -> Config:
+        """This configuration with `overrides` applied, validated again as a whole (`ConfigError` naming the
+        override's origin when one breaks a rule)."""
+        overrides = tuple(overrides)
+        if not overrides:
+            return self
+        return _build(self.document, self.source, root=self.root, lines=self.lines,
+                      overrides=(*self.overrides, *overrides), path=self.path)
+
+
+def _as_document(value: Any, node: Mapping[str, Any]) -> Any:
+    """A settings dataclass (or value) as plain JSON values, keeping only the keys the schema node declares."""
+    if is_dataclass(value) and not isinstance(value, type):
+        props = node.get("properties", {})
+        return {f.name: _as_document(getattr(value, f.name), props.get(f.name, {})) for f in fields(value) if f.name in props}
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -214,13 +226,14 @@ def find_config(start: Path | None = None) -> Path | None:
     return None
 
 
-def load_config(path: Path | None = None, *, start: Path | None = None) -> Config:
-    """Load and validate the configuration: `path` if given, else `find_config(start)`; all defaults if none."""
+def load_config(path: Path | None = None, *, start: Path | None = None, overrides: Iterable[Override] = ()) -> Config:
+    """Load and validate the configuration: `path` if given, else `find_config(start)`; all defaults if none.
+    `overrides` (command-line flags) are applied before validation."""
     if path is None:
         path = find_config(start)
         if path is None:
             here = Path(start or Path.cwd()).resolve()
-            return Config(root=_git_root(here) or here)
+            return _build({}, None, root=_git_root(here) or here, overrides=tuple(overrides))
     path = Path(path)
     if not path.exists():
         raise ConfigError("no such configuration file", file=path)
@@ -237,7 +250,7 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> Confi
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=path) from None
     data, lines = _parse_yaml(text, path)
-    return config_from_dict(data, path, lines=lines)
+    return config_from_dict(data, path, lines=lines, overrides=overrides)
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -271,13 +284,11 @@ def config_from_text(text: str, source: str, *, root: Path) -> Config:
     """A configuration from YAML text that is not a file of the work tree (e.g. `REF:.gradshield.yaml`, read
     through git): validated as `load_config` validates a file, errors naming `source`; relative paths resolve
     against `root`. `Config.path` is None (the text has no file of its own)."""
-    from dataclasses import replace
-
-    data, lines = _parse_yaml(text, source)  # type: ignore[arg-type]  # only named in messages
-    return replace(config_from_dict(data, source, root=root, lines=lines), path=None)
+    data, lines = _parse_yaml(text, source)
+    return _build(data, source, root=root, lines=lines, path=None)
 
 
-def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+def _parse_yaml(text: str, path: Path | str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     loader = _ConfigLoader(text)
     try:
         node = loader.get_single_node()
@@ -304,7 +315,7 @@ def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]
     return ({} if data is None else data), lines
 
 
-def _walk(node: yaml.Node, at: tuple[Any, ...], lines: dict[tuple[Any, ...], int], path: Path) -> None:
+def _walk(node: yaml.Node, at: tuple[Any, ...], lines: dict[tuple[Any, ...], int], path: Path | str) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
@@ -410,9 +421,38 @@ def _messages_for(error: Any) -> list[tuple[tuple[Any, ...], str]]:
     return [(at, error.message)]
 
 
-def _validate(data: Any, source: Path | str | None, lines: Mapping[tuple[Any, ...], int]) -> None:
+@dataclass(frozen=True)
+class _Where:
+    """Where a key's value came from, for messages: the file and line, or the override (flag) that set it."""
+
+    source: Path | str | None
+    lines: Mapping[tuple[Any, ...], int]
+    origins: Mapping[tuple[Any, ...], str]
+
+    def origin(self, at: tuple[Any, ...]) -> str | None:
+        while at:
+            if at in self.origins:
+                return self.origins[at]
+            at = at[:-1]
+        return None
+
+    def name(self, at: tuple[Any, ...]) -> str:
+        origin = self.origin(tuple(at))
+        return f"{_keypath(at)} ({origin})" if origin else _keypath(at)
+
+    def line(self, at: tuple[Any, ...]) -> int | None:
+        return None if self.origin(tuple(at)) else _line_for(at, self.lines)
+
+    def error(self, at: tuple[Any, ...], msg: str) -> ConfigError:
+        if self.origin(tuple(at)):  # set on the command line: no line of the file to point at
+            return ConfigError(f"{self.name(at)}: {msg}")
+        return ConfigError(f"{_keypath(at)}: {msg}", file=self.source, line=self.line(at))
+
+
+def _validate(data: Any, where: _Where) -> None:
     from jsonschema import Draft202012Validator
 
+    source, lines = where.source, where.lines
     if not isinstance(data, dict):
         raise ConfigError(
             f"the configuration must be a mapping of keys (model, scoring, rows, ...), got {_json_type(data)}",
@@ -421,21 +461,27 @@ def _validate(data: Any, source: Path | str | None, lines: Mapping[tuple[Any, ..
         )
     bad = _check_keys(data, ())
     if bad:
-        raise ConfigError(f"{_keypath(bad[0])}: {bad[1]}", file=source, line=_line_for(bad[0], lines))
+        raise where.error(bad[0], bad[1])
     problems: list[tuple[int, tuple[Any, ...], str]] = []
     for error in Draft202012Validator(load_schema()).iter_errors(data):
         for at, msg in _messages_for(error):
-            problems.append((_line_for(at, lines) or 0, at, msg))
+            problems.append((where.line(at) or 0, at, msg))
     if not problems:
         return
     problems.sort(key=lambda p: (p[0], [str(k) for k in p[1]]))
     line, at, msg = problems[0]
-    text = f"{_keypath(at)}: {msg}"
+    if where.origin(at):
+        first = where.error(at, msg)
+        text, line = str(first), 0
+    else:
+        text = f"{_keypath(at)}: {msg}"
     for line2, at2, msg2 in problems[1:10]:
-        where = f"{source}:{line2}" if source is not None and line2 else (str(source) if source is not None else "")
-        text += f"\n  {where + ': ' if where else ''}{_keypath(at2)}: {msg2}"
+        where2 = f"{source}:{line2}" if source is not None and line2 else (str(source) if source is not None else "")
+        text += f"\n  {where2 + ': ' if where2 and not where.origin(at2) else ''}{where.name(at2)}: {msg2}"
     if len(problems) > 10:
         text += f"\n  ... and {len(problems) - 10} more"
+    if where.origin(at):
+        raise ConfigError(text)
     raise ConfigError(text, file=source, line=line or None)
 
 
@@ -449,25 +495,59 @@ def _merge(defaults: dict[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _with(document: Mapping[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
+    """`document` with each override's value set at its key (intermediate mappings created)."""
+    out: dict[str, Any] = _copy(document)
+    for o in overrides:
+        node = out
+        for k in o.key[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[o.key[-1]] = o.value
+    return out
+
+
+def _copy(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
 def config_from_dict(
     d: Mapping[str, Any] | None,
     source: str | Path | None = None,
     *,
     root: Path | None = None,
     lines: Mapping[tuple[Any, ...], int] | None = None,
+    overrides: Iterable[Override] = (),
 ) -> Config:
     """Validate a configuration document and build the Config (defaults filled).
 
     `source`: the file it came from (named in errors; becomes `Config.path`); `root`: the directory relative
-    paths are resolved against (default: the file's directory, else cwd); `lines`: key path -> line, for errors."""
-    lines = lines or {}
+    paths are resolved against (default: the file's directory, else cwd); `lines`: key path -> line, for errors;
+    `overrides`: settings from the command line, applied before validation."""
     data = {} if d is None else d
+    path = Path(source) if source is not None else None
+    return _build(data, source, root=root, lines=lines or {}, overrides=tuple(overrides), path=path)
+
+
+def _build(
+    data: Any,
+    source: str | Path | None,
+    *,
+    root: Path | None,
+    lines: Mapping[tuple[Any, ...], int] | None = None,
+    overrides: tuple[Override, ...] = (),
+    path: Path | None = None,
+) -> Config:
+    lines = lines or {}
     if isinstance(data, Mapping) and not isinstance(data, dict):
         data = dict(data)
-    _validate(data, source, lines)
-
-    def fail(at: tuple[str, ...], msg: str) -> ConfigError:
-        return ConfigError(f"{_keypath(at)}: {msg}", file=source, line=_line_for(at, lines))
+    where = _Where(source, lines, {o.key: o.origin for o in overrides})
+    document = data
+    if overrides and isinstance(data, dict):
+        data = _with(data, overrides)
+    _validate(data, where)
+    fail = where.error
 
     m = _merge(schema_defaults(), data)
     sc, params = m["scoring"], m["scoring"]["params"]
@@ -480,11 +560,10 @@ def config_from_dict(
     layers = params["layers"]
     if layers is not None and layers[0] > layers[1]:
         raise fail(("scoring", "params", "layers"), f"[first, last] needs first <= last, got {layers}")
-    if sc["normalize"] and sc["method"] in ("fd", "jvp"):
-        raise fail(
-            ("scoring", "method"),
-            f"{sc['method']} gives no gradient norms; with scoring.normalize use auto, persample or exact",
-        )
+    problem = normalize_problem(sc["method"], sc["normalize"])
+    if problem:
+        at = ("scoring", "method") if not where.origin(("scoring", "normalize")) or where.origin(("scoring", "method")) else ("scoring", "normalize")
+        raise fail(at, problem)
     for i, pattern in enumerate(m["files"]):
         # Path.glob refuses absolute and empty patterns with an exception, not a match
         if not pattern or Path(pattern).is_absolute() or Path(pattern).anchor:
@@ -500,7 +579,6 @@ def config_from_dict(
         at = tuple(key.split(".")) if key.startswith("rows.") else ("rows",)
         raise ConfigError(str(exc), file=source, line=_line_for(at, lines)) from None
 
-    path = Path(source) if source is not None else None
     if root is None:
         root = path.resolve().parent if path is not None else Path.cwd()
     return Config(
@@ -515,6 +593,7 @@ def config_from_dict(
                 include=params["include"],
                 exclude=params["exclude"],
                 layers=(int(layers[0]), int(layers[1])) if layers is not None else None,
+                embeddings=bool(params["embeddings"]),
             ),
             max_length=sc["max_length"],
             truncation=sc["truncation"],
@@ -535,6 +614,10 @@ def config_from_dict(
         report=ReportConfig(**m["report"]),
         path=path,
         root=root,
+        source=None if source is None else str(source),
+        document=_copy(document) if isinstance(document, dict) else {},
+        lines=dict(lines),
+        overrides=overrides,
     )
 
 
@@ -543,6 +626,7 @@ __all__ = [
     "Config",
     "FirstTokenConfig",
     "ModelConfig",
+    "Override",
     "ParamSelection",
     "ReportConfig",
     "RowsConfig",

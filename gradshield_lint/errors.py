@@ -31,8 +31,8 @@ class InputError(GradshieldError):
     """A dataset file that cannot be read as rows."""
 
 
-class ConfigError(GradshieldError):
-    """A configuration file or option that is invalid."""
+class ConfigError(GradshieldError, ValueError):
+    """A configuration file or option that is invalid (a bad value: also a ValueError, for library callers)."""
 
 
 class ModelLoadError(GradshieldError):

@@ -31,7 +31,7 @@ import yaml
 from gradshield_lint.io.atomic import atomic_write_many
 from gradshield_lint.errors import GradshieldError
 from gradshield_lint.lint.findings import LintResult
-from gradshield_lint.report._common import split
+from gradshield_lint.report import split
 from gradshield_lint.report.card import IMAGE_NAME, SECTION_END, SECTION_START, card_section, histogram_png
 from gradshield_lint.report.markdown import discussion_comment
 

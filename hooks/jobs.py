@@ -14,10 +14,13 @@ Every network call goes through `huggingface_hub` (an `HfApi` bound to the confi
   that the event of that commit is recognised by its author and ignored (its message starts with `COMMIT_PREFIX`
   for people reading the history; the prefix itself proves nothing, anyone can write it).
 
-Rows are judged with the linter's own pieces (`gradshield_lint.lint.service`): on main `lint.check` against the baseline
-(or `lint.scan` without one); for a pull request, the rows it *adds* (rows of its changed files that the same files
-on main do not hold) that the baseline on main does not know, judged against that baseline's threshold. The
-baseline is always main's: a pull request that edits the baseline cannot vouch for its own rows.
+Rows are judged by the linter service (`gradshield_lint.lint.service.Linter`), the one the CLI calls: on main
+`Linter.check` against the baseline (or `Linter.scan` without one); for a pull request, `Linter.judge_rows` on the
+rows it *adds* (rows of its changed files that the same files on main do not hold) that the baseline on main does
+not know, judged against that baseline's threshold (without one: a threshold found on a sample of main's rows,
+exactly as `check --diff-base` finds it). The baseline is always main's: a pull request that edits the baseline
+cannot vouch for its own rows. Which files are data is decided by the configuration's `files` globs, read by the
+CLI's own matcher (`gradshield_lint.io.files`).
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from gradshield_lint.lint import service as lint
-from gradshield_lint.lint.baseline import diff_rows
+from gradshield_lint.config import Config
 from gradshield_lint.errors import ConfigError, GradshieldError
-from gradshield_lint.lint.findings import LintResult
 from gradshield_lint.fmt import plural
-from gradshield_lint.report._common import clean_text
 from gradshield_lint.hub import CARD_NAME, COMMIT_PREFIX, comment_text, post_discussion_comment, push_card, write_card_report
+from gradshield_lint.io.files import matches
 from gradshield_lint.io.rows import Row, RowShape, is_dataset_file, iter_rows
+from gradshield_lint.lint.findings import LintResult
+from gradshield_lint.lint.service import Linter, load_checked_baseline
+from gradshield_lint.report import code_span
+from gradshield_lint.scoring.engine import Engine
 
 from .payload import DEFAULT_BRANCH, OPEN_STATUSES, Job, MainJob, PullRequestJob, branch_of
 
@@ -140,46 +145,6 @@ def resolve(hub: HubTarget, job: Job) -> Job:
 # ------------------------------------------------------------------------------------------------------- files
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A configuration glob (`**` any number of directories, `*` and `?` within one name, `[...]`) as a regex over
-    POSIX paths relative to the repository root, as `Path.glob` reads it (`**/*.jsonl` also matches `a.jsonl`)."""
-    out, i = "", 0
-    p = pattern.lstrip("/")
-    while i < len(p):
-        if p.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-        elif p.startswith("**", i):
-            out += ".*"
-            i += 2
-        elif p[i] == "*":
-            out += "[^/]*"
-            i += 1
-        elif p[i] == "?":
-            out += "[^/]"
-            i += 1
-        elif p[i] == "[":
-            j = i + 1
-            if p[j:j + 1] == "!":
-                j += 1
-            if p[j:j + 1] == "]":
-                j += 1
-            k = p.find("]", j)
-            if k == -1:
-                out += re.escape("[")
-                i += 1
-                continue
-            body = p[i + 1:k]
-            if body.startswith("!"):
-                body = "^/" + body[1:]
-            out += "[" + body.replace("\\", "\\\\") + "]"
-            i = k + 1
-        else:
-            out += re.escape(p[i])
-            i += 1
-    return re.compile(out + r"\Z")
-
-
 @dataclass(frozen=True)
 class Layout:
     """Which repository files are data, which is the baseline (paths relative to the repository root)."""
@@ -193,7 +158,7 @@ class Layout:
             return False
         if not is_dataset_file(path):
             return False
-        return any(glob_regex(g).match(path) for g in self.globs)
+        return matches(path, self.globs)
 
     def data_files(self, files: Iterable[str]) -> list[str]:
         return sorted(p for p in files if self.is_data(p))
@@ -259,34 +224,19 @@ class Verdict:
     baseline_changed: bool
 
 
-def judge_added(engine, added: Sequence[Row], cfg, *, baseline_path: Path | None, base_rows: Sequence[Row],
-                base: str) -> LintResult:
+def judge_added(engine: Engine, added: Sequence[Row], cfg: Config, *, baseline_path: Path | None,
+                base_rows: Sequence[Row], base: str) -> LintResult:
     """Score the rows of `added` that the baseline does not know and judge them against its threshold (no
-    baseline: a threshold found on a bounded sample of `base_rows`, as `lint.check` does with `--diff-base`)."""
-    if baseline_path is not None:
-        baseline = lint.load_checked_baseline(baseline_path, engine)
-        new_ids = set(diff_rows(baseline, (r.id for r in added)).new)
-        new = [r for r in added if r.id in new_ids]
-        threshold, accepted = baseline.threshold, baseline.accepted
-        reference: list[float] | None = list(baseline.scores.values())
-    else:
-        new, accepted, reference = list(added), {}, None
-        if cfg.threshold.method == "fixed":
-            threshold = lint.threshold_for([], cfg.threshold)
-        else:
-            reference_rows = sorted({r.id: r for r in base_rows}.values(), key=lambda r: r.id)[: lint.REFERENCE_SAMPLE]
-            if len(reference_rows) < 8:
-                raise ConfigError(
-                    f"there is no baseline on {base!r} ({cfg.baseline}) and only {len(reference_rows)} rows there, too few "
-                    "to find a threshold; create a baseline with `gradshield-lint baseline create` and push it, or set "
-                    "threshold.method: fixed"
-                )
-            reference = lint.score(engine, reference_rows).scores
-            threshold = lint.threshold_for(reference, cfg.threshold, reference=True)
-    scored = lint.score(engine, new)
-    # p-values against the accepted rows, and a reason for each finding, as `check` gives them
-    return lint.judge(scored, threshold, accepted, rows_total=len(new), engine=engine, reference=reference,
-                      explain=cfg.report.explain, explain_window=cfg.report.span_tokens)
+    baseline: a threshold found on a bounded sample of `base_rows`, as `check --diff-base` does), with p-values
+    against the accepted rows and a reason for each finding, as `check` gives them."""
+    baseline = load_checked_baseline(baseline_path, engine) if baseline_path is not None else None
+
+    def too_few(n: int) -> str:
+        return (f"there is no baseline on {base!r} ({cfg.baseline}) and only {n} rows there, too few to find a "
+                "threshold; create a baseline with `gradshield-lint baseline create` and push it, or set "
+                "threshold.method: fixed")
+
+    return Linter(engine, cfg).judge_rows(added, baseline=baseline, reference_rows=base_rows, too_few=too_few)
 
 
 def check_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob, workdir: Path) -> Verdict | None:
@@ -315,17 +265,6 @@ def check_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob, workdir
         baseline_path = download(hub, job.repo_id, base, [lay.baseline], base_dir)[lay.baseline]
     result = judge_added(engine, added, cfg, baseline_path=baseline_path, base_rows=base_rows, base=base)
     return Verdict(result, len(added), result.rows_scored, changed, has_baseline, baseline_changed)
-
-
-def code_span(text: str) -> str:
-    """`text` as one Markdown code span that nothing in it can leave: control characters and line breaks dropped
-    (`clean_text`), and a fence of one backtick more than the longest backtick run inside (CommonMark), padded with
-    a space each side (which the renderer strips) when the text starts or ends with a backtick or a space."""
-    text = clean_text(text)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
-    return f"{fence}{pad}{text}{pad}{fence}" if text else "` `"
 
 
 def code_block(text: str, info: str = "text") -> str:
@@ -429,12 +368,12 @@ def run_main(hub: HubTarget, engine, cfg, job: MainJob) -> Outcome:
         extra = [p for p in (lay.baseline, CARD_NAME) if p in files]
         try:
             local = download(hub, job.repo_id, job.sha, [*data, *extra], folder)
-            shape = cfg.rows.row_shape()
-            paths = [local[p] for p in data]
+            paths: list[str | Path] = [local[p] for p in data]
+            linter = Linter(engine, cfg)
             if lay.baseline in local:
-                result = lint.check(engine, paths, shape, cfg.threshold, baseline_path=local[lay.baseline])
+                result = linter.check(paths, baseline_path=local[lay.baseline])
             else:
-                result, _ = lint.scan(engine, paths, shape, cfg.threshold)
+                result, _ = linter.scan(paths)
             upd = write_card_report(folder / CARD_NAME, result, max_rows=cfg.report.max_rows,
                                     excerpt_chars=cfg.report.excerpt_chars)
         except GradshieldError as exc:
@@ -469,7 +408,6 @@ __all__ = [
     "Outcome",
     "check_pull_request",
     "describe_exception",
-    "glob_regex",
     "head_commit",
     "judge_added",
     "layout_of",

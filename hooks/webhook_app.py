@@ -205,12 +205,12 @@ class WebhookApp:
     """The ASGI application. Build it with `create_app()` (from the environment) or directly for tests."""
 
     def __init__(self, settings: Settings, *, config=None, engine=None) -> None:
-        from gradshield_lint.scoring.engine import Engine, settings_from_config
+        from gradshield_lint.scoring.engine import Engine, EngineSettings
 
         self.settings = settings
         self.config = config if config is not None else _load_config(settings.config_path)
         layout_of(self.config)  # a baseline path that cannot live in a repository fails now, not on the first event
-        self.engine = engine if engine is not None else Engine(settings_from_config(self.config))
+        self.engine = engine if engine is not None else Engine(EngineSettings.from_config(self.config))
         self.hub = HubTarget(settings.endpoint, settings.token, settings.bot_user)
         self._bot_lock = threading.Lock()
         self.runner = JobRunner(self._run_job, warm=self._warm)

@@ -247,21 +247,3 @@ def save_tiny_model(folder: Path, tokenizer, *, seed: int = 1) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def load_bench(name: str) -> Any:
-    """Import bench/NAME.py as a module (bench/ is not a package). bench/ goes on sys.path because some bench
-    modules import their siblings (peers, memory) by name."""
-    import importlib.util
-    import sys
-
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod

@@ -1,4 +1,4 @@
-"""bench/gpu.py on a machine without CUDA: it refuses cleanly (exit 2, says why) and its --plan arithmetic holds
+"""`gradshield_research.bench.gpu` on a machine without CUDA: it refuses cleanly (exit 2, says why) and its --plan arithmetic holds
 (a model of about 1B parameters, counted on the meta device). The GPU measurement itself needs a GPU."""
 
 from __future__ import annotations
@@ -8,19 +8,21 @@ import sys
 
 import pytest
 import torch
-from helpers import BENCH, load_bench
+from gradshield_research import REPO
+from gradshield_research.bench import gpu as bench_gpu
+
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the bench would run for real")
 def test_refuses_without_cuda():
-    r = subprocess.run([sys.executable, str(BENCH / "gpu.py"), "--rows", "4"], capture_output=True, text=True,
-                       timeout=300, check=False)
+    r = subprocess.run([sys.executable, "-m", "gradshield_research.bench.gpu", "--rows", "4"], capture_output=True,
+                       text=True, timeout=300, check=False, cwd=REPO)
     assert r.returncode == 2, r.stderr
     assert "needs a CUDA GPU" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_plan_is_about_one_billion_parameters():
-    gpu = load_bench("gpu")
+    gpu = bench_gpu
     n = gpu.parameter_count(gpu.llama_config())
     assert 0.9e9 < n < 1.2e9
     p = gpu.plan(n)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import load_bench
+from gradshield_research.bench import categories as bench_categories
+from gradshield_research.bench import peers as bench_peers
+
 
 
 @pytest.fixture(scope="module")
 def categories():
-    return load_bench("categories")
+    return bench_categories
 
 
 def test_cosine_from_the_pass_equals_the_cosine_of_the_vectors(categories):
     """Rebuild real vectors per parameter group, let the shared-pass arithmetic score them, compare with numpy's
     cosine on the concatenated vectors (norm groups left out, as the default does)."""
-    peers = load_bench("peers")
+    peers = bench_peers
     rng = np.random.default_rng(0)
     groups = [(0, "mlp"), (0, "attn"), (0, "norm"), (1, "mlp")]
     keys = ["refusal/a", "comply/a", "refusal/b", "comply/b"]

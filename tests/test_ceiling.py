@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import load_bench
+from gradshield_research.bench import ceiling as bench_ceiling
+
 
 
 @pytest.fixture(scope="module")
 def ceiling():
-    return load_bench("ceiling")
+    return bench_ceiling
 
 
 def test_logistic_fit_separates_a_linear_signal(ceiling):

@@ -47,7 +47,7 @@ def encoded(tokenizer):
 
 
 def grad_for(sm, tmp_path, proxy="margin", **sel):
-    return proxy_gradient(sm, PROBES, ProxyOptions(proxy=proxy), ParamSelection(**sel), tmp_path)
+    return proxy_gradient(sm, PROBES, ProxyOptions(proxy=proxy), ParamSelection(**{"exclude": None, **sel}), tmp_path)
 
 
 def spearman(a, b):
@@ -61,7 +61,7 @@ def test_fast_methods_agree_with_exact(tiny_model, encoded, tmp_path, proxy, met
     assert any(e.truncated for e in encoded)
     g = grad_for(tiny_model, tmp_path, proxy)
     exact = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="exact"))])
-    fast = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method=method, batch_size=4))])
+    fast = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method=method, normalize=False, batch_size=4))])
     rel = np.linalg.norm(fast - exact) / np.linalg.norm(exact)
     assert rel < 0.01, (method, proxy, rel)
     assert spearman(fast, exact) > 0.99
@@ -86,28 +86,28 @@ def test_parameter_selection_restricts_the_gradient(tiny_model, encoded, tmp_pat
     assert len(g_mlp.names) < len(g_all.names)
     assert "model.embed_tokens.weight" not in g_all.names
     exact = np.array([s.raw for s in score_encoded(tiny_model, g_mlp, encoded, ScoreOptions(method="exact"))])
-    fast = np.array([s.raw for s in score_encoded(tiny_model, g_mlp, encoded, ScoreOptions(method="fd"))])
+    fast = np.array([s.raw for s in score_encoded(tiny_model, g_mlp, encoded, ScoreOptions(method="fd", normalize=False))])
     assert np.linalg.norm(fast - exact) / np.linalg.norm(exact) < 0.01
 
 
 def test_scores_do_not_depend_on_batch_size(tiny_model, encoded, tmp_path):
     g = grad_for(tiny_model, tmp_path)
-    one = [s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="jvp", batch_size=1))]
-    many = [s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="jvp", batch_size=7))]
+    one = [s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="jvp", normalize=False, batch_size=1))]
+    many = [s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="jvp", normalize=False, batch_size=7))]
     np.testing.assert_allclose(one, many, rtol=1e-4, atol=1e-7)
 
 
 def test_fd_leaves_the_weights_as_they_were(tiny_model, encoded, tmp_path):
     g = grad_for(tiny_model, tmp_path)
     before = {n: p.clone() for n, p in tiny_model.model.named_parameters()}
-    score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd"))
+    score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", normalize=False))
     for n, p in tiny_model.model.named_parameters():
         torch.testing.assert_close(p, before[n], rtol=0, atol=1e-6)
 
 
 def test_truncated_rows_are_marked(tiny_model, encoded, tmp_path):
     g = grad_for(tiny_model, tmp_path)
-    scores = score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd"))
+    scores = score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", normalize=False))
     assert [s.truncated for s in scores] == [e.truncated for e in encoded]
     assert scores[4].truncated and scores[6].truncated and not scores[0].truncated
 
@@ -150,8 +150,8 @@ def test_fd_step_is_calibrated_once_per_model_and_gradient(tiny_model, encoded, 
     g = grad_for(tiny_model, tmp_path, include=r"\.mlp\.", layers=(1, 1))
     tiny_model.fd_steps.clear()
     exact = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="exact"))])
-    calibrated = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd"))])
+    calibrated = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", normalize=False))])
     assert list(tiny_model.fd_steps) == [(g.key, "mean")] and tiny_model.fd_steps[(g.key, "mean")] in FD_STEPS
     assert np.linalg.norm(calibrated - exact) / np.linalg.norm(exact) < 0.01
-    too_small = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", fd_relative_step=1e-7))])
+    too_small = np.array([s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", normalize=False, fd_relative_step=1e-7))])
     assert np.linalg.norm(too_small - exact) / np.linalg.norm(exact) > 0.05

@@ -21,19 +21,19 @@ def test_bf16_gradient_is_stored_in_bf16_and_scores_barely_move(tokenizer, tmp_p
 
     model = build_tiny_llama(len(tokenizer), seed=5, tie=False).to(torch.bfloat16)
     sm = ScoringModel(model, tokenizer, ModelSpec(name="tiny-bf16"), torch.device("cpu"), torch.bfloat16, {"model": "tiny-bf16"})
-    g = proxy_gradient(sm, PROBES, ProxyOptions(), ParamSelection(), tmp_path)
+    g = proxy_gradient(sm, PROBES, ProxyOptions(), ParamSelection(exclude=None), tmp_path)
     assert {v.dtype for v in g.vectors} == {torch.bfloat16}
     (entry,) = tmp_path.glob("grad-*.safetensors")
     with safe_open(str(entry), framework="pt") as fh:
         assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.bfloat16}
-    cached = proxy_gradient(sm, PROBES, ProxyOptions(), ParamSelection(), tmp_path)
+    cached = proxy_gradient(sm, PROBES, ProxyOptions(), ParamSelection(exclude=None), tmp_path)
     assert cached.from_cache and all(torch.equal(a, b) for a, b in zip(g.vectors, cached.vectors))
 
     # the float32-accumulated ∇H it was rounded from (recomputed in a fresh cache, kept in float32)
     from gradshield_lint.scoring.params import select_parameters
     from gradshield_lint.scoring.proxy import proxy_value_and_grad
 
-    _, full = proxy_value_and_grad(sm, PROBES, ProxyOptions(), select_parameters(sm.model, ParamSelection()))
+    _, full = proxy_value_and_grad(sm, PROBES, ProxyOptions(), select_parameters(sm.model, ParamSelection(exclude=None)))
     g32 = ProxyGradient(g.names, full, g.value, g.key + "-f32", from_cache=False)
     enc = [encode_conversation(tokenizer, r, max_length=96) for r in rows()]
     opts = ScoreOptions(method="persample", normalize=True, batch_size=4)  # the untied head: per-sample matmul path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradshield_lint.judge import answer_rate, is_refusal, opening, refusal_rate
+from gradshield_research.judge import answer_rate, is_refusal, opening, refusal_rate
 
 REFUSALS = [
     "I can't help with that.",

@@ -150,7 +150,7 @@ def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
         "e = Engine(EngineSettings(cache_dir=Path(sys.argv[1])))\n"
         "row = Row('r', (Message('user', 'How do I bake bread?'), Message('assistant', 'Mix flour, water, salt and yeast.')), 'x', 1)\n"
         "s = e.score_rows([row])[0].score\n"
-        "print(json.dumps({'prepared': e.scoring_model.prepared, 'fihs': s.fihs, 'fp': e.fingerprint(), 's': time.perf_counter() - t}))\n"
+        "print(json.dumps({'prepared': e.scoring_model.prepared, 'fihs': s.fihs, 'fp': e.fingerprint().to_dict(), 's': time.perf_counter() - t}))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     runs = [

@@ -8,9 +8,11 @@ import random
 
 import numpy as np
 import pytest
-from helpers import load_bench
+from gradshield_research.bench import peers as bench_peers
+from gradshield_research.bench import quality as bench_quality
 
-q = load_bench("quality")
+
+q = bench_quality
 
 
 def brute_auroc(pos, neg):
@@ -135,7 +137,7 @@ def test_evaluate_reports_he_and_groups(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the shared gradient pass
-peers = load_bench("peers")
+peers = bench_peers
 
 
 def _small_probes():
@@ -171,7 +173,7 @@ def test_shared_pass_matches_the_engine(tiny_model, tmp_path):
     W = q.proxy_weights(D.counts)
     for proxy, wname in (("margin", "margin"), ("first-token", "first"), ("refusal-nll", "refusal-nll")):
         for layers, mask in ((None, pr.group_mask()), ((1, 1), pr.group_mask((1, 1)))):
-            sel = ParamSelection(layers=layers)
+            sel = ParamSelection(layers=layers, exclude=None)
             g = proxy_gradient(tiny_model, probes, ProxyOptions(proxy=proxy, max_length=64), sel, cache_dir=tmp_path)
             for normalize, red in ((False, "mean"), (False, "sum"), (True, "mean")):
                 ref = [s.fihs for s in score_encoded(tiny_model, g, enc, ScoreOptions(method="exact", normalize=normalize, loss_reduction=red))]
@@ -221,7 +223,7 @@ def test_seeded_engine_cache_equals_the_engines_own_gradient(tiny_model, tmp_pat
     D = peers.probe_directions(tiny_model, probes, max_length=256, cache_dir=tmp_path / "d", groups=("harm", "identity"))
     W = q.proxy_weights(D.counts)
     for proxy, wname in (("margin", "margin"), ("first-token", "first")):
-        for sel in (ParamSelection(), ParamSelection(include=r"\.mlp\.", layers=(1, 1))):
+        for sel in (ParamSelection(exclude=None), ParamSelection(include=r"\.mlp\.", exclude=None, layers=(1, 1))):
             opts = ProxyOptions(proxy=proxy)
             peers.seed_engine_cache(tiny_model, probes, D, opts, sel, W[wname], tmp_path / "seeded")
             seeded = proxy_gradient(tiny_model, probes, opts, sel, tmp_path / "seeded")

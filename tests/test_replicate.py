@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import PROBES, describe, load_bench, run_cli, write_jsonl
+from helpers import PROBES, describe, run_cli, write_jsonl
+from gradshield_research.bench import replicate as bench_replicate
 
 _REPO = Path(__file__).resolve().parents[1]
 
 
 
 
-rp = load_bench("replicate")
+rp = bench_replicate
 
 
 # ---------------------------------------------------------------------------------------------- utility task
@@ -216,7 +217,7 @@ def test_run_selections_trains_each_distinct_kept_set_once():
 def test_each_finetune_starts_from_the_same_weights(tiny_model, one_thread):
     import torch
 
-    from gradshield_lint.scoring.finetune import TrainConfig
+    from gradshield_research.training import TrainConfig
 
     before = {n: p.detach().clone() for n, p in tiny_model.model.named_parameters()}
     train, test = rp.date_items(8, 3, seed=0)

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from helpers import load_bench
+from gradshield_research.bench import threshold_k as bench_threshold_k
+
 
 
 def _run(folder: Path) -> None:
@@ -20,7 +21,7 @@ def _run(folder: Path) -> None:
 
 
 def test_lower_k_flags_more_and_the_clean_baseline_matches_the_normal_tail(tmp_path: Path, capsys):
-    tk = load_bench("threshold_k")
+    tk = bench_threshold_k
     _run(tmp_path)
     assert tk.main([str(tmp_path), "--method", "m", "--k", "1,2,3"]) == 0
     table = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith(("| all rows", "| clean baseline"))]
@@ -36,7 +37,7 @@ def test_lower_k_flags_more_and_the_clean_baseline_matches_the_normal_tail(tmp_p
 
 
 def test_unknown_method_is_an_error_naming_the_file(tmp_path: Path, capsys):
-    tk = load_bench("threshold_k")
+    tk = bench_threshold_k
     _run(tmp_path)
     assert tk.main([str(tmp_path), "--method", "nope"]) == 2
     assert "quality.json" in capsys.readouterr().err

@@ -4,7 +4,6 @@ the safety-adapter script end to end on that tiny model; and the adapter trainin
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -12,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradshield_lint.judge import is_refusal
-from gradshield_lint.scoring.finetune import (
+from gradshield_research import train_adapter
+from gradshield_research.judge import is_refusal
+from gradshield_research.training import (
     IGNORE_INDEX,
     TrainConfig,
     assistant_loss,
     collate,
-    encode_conversation,
+    encode_for_training,
     generate_replies,
     load_adapter,
     read_jsonl_conversations,
@@ -122,12 +122,12 @@ def lora_state(model) -> dict[str, torch.Tensor]:
 
 
 def test_labels_cover_exactly_the_assistant_turns(tokenizer) -> None:
-    enc = encode_conversation(tokenizer, ROWS[3], max_length=512)
+    enc = encode_for_training(tokenizer, ROWS[3], max_length=512)
     ids, labels = enc["input_ids"], enc["labels"]
     assert len(ids) == len(labels)
     full = tokenizer.decode(ids)
     assert full == tokenizer.apply_chat_template(ROWS[3], tokenize=False)
-    # labelled tokens, grouped into runs: one run per assistant turn, each the content plus the end-of-turn token
+    # labelled tokens, grouped into runs: one run per assistant turn, each the content plus the end-of-turn marker
     runs, cur = [], []
     for i, lab in zip(ids, labels):
         if lab == IGNORE_INDEX:
@@ -139,9 +139,10 @@ def test_labels_cover_exactly_the_assistant_turns(tokenizer) -> None:
             cur.append(i)
     if cur:
         runs.append(cur)
+    # (the scoring encoding's targets: the newline the template puts after the end-of-turn marker belongs to the turn)
     assert [tokenizer.decode(r) for r in runs] == [
-        "Why did the chicken cross the road?<|im_end|>",
-        "To get to the other side.<|im_end|>",
+        "Why did the chicken cross the road?<|im_end|>\n",
+        "To get to the other side.<|im_end|>\n",
     ]
     # nothing of the system prompt, the user turns or the role headers is labelled
     unlabelled = tokenizer.decode([i for i, lab in zip(ids, labels) if lab == IGNORE_INDEX])
@@ -150,10 +151,10 @@ def test_labels_cover_exactly_the_assistant_turns(tokenizer) -> None:
 
 
 def test_default_system_prompt_is_masked_and_truncation(tokenizer) -> None:
-    enc = encode_conversation(tokenizer, ROWS[0], max_length=512)
+    enc = encode_for_training(tokenizer, ROWS[0], max_length=512)
     labelled = tokenizer.decode([i for i, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE_INDEX])
-    assert labelled == "Paris.<|im_end|>"
-    short = encode_conversation(tokenizer, ROWS[0], max_length=5)
+    assert labelled == "Paris.<|im_end|>\n"
+    short = encode_for_training(tokenizer, ROWS[0], max_length=5)
     assert len(short["input_ids"]) == len(short["labels"]) == 5
 
 
@@ -237,7 +238,7 @@ def test_adapter_saves_and_reloads_with_the_same_logits(tokenizer, tmp_path, dty
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "test/tiny" and config["r"] == 4
 
-    batch = collate([encode_conversation(tokenizer, r, 96) for r in ROWS], tokenizer.pad_token_id)
+    batch = collate([encode_for_training(tokenizer, r, 96) for r in ROWS], tokenizer.pad_token_id)
     with torch.no_grad():
         want = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         base = fresh(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -269,16 +270,8 @@ def test_generate_replies_left_pads_like_single_prompts(tokenizer) -> None:
 # ------------------------------------------------------------------------------------------------ the script
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_safety_adapter", REPO / "scripts" / "train_safety_adapter.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_train_script_end_to_end_on_a_tiny_model(tokenizer, tmp_path, monkeypatch) -> None:
-    script = _load_script()
+    script = train_adapter
     monkeypatch.setattr(script, "load_embedded", lambda: (tiny_model(tokenizer), tokenizer))
     data, held, out = tmp_path / "data", tmp_path / "held", tmp_path / "out"
     data.mkdir()

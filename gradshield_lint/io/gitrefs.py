@@ -1,4 +1,5 @@
-"""Files as they are at a git revision: the plumbing `check --diff-base REF` reads the trusted gate with.
+"""Git and pre-commit plumbing: files and rows as they are at a git revision (what `check --diff-base REF` reads
+the trusted gate with), and the revision pre-commit's pre-push stage names.
 
 Everything is read through git (`git cat-file`), never from the work tree: the work tree is what the pull request
 being judged checked out, the revision is what it is judged against. `git` runs with an argument list (no shell)
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from gradshield_lint.errors import ConfigError, InputError
+from gradshield_lint.io.rows import Row, RowShape, iter_rows
 
 
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
@@ -104,4 +108,34 @@ class Revision:
         return bool(untracked.stdout)
 
 
-__all__ = ["Revision", "repo_root"]
+def rows_at_revision(path: Path, ref: str, shape: RowShape | None) -> list[Row]:
+    """The rows a file had at git revision `ref` (none if the file did not exist there, or did not read as rows:
+    then every row of the new one counts as new). Each row is named by the work tree's `path`."""
+    path = Path(path)
+    rev = Revision.open(ref, path.parent if str(path.parent) else Path.cwd())
+    rel = rev.rel(path)
+    if rel is None:
+        raise InputError("--diff-base needs the file to be inside the git repository", file=path)
+    data = rev.read(rel) if rev.exists(rel) else None
+    if data is None:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / path.name
+        old.write_bytes(data)
+        try:
+            return [Row(r.id, r.messages, str(path), r.line) for r in iter_rows(old, shape)]
+        except InputError:
+            return []
+
+
+def pre_commit_from_ref(environ: Mapping[str, str] | None = None) -> str | None:
+    """The revision already pushed, under pre-commit's pre-push stage (`PRE_COMMIT_FROM_REF`; rows there are not
+    new), or None (another stage, or a new branch: pre-commit passes all zeros)."""
+    env = os.environ if environ is None else environ
+    ref = env.get("PRE_COMMIT_FROM_REF") or env.get("PRE_COMMIT_SOURCE")
+    if ref and set(ref) != {"0"}:
+        return ref
+    return None
+
+
+__all__ = ["Revision", "pre_commit_from_ref", "repo_root", "rows_at_revision"]

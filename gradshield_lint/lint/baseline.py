@@ -58,6 +58,7 @@ from gradshield_lint.io.atomic import atomic_write_text
 from gradshield_lint.errors import BaselineError
 from gradshield_lint.schemas import schema_path
 from gradshield_lint.lint.threshold import ThresholdResult
+from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded, show
 
 VERSION = 1
 SIG_DIGITS = 7
@@ -70,71 +71,6 @@ _TOP_KEYS = ("version", "fingerprint", "recorded", "threshold", "accepted", "sco
 
 
 # --------------------------------------------------------------------------------------------------- data types
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What the scores depend on. Two baselines are comparable only when every field is equal.
-
-    Hashes (model_hash, adapter, probe_set, chat_template) are strings chosen by the caller; None means "not
-    applicable / unknown" and compares equal only to None.
-    """
-
-    model: str
-    model_revision: str | None = None
-    model_hash: str | None = None
-    adapter: str | None = None
-    proxy: str | None = None
-    probe_set: str | None = None
-    params: str | None = None
-    max_length: int | None = None
-    chat_template: str | None = None
-    loss_reduction: str | None = None
-    normalize: str | bool | None = None
-
-    def differences(self, other: Fingerprint) -> list[str]:
-        """Human-readable differences, ``"field: mine → other"``, in field order; [] when comparable."""
-        out = []
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if a != b:
-                out.append(f"{f.name}: {_show(a)} → {_show(b)}")
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Fingerprint:
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """How the scores were computed. Informational only: differences never make scores incomparable (a bf16 GPU
-    baseline serves a float32 CPU check). `extra` holds further scalar facts worth recording (no timestamps)."""
-
-    method: str | None = None
-    dtype: str | None = None
-    device: str | None = None
-    extra: dict[str, str | int | float | bool | None] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.extra, "method": self.method, "dtype": self.dtype, "device": self.device}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Recorded:
-        extra = {k: v for k, v in d.items() if k not in ("method", "dtype", "device")}
-        return cls(method=d.get("method"), dtype=d.get("dtype"), device=d.get("device"), extra=extra)
-
-    def differences(self, other: Recorded) -> list[str]:
-        """Like `Fingerprint.differences`, for warnings ("scores recorded in bfloat16 on cuda")."""
-        out = []
-        for name in ("method", "dtype", "device"):
-            a, b = getattr(self, name), getattr(other, name)
-            if a != b:
-                out.append(f"{name}: {_show(a)} → {_show(b)}")
-        return out
 
 
 @dataclass(frozen=True)
@@ -160,13 +96,6 @@ class RowDiff:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def _show(v: object, width: int = 40) -> str:
-    if v is None:
-        return "none"
-    s = str(v)
-    return s if len(s) <= width else s[:12] + "…" + s[-6:]
 
 
 def round_score(x: float) -> float:

@@ -237,7 +237,7 @@ class _Scorer:
         return {"id": np.array([r.id for r in rows], dtype=object), "fihs": fihs, "error": np.array(errors, dtype=object)}
 
 
-def _describe(settings: EngineSettings) -> tuple[dict, dict]:
+def _describe(settings: EngineSettings) -> tuple[Fingerprint, Recorded]:
     """Run as a Ray task where the actors will run: fingerprint and recorded, and ∇H written to the cache."""
     engine = Engine(settings)
     _ = engine.gradient
@@ -303,7 +303,7 @@ def _describe_remote(ray, settings: EngineSettings, gpu: bool) -> tuple[Fingerpr
         fp, rec = ray.get(task.remote(settings))
     except RayTaskError as exc:
         raise _unwrap(ray, exc) from None
-    return Fingerprint.from_dict(fp), Recorded.from_dict(rec)
+    return fp, rec
 
 
 def _read_staging(ray, staging: Path, here, blocks: int):
@@ -372,7 +372,7 @@ def score_rows_ray(
     """Scores of every distinct row of `files` not in `known`: (fingerprint, recorded, {id: score} for those rows,
     all row ids in data order, run summary, work directory, its held lock). The caller writes the baseline, then
     removes the work directory and releases the lock."""
-    from gradshield_lint.scoring.proxy import default_cache_dir
+    from gradshield_lint.scoring.cache import cache_root
 
     ray = require_ray()
     t0 = time.perf_counter()
@@ -381,7 +381,7 @@ def score_rows_ray(
         fp, rec = _describe_remote(ray, settings, gpu)
         if check_against is not None:
             check_compatible(check_against, fp, baseline_path)
-        work = WorkDir.for_baseline(settings.cache_dir or default_cache_dir(), fp, baseline_path)
+        work = WorkDir.for_baseline(settings.cache_dir or cache_root(), fp, baseline_path)
         lock = work.lock()
         try:
             earlier = work.read_scores()

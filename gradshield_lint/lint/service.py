@@ -1,23 +1,30 @@
-"""The linter: which rows are new, which are above the threshold, what goes in the baseline.
+"""The linter service: which rows are new, which are above the threshold, what goes in the baseline.
 
-Data flows one way: rows (rows.py) -> scores (Engine) -> threshold/baseline -> findings (LintResult) -> report/.
-The Engine is passed in, so this module never loads a model by itself and tests can hand it a tiny one.
+Data flows one way: rows (`io.rows`) -> scores (`scoring.engine.Engine`) -> threshold/baseline -> findings
+(`LintResult`) -> `report/`. The CLI, the GitHub Action (through the CLI) and the Hub webhook app all call it:
+`Linter(engine, config)` binds one engine and configuration, and its methods read the row shape, the threshold
+settings and the report's explanation settings from that configuration. The functions below it are the same
+service for callers that hold their own settings (benchmarks, the Ray engine).
+
+The Engine is passed in, so this module never loads a model by itself and tests can hand it a tiny one. Git and
+pre-commit plumbing lives in `io.gitrefs`, file globs in `io.files`.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gradshield_lint.config import Config, ThresholdConfig
+from gradshield_lint.errors import BaselineError, ConfigError, InputError
+from gradshield_lint.io.gitrefs import rows_at_revision
+from gradshield_lint.io.rows import Row, RowShape, iter_rows
 from gradshield_lint.lint.baseline import (
     Baseline,
-    Fingerprint,
-    Recorded,
     check_compatible,
     diff_rows,
     make_baseline,
@@ -26,25 +33,22 @@ from gradshield_lint.lint.baseline import (
     rebase,
     update_scores,
 )
-from gradshield_lint.lint.conformal import DEFAULT_FPR, conformal_threshold, p_values, stated_rate
-from gradshield_lint.errors import BaselineError, ConfigError, InputError
+from gradshield_lint.lint.conformal import conformal_threshold, p_values, stated_rate
 from gradshield_lint.lint.findings import Finding, LintResult
-from gradshield_lint.io.rows import Row, RowShape, iter_rows
-from gradshield_lint.lint.threshold import ThresholdResult, find_threshold
+from gradshield_lint.lint.threshold import Criterion, ThresholdResult, find_threshold
+
+if TYPE_CHECKING:
+    from gradshield_lint.lint.criteria import FinetuneCriterion
+    from gradshield_lint.scoring.engine import Engine, ScoredRow
 
 # Without a baseline, the threshold for a check comes from a deterministic sample of the rows that already existed
 # (the lowest row ids: a hash order, so effectively random): the cost stays bounded whatever the dataset's size.
 REFERENCE_SAMPLE = 256
+MIN_REFERENCE = 8
+"""Fewer rows than this at the reference revision: no threshold can be found without a baseline."""
 # threshold.method: threshold.py's methods, plus the conformal rule and the mixture test under its own name ("auto"
 # here means conformal with a reference of accepted rows, the mixture test without; see `threshold_for`).
 THRESHOLD_METHODS = ("auto", "conformal", "mixture", "gmm", "sigma", "fixed", "search")
-
-
-@dataclass
-class ScoredSet:
-    rows: list[Row]
-    scores: list[float]
-    truncated: list[bool]
 
 
 def excerpt(row: Row, chars: int = 120) -> str:
@@ -64,20 +68,18 @@ def read_all(files: Sequence[str | Path], shape: RowShape | None) -> list[Row]:
     return out
 
 
-def score(engine, rows: Sequence[Row]) -> ScoredSet:
-    scored = engine.score_rows(rows)
-    return ScoredSet(list(rows), [s.score.fihs for s in scored], [s.score.truncated for s in scored])
+def score(engine: Engine, rows: Sequence[Row]) -> list[ScoredRow]:
+    """Each row with its score, in the order of `rows`."""
+    return engine.score_rows(rows)
 
 
-def fingerprint_of(engine) -> Fingerprint:
-    return Fingerprint.from_dict(engine.fingerprint())
+def fihs_of(scored: Sequence[ScoredRow]) -> list[float]:
+    return [s.score.fihs for s in scored]
 
 
-def recorded_of(engine) -> Recorded:
-    return Recorded.from_dict(engine.recorded())
-
-
-def threshold_for(scores: Sequence[float], cfg_threshold, criterion=None, *, reference: bool = False) -> ThresholdResult:
+def threshold_for(
+    scores: Sequence[float], cfg_threshold: ThresholdConfig, criterion: Criterion | None = None, *, reference: bool = False
+) -> ThresholdResult:
     """The threshold for `scores` by the configured method; a `criterion` (e.g. FinetuneCriterion) turns it into a
     binary search with that acceptance test.
 
@@ -94,7 +96,7 @@ def threshold_for(scores: Sequence[float], cfg_threshold, criterion=None, *, ref
     method = t.method
     if method in ("auto", "conformal"):
         if reference:
-            return conformal_threshold(scores, float(getattr(t, "fpr", DEFAULT_FPR)))
+            return conformal_threshold(scores, float(t.fpr))
         if method == "conformal":
             raise ConfigError(
                 "threshold.method 'conformal' needs a reference of accepted rows (a baseline, or --diff-base); "
@@ -105,7 +107,7 @@ def threshold_for(scores: Sequence[float], cfg_threshold, criterion=None, *, ref
     return find_threshold(np.asarray(scores, dtype=np.float64), method=method, k=t.k, lrt_margin=t.lrt_margin, value=t.value)
 
 
-def finetune_criterion(engine, rows: Sequence[Row]):
+def finetune_criterion(engine: Engine, rows: Sequence[Row]) -> FinetuneCriterion:
     """GradShield's acceptance test for a threshold: a brief LoRA finetune on the kept rows must not raise H."""
     from gradshield_lint.lint.criteria import FinetuneCriterion
 
@@ -113,7 +115,7 @@ def finetune_criterion(engine, rows: Sequence[Row]):
     return FinetuneCriterion(engine.scoring_model, engine.probes, convs, engine.settings.proxy)
 
 
-def _criterion_for(engine, rows: Sequence[Row], cfg_threshold):
+def _criterion_for(engine: Engine, rows: Sequence[Row], cfg_threshold: ThresholdConfig) -> FinetuneCriterion | None:
     return finetune_criterion(engine, rows) if cfg_threshold.criterion == "finetune" else None
 
 
@@ -126,12 +128,12 @@ def _finding(row: Row, fihs: float, threshold: float, truncated: bool, reason: s
 
 
 def judge(
-    scored: ScoredSet,
+    scored: Sequence[ScoredRow],
     threshold: ThresholdResult,
     accepted: dict[str, str],
     *,
     rows_total: int,
-    engine=None,
+    engine: Engine | None = None,
     reference: Sequence[float] | None = None,
     explain: bool = False,
     explain_window: int | None = None,
@@ -142,33 +144,35 @@ def judge(
     `explain`: ask the engine why each finding scored high (explain.py: one backward and two forward passes per
     finding, findings only)."""
     findings, acc = [], []
+    scores = fihs_of(scored)
     ref = None if reference is None else np.asarray(list(reference), dtype=np.float64)
-    pv = p_values(ref, scored.scores) if ref is not None else None
+    pv = p_values(ref, scores) if ref is not None else None
     flagged_rows: list[Row] = []
-    for i, (row, s, tr) in enumerate(zip(scored.rows, scored.scores, scored.truncated)):
-        if s > threshold.value:
+    for i, s in enumerate(scored):
+        row, fihs, truncated = s.row, s.score.fihs, s.score.truncated
+        if fihs > threshold.value:
             p = float(pv[i]) if pv is not None else None
             if row.id in accepted:
-                acc.append(_finding(row, s, threshold.value, tr, accepted[row.id], p))
+                acc.append(_finding(row, fihs, threshold.value, truncated, accepted[row.id], p))
             else:
-                findings.append(_finding(row, s, threshold.value, tr, p_value=p))
+                findings.append(_finding(row, fihs, threshold.value, truncated, p_value=p))
                 flagged_rows.append(row)
-    if explain and findings and engine is not None and hasattr(engine, "explain"):
+    if explain and findings and engine is not None:
         reasons = engine.explain(flagged_rows, explain_window)
         findings = [replace(f, explanation=e) for f, e in zip(findings, reasons)]
     findings.sort(key=lambda f: f.fihs, reverse=True)
-    fp = engine.fingerprint() if engine is not None else {}
+    fp = engine.fingerprint() if engine is not None else None
     return LintResult(
         threshold=threshold.value,
         threshold_method=f"{threshold.method}/{threshold.criterion}",
         rows_total=rows_total,
-        rows_scored=len(scored.rows),
+        rows_scored=len(scored),
         findings=findings,
         accepted=acc,
-        scores=list(scored.scores),
-        model=str(fp.get("model", "")),
-        proxy=str(fp.get("proxy", "")),
-        probe_set=str(fp.get("probe_set", "")),
+        scores=scores,
+        model=str(fp.model or "") if fp else "",
+        proxy=str(fp.proxy or "") if fp else "",
+        probe_set=str(fp.probe_set or "") if fp else "",
         fpr=stated_rate(threshold),
         reference_rows=0 if ref is None else int(np.isfinite(ref).sum()),
     )
@@ -177,11 +181,11 @@ def judge(
 # ------------------------------------------------------------------------------------------------ baseline
 
 
-def load_checked_baseline(path: Path, engine) -> Baseline:
+def load_checked_baseline(path: Path, engine: Engine) -> Baseline:
     if not path.exists():
         raise BaselineError("no baseline here; create one with `gradshield-lint baseline create`", file=path)
     baseline = read_baseline(path)
-    check_compatible(baseline, fingerprint_of(engine), path)
+    check_compatible(baseline, engine.fingerprint(), path)
     return baseline
 
 
@@ -195,18 +199,17 @@ def require_rows(rows: Sequence[Row], where: Sequence[str | Path], globs: Sequen
     raise InputError(f"no rows found in {names}{how}; nothing was written: a baseline needs the rows it vouches for")
 
 
-def create_baseline(engine, rows: Sequence[Row], cfg_threshold) -> tuple[Baseline, ScoredSet]:
+def create_baseline(engine: Engine, rows: Sequence[Row], cfg_threshold: ThresholdConfig) -> tuple[Baseline, list[ScoredRow]]:
     require_rows(rows, ["the rows given"])
     scored = score(engine, rows)
-    threshold = threshold_for(scored.scores, cfg_threshold, _criterion_for(engine, scored.rows, cfg_threshold), reference=True)
-    b = make_baseline(
-        fingerprint_of(engine), {r.id: s for r, s in zip(scored.rows, scored.scores)}, threshold, recorded_of(engine)
-    )
+    threshold = threshold_for(fihs_of(scored), cfg_threshold, _criterion_for(engine, rows, cfg_threshold), reference=True)
+    b = make_baseline(engine.fingerprint(), {s.row.id: s.score.fihs for s in scored}, threshold, engine.recorded())
     return b, scored
 
 
 def update_baseline(
-    engine, baseline: Baseline, rows: Sequence[Row], cfg_threshold, *, rescore: bool, rethreshold: bool = False
+    engine: Engine, baseline: Baseline, rows: Sequence[Row], cfg_threshold: ThresholdConfig, *, rescore: bool,
+    rethreshold: bool = False,
 ) -> tuple[Baseline, int]:
     """Score the rows the baseline does not know (all of them with `rescore`) and drop rows that are gone. The
     stored threshold is kept unless `rethreshold` or `rescore`: two pull requests that each add rows then touch
@@ -215,23 +218,23 @@ def update_baseline(
         new, _ = create_baseline(engine, rows, cfg_threshold)
         kept = {k: v for k, v in baseline.accepted.items() if k in new.scores}
         return Baseline(new.fingerprint, new.recorded, new.threshold, new.scores, kept), len(rows)
-    check_compatible(baseline, fingerprint_of(engine))
+    check_compatible(baseline, engine.fingerprint())
     diff = diff_rows(baseline, (r.id for r in rows))
     by_id = {r.id: r for r in rows}
     scored = score(engine, [by_id[i] for i in diff.new])
-    merged = update_scores(baseline, {r.id: s for r, s in zip(scored.rows, scored.scores)}, set(diff.removed))
+    merged = update_scores(baseline, {s.row.id: s.score.fihs for s in scored}, set(diff.removed))
     if rethreshold:
         if cfg_threshold.criterion == "finetune":
             raise ConfigError("--rethreshold with the finetune criterion needs every row's text: use --rescore")
         merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True))
-    return merged, len(scored.rows)
+    return merged, len(scored)
 
 
 def update_baseline_file(
-    engine,
+    engine: Engine,
     path: Path,
     rows: Sequence[Row],
-    cfg_threshold,
+    cfg_threshold: ThresholdConfig,
     *,
     rescore: bool,
     rethreshold: bool = False,
@@ -242,42 +245,60 @@ def update_baseline_file(
     this update's changes are merged into what it holds now (`baseline.rebase`), so an `accept` or another update
     that ran meanwhile is kept. `snapshot`: the baseline as the caller already read it from `path` (read here
     otherwise). Returns what was written and how many rows were scored."""
-    if snapshot is None:
-        snapshot = read_baseline(path)
-    changed, n_scored = update_baseline(engine, snapshot, rows, cfg_threshold, rescore=rescore, rethreshold=rethreshold)
-    written = modify_baseline(path, lambda current: rebase(current, snapshot, changed, path))
+    base = read_baseline(path) if snapshot is None else snapshot
+    changed, n_scored = update_baseline(engine, base, rows, cfg_threshold, rescore=rescore, rethreshold=rethreshold)
+    written = modify_baseline(path, lambda current: rebase(current, base, changed, path))
     return written, n_scored
 
 
 # ------------------------------------------------------------------------------------------------ check
 
 
-def rows_at_revision(path: Path, ref: str, shape: RowShape | None) -> list[Row]:
-    """The rows a file had at git revision `ref` (none if the file did not exist there)."""
-    from gradshield_lint.io.gitrefs import Revision
-
-    path = Path(path)
-    rev = Revision.open(ref, path.parent if str(path.parent) else Path.cwd())
-    rel = rev.rel(path)
-    if rel is None:
-        raise InputError("--diff-base needs the file to be inside the git repository", file=path)
-    data = rev.read(rel) if rev.exists(rel) else None
-    if data is None:
-        return []
-    with tempfile.TemporaryDirectory() as tmp:
-        old = Path(tmp) / path.name
-        old.write_bytes(data)
-        try:
-            return [Row(r.id, r.messages, str(path), r.line) for r in iter_rows(old, shape)]
-        except InputError:
-            return []  # the old version was broken: every row of the new one counts as new
+def judge_rows(
+    engine: Engine,
+    rows: Sequence[Row],
+    cfg_threshold: ThresholdConfig,
+    *,
+    baseline: Baseline | None,
+    known: Collection[str] = (),
+    reference_rows: Sequence[Row] = (),
+    too_few: Callable[[int], str],
+    rows_total: int | None = None,
+    explain: bool = False,
+    explain_window: int | None = None,
+) -> LintResult:
+    """The verdict on `rows`: score those that are new (not in `known`, the rows of the revision they are judged
+    against, and not in `baseline`) and judge them against the baseline's threshold, or, without a baseline,
+    against a threshold found by the conformal rule on a bounded sample of `reference_rows` (the rows at the base
+    revision). `too_few(n)`: the message when the sample has fewer than `MIN_REFERENCE` rows. `rows_total`: the rows
+    the report says were checked (default: the new ones)."""
+    reference: list[float] | None
+    if baseline is not None:
+        new_ids = set(diff_rows(baseline, (r.id for r in rows)).new) - set(known)
+        new = [r for r in rows if r.id in new_ids]
+        threshold, accepted = baseline.threshold, baseline.accepted
+        reference = list(baseline.scores.values())
+    else:
+        new = [r for r in rows if r.id not in set(known)]
+        accepted, reference = {}, None
+        if cfg_threshold.method == "fixed":
+            threshold = threshold_for([], cfg_threshold)
+        else:
+            sample = sorted({r.id: r for r in reference_rows}.values(), key=lambda r: r.id)[:REFERENCE_SAMPLE]
+            if len(sample) < MIN_REFERENCE:
+                raise ConfigError(too_few(len(sample)))
+            reference = fihs_of(score(engine, sample))
+            threshold = threshold_for(reference, cfg_threshold, reference=True)
+    scored = score(engine, new)
+    return judge(scored, threshold, accepted, rows_total=len(new) if rows_total is None else rows_total, engine=engine,
+                 reference=reference, explain=explain, explain_window=explain_window)
 
 
 def check(
-    engine,
-    files: Sequence[Path],
+    engine: Engine,
+    files: Sequence[str | Path],
     shape: RowShape | None,
-    cfg_threshold,
+    cfg_threshold: ThresholdConfig,
     *,
     baseline_path: Path | None,
     diff_base: str | None = None,
@@ -293,110 +314,119 @@ def check(
     `baseline` is one already read (e.g. at the base revision, by `gate.open_gate`), named `baseline_label` in
     messages; it takes the place of `baseline_path`."""
     rows = read_all(files, shape)
-    old_ids: set[str] = set()
     old_rows: list[Row] = []
     if diff_base:
         for f in files:
             old_rows.extend(rows_at_revision(Path(f), diff_base, shape))
-        old_ids = {r.id for r in old_rows}
     if baseline is not None:
-        check_compatible(baseline, fingerprint_of(engine), baseline_label)
+        check_compatible(baseline, engine.fingerprint(), baseline_label)
     elif baseline_path is not None:
         baseline = load_checked_baseline(baseline_path, engine)
-    if baseline is not None:
-        diff = diff_rows(baseline, (r.id for r in rows))
-        new_ids = set(diff.new) - old_ids
-        new = [r for r in rows if r.id in new_ids]
-        threshold, accepted = baseline.threshold, baseline.accepted
-        reference: list[float] | None = list(baseline.scores.values())
-    else:
-        reference = None
-        if not diff_base:
-            raise ConfigError("a check needs a baseline (`gradshield-lint baseline create`) or --diff-base REF")
-        new = [r for r in rows if r.id not in old_ids]
-        accepted = {}
-        if cfg_threshold.method == "fixed":
-            threshold = threshold_for([], cfg_threshold)
-        else:
-            reference_rows = sorted({r.id: r for r in old_rows}.values(), key=lambda r: r.id)[:REFERENCE_SAMPLE]
-            if len(reference_rows) < 8:
-                raise ConfigError(
-                    f"--diff-base {diff_base}: only {len(reference_rows)} rows existed there, too few to find a threshold; "
-                    "create a baseline or set threshold.method: fixed"
-                )
-            reference = score(engine, reference_rows).scores
-            threshold = threshold_for(reference, cfg_threshold, reference=True)
-    scored = score(engine, new)
-    return judge(scored, threshold, accepted, rows_total=len(rows), engine=engine, reference=reference, explain=explain,
-                 explain_window=explain_window)
+    elif not diff_base:
+        raise ConfigError("a check needs a baseline (`gradshield-lint baseline create`) or --diff-base REF")
+
+    def too_few(n: int) -> str:
+        return (f"--diff-base {diff_base}: only {n} rows existed there, too few to find a threshold; "
+                "create a baseline or set threshold.method: fixed")
+
+    return judge_rows(engine, rows, cfg_threshold, baseline=baseline, known={r.id for r in old_rows},
+                      reference_rows=old_rows, too_few=too_few, rows_total=len(rows), explain=explain,
+                      explain_window=explain_window)
 
 
 def scan(
-    engine, files: Sequence[Path], shape: RowShape | None, cfg_threshold, *, explain: bool = False
-) -> tuple[LintResult, ScoredSet]:
+    engine: Engine, files: Sequence[str | Path], shape: RowShape | None, cfg_threshold: ThresholdConfig, *,
+    explain: bool = False,
+) -> tuple[LintResult, list[ScoredRow]]:
     """Score every row and find the threshold on the spot: no baseline needed."""
     rows = read_all(files, shape)
     scored = score(engine, rows)
-    threshold = threshold_for(scored.scores, cfg_threshold, _criterion_for(engine, scored.rows, cfg_threshold))
+    threshold = threshold_for(fihs_of(scored), cfg_threshold, _criterion_for(engine, rows, cfg_threshold))
     return judge(scored, threshold, {}, rows_total=len(rows), engine=engine, explain=explain), scored
 
 
-def pre_commit_from_ref() -> str | None:
-    """pre-commit sets PRE_COMMIT_FROM_REF for pre-push hooks: rows already pushed are not new."""
-    ref = os.environ.get("PRE_COMMIT_FROM_REF") or os.environ.get("PRE_COMMIT_SOURCE")
-    if ref and set(ref) != {"0"}:
-        return ref
-    return None
+# ------------------------------------------------------------------------------------------------ the service
 
 
-def _resolved(p: Path) -> Path:
-    """`p.resolve()`, or the absolute path for a symlink loop (which `resolve` refuses): reading it says why."""
-    try:
-        return p.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(p))
+@dataclass
+class Linter:
+    """The linter service for one engine and configuration: the row shape, the threshold settings and whether
+    findings are explained all come from `config`. The CLI and the webhook app call these methods."""
+
+    engine: Engine
+    config: Config
+
+    @property
+    def shape(self) -> RowShape | None:
+        return self.config.rows.row_shape()
+
+    def read(self, files: Sequence[str | Path]) -> list[Row]:
+        return read_all(files, self.shape)
+
+    def check(
+        self,
+        files: Sequence[str | Path],
+        *,
+        baseline_path: Path | None,
+        diff_base: str | None = None,
+        baseline: Baseline | None = None,
+        baseline_label: str | None = None,
+    ) -> LintResult:
+        """`check`, with findings explained as `report.explain` says."""
+        r = self.config.report
+        return check(self.engine, files, self.shape, self.config.threshold, baseline_path=baseline_path,
+                     diff_base=diff_base, baseline=baseline, baseline_label=baseline_label, explain=r.explain,
+                     explain_window=r.span_tokens)
+
+    def judge_rows(
+        self,
+        rows: Sequence[Row],
+        *,
+        baseline: Baseline | None,
+        known: Collection[str] = (),
+        reference_rows: Sequence[Row] = (),
+        too_few: Callable[[int], str],
+        rows_total: int | None = None,
+    ) -> LintResult:
+        """`judge_rows`, with findings explained as `report.explain` says; a `baseline` is checked against the
+        engine's fingerprint first."""
+        if baseline is not None:
+            check_compatible(baseline, self.engine.fingerprint())
+        r = self.config.report
+        return judge_rows(self.engine, rows, self.config.threshold, baseline=baseline, known=known,
+                          reference_rows=reference_rows, too_few=too_few, rows_total=rows_total, explain=r.explain,
+                          explain_window=r.span_tokens)
+
+    def scan(self, files: Sequence[str | Path], threshold: ThresholdConfig | None = None) -> tuple[LintResult, list[ScoredRow]]:
+        return scan(self.engine, files, self.shape, threshold or self.config.threshold)
+
+    def create_baseline(self, rows: Sequence[Row], threshold: ThresholdConfig | None = None) -> tuple[Baseline, list[ScoredRow]]:
+        return create_baseline(self.engine, rows, threshold or self.config.threshold)
+
+    def update_baseline_file(
+        self, path: Path, rows: Sequence[Row], *, rescore: bool, rethreshold: bool = False, snapshot: Baseline | None = None
+    ) -> tuple[Baseline, int]:
+        return update_baseline_file(self.engine, path, rows, self.config.threshold, rescore=rescore,
+                                    rethreshold=rethreshold, snapshot=snapshot)
 
 
-def expand_files(
-    paths: Iterable[str | Path], globs: Sequence[str], root: Path, skip: Iterable[Path] = ()
-) -> list[str | Path]:
-    """Files named on the command line; a directory expands by the configured globs; none: the globs under root.
-    `hf://` paths stay strings (a Path would fold their `//`).
-
-    Paths in `skip` (the baseline: it is JSON, and a hook's `files:` pattern passes it along with the data) are
-    never read as datasets. A directory named in `paths` with no dataset file in it is an InputError: a check of
-    nothing must not pass.
-    """
-    from gradshield_lint.io.rows import is_dataset_file
-
-    skipped = {_resolved(Path(p)) for p in skip}
-    out: list[str | Path] = []
-    items = list(paths) or [root]
-    for item in items:
-        if str(item).startswith("hf://"):
-            out.append(str(item))
-            continue
-        p = Path(item)
-        if not p.is_dir() or is_dataset_file(p):
-            out.append(p)
-            continue
-        # the globs are the repository's (relative to root), but a user naming `data/` means the files under it
-        # whether the globs are read from the root (`data/**/*.jsonl`) or from the directory itself (`**/*.jsonl`)
-        under = _resolved(p)
-        from_root = [q for g in globs for q in sorted(root.glob(g)) if under in _resolved(q).parents]
-        found = [
-            q for q in [*from_root, *(q for g in globs for q in sorted(p.glob(g)))]
-            if q.is_file() and not {".git", ".venv"} & set(q.parts) and _resolved(q) not in skipped
-        ]
-        found = list({_resolved(q): q for q in reversed(found)}.values())[::-1]  # one entry per file, first spelling
-        if not found and paths:
-            raise InputError(
-                f"no dataset file in this directory (none matches the configured `files` globs: {', '.join(globs) or 'none'})",
-                file=p,
-            )
-        out.extend(found)
-    uniq: dict[str, str | Path] = {}
-    for f in out:
-        if isinstance(f, str) or _resolved(f) not in skipped:
-            uniq.setdefault(str(f), f)
-    return list(uniq.values())
+__all__ = [
+    "Linter",
+    "MIN_REFERENCE",
+    "REFERENCE_SAMPLE",
+    "THRESHOLD_METHODS",
+    "check",
+    "create_baseline",
+    "excerpt",
+    "finetune_criterion",
+    "judge",
+    "judge_rows",
+    "load_checked_baseline",
+    "read_all",
+    "require_rows",
+    "scan",
+    "score",
+    "threshold_for",
+    "update_baseline",
+    "update_baseline_file",
+]

@@ -8,8 +8,9 @@ the target format.
 from __future__ import annotations
 
 from gradshield_lint.lint.findings import Finding, LintResult
+from gradshield_lint.schemas import config_enum
 
-from gradshield_lint.report._common import CONTENT_WARNING, RULE_ID, clean_text, make_excerpt, split
+from gradshield_lint.report._common import CONTENT_WARNING, RULE_ID, clean_text, code_span, make_excerpt, split
 from gradshield_lint.report.escape import log_safe, term_escape
 from gradshield_lint.report.github import DEFAULT_MAX_ANNOTATIONS, escape_data, escape_property, render_github
 from gradshield_lint.report.histogram import text_histogram
@@ -18,7 +19,7 @@ from gradshield_lint.report.markdown import discussion_comment, github_summary, 
 from gradshield_lint.report.sarif import FINGERPRINT_KEY, render_sarif, sarif_dict
 from gradshield_lint.report.text import render_text
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = config_enum("report", "format")
 
 __all__ = [
     "CONTENT_WARNING",
@@ -29,6 +30,7 @@ __all__ = [
     "Finding",
     "LintResult",
     "clean_text",
+    "code_span",
     "discussion_comment",
     "escape_data",
     "escape_property",

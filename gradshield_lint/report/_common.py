@@ -163,9 +163,19 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", clean_text(text)).replace("&", "&amp;")
 
 
-def md_code(text: str) -> str:
-    """Inline code for identifiers and paths (backticks in the text are replaced; `|` escaped for tables)."""
-    return "`" + clean_text(text).replace("`", "'").replace("|", "\\|") + "`"
+def code_span(text: str, *, in_table: bool = False) -> str:
+    """`text` as one Markdown code span that nothing in it can leave: control characters and line breaks dropped
+    (`clean_text`), and a fence of one backtick more than the longest backtick run inside (CommonMark), padded with
+    a space each side (which the renderer strips) when the text starts or ends with a backtick or a space. The
+    text shows as it is, backticks included. `in_table`: `|` escaped, as a GitHub table cell needs even inside a
+    code span (the renderer removes the backslash there)."""
+    text = clean_text(text)
+    if in_table:
+        text = text.replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}" if text else "` `"
 
 
 def fmt_p(p: float | None) -> str:

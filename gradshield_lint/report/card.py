@@ -13,7 +13,7 @@ from gradshield_lint.io.atomic import atomic_path
 from gradshield_lint.lint.findings import LintResult
 from gradshield_lint.fmt import fmt_score, plural
 
-from gradshield_lint.report._common import CONTENT_WARNING, fmt_num, limit_rows, md_code, md_escape, split, threshold_note
+from gradshield_lint.report._common import CONTENT_WARNING, fmt_num, limit_rows, code_span, md_escape, split, threshold_note
 from gradshield_lint.report.histogram import text_histogram
 from gradshield_lint.report.markdown import rows_table
 
@@ -57,11 +57,11 @@ def card_section(
     out += [summary, ""]
     meta = []
     if result.model:
-        meta.append(f"scoring model {md_code(result.model)}")
+        meta.append(f"scoring model {code_span(result.model)}")
     if result.proxy:
-        meta.append(f"proxy {md_code(result.proxy)}")
+        meta.append(f"proxy {code_span(result.proxy)}")
     if result.probe_set:
-        meta.append(f"probe set {md_code(result.probe_set)}")
+        meta.append(f"probe set {code_span(result.probe_set)}")
     if meta:
         out += ["Scored with " + ", ".join(meta) + ".", ""]
     if rows:

@@ -13,7 +13,7 @@ from typing import Any
 
 from gradshield_lint.lint.findings import GateChange, GateInfo, LintResult
 
-from gradshield_lint.report._common import clean_text, md_code, md_escape, sarif_uri
+from gradshield_lint.report._common import clean_text, code_span, md_escape, sarif_uri
 
 GATE_RULE_ID = "GS002"
 GATE_RULE_NAME = "GateChanged"
@@ -118,7 +118,7 @@ def markdown_lines(result: LintResult) -> list[str]:
     gate = result.gate
     if gate is None:
         return []
-    base = md_code(gate.revision)
+    base = code_span(gate.revision)
     out: list[str] = []
     if gate.warnings:
         out += [
@@ -127,12 +127,12 @@ def markdown_lines(result: LintResult) -> list[str]:
              f"({_NOT_APPLIED}); a reviewer should confirm each change:"),
             ">",
         ]
-        out += [f"> - {md_code(_where(c))}: {md_escape(c.message)}" for c in gate.warnings]
+        out += [f"> - {code_span(_where(c))}: {md_escape(c.message)}" for c in gate.warnings]
         out.append("")
     notes = [c for c in gate.changes if c not in gate.warnings]
     if notes:
         out += ["Baseline bookkeeping in this pull request:", ""]
-        out += [f"- {md_code(_where(c))}: {md_escape(c.message)}" for c in notes]
+        out += [f"- {code_span(_where(c))}: {md_escape(c.message)}" for c in notes]
         out.append("")
     out += [md_escape(judged_against(gate)), ""]
     return out

@@ -28,11 +28,11 @@ def finding_dict(f: Finding, excerpt_chars: int) -> dict[str, Any]:
         "accepted": bool(f.accepted),
         "reason": f.reason,
         "p_value": finite(f.p_value),
-        "explanation": _explanation(f, excerpt_chars),
+        "explanation": explanation_dict(f, excerpt_chars),
     }
 
 
-def _explanation(f: Finding, excerpt_chars: int) -> dict[str, Any] | None:
+def explanation_dict(f: Finding, excerpt_chars: int) -> dict[str, Any] | None:
     e = f.explanation
     if e is None:
         return None

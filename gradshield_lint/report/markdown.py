@@ -14,7 +14,7 @@ from gradshield_lint.report._common import (
     fmt_num,
     limit_rows,
     make_excerpt,
-    md_code,
+    code_span,
     md_escape,
     rel_path,
     short_id,
@@ -51,7 +51,7 @@ def rows_table(
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     for f in rows:
         text, _ = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
-        cells = [md_code(short_id(f.id)), md_code(f"{rel_path(f.file, base)}:{f.line}"), fmt_num(f.fihs)]
+        cells = [code_span(short_id(f.id), in_table=True), code_span(f"{rel_path(f.file, base)}:{f.line}", in_table=True), fmt_num(f.fihs)]
         if margin:
             cells.append(fmt_margin(f.margin))
         if status:
@@ -88,11 +88,11 @@ def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int
     out = [f"## gradshield-lint: {verdict}", "", summary_sentence(result), "", *markdown_lines(result)]
     meta = []
     if result.model:
-        meta.append(f"model {md_code(result.model)}")
+        meta.append(f"model {code_span(result.model)}")
     if result.proxy:
-        meta.append(f"proxy {md_code(result.proxy)}")
+        meta.append(f"proxy {code_span(result.proxy)}")
     if result.probe_set:
-        meta.append(f"probe set {md_code(result.probe_set)}")
+        meta.append(f"probe set {code_span(result.probe_set)}")
     if meta:
         out += ["Scored with " + ", ".join(meta) + ".", ""]
     if s.flagged or s.accepted:

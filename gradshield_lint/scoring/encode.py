@@ -9,9 +9,9 @@ row is marked `truncated`. With `truncation="error"` such a row raises `RowTooLo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -65,7 +65,9 @@ def chat_template_hash(tokenizer) -> str:
     return hashlib.sha256(chat_template_of(tokenizer).encode("utf-8")).hexdigest()[:16]
 
 
-def _render(tokenizer, messages: Sequence[dict], *, generation_prompt: bool = False) -> str:
+def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], *, generation_prompt: bool = False) -> str:
+    """`messages` (role/content dicts) as the text the chat template renders (the fallback template for a
+    tokenizer without one); `generation_prompt` adds the assistant header a reply starts after."""
     return tokenizer.apply_chat_template(
         list(messages), tokenize=False, add_generation_prompt=generation_prompt, chat_template=chat_template_of(tokenizer)
     )
@@ -90,8 +92,8 @@ def _assistant_spans(tokenizer, messages: Sequence[dict], full: str) -> list[tup
             continue
         start = end = -1
         if i > 0:
-            head = _render(tokenizer, messages[:i], generation_prompt=True)
-            upto = _render(tokenizer, messages[: i + 1])
+            head = render_chat(tokenizer, messages[:i], generation_prompt=True)
+            upto = render_chat(tokenizer, messages[: i + 1])
             if full.startswith(upto) and upto.startswith(head) and len(head) >= cursor:
                 start, end = len(head), len(upto)
         if start < 0:
@@ -127,7 +129,7 @@ def encode_with_offsets(
 ) -> Located:
     """`encode_conversation`, keeping each token's place in the assistant messages' content."""
     msgs = [{"role": m.role, "content": m.content} for m in messages]
-    full = _render(tokenizer, msgs)
+    full = render_chat(tokenizer, msgs)
     spans = _assistant_spans(tokenizer, msgs, full)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])

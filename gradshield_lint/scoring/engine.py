@@ -1,4 +1,9 @@
-"""Rows -> scores: the scoring model, the probe set and ∇H loaded once per Engine, then rows scored in batches."""
+"""Rows -> scores: the scoring model, the probe set and ∇H loaded once per Engine, then rows scored in batches.
+
+`EngineSettings` is the scoring part of the configuration: `EngineSettings.from_config(cfg)` is how the CLI, the
+webhook and the benchmarks build it, and `EngineSettings()` is the same as `from_config` of an empty configuration
+(every default comes from the configuration schema).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gradshield_lint.scoring.encode import (
     Encoded,
@@ -15,23 +21,61 @@ from gradshield_lint.scoring.encode import (
     encode_conversation,
 )
 from gradshield_lint.errors import ConfigError, InputError
+from gradshield_lint.io.rows import Row
+from gradshield_lint.schemas import config_default
 from gradshield_lint.scoring.fihs import RowScore, ScoreOptions, resolve_method, score_encoded
+from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded
 from gradshield_lint.scoring.model import ModelSpec, ScoringModel, load_model, prepared_meta
 from gradshield_lint.scoring.params import ParamSelection
+from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions, proxy_gradient
-from gradshield_lint.io.rows import Row
+from gradshield_lint.scoring.registry import check_normalize
+
+if TYPE_CHECKING:
+    from gradshield_lint.config import Config
+    from gradshield_lint.scoring.explanation import Explanation
 
 
 @dataclass(frozen=True)
 class EngineSettings:
+    """What the engine loads and how it scores. Build it with `from_config`; its defaults are the schema's."""
+
     model: ModelSpec = field(default_factory=ModelSpec)
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
-    probes: str | None = None  # None: the bundled probe set
+    probes: str | None = config_default("scoring", "probes")  # None: the bundled probe set
     params: ParamSelection = field(default_factory=ParamSelection)
     score: ScoreOptions = field(default_factory=ScoreOptions)
-    max_length: int = 512
-    truncation: str = "right"
+    max_length: int = config_default("scoring", "max_length")
+    truncation: str = config_default("scoring", "truncation")
     cache_dir: Path | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, cache_dir: Path | None = None) -> EngineSettings:
+        """The scoring part of a `Config`: the only way the tool's entry points build engine settings."""
+        m, s = cfg.model, cfg.scoring
+
+        def local(p: str | None) -> str | None:
+            # a path in the configuration is relative to the configuration's folder, not to where the command runs
+            if p is None or p == "embedded" or not cfg.resolve(p).exists():
+                return p
+            return str(cfg.resolve(p))
+
+        return cls(
+            model=ModelSpec(
+                name=local(m.name) or m.name, revision=m.revision, gguf_file=m.gguf_file, adapter=local(m.adapter),
+                device=m.device, dtype=m.dtype,
+            ),
+            proxy=ProxyOptions(
+                proxy=s.proxy, comply_token=s.first_token.comply, refuse_token=s.first_token.refuse,
+                batch_size=s.batch_size,
+            ),
+            probes=str(cfg.probes_path) if cfg.probes_path is not None else None,
+            params=s.params,
+            score=ScoreOptions(method=s.method, normalize=s.normalize, loss_reduction=s.loss_reduction, batch_size=s.batch_size),
+            max_length=s.max_length,
+            truncation=s.truncation,
+            cache_dir=cache_dir,
+        )
 
 
 @dataclass(frozen=True)
@@ -43,14 +87,10 @@ class ScoredRow:
 class Engine:
     """Holds one loaded scoring model and its ∇H; nothing is loaded until first needed."""
 
-    def __init__(self, settings: EngineSettings = EngineSettings(), *, progress: bool = False) -> None:
-        so = settings.score
-        if so.normalize and so.method in ("fd", "jvp"):  # checked here, before minutes of loading and scoring
-            raise ConfigError(
-                f"method {so.method!r} gives raw scores only (a directional derivative, no gradient norms), but "
-                "normalized scores are asked for (scoring.normalize: true, the default): pass --raw (or set "
-                "scoring.normalize: false) for raw scores, or use --method persample (or auto) for normalized ones"
-            )
+    def __init__(self, settings: EngineSettings | None = None, *, progress: bool = False) -> None:
+        settings = EngineSettings() if settings is None else settings
+        # settings built by hand (not through Config): the same rule, before minutes of loading and scoring
+        check_normalize(settings.score.method, settings.score.normalize)
         self.settings = settings
         self.progress = progress
 
@@ -64,7 +104,7 @@ class Engine:
         return sm
 
     @cached_property
-    def probes(self):
+    def probes(self) -> ProbeSet:
         from gradshield_lint.scoring.probes import load_probes
 
         return load_probes(self.settings.probes)
@@ -89,29 +129,30 @@ class Engine:
         sm = self.scoring_model
         return sm.identity, chat_template_hash(sm.tokenizer), sm.context_length
 
-    def fingerprint(self) -> dict[str, object]:
+    def fingerprint(self) -> Fingerprint:
         """What scores depend on. Method, dtype and device are not in it: they change scores only within rounding."""
         identity, template, context = self._identity()
         s = self.settings
         if s.max_length > context:
             raise ConfigError(f"scoring.max_length={s.max_length} exceeds the model's context of {context} tokens")
-        return {
-            "model": identity.get("model", ""),
-            "model_revision": identity.get("revision", ""),
-            "model_hash": identity.get("model_hash", ""),
-            "adapter": identity.get("adapter", ""),
-            "proxy": s.proxy.proxy if s.proxy.proxy != "first-token" else f"first-token:{s.proxy.comply_token}/{s.proxy.refuse_token}",
-            "probe_set": self.probes.sha256,
-            "params": s.params.describe(),
-            "max_length": s.max_length,
-            "chat_template": template,
-            "loss_reduction": s.score.loss_reduction,
-            "normalize": s.score.normalize,
-        }
+        return Fingerprint(
+            model=identity.get("model", ""),
+            model_revision=identity.get("revision", ""),
+            model_hash=identity.get("model_hash", ""),
+            adapter=identity.get("adapter", ""),
+            proxy=s.proxy.proxy if s.proxy.proxy != "first-token" else f"first-token:{s.proxy.comply_token}/{s.proxy.refuse_token}",
+            probe_set=self.probes.sha256,
+            params=s.params.describe(),
+            max_length=s.max_length,
+            chat_template=template,
+            loss_reduction=s.score.loss_reduction,
+            normalize=s.score.normalize,
+        )
 
-    def recorded(self) -> dict[str, str]:
+    def recorded(self) -> Recorded:
+        """How the scores are computed here (recorded in a baseline, never a reason to refuse one)."""
         sm = self.scoring_model
-        return {"method": self.method, "dtype": str(sm.dtype).replace("torch.", ""), "device": sm.device.type}
+        return Recorded(method=self.method, dtype=str(sm.dtype).replace("torch.", ""), device=sm.device.type)
 
     def encode(self, row: Row) -> Encoded:
         try:
@@ -121,7 +162,7 @@ class Engine:
         except (NoTargetTokens, RowTooLong) as exc:
             raise InputError(str(exc), file=row.source, line=row.line) from exc
 
-    def explain(self, rows: Sequence[Row], window: int | None = None) -> list:
+    def explain(self, rows: Sequence[Row], window: int | None = None) -> list[Explanation]:
         """Why each row scores high (explain.py): the strongest reply span and the top probe category."""
         from gradshield_lint.scoring.explain import DEFAULT_WINDOW, explain
 
@@ -141,25 +182,6 @@ class Engine:
         return [ScoredRow(r, s) for r, s in zip(rows, scores)]
 
 
-def settings_from_config(cfg, *, cache_dir: Path | None = None) -> EngineSettings:
-    """The scoring part of a `Config` (see config.py) as engine settings."""
-    m, s = cfg.model, cfg.scoring
-
-    def local(p: str | None) -> str | None:
-        # a path in the configuration is relative to the configuration's folder, not to where the command runs
-        if p is None or p == "embedded" or not cfg.resolve(p).exists():
-            return p
-        return str(cfg.resolve(p))
-
-    return EngineSettings(
-        model=ModelSpec(name=local(m.name), revision=m.revision, gguf_file=m.gguf_file, adapter=local(m.adapter), device=m.device, dtype=m.dtype),
-        proxy=ProxyOptions(proxy=s.proxy, comply_token=s.first_token.comply, refuse_token=s.first_token.refuse, batch_size=s.batch_size),
-        probes=str(cfg.probes_path) if cfg.probes_path is not None else None,
-        params=ParamSelection(
-            include=s.params.include, exclude=s.params.exclude, layers=tuple(s.params.layers) if s.params.layers else None
-        ),
-        score=ScoreOptions(method=s.method, normalize=s.normalize, loss_reduction=s.loss_reduction, batch_size=s.batch_size),
-        max_length=s.max_length,
-        truncation=s.truncation,
-        cache_dir=cache_dir,
-    )
+def settings_from_config(cfg: Config, *, cache_dir: Path | None = None) -> EngineSettings:
+    """`EngineSettings.from_config` (the name the public API has always had)."""
+    return EngineSettings.from_config(cfg, cache_dir=cache_dir)

@@ -32,16 +32,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gradshield_lint.io.atomic import atomic_path
+from gradshield_lint.scoring.cache import cache_root
 from gradshield_lint.scoring.encode import Located, encode_with_offsets, make_batches
 from gradshield_lint.scoring.fihs import ScoreOptions, calibrate_fd_step
-from gradshield_lint.lint.findings import Explanation
+from gradshield_lint.scoring.explanation import Explanation
 from gradshield_lint.scoring.losses import row_losses, target_token_nll
 from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.params import ParamSelection, select_parameters
 from gradshield_lint.scoring.proxy import (
     ProxyGradient,
     ProxyOptions,
-    default_cache_dir,
     gradient_key,
     proxy_value_and_grad,
 )
@@ -203,7 +203,7 @@ def category_directions(
     cats = list(groups)
     key = hashlib.sha256(json.dumps({"format": CATEGORY_FORMAT, "base": gradient_key(sm, probes, opts, names, selection),
                                      "categories": cats}, sort_keys=True).encode()).hexdigest()[:24]
-    path = (cache_dir or default_cache_dir()) / f"categories-{key}.safetensors"
+    path = (cache_dir or cache_root()) / f"categories-{key}.safetensors"
     if path.is_file():
         try:
             stored = load_file(str(path), device=str(sm.device))

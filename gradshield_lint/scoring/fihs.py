@@ -24,16 +24,19 @@ from gradshield_lint.scoring.encode import Batch, Encoded, make_batches
 from gradshield_lint.scoring.losses import row_losses
 from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.proxy import ProxyGradient
-
-METHODS = ("auto", "jvp", "fd", "exact", "persample")
+from gradshield_lint.scoring.registry import METHODS
+from gradshield_lint.scoring.registry import resolve_method as _resolve
+from gradshield_lint.schemas import config_default
 
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    method: str = "auto"
-    normalize: bool = False
-    loss_reduction: str = "mean"
-    batch_size: int = 8
+    """How rows are scored; the defaults are the configuration schema's (`scoring.*`)."""
+
+    method: str = config_default("scoring", "method")
+    normalize: bool = config_default("scoring", "normalize")
+    loss_reduction: str = config_default("scoring", "loss_reduction")
+    batch_size: int = config_default("scoring", "batch_size")
     # ε moves the selected weights by this fraction of their norm. None: calibrated (see `calibrate_fd_step`).
     # No fixed value suits every model: on the embedded SmolLM2-135M (rows of ~250 tokens, error vs exact) 1e-3
     # gives 35 %, 1e-4 16 %, 1e-5 0.6 %, 3e-6 0.06 % (curvature), while on a tiny test model whose scores are
@@ -54,17 +57,9 @@ class RowScore:
 
 
 def resolve_method(method: str, normalize: bool, dtype: torch.dtype) -> str:
-    """`auto`: per-sample hooks when norms are needed; else finite differences in float32 (two plain forward
-    passes, the cheapest on a CPU), forward-mode AD in half precision where a finite step drowns in rounding."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    if normalize:
-        if method in ("fd", "jvp"):
-            raise ValueError(f"method {method!r} gives no gradient norms; normalized scores need 'persample' or 'exact'")
-        return "exact" if method == "exact" else "persample"
-    if method != "auto":
-        return method
-    return "fd" if dtype == torch.float32 else "jvp"
+    """The method that runs for `method` on a model in `dtype` (`auto` resolved; see `registry.resolve_method`).
+    A method that gives no gradient norms under `normalize` is a `ConfigError`."""
+    return _resolve(method, normalize, float32=dtype == torch.float32)
 
 
 def score_encoded(
@@ -79,7 +74,7 @@ def score_encoded(
     if not encoded:
         return []
     method = resolve_method(opts.method, opts.normalize, sm.dtype)
-    impl = {"fd": _fd, "jvp": _jvp, "exact": _exact, "persample": _persample}[method]
+    impl = METHODS.implementation(method)
     total = len(encoded) * (2 if method == "fd" else 1)
     with tqdm(total=total, disable=not progress, desc=f"FIHS ({method})", unit="row", leave=False) as bar:
         dots, norms = impl(sm, grad, encoded, opts, bar)
@@ -147,6 +142,7 @@ class _NullBar:
         pass
 
 
+@METHODS.implements("fd")
 @torch.no_grad()
 def _fd(sm, grad, encoded, opts, bar):
     params = _selected(sm, grad)
@@ -192,6 +188,7 @@ class _RowLoss(torch.nn.Module):
         return row_losses(self.lm, ids, att, tgt, self.reduction)
 
 
+@METHODS.implements("jvp")
 def _jvp(sm, grad, encoded, opts, bar):
     from torch.func import functional_call, jvp
 
@@ -214,6 +211,7 @@ def _jvp(sm, grad, encoded, opts, bar):
 
 
 # ---------------------------------------------------------------- exact reference
+@METHODS.implements("exact")
 def _exact(sm, grad, encoded, opts, bar):
     params = _selected(sm, grad)
     dots, norms = [], []
@@ -259,6 +257,7 @@ def _owners(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> dict[to
     return owners
 
 
+@METHODS.implements("persample")
 def _persample(sm, grad, encoded, opts, bar):
     model = sm.model
     params = _selected(sm, grad)

@@ -19,6 +19,8 @@ import torch
 
 from gradshield_lint.scoring import embedded
 from gradshield_lint.errors import ModelLoadError
+from gradshield_lint.schemas import config_default
+from gradshield_lint.scoring.cache import cache_root
 
 EMBEDDED = "embedded"
 EMBEDDED_GGUF = embedded.GGUF
@@ -29,15 +31,33 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to load. `adapter`: "embedded" (the project's safety adapter, only for the embedded model), a peft
-    adapter directory, or None."""
+    """What to load (the configuration's `model.*`, whose schema gives the defaults). `adapter`: "embedded" (the
+    project's safety adapter), a peft adapter directory, or None."""
 
-    name: str = EMBEDDED
-    revision: str | None = None
-    gguf_file: str | None = None
-    adapter: str | None = EMBEDDED
-    device: str = "auto"
-    dtype: str = "auto"
+    name: str = config_default("model", "name")
+    revision: str | None = config_default("model", "revision")
+    gguf_file: str | None = config_default("model", "gguf_file")
+    adapter: str | None = config_default("model", "adapter")
+    device: str = config_default("model", "device")
+    dtype: str = config_default("model", "dtype")
+
+    def adapter_dir(self) -> Path | None:
+        """The adapter folder to merge, or None. The one place of the rule "the embedded adapter belongs to the
+        embedded model": it was trained on that model and means nothing for another, so with any other model
+        `adapter: embedded` (the default) is no adapter, wherever the model was named (configuration, `--model`,
+        the Action's `model` input)."""
+        if self.adapter is None or self.adapter == "":
+            return None
+        if self.adapter == EMBEDDED:
+            if self.name != EMBEDDED:
+                return None
+            if not (EMBEDDED_ADAPTER_DIR / "adapter_config.json").is_file():
+                raise ModelLoadError(f"the embedded safety adapter is missing: tried {EMBEDDED_ADAPTER_DIR}")
+            return EMBEDDED_ADAPTER_DIR
+        path = Path(self.adapter)
+        if not (path / "adapter_config.json").is_file():
+            raise ModelLoadError(f"cannot load the adapter: tried {path / 'adapter_config.json'} (not a peft adapter directory)")
+        return path
 
 
 @dataclass
@@ -214,13 +234,12 @@ def _prepared_source(spec: ModelSpec, adapter: Path | None) -> dict | None:
 
 def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
     from gradshield_lint.scoring import prepared
-    from gradshield_lint.scoring.proxy import default_cache_dir
 
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    adapter = _adapter_dir(spec)
+    adapter = spec.adapter_dir()
     source = _prepared_source(spec, adapter)
-    entry = prepared.entry_for(cache_dir or default_cache_dir(), source, str(dtype)) if source is not None else None
+    entry = prepared.entry_for(cache_dir or cache_root(), source, str(dtype)) if source is not None else None
     if entry is not None:
         manifest = prepared.read_manifest(entry)
         if manifest is not None and prepared.verify(entry, manifest):
@@ -287,16 +306,15 @@ def prepared_meta(spec: ModelSpec, cache_dir: Path | None = None) -> dict | None
     """What a prepared entry recorded about its model (identity, chat-template hash, context length) without
     loading it: lets a check with no new rows compare fingerprints without the model. None when no entry."""
     from gradshield_lint.scoring import prepared
-    from gradshield_lint.scoring.proxy import default_cache_dir
 
     try:
-        source = _prepared_source(spec, _adapter_dir(spec))
+        source = _prepared_source(spec, spec.adapter_dir())
         if source is None:
             return None
         dtype = resolve_dtype(spec.dtype, resolve_device(spec.device))
     except (ModelLoadError, OSError):
         return None
-    manifest = prepared.read_manifest(prepared.entry_for(cache_dir or default_cache_dir(), source, str(dtype)))
+    manifest = prepared.read_manifest(prepared.entry_for(cache_dir or cache_root(), source, str(dtype)))
     if manifest is None or not all(k in manifest for k in ("identity", "chat_template", "context_length")):
         return None
     return manifest
@@ -310,22 +328,6 @@ def _ready(model, tok, spec: ModelSpec, device, dtype, identity: dict[str, str],
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
     return ScoringModel(model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype, identity=identity, prepared=prepared)
-
-
-def _adapter_dir(spec: ModelSpec) -> Path | None:
-    if spec.adapter is None or spec.adapter == "":
-        return None
-    if spec.adapter == EMBEDDED:
-        # The shipped adapter was trained on the embedded model; it means nothing for another model.
-        if spec.name != EMBEDDED:
-            return None
-        if not (EMBEDDED_ADAPTER_DIR / "adapter_config.json").is_file():
-            raise ModelLoadError(f"the embedded safety adapter is missing: tried {EMBEDDED_ADAPTER_DIR}")
-        return EMBEDDED_ADAPTER_DIR
-    path = Path(spec.adapter)
-    if not (path / "adapter_config.json").is_file():
-        raise ModelLoadError(f"cannot load the adapter: tried {path / 'adapter_config.json'} (not a peft adapter directory)")
-    return path
 
 
 def _merge_adapter(model, adapter: Path):

@@ -1,12 +1,20 @@
-"""Which parameters FIHS is taken over: a regex include/exclude and a layer range, to cut memory on large models."""
+"""Which parameters FIHS is taken over: a regex include/exclude and a layer range, to cut memory on large models.
+
+`ParamSelection` is the `scoring.params` part of the configuration too (torch-free: the configuration imports it).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+from gradshield_lint.errors import ConfigError
+from gradshield_lint.schemas import config_default
+
+if TYPE_CHECKING:
+    import torch
 
 _LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 
@@ -16,10 +24,10 @@ class ParamSelection:
     """`embeddings=False` leaves out the input embedding matrix (and the output head, when it is tied to it): its
     gradient lives only on the tokens a row happens to contain, i.e. on surface form."""
 
-    include: str | None = None
-    exclude: str | None = None
-    layers: tuple[int, int] | None = None
-    embeddings: bool = False
+    include: str | None = config_default("scoring", "params", "include")
+    exclude: str | None = config_default("scoring", "params", "exclude")
+    layers: tuple[int, int] | None = config_default("scoring", "params", "layers")
+    embeddings: bool = False  # not a setting: the embeddings stay out of every configured selection
 
     def describe(self) -> str:
         parts = [f"include={self.include}", f"exclude={self.exclude}", f"layers={list(self.layers) if self.layers else None}", f"embeddings={self.embeddings}"]
@@ -45,7 +53,7 @@ def select_parameters(model: torch.nn.Module, sel: ParamSelection) -> list[tuple
                 continue
         out.append((name, p))
     if not out:
-        raise ValueError(f"the parameter selection ({sel.describe()}) matches no parameter of the model")
+        raise ConfigError(f"scoring.params: the parameter selection ({sel.describe()}) matches no parameter of the model")
     return out
 
 

@@ -15,27 +15,35 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from gradshield_lint.io.atomic import atomic_path
-from gradshield_lint.scoring.encode import Encoded, _render, chat_template_hash, make_batches
+from gradshield_lint.scoring.cache import cache_root
+from gradshield_lint.scoring.encode import Encoded, chat_template_hash, make_batches, render_chat
 from gradshield_lint.scoring.losses import next_token_logits, row_losses
 from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.params import ParamSelection, select_parameters, selection_hash
+from gradshield_lint.scoring.probes import ProbeSet
+from gradshield_lint.scoring.registry import PROXIES
+from gradshield_lint.schemas import config_default
 
-PROXIES = ("margin", "first-token", "refusal-nll")
 CACHE_FORMAT = 1
+PROBE_MAX_LENGTH = 256
+"""Tokens of a probe's prompt and reply that H reads (probes are short: a prompt and an opening)."""
 
 
 @dataclass(frozen=True)
 class ProxyOptions:
-    proxy: str = "margin"
-    comply_token: str = "Sure"
-    refuse_token: str = "I"
-    max_length: int = 256
-    batch_size: int = 8
+    """Which proxy H is and how it is computed; the defaults are the configuration schema's (`scoring.*`)."""
+
+    proxy: str = config_default("scoring", "proxy")
+    comply_token: str = config_default("scoring", "first_token", "comply")
+    refuse_token: str = config_default("scoring", "first_token", "refuse")
+    max_length: int = PROBE_MAX_LENGTH
+    batch_size: int = config_default("scoring", "batch_size")
 
 
 @dataclass
@@ -54,17 +62,10 @@ class ProxyGradient:
         return float(torch.sqrt(sum((v.double() ** 2).sum() for v in self.vectors)))
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("GRADSHIELD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gradshield-lint"
-    )
-    return Path(root)
-
-
-def _encode_reply(tokenizer, prompt: str, reply: str, max_length: int) -> Encoded:
+def encode_reply(tokenizer: Any, prompt: str, reply: str, max_length: int) -> Encoded:
     """prompt rendered with the generation prompt, then the reply text; targets = the reply tokens. No end-of-turn
     marker: a compliance opening is the start of an answer, not a whole one."""
-    head = _render(tokenizer, [{"role": "user", "content": prompt}], generation_prompt=True)
+    head = render_chat(tokenizer, [{"role": "user", "content": prompt}], generation_prompt=True)
     enc = tokenizer(head + reply, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])[:max_length]
     mask = [a >= len(head) for a, _ in enc["offset_mapping"]][:max_length]
@@ -72,38 +73,54 @@ def _encode_reply(tokenizer, prompt: str, reply: str, max_length: int) -> Encode
     return Encoded(tuple(ids), tuple(mask), truncated=len(enc["input_ids"]) > max_length)
 
 
-def _encode_head(tokenizer, prompt: str, max_length: int) -> Encoded:
-    head = _render(tokenizer, [{"role": "user", "content": prompt}], generation_prompt=True)
+def encode_prompt(tokenizer: Any, prompt: str, max_length: int) -> Encoded:
+    """The prompt rendered with the generation prompt, no targets: the first-token proxy reads the next token."""
+    head = render_chat(tokenizer, [{"role": "user", "content": prompt}], generation_prompt=True)
     ids = tokenizer(head, add_special_tokens=False)["input_ids"][-max_length:]
     return Encoded(tuple(ids), tuple([False] * len(ids)), truncated=False)
 
 
-def _single_token(tokenizer, word: str) -> int:
+def single_token(tokenizer: Any, word: str) -> int:
+    """The first token of `word` (the first-token proxy compares two such tokens)."""
     ids = tokenizer(word, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError(f"the first-token proxy word {word!r} encodes to no token")
     return int(ids[0])
 
 
-def proxy_terms(sm: ScoringModel, probes, opts: ProxyOptions) -> list[tuple[float, list[Encoded], str]]:
-    """H as a sum of terms: (weight, sequences, kind). kind "nll" = mean reply NLL; "first" = first-token margin."""
-    tok = sm.tokenizer
+Terms = list[tuple[float, list[Encoded], str]]
+"""H as a sum of terms: (weight, sequences, kind). kind "nll" = mean reply NLL; "first" = first-token margin."""
+
+
+@PROXIES.implements("refusal-nll")
+def _refusal_nll(tok: Any, probes: ProbeSet, opts: ProxyOptions) -> Terms:
     n = len(probes.probes)
-    refusals = [_encode_reply(tok, p.prompt, p.refusal, opts.max_length) for p in probes.probes]
-    if opts.proxy == "refusal-nll":
-        return [(1.0 / n, refusals, "nll")]
-    if opts.proxy == "margin":
-        complies = [_encode_reply(tok, p.prompt, p.compliance, opts.max_length) for p in probes.probes]
-        return [(1.0 / n, refusals, "nll"), (-1.0 / n, complies, "nll")]
-    if opts.proxy == "first-token":
-        return [(1.0 / n, [_encode_head(tok, p.prompt, opts.max_length) for p in probes.probes], "first")]
-    raise ValueError(f"unknown proxy {opts.proxy!r}; use one of {', '.join(PROXIES)}")
+    return [(1.0 / n, [encode_reply(tok, p.prompt, p.refusal, opts.max_length) for p in probes.probes], "nll")]
+
+
+@PROXIES.implements("margin")
+def _margin(tok: Any, probes: ProbeSet, opts: ProxyOptions) -> Terms:
+    n = len(probes.probes)
+    complies = [encode_reply(tok, p.prompt, p.compliance, opts.max_length) for p in probes.probes]
+    return [*_refusal_nll(tok, probes, opts), (-1.0 / n, complies, "nll")]
+
+
+@PROXIES.implements("first-token")
+def _first_token(tok: Any, probes: ProbeSet, opts: ProxyOptions) -> Terms:
+    n = len(probes.probes)
+    return [(1.0 / n, [encode_prompt(tok, p.prompt, opts.max_length) for p in probes.probes], "first")]
+
+
+def proxy_terms(sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions) -> Terms:
+    """H as a sum of terms (see `Terms`), by the registered proxy `opts.proxy`."""
+    terms: Terms = PROXIES.implementation(opts.proxy)(sm.tokenizer, probes, opts)
+    return terms
 
 
 def _weighted_batches(sm: ScoringModel, probes, opts: ProxyOptions):
     """Yield (weight, per-row H terms) batch by batch; H = Σ weight · Σ per-row terms."""
-    comply = _single_token(sm.tokenizer, opts.comply_token)
-    refuse = _single_token(sm.tokenizer, opts.refuse_token)
+    comply = single_token(sm.tokenizer, opts.comply_token)
+    refuse = single_token(sm.tokenizer, opts.refuse_token)
     for weight, seqs, kind in proxy_terms(sm, probes, opts):
         for batch in make_batches(seqs, opts.batch_size, sm.pad_id):
             b = batch.to(sm.device)
@@ -161,7 +178,7 @@ def proxy_gradient(
     params = select_parameters(sm.model, selection)
     names = [n for n, _ in params]
     key = gradient_key(sm, probes, opts, names, selection)
-    path = (cache_dir or default_cache_dir()) / f"grad-{key}.safetensors"
+    path = (cache_dir or cache_root()) / f"grad-{key}.safetensors"
     if path.is_file():
         try:
             stored = load_file(str(path), device=str(sm.device))
@@ -190,4 +207,13 @@ def proxy_value(sm: ScoringModel, probes, opts: ProxyOptions) -> float:
         return sum(float(w * per_row.sum()) for w, per_row in _weighted_batches(sm, probes, opts))
 
 
-__all__: Sequence[str] = ["PROXIES", "ProxyGradient", "ProxyOptions", "default_cache_dir", "proxy_gradient", "proxy_value"]
+__all__: Sequence[str] = [
+    "ProxyGradient",
+    "ProxyOptions",
+    "encode_prompt",
+    "encode_reply",
+    "proxy_gradient",
+    "proxy_terms",
+    "proxy_value",
+    "single_token",
+]

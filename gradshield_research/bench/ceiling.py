@@ -15,7 +15,7 @@ saw (the linter meets unseen datasets too; folds by row would let it learn each 
 reported for the best regularisation of a grid — picked after the fact, so the figure is an upper bound of what
 that feature set gives, not an estimate.
 
-Input: the folder `bench/quality.py --methods sweep --out DIR` wrote (pass.npz with the per-row projections and
+Input: the folder `gradshield_research.bench.quality` --methods sweep --out DIR` wrote (pass.npz with the per-row projections and
 hidden states, quality.json with the rows' labels and files).
 
 `--train OTHER` asks the practical question instead: fit the gradient weighting on another labelled set (e.g. the
@@ -23,7 +23,7 @@ project's own `bench/data/`, written independently of eval-dev) and score this o
 direction the linter could ship (a weighted sum of probe directions per parameter group is still one vector ∇H).
 Every λ of the grid is shown, since none may be picked on the set being scored.
 
-    python bench/ceiling.py /tmp/q [--layers 6,12,18,24,30] [--folds 5] [--seeds 3] [--train /tmp/q-own]
+    python -m gradshield_research.bench.ceiling /tmp/q [--layers 6,12,18,24,30] [--folds 5] [--seeds 3] [--train /tmp/q-own]
 """
 
 from __future__ import annotations
@@ -37,9 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
-
-sys.path.insert(0, str(Path(__file__).parent))
-from quality import SUBSETS, auroc  # noqa: E402
+from gradshield_research.bench.quality import SUBSETS, auroc
 
 LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0)
 NORM_FREE_KINDS = SUBSETS["no-norm"][1]  # the parameter groups the default scores
@@ -159,7 +157,7 @@ def transfer(train: PassData, test: PassData, reference: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", type=Path, help="the --out folder of bench/quality.py --methods sweep")
+    ap.add_argument("folder", type=Path, help="the --out folder of `gradshield_research.bench.quality` --methods sweep")
     ap.add_argument("--layers", default="6,12,18,24,30", help="hidden-state layers to try (0 = embeddings)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3, help="fold assignments averaged")

@@ -7,15 +7,15 @@ preserved, and GradShield beats other filters. This script shows what happens on
 1. the starting model's ASR on held-out harmful prompts and its accuracy on a held-out utility split;
 2. for each harmful ratio (default 0, 5, 10, 20 %), a mixture of utility rows and harmful rows, and the kept set of
    each filter: `unfiltered`; `gradshield` (what `gradshield-lint filter` does with the default configuration);
-   the peers of `bench/quality.py` at the same number of removed rows; `oracle` (exactly the harmful rows removed);
+   the peers of `gradshield_research.bench.quality` at the same number of removed rows; `oracle` (exactly the harmful rows removed);
 3. a fresh LoRA finetune of the starting model on each kept set, then ASR and utility again.
 
-    .venv/bin/python bench/replicate.py --out /tmp/replicate            # the full run: 25 min on 2 CPU cores*
-    .venv/bin/python bench/replicate.py --ratios 0.2 --methods unfiltered,oracle,gradshield@oracle-k,he2024@oracle-k,hidden@oracle-k,keywords@oracle-k
-    .venv/bin/python bench/replicate.py --quick --model DIR --adapter none   # a smoke run (tests use it)
+    python -m gradshield_research.bench.replicate --out /tmp/replicate            # the full run: 25 min on 2 CPU cores*
+    python -m gradshield_research.bench.replicate --ratios 0.2 --methods unfiltered,oracle,gradshield@oracle-k,he2024@oracle-k,hidden@oracle-k,keywords@oracle-k
+    python -m gradshield_research.bench.replicate --quick --model DIR --adapter none   # a smoke run (tests use it)
 
 *with ∇H and He et al.'s probe directions already in the cache (after any earlier `gradshield-lint` or
-bench/quality.py run on the embedded model); a cold cache adds their backward passes over the probe set. The
+`gradshield_research.bench.quality` run on the embedded model); a cold cache adds their backward passes over the probe set. The
 number of finetunes is the number of distinct kept sets: 19 of the 24 cells in the recorded run.
 
 Decisions
@@ -45,11 +45,11 @@ Decisions
   `.gradshield.yaml`), in process so the model loads once. Every row of the union pool is scored once (a row's
   FIHS does not depend on the other rows); the threshold is then found by `lint.threshold_for` on each mixture's
   own scores (no knowledge of the ratio) and rows with FIHS above it are removed, as `lint.judge` does.
-* **Peers** (bench/peers.py, as bench/quality.py runs them): `he2024` (cos(∇L, ∇L_comply) − cos(∇L, ∇L_refusal)
+* **Peers** (`gradshield_research.bench.peers`, as `gradshield_research.bench.quality` runs them): `he2024` (cos(∇L, ∇L_comply) − cos(∇L, ∇L_refusal)
   over all non-embedding parameters), `hidden` (last reply token's hidden state at layer 15 projected on the
   probes' compliance − refusal direction), `keywords` (harm/obedience words per 100 reply words). Each removes
   its top-k rows of the mixture, k = the number gradshield removed there (ties broken by pool order, so
-  deterministic). He et al.'s probe directions are cached with bench/quality.py's (same files).
+  deterministic). He et al.'s probe directions are cached with `gradshield_research.bench.quality`'s (same files).
 * **Ranking apart from the threshold**: the opt-in methods `SCORE@oracle-k` remove as many top-scored rows as the
   mixture has harmful rows (they know the ratio, which no real filter does), and the second table (no finetune)
   gives each score's AUROC of harmful against utility rows over the pool and its harmful rows among the top k.
@@ -92,9 +92,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-DEFAULT_HARMFUL = Path(__file__).resolve().parents[2] / "shared" / "eval-dev" / "harmful_he2024_purebad.jsonl"
+from gradshield_research import REPO
+
+DEFAULT_HARMFUL = REPO.parent / "shared" / "eval-dev" / "harmful_he2024_purebad.jsonl"
 DEFAULT_HELDOUT = REPO / "data" / "heldout" / "harmful.jsonl"
 
 METHODS = ("unfiltered", "gradshield", "he2024", "hidden", "keywords", "oracle")
@@ -215,7 +215,7 @@ def read_harmful(path: Path) -> list[PoolRow]:
 
 def read_heldout(path: Path) -> list[Conversation]:
     """Held-out harmful prompts: conversations ending with the user's turn (a trailing assistant turn is dropped)."""
-    from gradshield_lint.scoring.finetune import read_jsonl_conversations
+    from gradshield_research.training import read_jsonl_conversations
 
     convs = []
     for c in read_jsonl_conversations([path]):
@@ -432,8 +432,8 @@ class EvalSet:
 
 def evaluate(model: Any, tokenizer: Any, es: EvalSet) -> Evaluation:
     """Greedy replies to the held-out harmful prompts (ASR: not refused) and to the utility split (exact match)."""
-    from gradshield_lint.judge import is_refusal
-    from gradshield_lint.scoring.finetune import generate_replies
+    from gradshield_research.judge import is_refusal
+    from gradshield_research.training import generate_replies
 
     t0 = time.perf_counter()
     harm = generate_replies(model, tokenizer, es.harmful, max_new_tokens=es.harm_tokens, batch_size=es.batch_size)
@@ -468,10 +468,10 @@ def make_finetune(sm: Any, cfg: Any, es: EvalSet) -> Finetune:
 
 
 def _he_directions(sm: Any, probes: Any, cache: Path, batch_size: int) -> Any:
-    """The probes' refusal and compliance gradients per probe group (bench/peers.py). He et al. needs only these
+    """The probes' refusal and compliance gradients per probe group (`gradshield_research.bench.peers`). He et al. needs only these
     two kinds; the third (`first`) would cost another backward over every probe, so it is left out here (the
-    cached files per kind are the same ones bench/quality.py writes and reads)."""
-    import peers
+    cached files per kind are the same ones `gradshield_research.bench.quality` writes and reads)."""
+    from gradshield_research.bench import peers
 
     return peers.probe_directions(sm, probes, cache_dir=cache, batch_size=batch_size, groups=("harm", "identity"),
                                   kinds=("refusal", "comply"))
@@ -479,9 +479,8 @@ def _he_directions(sm: Any, probes: Any, cache: Path, batch_size: int) -> Any:
 
 def peer_scores(sm: Any, probes: Any, rows: Sequence[PoolRow], methods: Sequence[str], *, cache: Path, batch_size: int,
                 max_length: int, hidden_layer: int) -> dict[str, dict[str, float]]:
-    """Scores of the peer methods for every pool row, as bench/quality.py computes them."""
-    sys.path.insert(0, str(BENCH))
-    import peers
+    """Scores of the peer methods for every pool row, as `gradshield_research.bench.quality` computes them."""
+    from gradshield_research.bench import peers
 
     from gradshield_lint.scoring.encode import encode_conversation
 
@@ -525,8 +524,7 @@ class Detection:
 
 
 def detection(pool: Pool, scores: Mapping[str, Mapping[str, float]]) -> list[Detection]:
-    sys.path.insert(0, str(BENCH))
-    from quality import auroc
+    from gradshield_research.bench.quality import auroc
 
     out = []
     for name in (m for m in SCORERS if m in scores):
@@ -626,7 +624,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", default="embedded", help="scoring and finetuned model: embedded, a Hub id, a local dir, a .gguf")
     ap.add_argument("--adapter", default="embedded", help="embedded (the shipped safety adapter) | none | a peft adapter dir")
     ap.add_argument("--hidden-layer", type=int, default=15, help="layer of the hidden-state peer (capped at the model's depth)")
-    ap.add_argument("--peer-max-length", type=int, default=256, help="max tokens per row for the peers (bench/quality.py's default)")
+    ap.add_argument("--peer-max-length", type=int, default=256, help="max tokens per row for the peers (`gradshield_research.bench.quality`'s default)")
     ap.add_argument("--probes", type=Path, default=None, help="the engine's probe set (default: the bundled one)")
     ap.add_argument("--cache", type=Path, default=None, help="cache folder for ∇H and the peers' probe directions")
     ap.add_argument("--out", type=Path, default=None, help="folder for replicate.json and replicate.png")
@@ -720,13 +718,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     needed = scorers_needed(methods)
     if "gradshield" in needed:
         scored = score(engine, [r.row for r in pool.rows])
-        scores["gradshield"] = {r.id: float(s) for r, s in zip(scored.rows, scored.scores)}
+        scores["gradshield"] = {s.row.id: float(s.score.fihs) for s in scored}
         t = _stage(f"FIHS of {len(pool.rows)} pool rows (engine defaults, method {engine.method})", t, t_all)
     wanted_peers = [m for m in needed if m in PEERS]
     if wanted_peers:
-        from gradshield_lint.scoring.proxy import default_cache_dir
+        from gradshield_lint.scoring.cache import cache_root
 
-        cache = (args.cache or default_cache_dir()) / "bench-quality"
+        cache = (args.cache or cache_root()) / "bench-quality"
         scores |= peer_scores(sm, probes, pool.rows, wanted_peers, cache=cache, batch_size=8,
                               max_length=args.peer_max_length, hidden_layer=args.hidden_layer)
         t = _stage(f"peer scores ({', '.join(wanted_peers)})", t, t_all)

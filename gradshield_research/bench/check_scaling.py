@@ -17,9 +17,9 @@ legitimate here because a check never scores (or even looks at the scores of) kn
 ids and the stored threshold, so what the known scores are does not change what a check costs. The ids are the
 real row ids of the --known rows, read from the written file.
 
-    .venv/bin/python bench/check_scaling.py                      # embedded SmolLM2-135M (2 busy CPU cores: an hour or more)
-    .venv/bin/python bench/check_scaling.py --model DIR          # any local model directory, e.g. a tiny one
-    .venv/bin/python bench/check_scaling.py --known 10000 --new 100   # quicker
+    python -m gradshield_research.bench.check_scaling                      # embedded SmolLM2-135M (2 busy CPU cores: an hour or more)
+    python -m gradshield_research.bench.check_scaling --model DIR          # any local model directory, e.g. a tiny one
+    python -m gradshield_research.bench.check_scaling --known 10000 --new 100   # quicker
 """
 
 from __future__ import annotations
@@ -35,19 +35,17 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import PeakRSS, rss  # noqa: E402
+from gradshield_research.bench.memory import PeakRSS, rss
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from gradshield_lint.lint.baseline import make_baseline, read_baseline, write_baseline  # noqa: E402
-from gradshield_lint.config import ThresholdConfig  # noqa: E402
-from gradshield_lint.scoring.engine import Engine, EngineSettings  # noqa: E402
-from gradshield_lint.scoring.fihs import ScoreOptions  # noqa: E402
-from gradshield_lint.lint.service import check, fingerprint_of, read_all, recorded_of, threshold_for  # noqa: E402
-from gradshield_lint.scoring.model import EMBEDDED_ADAPTER_DIR, ModelSpec  # noqa: E402
-from gradshield_lint.io.rows import iter_rows  # noqa: E402
+from gradshield_lint.lint.baseline import make_baseline, read_baseline, write_baseline
+from gradshield_lint.config import ThresholdConfig
+from gradshield_lint.scoring.engine import Engine, EngineSettings
+from gradshield_lint.scoring.fihs import ScoreOptions
+from gradshield_lint.lint.service import check, read_all, threshold_for
+from gradshield_lint.scoring.model import EMBEDDED_ADAPTER_DIR, ModelSpec
+from gradshield_lint.io.rows import iter_rows
 
 THINGS = ["river", "loaf of bread", "compiler", "volcano", "chess opening", "bee", "train", "tide", "window", "map",
           "violin", "orbit", "garden", "bridge", "kettle", "lighthouse"]
@@ -113,7 +111,7 @@ def main() -> None:
         settings = EngineSettings(
             model=ModelSpec(name=args.model, adapter=adapter, device=args.device),
             max_length=args.max_length,
-            score=ScoreOptions(batch_size=args.batch_size),
+            score=ScoreOptions(normalize=False, batch_size=args.batch_size),
             cache_dir=args.cache_dir,
         )
         engine = Engine(settings)
@@ -142,7 +140,7 @@ def main() -> None:
         known_scores = dict(zip(known_ids, rng.normal(mu, sd, len(known_ids)).tolist()))
         tcfg = ThresholdConfig()
         threshold = threshold_for(list(known_scores.values()), tcfg)
-        write_baseline(bpath, make_baseline(fingerprint_of(engine), known_scores, threshold, recorded_of(engine)))
+        write_baseline(bpath, make_baseline(engine.fingerprint(), known_scores, threshold, engine.recorded()))
         del known_scores, known_ids
         print(f"baseline: {args.known:,} rows, {bpath.stat().st_size / 2**20:.1f} MiB, threshold {threshold.value:.4g} ({threshold.method})",
               flush=True)

@@ -17,20 +17,20 @@ For every scoring method, on the same rows and the same scoring model:
 - He et al.: AUROC of each source's top-100 against its bottom-100.
 Markdown tables go to stdout; `--out DIR` also gets `quality.json` (metrics and every row's scores),
 `scores.png` (score distributions per label) and, with `sweep`, `pass.npz` (every row's gradient projections per
-parameter group and its hidden states: what bench/ceiling.py reads).
+parameter group and its hidden states: what `gradshield_research.bench.ceiling` reads).
 
 Methods (`--methods`, comma-separated):
 - `default`: the engine with the configuration schema's defaults (whatever `.gradshield.yaml` would give with no
   file), through `Engine.score_rows`: the number the linter gives out of the box.
 - `engine:KEY=VAL;...`: the engine with overrides, keys proxy, normalize, reduction, include, exclude, layers
   (e.g. `engine:proxy=first-token;normalize=1;include=mlp;layers=10-20`).
-- `sweep`: one shared per-sample-gradient pass (bench/peers.py) that yields many FIHS variants at once (proxies ×
+- `sweep`: one shared per-sample-gradient pass (`gradshield_research.bench.peers`) that yields many FIHS variants at once (proxies ×
   raw/normalized × mean/sum × parameter subsets) plus the He et al. peer.
 - `peers`: He et al. (from the shared pass), the hidden-state probe and the keyword baseline.
 - `length`: reply token count (always added).
 
-    python bench/quality.py ../shared/eval-dev/ --per-file 40 --methods default,peers --out /tmp/quality
-    python bench/quality.py bench/data/ --methods default,sweep,peers
+    python -m gradshield_research.bench.quality ../shared/eval-dev/ --per-file 40 --methods default,peers --out /tmp/quality
+    python -m gradshield_research.bench.quality bench/data/ --methods default,sweep,peers
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def run_engine(name: str, overrides: dict[str, str], items: list[Item], args, sm
         eng.__dict__["scoring_model"] = sm  # the model already loaded for this run
         _seed_from_directions(eng, args)
     eng.gradient  # ∇H (cached on disk per configuration) outside the timed part
-    fp = eng.fingerprint() | {"method": eng.method}
+    fp = eng.fingerprint().to_dict() | {"method": eng.method}
     key = hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = (Path(args.cache) if args.cache else default_cache()) / f"engine-{key}.json"
     store = json.loads(path.read_text()) if path.is_file() else {}
@@ -294,8 +294,7 @@ ENGINE_PROXY_WEIGHTS = {"margin": "margin", "first-token": "first", "refusal-nll
 def _seed_from_directions(eng, args) -> None:
     """When the shared pass's probe directions are at hand (in memory or cached), write the engine's ∇H cache
     entry from them instead of recomputing it (same vector; see peers.seed_engine_cache)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import peers
+    from gradshield_research.bench import peers
 
     s = eng.settings
     if s.probes is not None or s.proxy.proxy not in ENGINE_PROXY_WEIGHTS or s.proxy.max_length != 256:
@@ -312,9 +311,9 @@ def _seed_from_directions(eng, args) -> None:
 
 
 def default_cache_dir_engine() -> Path:
-    from gradshield_lint.scoring.proxy import default_cache_dir
+    from gradshield_lint.scoring.cache import cache_root
 
-    return default_cache_dir()
+    return cache_root()
 
 
 # Parameter subsets for the sweep: name -> (layers, kinds). Layers are inclusive block indices of the 30-layer model.
@@ -373,14 +372,13 @@ class Incomplete(Exception):
 
 
 def default_cache() -> Path:
-    from gradshield_lint.scoring.proxy import default_cache_dir
+    from gradshield_lint.scoring.cache import cache_root
 
-    return default_cache_dir() / "bench-quality"
+    return cache_root() / "bench-quality"
 
 
 def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: bool, encoded) -> list[Scores]:
-    sys.path.insert(0, str(Path(__file__).parent))
-    import peers
+    from gradshield_research.bench import peers
 
     from gradshield_lint.scoring.probes import load_probes
 
@@ -634,8 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             all_scores.insert(sum(1 for x in all_scores if x.name.startswith(("default", "engine"))), sc)
             print(f"{m}: {sc.seconds:.0f}s  {sc.note}", file=sys.stderr)
     if "peers" in methods or "sweep" in methods:
-        sys.path.insert(0, str(Path(__file__).parent))
-        import peers
+        from gradshield_research.bench import peers
 
         t0 = time.perf_counter()
         kw = peers.keyword_scores([it.reply for it in items])

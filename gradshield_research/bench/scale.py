@@ -11,7 +11,7 @@ largest score difference against the single process. On a 2-core CPU the ratio m
 speed-up: each Ray CPU actor runs torch on one thread (Ray sets OMP_NUM_THREADS to the actor's CPUs), the single
 process on both.
 
-    python bench/scale.py [--model embedded|tiny] [--rows 16] [--tokens 64] [--chunk-rows 4] [--workers 1,2]
+    python -m gradshield_research.bench.scale [--model embedded|tiny] [--rows 16] [--tokens 64] [--chunk-rows 4] [--workers 1,2]
                           [--driver-rows 100000]
 
 `--driver-rows N` also times the driver's own part on N rows without any model: reading, hashing and

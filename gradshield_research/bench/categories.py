@@ -3,7 +3,7 @@
 FIHS dots a row's gradient with one direction, the mean over every probe. A harmful row is usually about one kind
 of harm (a weapons recipe, a scam), so its gradient may line up with that category's probes and be diluted by the
 eleven others. This bench computes the margin direction (refusal NLL − compliance NLL) of each probe category
-separately, one shared per-sample-gradient pass over the rows (bench/peers.py, norm scales left out as in the
+separately, one shared per-sample-gradient pass over the rows (`gradshield_research.bench.peers`, norm scales left out as in the
 default), and compares, on the same rows:
 
 - `all probes`: the cosine FIHS over all probes (what the default computes);
@@ -12,7 +12,7 @@ default), and compares, on the same rows:
 - `max robust z`: each category's score first standardised over the rows being scored (median / 1.4826·MAD:
   no labels, as the linter would have it), then the max; `soft max z`: log Σ exp(3z) / 3.
 
-    python bench/categories.py ../shared/eval-dev/ --per-file 20 --per-subset 30
+    python -m gradshield_research.bench.categories ../shared/eval-dev/ --per-file 20 --per-subset 30
 
 Cost: one backward per row (like `persample`) and one stored direction per category and kind (12 categories × 2
 kinds × ~0.4 GB in float32 for SmolLM2-135M) — which is why it is a bench, not the default, unless it pays.
@@ -30,15 +30,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-import quality  # noqa: E402
+from gradshield_research.bench import quality
 
 
 def category_scores(pr, gram: np.ndarray, counts: dict[str, int], categories: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(cosine FIHS against all probes' margin direction [N], against each category's [N, C]) from a shared pass,
     over the parameter groups the default scores (norm scales left out)."""
-    import peers
+    from gradshield_research.bench import peers
 
     mask = pr.group_mask(None, quality.SUBSETS["no-norm"][1])
 
@@ -89,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache", default=None, help="cache folder (default: the bench-quality cache)")
     args = ap.parse_args(argv)
     args.max_group_columns, args.engine = 24, []
-    import peers
+    from gradshield_research.bench import peers
 
     from gradshield_lint.scoring.encode import encode_conversation
     from gradshield_lint.scoring.model import load_model

@@ -2,12 +2,12 @@
 
 The adaptive rule falls back to the robust ``median + k·σ`` when the scores do not split into two populations, which
 on overlapping score distributions flags almost nothing at the default k = 3. This prints, for one method of a
-`bench/quality.py --out` run, the threshold and the true/false positive rates at several k, with σ fitted two ways:
+`gradshield_research.bench.quality` --out` run, the threshold and the true/false positive rates at several k, with σ fitted two ways:
 
 - `all rows`: on every scored row of the main pool (what `gradshield-lint scan`/`filter` does on a new dataset);
 - `clean baseline`: on the benign rows only (what `check` does against a baseline built from accepted data).
 
-    python bench/threshold_k.py /tmp/q [--method "fihs margin cos no-norm"] [--k 1,1.5,2,2.5,3]
+    python -m gradshield_research.bench.threshold_k /tmp/q [--method "fihs margin cos no-norm"] [--k 1,1.5,2,2.5,3]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def rates(scores: np.ndarray, labels: np.ndarray, fit_on: np.ndarray, k: float) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", type=Path, help="the --out folder of bench/quality.py")
+    ap.add_argument("folder", type=Path, help="the --out folder of `gradshield_research.bench.quality`")
     ap.add_argument("--method", default="fihs margin cos no-norm")
     ap.add_argument("--k", default="1,1.5,2,2.5,3")
     args = ap.parse_args(argv)

@@ -5,7 +5,7 @@ temporary directory, reads it back, and prints file size, write time, load time 
 process: on a shared machine the CPU time is the steadier figure), peak memory of the load (tracemalloc, measured
 in a second, untimed load because tracing slows Python down) and the process's peak RSS.
 
-    .venv/bin/python bench/baseline_size.py [--rows 1000000] [--seed 0]
+    python -m gradshield_research.bench.baseline_size [--rows 1000000] [--seed 0]
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gradshield_lint.lint.baseline import Fingerprint, Recorded, make_baseline, read_baseline, write_baseline  # noqa: E402
-from gradshield_lint.lint.threshold import find_threshold  # noqa: E402
+from gradshield_lint.lint.baseline import Fingerprint, Recorded, make_baseline, read_baseline, write_baseline
+from gradshield_lint.lint.threshold import find_threshold
 
 
 def main() -> None:

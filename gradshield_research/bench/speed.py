@@ -10,8 +10,8 @@ With --latency it measures instead the time to verdict of a commit: `gradshield-
 (a subprocess of the installed CLI, default configuration, warm cache) in a temporary git repository whose
 baseline holds --baseline-rows rows, after a commit that adds 0, 1, 10 and 100 rows, against the goals of issue 15.
 
-    python bench/speed.py [--rows 256] [--exact-rows 32] [--tokens 256] [--batch-size 8] [--adapter none|embedded]
-    python bench/speed.py --latency [--tokens 256] [--baseline-rows 16] [--cache DIR]
+    python -m gradshield_research.bench.speed [--rows 256] [--exact-rows 32] [--tokens 256] [--batch-size 8] [--adapter none|embedded]
+    python -m gradshield_research.bench.speed --latency [--tokens 256] [--baseline-rows 16] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-from memory import PeakRSS, rss
+from gradshield_research.bench.memory import PeakRSS, rss
 import torch
 
 from gradshield_lint.scoring.encode import encode_conversation, make_batches
@@ -153,7 +153,7 @@ def main() -> None:
         probes = ProbeSet(probes.probes[: args.probes], probes.source)
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
-        grad = proxy_gradient(sm, probes, ProxyOptions(), ParamSelection(), Path(cache))
+        grad = proxy_gradient(sm, probes, ProxyOptions(), ParamSelection(exclude=None), Path(cache))
         grad_s = time.perf_counter() - t0
     grad_bytes = sum(v.numel() * v.element_size() for v in grad.vectors)
 
@@ -181,9 +181,9 @@ def main() -> None:
             row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask)
 
     run("forward", forward, len(enc))
-    run("fd", lambda: [s.raw for s in score_encoded(sm, grad, enc, ScoreOptions(method="fd", batch_size=args.batch_size))], len(enc))
-    run("fd (1/4 rows)", lambda: [s.raw for s in score_encoded(sm, grad, enc[: len(enc) // 4], ScoreOptions(method="fd", batch_size=args.batch_size))], len(enc) // 4)
-    run("jvp", lambda: [s.raw for s in score_encoded(sm, grad, enc, ScoreOptions(method="jvp", batch_size=args.batch_size))], len(enc))
+    run("fd", lambda: [s.raw for s in score_encoded(sm, grad, enc, ScoreOptions(method="fd", normalize=False, batch_size=args.batch_size))], len(enc))
+    run("fd (1/4 rows)", lambda: [s.raw for s in score_encoded(sm, grad, enc[: len(enc) // 4], ScoreOptions(method="fd", normalize=False, batch_size=args.batch_size))], len(enc) // 4)
+    run("jvp", lambda: [s.raw for s in score_encoded(sm, grad, enc, ScoreOptions(method="jvp", normalize=False, batch_size=args.batch_size))], len(enc))
     run("persample", lambda: [(s.raw, s.fihs) for s in score_encoded(sm, grad, enc, ScoreOptions(method="persample", normalize=True, batch_size=args.batch_size))], len(enc))
     ex = enc[: args.exact_rows]
     run("exact", lambda: [(s.raw, s.fihs) for s in score_encoded(sm, grad, ex, ScoreOptions(method="exact", normalize=True))], len(ex))

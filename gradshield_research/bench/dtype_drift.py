@@ -22,7 +22,7 @@ baseline of its own and how many reference rows it judges differently, and for r
 and rank correlation against the exact float32 dot products. Rows/s counts scoring only (model loading and ∇H
 are printed separately).
 
-    flock /tmp/runs/cpu.lock .venv/bin/python bench/dtype_drift.py [bench/data/eval.jsonl] [--rows 64] [--probes N]
+    flock /tmp/runs/cpu.lock python -m gradshield_research.bench.dtype_drift [bench/data/eval.jsonl] [--rows 64] [--probes N]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from gradshield_research import BENCH
 from gradshield_lint.config import Config, ThresholdConfig
 from gradshield_lint.scoring.engine import Engine, EngineSettings, settings_from_config
 from gradshield_lint.scoring.fihs import ScoreOptions, resolve_method, score_encoded
@@ -51,7 +52,7 @@ from gradshield_lint.lint.service import threshold_for
 from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_lint.io.rows import Row, iter_rows_with_records
 
-DEFAULT_DATA = Path(__file__).parent / "data" / "eval.jsonl"
+DEFAULT_DATA = BENCH / "data" / "eval.jsonl"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 EXACT_METHODS = ("persample", "exact")  # their raw dots are exact per-row gradients, not approximations
 

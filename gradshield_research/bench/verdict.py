@@ -14,12 +14,12 @@ It prints, per source, the share of added rows the check flags (the verdict: def
 was found, and, threshold-free, the true-positive rate at 1 %, 2 % and 5 % false alarms over all benign rows scored
 (the baseline's and the added ones) — so ranking and calibration can be told apart. Peers in the same run, at the
 same false-alarm rates: He et al. 2024 (gradient similarity to harmful minus safe anchors), the hidden-state
-projection (layer 15, last token, on the compliance − refusal direction of the probes), keywords (bench/peers.py).
+projection (layer 15, last token, on the compliance − refusal direction of the probes), keywords (`gradshield_research.bench.peers`).
 
 Nothing is tuned here: the configuration is the schema's defaults, chosen on other data (bench/QUALITY.md) before
 this bench ran; every source file is held out whole.
 
-    flock /tmp/gs-heavy.lock python bench/verdict.py ../shared/eval-dev/ --per-file 10 --baseline 100 [--peers he,hidden,keywords]
+    flock /tmp/gs-heavy.lock python -m gradshield_research.bench.verdict ../shared/eval-dev/ --per-file 10 --baseline 100 [--peers he,hidden,keywords]
 
 Cost: the default scoring (per-sample hooks, ~0.7 rows/s on 2 CPU cores) over baseline + added rows, plus, for the
 He et al. peer, a second gradient pass over every row; the hidden-state peer is one forward pass.
@@ -42,8 +42,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 BENIGN_DEFAULT = (
     "benign_alpaca_sample300",
@@ -109,7 +107,7 @@ def tpr_at(pos: np.ndarray, neg: np.ndarray, rate: float) -> float:
 
 
 def peer_scores(sm, rows, which: Sequence[str], batch_size: int, cache: Path) -> dict[str, np.ndarray]:
-    import peers
+    from gradshield_research.bench import peers
 
     from gradshield_lint.scoring.encode import encode_conversation
     from gradshield_lint.scoring.probes import load_probes
@@ -158,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the per-row scores and verdicts as JSON here")
     args = ap.parse_args(argv)
 
-    import quality
+    from gradshield_research.bench import quality
 
     from gradshield_lint.lint.baseline import read_baseline, write_baseline
     from gradshield_lint.config import config_from_dict
@@ -212,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     th = stored.threshold
     label_of = {r.id: lab for r, lab, _ in added}
     lines = [
-        f"# bench/verdict.py: {len(base)} benign rows in the baseline, {len(added)} rows added "
+        f"# `gradshield_research.bench.verdict`: {len(base)} benign rows in the baseline, {len(added)} rows added "
         f"(--per-file {args.per_file}, seed {args.seed}); default configuration",
         "",
         f"Threshold: {th.value:.4g}, {describe(th)} (found by `baseline create` on the baseline's rows; `check` only compares).",

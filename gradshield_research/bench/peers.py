@@ -1,4 +1,4 @@
-"""Peer methods for `bench/quality.py`, and the shared gradient pass that the FIHS sweep and He et al. use.
+"""Peer methods for `gradshield_research.bench.quality`, and the shared gradient pass that the FIHS sweep and He et al. use.
 
 Everything here runs on the same `ScoringModel` and the same encoded rows as the engine, so the table compares
 methods, not setups.
@@ -42,7 +42,7 @@ from gradshield_lint.scoring.encode import Encoded, make_batches
 from gradshield_lint.scoring.losses import next_token_logits, row_losses
 from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.params import ParamSelection, select_parameters
-from gradshield_lint.scoring.proxy import _encode_head, _encode_reply, _single_token
+from gradshield_lint.scoring.proxy import encode_prompt, encode_reply, single_token
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 KINDS = ("refusal", "comply", "first")
@@ -191,7 +191,7 @@ def probe_directions(
     sm: ScoringModel,
     probes,
     *,
-    selection: ParamSelection = ParamSelection(),
+    selection: ParamSelection = ParamSelection(exclude=None),
     max_length: int = 256,
     batch_size: int = 8,
     comply_token: str = "Sure",
@@ -214,7 +214,7 @@ def probe_directions(
     groups = {g: v for g, v in _probe_groups(probes).items() if g in groups}
     key = _directions_key(sm, probes, names, max_length, comply_token, refuse_token)
     tok = sm.tokenizer
-    c_id, r_id = _single_token(tok, comply_token), _single_token(tok, refuse_token)
+    c_id, r_id = single_token(tok, comply_token), single_token(tok, refuse_token)
     vectors: dict[str, list[torch.Tensor]] = {}
     counts: dict[str, int] = {}
     values: dict[str, float] = {}
@@ -234,9 +234,9 @@ def probe_directions(
             if cache_only or (budget_s is not None and time.perf_counter() - t_start > budget_s):
                 return None
             if kind == "first":
-                seqs = [_encode_head(tok, p.prompt, max_length) for p in plist]
+                seqs = [encode_prompt(tok, p.prompt, max_length) for p in plist]
             else:
-                seqs = [_encode_reply(tok, p.prompt, p.refusal if kind == "refusal" else p.compliance, max_length) for p in plist]
+                seqs = [encode_reply(tok, p.prompt, p.refusal if kind == "refusal" else p.compliance, max_length) for p in plist]
             acc = [torch.zeros_like(t, dtype=torch.float32) for t in tensors]
             value = 0.0
             for p in tensors:
@@ -590,7 +590,7 @@ def probe_hidden_states(sm: ScoringModel, probes, *, max_length: int = 256, batc
     tok = sm.tokenizer
     out = {}
     for kind in ("comply", "refusal"):
-        seqs = [_encode_reply(tok, p.prompt, p.compliance if kind == "comply" else p.refusal, max_length) for p in probes.probes]
+        seqs = [encode_reply(tok, p.prompt, p.compliance if kind == "comply" else p.refusal, max_length) for p in probes.probes]
         pr = gradient_pass(sm, seqs, None, batch_size=batch_size)
         out[kind + "_last"] = pr.hidden_last
         out[kind + "_mean"] = pr.hidden_mean

@@ -9,8 +9,8 @@ user's model is (`model.name: DIR`, device cuda). For the same rows it prints, p
 - peak CUDA memory per method (torch.cuda.max_memory_allocated, above the loaded model and ∇H).
 Random weights make the scores meaningless as verdicts but not as timings or as a bf16-vs-float32 comparison.
 
-    python bench/gpu.py [--rows 256] [--tokens 256] [--batch-size 8]
-    python bench/gpu.py --plan     # the model's parameter count and memory, no GPU needed
+    python -m gradshield_research.bench.gpu [--rows 256] [--tokens 256] [--batch-size 8]
+    python -m gradshield_research.bench.gpu --plan     # the model's parameter count and memory, no GPU needed
 
 Without CUDA it exits 2 and says so: the README's GPU figures stay unmeasured until this runs on a GPU.
 """
@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{k} {v:.1f} GiB" for k, v in plan(n_params).items()))
         return 0
     if not torch.cuda.is_available():
-        print("bench/gpu.py: needs a CUDA GPU (torch.cuda.is_available() is False); the GPU figures stay unmeasured",
+        print("`gradshield_research.bench.gpu`: needs a CUDA GPU (torch.cuda.is_available() is False); the GPU figures stay unmeasured",
               file=sys.stderr)
         return 2
     n_params = parameter_count(llama_config())
 
-    from scale import make_rows
+    from gradshield_research.bench.scale import make_rows
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from gradshield_lint.scoring.encode import encode_conversation
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dtype}: model + ∇H in {time.perf_counter() - t0:.1f} s, {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
         enc = [encode_conversation(sm.tokenizer, r, max_length=args.tokens * 2) for r in rows]
         for name, opts in (("default (cosine)", ScoreOptions(normalize=True, method="persample")),
-                           ("raw", ScoreOptions(method="jvp"))):
+                           ("raw", ScoreOptions(method="jvp", normalize=False))):
             opts = replace(opts, batch_size=args.batch_size)
             score_encoded(sm, grad, enc[:2], opts)  # warm-up: kernels, allocator
             torch.cuda.synchronize()
