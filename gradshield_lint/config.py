@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,15 +184,25 @@ class Config:
         overrides = tuple(overrides)
         if not overrides:
             return self
-        return _build(self.document, self.source, root=self.root, lines=self.lines,
-                      overrides=(*self.overrides, *overrides), path=self.path)
+        return _build(
+            self.document,
+            self.source,
+            root=self.root,
+            lines=self.lines,
+            overrides=(*self.overrides, *overrides),
+            path=self.path,
+        )
 
 
 def _as_document(value: Any, node: Mapping[str, Any]) -> Any:
     """A settings dataclass (or value) as plain JSON values, keeping only the keys the schema node declares."""
     if is_dataclass(value) and not isinstance(value, type):
         props = node.get("properties", {})
-        return {f.name: _as_document(getattr(value, f.name), props.get(f.name, {})) for f in fields(value) if f.name in props}
+        return {
+            f.name: _as_document(getattr(value, f.name), props.get(f.name, {}))
+            for f in fields(value)
+            if f.name in props
+        }
     if isinstance(value, dict):
         return dict(value)
     if isinstance(value, tuple):
@@ -265,7 +275,9 @@ class _ConfigLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{event.anchor}) are not allowed in the configuration: write the value out",
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not allowed in the configuration: write the value out",
                 event.start_mark,
             )
         return super().compose_node(parent, index)
@@ -274,7 +286,9 @@ class _ConfigLoader(yaml.SafeLoader):
         try:
             return super().construct_yaml_int(node)
         except ValueError as exc:  # more digits than int() converts (sys.get_int_max_str_digits)
-            raise yaml.constructor.ConstructorError(None, None, f"integer too long: {exc}".split(";")[0], node.start_mark) from None
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer too long: {exc}".split(";")[0], node.start_mark
+            ) from None
 
 
 _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
@@ -562,12 +576,18 @@ def _build(
         raise fail(("scoring", "params", "layers"), f"[first, last] needs first <= last, got {layers}")
     problem = normalize_problem(sc["method"], sc["normalize"])
     if problem:
-        at = ("scoring", "method") if not where.origin(("scoring", "normalize")) or where.origin(("scoring", "method")) else ("scoring", "normalize")
+        at = (
+            ("scoring", "method")
+            if not where.origin(("scoring", "normalize")) or where.origin(("scoring", "method"))
+            else ("scoring", "normalize")
+        )
         raise fail(at, problem)
     for i, pattern in enumerate(m["files"]):
         # Path.glob refuses absolute and empty patterns with an exception, not a match
         if not pattern or Path(pattern).is_absolute() or Path(pattern).anchor:
-            raise fail(("files", i), f"{pattern!r}: a glob relative to the repository root is expected (e.g. data/**/*.jsonl)")
+            raise fail(
+                ("files", i), f"{pattern!r}: a glob relative to the repository root is expected (e.g. data/**/*.jsonl)"
+            )
     th = m["threshold"]
     if th["method"] == "fixed" and th["value"] is None:
         raise fail(("threshold", "value"), "a number is required when threshold.method is fixed")

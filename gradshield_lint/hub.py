@@ -28,8 +28,8 @@ from urllib.parse import quote
 
 import yaml
 
-from gradshield_lint.io.atomic import atomic_write_many
 from gradshield_lint.errors import GradshieldError
+from gradshield_lint.io.atomic import atomic_write_many
 from gradshield_lint.lint.findings import LintResult
 from gradshield_lint.report import split
 from gradshield_lint.report.card import IMAGE_NAME, SECTION_END, SECTION_START, card_section, histogram_png
@@ -198,7 +198,9 @@ def _section_spans(lines: list[str], path: str, offset: int) -> list[tuple[int, 
         if stripped == SECTION_START:
             if start is not None:
                 raise CardError(
-                    f"two `{SECTION_START}` markers without `{SECTION_END}` between them", file=path, line=offset + i + 1
+                    f"two `{SECTION_START}` markers without `{SECTION_END}` between them",
+                    file=path,
+                    line=offset + i + 1,
                 )
             start = i
         elif stripped == SECTION_END and start is not None:
@@ -288,8 +290,9 @@ def update_card_text(content: str, metadata: dict[str, Any], section: str | None
     try:
         match_after, after = _load_yaml_block(new)
     except (yaml.YAMLError, ValueError) as exc:
-        raise CardError(f"adding the `{GRADSHIELD_KEY}:` key would break the card's YAML ({exc}); nothing written",
-                        file=path) from None
+        raise CardError(
+            f"adding the `{GRADSHIELD_KEY}:` key would break the card's YAML ({exc}); nothing written", file=path
+        ) from None
     expected = {k: v for k, v in before.items() if k != GRADSHIELD_KEY}
     got = {k: v for k, v in after.items() if k != GRADSHIELD_KEY}
     keys = 0 if match_after is None else sum(1 for ln in _lines(match_after.group(2)) if _KEY_LINE.match(ln))
@@ -378,8 +381,9 @@ def write_card_report(
     try:
         DatasetCard(new.removeprefix("\ufeff"))  # as `DatasetCard.load` reads it (utf-8-sig)
     except Exception as exc:  # noqa: BLE001 - the library's own parser is the judge
-        raise CardError(f"the updated card does not load with huggingface_hub ({exc}); nothing written",
-                        file=card_path) from None
+        raise CardError(
+            f"the updated card does not load with huggingface_hub ({exc}); nothing written", file=card_path
+        ) from None
     changed = data != original
     writes: list[tuple[Path, bytes]] = []
     if png is not None and image_path is not None:

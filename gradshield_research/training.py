@@ -62,7 +62,6 @@ def assistant_loss(
 # --------------------------------------------------------------------------------------------------- generation
 
 
-
 @torch.no_grad()
 def generate_replies(
     model: Any,
@@ -83,7 +82,9 @@ def generate_replies(
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i : i + batch_size]
         texts = [
-            render_chat(tokenizer, [{"role": "user", "content": p}] if isinstance(p, str) else list(p), generation_prompt=True)
+            render_chat(
+                tokenizer, [{"role": "user", "content": p}] if isinstance(p, str) else list(p), generation_prompt=True
+            )
             for p in chunk
         ]
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -110,7 +111,6 @@ def generate_replies(
 # --------------------------------------------------------------------------------------------------- save / load
 
 
-
 def save_adapter(
     peft_model: Any,
     directory: str | Path,
@@ -128,7 +128,9 @@ def save_adapter(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(peft_model)
-    state = {k: (v.detach().to(dtype) if dtype is not None else v.detach()).contiguous().cpu() for k, v in state.items()}
+    state = {
+        k: (v.detach().to(dtype) if dtype is not None else v.detach()).contiguous().cpu() for k, v in state.items()
+    }
     weights = directory / "adapter_model.safetensors"
     save_file(state, str(weights), metadata={"format": "pt"})
     weights.chmod(0o644)  # safetensors creates the file owner-only; it ships as package data
@@ -164,7 +166,9 @@ def read_jsonl_conversations(paths: Sequence[str | Path]) -> list[Conversation]:
                 continue
             obj = json.loads(line)
             msgs = obj["messages"] if isinstance(obj, dict) else obj
-            if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+            if not isinstance(msgs, list) or not all(
+                isinstance(m, dict) and "role" in m and "content" in m for m in msgs
+            ):
                 raise ValueError(f"{path}:{n}: expected an object with a `messages` list of role/content dicts")
             rows.append([{"role": m["role"], "content": m["content"]} for m in msgs])
     return rows

@@ -39,7 +39,14 @@ from urllib.parse import quote
 from gradshield_lint.config import Config
 from gradshield_lint.errors import ConfigError, GradshieldError
 from gradshield_lint.fmt import plural
-from gradshield_lint.hub import CARD_NAME, COMMIT_PREFIX, comment_text, post_discussion_comment, push_card, write_card_report
+from gradshield_lint.hub import (
+    CARD_NAME,
+    COMMIT_PREFIX,
+    comment_text,
+    post_discussion_comment,
+    push_card,
+    write_card_report,
+)
 from gradshield_lint.io.files import matches
 from gradshield_lint.io.rows import Row, RowShape, is_dataset_file, iter_rows
 from gradshield_lint.lint.findings import LintResult
@@ -169,8 +176,10 @@ def layout_of(cfg) -> Layout:
     inside the dataset repository."""
     b = PurePosixPath(str(cfg.baseline).replace("\\", "/"))
     if b.is_absolute() or ".." in b.parts:
-        raise ConfigError(f"baseline {cfg.baseline!r}: the webhook app reads the baseline from the dataset repository, "
-                          "so it must be a path relative to the repository root")
+        raise ConfigError(
+            f"baseline {cfg.baseline!r}: the webhook app reads the baseline from the dataset repository, "
+            "so it must be a path relative to the repository root"
+        )
     return Layout(tuple(cfg.files), b.as_posix())
 
 
@@ -224,17 +233,26 @@ class Verdict:
     baseline_changed: bool
 
 
-def judge_added(engine: Engine, added: Sequence[Row], cfg: Config, *, baseline_path: Path | None,
-                base_rows: Sequence[Row], base: str) -> LintResult:
+def judge_added(
+    engine: Engine,
+    added: Sequence[Row],
+    cfg: Config,
+    *,
+    baseline_path: Path | None,
+    base_rows: Sequence[Row],
+    base: str,
+) -> LintResult:
     """Score the rows of `added` that the baseline does not know and judge them against its threshold (no
     baseline: a threshold found on a bounded sample of `base_rows`, as `check --diff-base` does), with p-values
     against the accepted rows and a reason for each finding, as `check` gives them."""
     baseline = load_checked_baseline(baseline_path, engine) if baseline_path is not None else None
 
     def too_few(n: int) -> str:
-        return (f"there is no baseline on {base!r} ({cfg.baseline}) and only {n} rows there, too few to find a "
-                "threshold; create a baseline with `gradshield-lint baseline create` and push it, or set "
-                "threshold.method: fixed")
+        return (
+            f"there is no baseline on {base!r} ({cfg.baseline}) and only {n} rows there, too few to find a "
+            "threshold; create a baseline with `gradshield-lint baseline create` and push it, or set "
+            "threshold.method: fixed"
+        )
 
     return Linter(engine, cfg).judge_rows(added, baseline=baseline, reference_rows=base_rows, too_few=too_few)
 
@@ -270,7 +288,9 @@ def check_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob, workdir
 def code_block(text: str, info: str = "text") -> str:
     """`text` as a fenced code block no line of it can close: a fence one backtick longer than any backtick run in
     it (at least three); control characters other than newlines and tabs are dropped."""
-    text = "".join(ch for ch in text.replace("\r\n", "\n") if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs"))
+    text = "".join(
+        ch for ch in text.replace("\r\n", "\n") if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
+    )
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{info}\n{text}\n{fence}"
@@ -295,28 +315,36 @@ def pr_comment(v: Verdict, job: PullRequestJob, cfg) -> str:
     if v.baseline:
         what += f", {v.new} of them new to the baseline on {base} ({baseline}), judged against its threshold."
     else:
-        what += (f", judged against a threshold found on a sample of the rows on {base}: there is no baseline "
-                 f"({baseline}) there; create one with `gradshield-lint baseline create` for stable verdicts.")
+        what += (
+            f", judged against a threshold found on a sample of the rows on {base}: there is no baseline "
+            f"({baseline}) there; create one with `gradshield-lint baseline create` for stable verdicts."
+        )
     notes = [what]
     if v.baseline_changed:
-        notes.append(f"This pull request also changes {baseline}; its rows are judged against the baseline on "
-                     f"{base}, not against its own.")
+        notes.append(
+            f"This pull request also changes {baseline}; its rows are judged against the baseline on "
+            f"{base}, not against its own."
+        )
     return "\n".join([COMMENT_MARKER, body.rstrip(), "", "---", "", *(f"<sub>{n}</sub>" for n in notes), ""])
 
 
 def error_comment(message: str, job: PullRequestJob) -> str:
     """The comment when the pull request's data cannot be read: the message (it names files and lines of the
     pull request, so it is hostile text) in a code block it cannot close."""
-    return "\n".join([
-        COMMENT_MARKER,
-        "### gradshield-lint: :warning: could not check this pull request",
-        "",
-        code_block(message),
-        "",
-        (f"<sub>Commit {code_span((job.sha or '')[:8])}. Fix the data (or the baseline on "
-         f"{code_span(job.base or DEFAULT_BRANCH)}) and push again: every new commit is checked.</sub>"),
-        "",
-    ])
+    return "\n".join(
+        [
+            COMMENT_MARKER,
+            "### gradshield-lint: :warning: could not check this pull request",
+            "",
+            code_block(message),
+            "",
+            (
+                f"<sub>Commit {code_span((job.sha or '')[:8])}. Fix the data (or the baseline on "
+                f"{code_span(job.base or DEFAULT_BRANCH)}) and push again: every new commit is checked.</sub>"
+            ),
+            "",
+        ]
+    )
 
 
 def _clean(message: str, folders: dict[Path, str]) -> str:
@@ -334,16 +362,22 @@ def run_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob) -> Outcom
             verdict = check_pull_request(hub, engine, cfg, job, workdir)
         except GradshieldError as exc:  # bad rows, an incompatible baseline, ...: tell the pull request
             message = _clean(str(exc), {workdir / "pr": "", workdir / "base": f"{job.base or DEFAULT_BRANCH}:"})
-            comment = post_discussion_comment(job.repo_id, job.num, error_comment(message, job), token=hub.token,
-                                              endpoint=hub.endpoint)
+            comment = post_discussion_comment(
+                job.repo_id, job.num, error_comment(message, job), token=hub.token, endpoint=hub.endpoint
+            )
             return Outcome(job, "commented", f"could not check: {message}", _comment_url(hub, job, comment))
     if verdict is None:
         return Outcome(job, "skipped", f"pull request #{job.num} changes no dataset file")
     text = pr_comment(verdict, job, cfg)
     comment = post_discussion_comment(job.repo_id, job.num, text, token=hub.token, endpoint=hub.endpoint)
     n = len(verdict.result.findings)
-    return Outcome(job, "commented", f"{plural(verdict.new, 'row')} scored, {n} flagged", _comment_url(hub, job, comment),
-                   verdict.result)
+    return Outcome(
+        job,
+        "commented",
+        f"{plural(verdict.new, 'row')} scored, {n} flagged",
+        _comment_url(hub, job, comment),
+        verdict.result,
+    )
 
 
 def _comment_url(hub: HubTarget, job: PullRequestJob, comment: Any) -> str:
@@ -374,17 +408,32 @@ def run_main(hub: HubTarget, engine, cfg, job: MainJob) -> Outcome:
                 result = linter.check(paths, baseline_path=local[lay.baseline])
             else:
                 result, _ = linter.scan(paths)
-            upd = write_card_report(folder / CARD_NAME, result, max_rows=cfg.report.max_rows,
-                                    excerpt_chars=cfg.report.excerpt_chars)
+            upd = write_card_report(
+                folder / CARD_NAME, result, max_rows=cfg.report.max_rows, excerpt_chars=cfg.report.excerpt_chars
+            )
         except GradshieldError as exc:
             return Outcome(job, "failed", _clean(str(exc), {folder: ""}))
         head = hub.api().repo_info(job.repo_id, repo_type="dataset", revision=job.branch).sha
         if head != job.sha:
-            return Outcome(job, "skipped", f"{job.branch} moved on from {job.sha[:8]} to {str(head)[:8]}; the event "
-                                            "of that commit updates the card", result=result)
+            return Outcome(
+                job,
+                "skipped",
+                f"{job.branch} moved on from {job.sha[:8]} to {str(head)[:8]}; the event "
+                "of that commit updates the card",
+                result=result,
+            )
         message = f"{COMMIT_PREFIX} update the dataset card report ({job.sha[:8]})"
-        url = push_card(job.repo_id, upd.card_path, upd.image_path, create_pr=False, token=hub.token,
-                        endpoint=hub.endpoint, commit_message=message, revision=job.branch, parent_commit=job.sha)
+        url = push_card(
+            job.repo_id,
+            upd.card_path,
+            upd.image_path,
+            create_pr=False,
+            token=hub.token,
+            endpoint=hub.endpoint,
+            commit_message=message,
+            revision=job.branch,
+            parent_commit=job.sha,
+        )
     n = len(result.findings)
     return Outcome(job, "card-updated", f"{plural(result.rows_scored, 'row')} scored, {n} flagged", url, result)
 

@@ -125,7 +125,7 @@ def branch_of(ref: str | None) -> str | None:
     """`refs/heads/main` -> `main`; None stays None."""
     if ref is None:
         return None
-    return ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+    return ref[len("refs/heads/") :] if ref.startswith("refs/heads/") else ref
 
 
 def triage(payload: WebhookPayload, *, branch: str = DEFAULT_BRANCH) -> Triage:

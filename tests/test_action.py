@@ -25,9 +25,9 @@ from urllib.parse import unquote
 
 import pytest
 import yaml
+from helpers import PROBES, describe, make_repo, ordinary_rows, run_cli, save_tiny_model, write_jsonl
 
 from gradshield_lint.fmt import fmt_score
-from helpers import PROBES, describe, make_repo, ordinary_rows, run_cli, save_tiny_model, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -45,7 +45,9 @@ ODD_NAME = "data/odd ::name,%.jsonl"  # workflow-command metacharacters in a fil
 def _check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess:
     exe = VENV_BIN / "check-jsonschema"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "check_jsonschema"]
-    return subprocess.run([*cmd, "--builtin-schema", schema, *map(str, files)], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [*cmd, "--builtin-schema", schema, *map(str, files)], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_action_yml_validates_against_the_github_actions_schema():
@@ -73,8 +75,17 @@ def test_inputs_reach_scripts_only_through_env():
     action = yaml.safe_load(ACTION_FILE.read_text(encoding="utf-8"))
     assert action["runs"]["using"] == "composite"
     assert set(action["outputs"]) == {"findings", "max-score", "threshold", "sarif-file", "report-file", "gate-changes"}
-    assert {"paths", "config", "baseline", "model", "device", "fail-on-findings", "sarif-file", "card-report",
-            "python-version"} <= set(action["inputs"])
+    assert {
+        "paths",
+        "config",
+        "baseline",
+        "model",
+        "device",
+        "fail-on-findings",
+        "sarif-file",
+        "card-report",
+        "python-version",
+    } <= set(action["inputs"])
     used = set()
     for step in action["runs"]["steps"]:
         if "run" in step:
@@ -121,7 +132,9 @@ class ActionRun:
         return "".join(s.summary for s in self.steps)
 
     def describe(self) -> str:
-        return "\n".join(f"--- step {s.id}: exit {s.returncode}\n{s.stdout}\n--- stderr\n{s.stderr}" for s in self.steps)
+        return "\n".join(
+            f"--- step {s.id}: exit {s.returncode}\n{s.stdout}\n--- stderr\n{s.stderr}" for s in self.steps
+        )
 
 
 def parse_github_file(text: str) -> dict[str, str]:
@@ -174,8 +187,16 @@ def condition(expr: str, ctx: dict) -> bool:
     return result
 
 
-def run_action(workspace: Path, temp: Path, inputs: dict[str, str], event: dict, *, base_ref: str, env: dict[str, str],
-               event_name: str = "pull_request") -> ActionRun:
+def run_action(
+    workspace: Path,
+    temp: Path,
+    inputs: dict[str, str],
+    event: dict,
+    *,
+    base_ref: str,
+    env: dict[str, str],
+    event_name: str = "pull_request",
+) -> ActionRun:
     action = yaml.safe_load(ACTION_FILE.read_text(encoding="utf-8"))
     values = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}
     unknown = set(inputs) - set(values)
@@ -228,13 +249,23 @@ def run_action(workspace: Path, temp: Path, inputs: dict[str, str], event: dict,
         step_env["PATH"] = os.pathsep.join([*path_prefix, base_env["PATH"]])
         script = temp / f"{sid}.sh"
         script.write_text(step["run"], encoding="utf-8")
-        p = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=workspace,
-                           env=step_env, capture_output=True, text=True, timeout=900)
+        p = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workspace,
+            env=step_env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         outputs = parse_github_file(files["output"].read_text(encoding="utf-8"))
         ctx["steps"][sid] = outputs
         extra_env.update(parse_github_file(files["env"].read_text(encoding="utf-8")))
-        path_prefix = [line for line in files["path"].read_text(encoding="utf-8").splitlines() if line][::-1] + path_prefix
-        result.steps.append(StepRun(sid, p.returncode, p.stdout, p.stderr, outputs, files["summary"].read_text(encoding="utf-8")))
+        path_prefix = [line for line in files["path"].read_text(encoding="utf-8").splitlines() if line][
+            ::-1
+        ] + path_prefix
+        result.steps.append(
+            StepRun(sid, p.returncode, p.stdout, p.stderr, outputs, files["summary"].read_text(encoding="utf-8"))
+        )
         if p.returncode != 0:
             break  # the runner stops at a failed step; outputs set before it still count
     result.outputs = {name: render(spec["value"], ctx) for name, spec in action["outputs"].items()}
@@ -270,8 +301,12 @@ def git(cwd: Path, *args: str, env: dict[str, str]) -> str:
 @pytest.fixture(scope="module")
 def base_env(tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("home")
-    (home / "gitconfig").write_text("[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PRE_COMMIT", "GITHUB_", "RUNNER_", "INPUT_"))}
+    (home / "gitconfig").write_text(
+        '[init]\n\tdefaultBranch = main\n[protocol "file"]\n\tallow = always\n', encoding="utf-8"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PRE_COMMIT", "GITHUB_", "RUNNER_", "INPUT_"))
+    }
     env.update(
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",  # the install step is skipped
         HF_HUB_OFFLINE="1",
@@ -279,8 +314,10 @@ def base_env(tmp_path_factory) -> dict[str, str]:
         GRADSHIELD_CACHE=str(tmp_path_factory.mktemp("gs-cache")),
         GIT_CONFIG_GLOBAL=str(home / "gitconfig"),
         GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
     )
     return env
 
@@ -313,7 +350,9 @@ def origin(tmp_path_factory, model_dir, base_env) -> Path:
     return bare
 
 
-def pull_request(tmp_path: Path, origin: Path, env: dict[str, str], branch: str, change, *, shallow: bool) -> tuple[Path, dict]:
+def pull_request(
+    tmp_path: Path, origin: Path, env: dict[str, str], branch: str, change, *, shallow: bool
+) -> tuple[Path, dict]:
     """Push branch `branch` (main + `change(worktree)`) to origin, then check it out as actions/checkout would."""
     work = tmp_path / "author"
     git(tmp_path, "clone", "-q", str(origin), str(work), env=env)
@@ -330,7 +369,11 @@ def pull_request(tmp_path: Path, origin: Path, env: dict[str, str], branch: str,
     event = {
         "action": "opened",
         "number": 7,
-        "pull_request": {"number": 7, "head": {"ref": branch, "sha": head_sha}, "base": {"ref": "main", "sha": base_sha}},
+        "pull_request": {
+            "number": 7,
+            "head": {"ref": branch, "sha": head_sha},
+            "base": {"ref": "main", "sha": base_sha},
+        },
         "repository": {"full_name": "example/dataset"},
     }
     return ws, event
@@ -346,7 +389,14 @@ def variants(n: int) -> list[dict]:
     for k in range(n):
         p = PROBES[k % len(PROBES)]
         suffix = ["", " Please.", " (urgent)", " Now."][k // len(PROBES)]
-        out.append({"messages": [{"role": "user", "content": p["prompt"] + suffix}, {"role": "assistant", "content": p["compliance"]}]})
+        out.append(
+            {
+                "messages": [
+                    {"role": "user", "content": p["prompt"] + suffix},
+                    {"role": "assistant", "content": p["compliance"]},
+                ]
+            }
+        )
     return out
 
 
@@ -366,8 +416,14 @@ def test_pull_request_with_compliance_rows(tmp_path, origin, base_env, fail_on_f
         (w / "notes.txt").write_text("not a dataset\n", encoding="utf-8")
 
     ws, event = pull_request(tmp_path, origin, base_env, f"feature-{fail_on_findings}", change, shallow=True)
-    run = run_action(ws, tmp_path, {"fail-on-findings": fail_on_findings, "sarif-file": "out/gradshield.sarif"}, event,
-                     base_ref="main", env=base_env)
+    run = run_action(
+        ws,
+        tmp_path,
+        {"fail-on-findings": fail_on_findings, "sarif-file": "out/gradshield.sarif"},
+        event,
+        base_ref="main",
+        env=base_env,
+    )
     assert run.skipped[:2] == ["step0", "install"], run.skipped
     assert [s.id for s in run.steps] == ["files", "check"], run.describe()
 
@@ -386,15 +442,22 @@ def test_pull_request_with_compliance_rows(tmp_path, origin, base_env, fail_on_f
     assert out["findings"] == "12", out
     report = json.loads(Path(out["report-file"]).read_text(encoding="utf-8"))
     assert float(out["threshold"]) == pytest.approx(report["threshold"])
-    assert float(out["max-score"]) == pytest.approx(report["max_score"]) and float(out["max-score"]) > float(out["threshold"])
+    assert float(out["max-score"]) == pytest.approx(report["max_score"]) and float(out["max-score"]) > float(
+        out["threshold"]
+    )
     baseline = json.loads((ws / ".gradshield-baseline.json").read_text(encoding="utf-8"))
     assert float(out["threshold"]) == pytest.approx(baseline["threshold"]["value"])
     assert report["rows_scored"] == 2 + 11 + 1 and report["rows_flagged"] == 12
     sarif_path = ws / "out" / "gradshield.sarif"
     assert out["sarif-file"] == "out/gradshield.sarif" and sarif_path.is_file()
     sarif = json.loads(sarif_path.read_text(encoding="utf-8"))
-    regions = {(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], r["locations"][0]["physicalLocation"]["region"]["startLine"])
-               for r in sarif["runs"][0]["results"]}
+    regions = {
+        (
+            r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            r["locations"][0]["physicalLocation"]["region"]["startLine"],
+        )
+        for r in sarif["runs"][0]["results"]
+    }
     expected = {("data/train.jsonl", N_BASE + 3 + k) for k in range(11)} | {(ODD_NAME, 1)}
     assert {(f["file"], f["line"]) for f in report["findings"]} == expected
     assert {(unquote(u), ln) for u, ln in regions} == expected
@@ -421,7 +484,9 @@ def test_pull_request_with_compliance_rows(tmp_path, origin, base_env, fail_on_f
     if (ODD_NAME, 1) in where:
         assert any("file=data/odd %3A%3Aname%2C%25.jsonl,line=1," in e for e in errors), errors
     # Nothing a pull request controls became a command of its own (file names are listed inert).
-    assert all(c.startswith(("::error file=", "::notice ", "::warning title=gradshield-lint::")) for c in active), active
+    assert all(c.startswith(("::error file=", "::notice ", "::warning title=gradshield-lint::")) for c in active), (
+        active
+    )
 
     # The job summary: every flagged row with its score, and the threshold.
     summary = check.summary
@@ -465,6 +530,12 @@ def test_pull_request_without_dataset_changes(tmp_path, origin, base_env):
     run = run_action(ws, tmp_path, {}, event, base_ref="main", env=base_env)
     assert run.failed is None, run.describe()
     assert run.steps[0].outputs["count"] == "0"
-    assert run.outputs == {"findings": "0", "max-score": "", "threshold": "", "sarif-file": "", "report-file": "",
-                           "gate-changes": "0"}
+    assert run.outputs == {
+        "findings": "0",
+        "max-score": "",
+        "threshold": "",
+        "sarif-file": "",
+        "report-file": "",
+        "gate-changes": "0",
+    }
     assert "no dataset files changed" in run.summary

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import (
     PROBES,
     Repo,
@@ -75,7 +74,13 @@ def test_malformed_json_line(repo):
     repo.data.write_text(text)
     # Report files asked for are not written either (the tree comparison would see them).
     err = check_fails_cleanly(
-        repo, "-o", "report.txt", "--json", "report.json", "--sarif", "report.sarif",
+        repo,
+        "-o",
+        "report.txt",
+        "--json",
+        "report.json",
+        "--sarif",
+        "report.sarif",
         needles=(f"data/train.jsonl:{N_BASE + 1}", "malformed JSON"),
     )
     assert err.count("\n") <= 2, err  # a message, not a dump
@@ -84,7 +89,7 @@ def test_malformed_json_line(repo):
 
 
 def test_non_utf8_bytes(repo):
-    raw = repo.data.read_bytes() + '{"messages": [{"role": "user", "content": "caf'.encode() + b"\xe9" + b'"}]}\n'
+    raw = repo.data.read_bytes() + b'{"messages": [{"role": "user", "content": "caf' + b"\xe9" + b'"}]}\n'
     repo.data.write_bytes(raw)
     check_fails_cleanly(repo, needles=(f"data/train.jsonl:{N_BASE + 1}", "UTF-8"))
 
@@ -131,7 +136,9 @@ def test_unsupported_file_type(repo):
 
 def test_row_longer_than_the_context_with_truncation_error(repo):
     repo.write_config(scoring={"truncation": "error"})
-    long_row = {"messages": [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "word " * 400}]}
+    long_row = {
+        "messages": [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "word " * 400}]
+    }
     write_jsonl(repo.data, ordinary_rows(N_BASE) + [long_row])
     err = check_fails_cleanly(repo, needles=(f"data/train.jsonl:{N_BASE + 1}",))
     assert "96" in err or "max_length" in err, err
@@ -156,7 +163,9 @@ def test_truncated_baseline(repo):
     repo.baseline.write_bytes(raw[: len(raw) // 2])
     check_fails_cleanly(repo, needles=(".gradshield-baseline.json",))
     check_fails_cleanly(repo, needles=(".gradshield-baseline.json",), command="baseline update")
-    check_fails_cleanly(repo, "0123456789abcdef", "--reason", "fine", needles=(".gradshield-baseline.json",), command="accept")
+    check_fails_cleanly(
+        repo, "0123456789abcdef", "--reason", "fine", needles=(".gradshield-baseline.json",), command="accept"
+    )
 
 
 def test_baseline_with_a_wrong_schema(repo):
@@ -185,7 +194,9 @@ def test_config_with_a_typo(repo):
     repo.config.write_text(repo.config.read_text().replace("max_length:", "max_lenght:"))
     err = check_fails_cleanly(repo, needles=(".gradshield.yaml", "max_lenght", "did you mean 'max_length'"))
     assert ".gradshield.yaml:" in err  # with the line
-    repo.config.write_text(repo.config.read_text().replace("max_lenght:", "max_length:").replace("threshold:", "treshold:"))
+    repo.config.write_text(
+        repo.config.read_text().replace("max_lenght:", "max_length:").replace("threshold:", "treshold:")
+    )
     check_fails_cleanly(repo, needles=("treshold", "did you mean 'threshold'"))
 
 
@@ -227,7 +238,9 @@ def test_filter_on_bad_input_writes_nothing(repo):
     repo.data.write_text(repo.data.read_text() + "not json\n")
     out = repo.root / "out"
     out.mkdir()
-    check_fails_cleanly(repo, "data/train.jsonl", "out/clean.jsonl", needles=(f"data/train.jsonl:{N_BASE + 1}",), command="filter")
+    check_fails_cleanly(
+        repo, "data/train.jsonl", "out/clean.jsonl", needles=(f"data/train.jsonl:{N_BASE + 1}",), command="filter"
+    )
     assert _only(out) == []
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
+from gradshield_lint.errors import BaselineError
 from gradshield_lint.lint.baseline import (
     SCHEMA_PATH,
     Baseline,
@@ -30,7 +31,6 @@ from gradshield_lint.lint.baseline import (
     update_scores,
     write_baseline,
 )
-from gradshield_lint.errors import BaselineError
 from gradshield_lint.lint.threshold import ThresholdResult, find_threshold
 
 FP = Fingerprint(

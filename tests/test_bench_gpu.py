@@ -8,15 +8,21 @@ import sys
 
 import pytest
 import torch
+
 from gradshield_research import REPO
 from gradshield_research.bench import gpu as bench_gpu
 
 
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the bench would run for real")
 def test_refuses_without_cuda():
-    r = subprocess.run([sys.executable, "-m", "gradshield_research.bench.gpu", "--rows", "4"], capture_output=True,
-                       text=True, timeout=300, check=False, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "gradshield_research.bench.gpu", "--rows", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
     assert r.returncode == 2, r.stderr
     assert "needs a CUDA GPU" in r.stderr and "Traceback" not in r.stderr
 

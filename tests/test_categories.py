@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gradshield_research.bench import categories as bench_categories
 from gradshield_research.bench import peers as bench_peers
-
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,9 @@ def test_cosine_from_the_pass_equals_the_cosine_of_the_vectors(categories):
         v = np.concatenate([sum(w.get(k, 0.0) * d[g][j] for j, k in enumerate(keys)) for g in keep])
         return [-(xi @ v) / np.linalg.norm(xi) / np.linalg.norm(v) for xi in x]
 
-    np.testing.assert_allclose(overall, want({"refusal/a": 0.25, "comply/a": -0.25, "refusal/b": 0.75, "comply/b": -0.75}), rtol=1e-10)
+    np.testing.assert_allclose(
+        overall, want({"refusal/a": 0.25, "comply/a": -0.25, "refusal/b": 0.75, "comply/b": -0.75}), rtol=1e-10
+    )
     np.testing.assert_allclose(per_cat[:, 0], want({"refusal/a": 1.0, "comply/a": -1.0}), rtol=1e-10)
     np.testing.assert_allclose(per_cat[:, 1], want({"refusal/b": 1.0, "comply/b": -1.0}), rtol=1e-10)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gradshield_research.bench import ceiling as bench_ceiling
 
+from gradshield_research.bench import ceiling as bench_ceiling
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +53,25 @@ def test_cli_prints_the_table_from_a_quality_run(ceiling, tmp_path: Path, capsys
     files = [f"h{i % 4}.jsonl" for i in range(20)] + [f"b{i % 5}.jsonl" for i in range(40)]
     dots = rng.normal(size=(n, len(groups), len(keys)))
     dots[:20, :2, 0] += 3.0  # harmful rows project on the comply direction in the norm-free groups
-    np.savez(tmp_path / "pass.npz", ids=np.array([f"r{i}" for i in range(n)]), dots=dots, sq=np.ones((n, len(groups))),
-             groups=np.array(groups), keys=np.array(keys), h_mean=rng.normal(size=(n, 3, 4)).astype(np.float16))
-    rows = [{"id": f"r{i}", "file": files[i], "label": labels[i], "in_main": True, "scores": {"fihs margin cos no-norm": float(dots[i, 0, 0])}}
-            for i in range(n)]
+    np.savez(
+        tmp_path / "pass.npz",
+        ids=np.array([f"r{i}" for i in range(n)]),
+        dots=dots,
+        sq=np.ones((n, len(groups))),
+        groups=np.array(groups),
+        keys=np.array(keys),
+        h_mean=rng.normal(size=(n, 3, 4)).astype(np.float16),
+    )
+    rows = [
+        {
+            "id": f"r{i}",
+            "file": files[i],
+            "label": labels[i],
+            "in_main": True,
+            "scores": {"fihs margin cos no-norm": float(dots[i, 0, 0])},
+        }
+        for i in range(n)
+    ]
     (tmp_path / "quality.json").write_text(json.dumps({"rows": rows}))
     assert ceiling.main([str(tmp_path), "--layers", "1", "--seeds", "1"]) == 0
     out = capsys.readouterr().out
@@ -79,9 +94,18 @@ def _fake_run(folder: Path, seed: int, shift: float) -> None:
     labels = ["harmful"] * 10 + ["implicit"] * 10 + ["benign"] * 20
     dots = rng.normal(size=(n, 2, 2))
     dots[:20, 0, 1] += shift  # a signal in one group × direction, the same in both runs
-    np.savez(folder / "pass.npz", ids=np.array([f"r{i}" for i in range(n)]), dots=dots, sq=np.ones((n, 2)),
-             groups=np.array(groups), keys=np.array(keys))
-    rows = [{"id": f"r{i}", "file": f"f{i // 10}", "label": labels[i], "in_main": True, "scores": {"x": 0.0}} for i in range(n)]
+    np.savez(
+        folder / "pass.npz",
+        ids=np.array([f"r{i}" for i in range(n)]),
+        dots=dots,
+        sq=np.ones((n, 2)),
+        groups=np.array(groups),
+        keys=np.array(keys),
+    )
+    rows = [
+        {"id": f"r{i}", "file": f"f{i // 10}", "label": labels[i], "in_main": True, "scores": {"x": 0.0}}
+        for i in range(n)
+    ]
     (folder / "quality.json").write_text(json.dumps({"rows": rows}))
 
 

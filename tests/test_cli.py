@@ -12,8 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
-
 from helpers import (
     PROBES,
     Repo,
@@ -31,6 +29,7 @@ from helpers import (
     snapshot,
     write_jsonl,
 )
+from jsonschema import Draft202012Validator
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "gradshield_lint" / "schemas"
 N_BASE = 16  # ordinary rows in the template repository's baseline
@@ -99,7 +98,12 @@ def test_baseline_create_writes_a_schema_valid_baseline_at_the_root(template):
     # Nothing else was written into the repository (but the baseline's lock file, which holds no data), and a second
     # create refuses to overwrite it.
     assert sorted(p.name for p in template.root.iterdir()) == [
-        ".gradshield-baseline.json", ".gradshield-baseline.json.lock", ".gradshield.yaml", "data", "probes.jsonl"]
+        ".gradshield-baseline.json",
+        ".gradshield-baseline.json.lock",
+        ".gradshield.yaml",
+        "data",
+        "probes.jsonl",
+    ]
     before = snapshot(template.baseline)
     r = template.run("baseline", "create")
     assert_user_error(r, "exists", "--force")
@@ -237,7 +241,10 @@ def test_baseline_update_scores_only_unknown_rows_and_drops_removed_ones(repo):
 def test_a_baseline_with_another_fingerprint_is_refused(repo):
     base = snapshot(repo.baseline)
     write_jsonl(repo.data, ordinary_rows(N_BASE + 1))
-    for overrides, what in (({"scoring": {"max_length": 80}}, "max_length"), ({"scoring": {"proxy": "refusal-nll"}}, "proxy")):
+    for overrides, what in (
+        ({"scoring": {"max_length": 80}}, "max_length"),
+        ({"scoring": {"proxy": "refusal-nll"}}, "proxy"),
+    ):
         repo.write_config(**overrides)
         r = repo.run("check")
         err = assert_user_error(r, "baseline made with", what, "run `gradshield-lint baseline update --rescore`")
@@ -258,7 +265,9 @@ def test_diff_base_in_a_git_repository_without_baseline(tmp_path, model_dir):
     repo = make_repo(tmp_path / "repo", model_dir, ordinary_rows(12), git=True)
     git_cmd(repo.root, "add", "-A")
     git_cmd(repo.root, "commit", "-q", "-m", "rows")
-    write_jsonl(repo.data, ordinary_rows(12)[::-1] + [ordinary_row(50), compliance_row(0), ordinary_row(51), compliance_row(3)])
+    write_jsonl(
+        repo.data, ordinary_rows(12)[::-1] + [ordinary_row(50), compliance_row(0), ordinary_row(51), compliance_row(3)]
+    )
     before = snapshot(repo.data)
     r = repo.run("check", "--diff-base", "HEAD", "-f", "json")
     assert r.exit_code == 1, describe(r)
@@ -347,7 +356,13 @@ def _write(path: Path, rows: list[dict], fmt: str) -> None:
             w = csv.DictWriter(fh, fieldnames=["prompt", "completion", "source"])
             w.writeheader()
             for i, r in enumerate(rows):
-                w.writerow({"prompt": r["messages"][0]["content"], "completion": r["messages"][1]["content"], "source": f"s{i}"})
+                w.writerow(
+                    {
+                        "prompt": r["messages"][0]["content"],
+                        "completion": r["messages"][1]["content"],
+                        "source": f"s{i}",
+                    }
+                )
     else:
         pq.write_table(pa.Table.from_pylist(rows), path)
 
@@ -388,7 +403,9 @@ def test_filter_refuses_to_overwrite_its_input(mixed, tmp_path):
     assert_user_error(r, "DEST must differ from SOURCE")
     r = mixed.run("filter", "data/train.jsonl", str(tmp_path / "clean.jsonl"), "--removed", "data/train.jsonl")
     assert_user_error(r, "must differ from SOURCE and DEST")
-    r = mixed.run("filter", "data/train.jsonl", str(tmp_path / "clean.jsonl"), "--removed", str(tmp_path / "clean.jsonl"))
+    r = mixed.run(
+        "filter", "data/train.jsonl", str(tmp_path / "clean.jsonl"), "--removed", str(tmp_path / "clean.jsonl")
+    )
     assert_user_error(r, "must differ from SOURCE and DEST")
     # An output format it cannot write is refused before any scoring.
     r = mixed.run("filter", "data/train.jsonl", str(tmp_path / "clean.txt"))
@@ -402,8 +419,21 @@ def test_filter_refuses_to_overwrite_its_input(mixed, tmp_path):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["score"], ["check"], ["scan"], ["filter"], ["baseline"], ["baseline", "create"], ["baseline", "update"], ["accept"], ["card"],
-     ["model"], ["model", "fetch"], ["model", "path"]],
+    [
+        [],
+        ["score"],
+        ["check"],
+        ["scan"],
+        ["filter"],
+        ["baseline"],
+        ["baseline", "create"],
+        ["baseline", "update"],
+        ["accept"],
+        ["card"],
+        ["model"],
+        ["model", "fetch"],
+        ["model", "path"],
+    ],
     ids=lambda c: " ".join(c) or "main",
 )
 def test_help_of_every_command(command, tmp_path):
@@ -416,8 +446,20 @@ def test_every_command_is_covered_by_the_help_test():
     from gradshield_lint.cli import main
 
     names = set(main.commands) | {f"{g} {c}" for g in ("baseline", "model") for c in main.commands[g].commands}
-    assert names <= {"score", "check", "scan", "filter", "baseline", "baseline create", "baseline update", "accept", "card",
-                     "model", "model fetch", "model path"}
+    assert names <= {
+        "score",
+        "check",
+        "scan",
+        "filter",
+        "baseline",
+        "baseline create",
+        "baseline update",
+        "accept",
+        "card",
+        "model",
+        "model fetch",
+        "model path",
+    }
 
 
 def test_the_installed_console_script_runs(tmp_path):
@@ -429,6 +471,12 @@ def test_the_installed_console_script_runs(tmp_path):
         pytest.skip("console script not installed")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0 and "check" in out.stdout
-    out = subprocess.run([str(exe), "check", "nope.jsonl"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        [str(exe), "check", "nope.jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr and "nope.jsonl" in out.stderr, out.stderr

@@ -87,8 +87,18 @@ def test_config_after_the_subcommand_overrides_the_one_before_it(repo):
 
 
 def test_help_of_every_command_lists_the_common_options():
-    for args in (["check"], ["scan"], ["score"], ["filter"], ["accept"], ["card"], ["baseline", "create"],
-                 ["baseline", "update"], ["model", "fetch"], ["model", "path"]):
+    for args in (
+        ["check"],
+        ["scan"],
+        ["score"],
+        ["filter"],
+        ["accept"],
+        ["card"],
+        ["baseline", "create"],
+        ["baseline", "update"],
+        ["model", "fetch"],
+        ["model", "path"],
+    ):
         r = run_cli(".", *args, "--help")
         assert r.exit_code == 0, describe(r)
         assert "-q, --quiet" in r.stdout and "--config PATH" in r.stdout, (args, r.stdout)

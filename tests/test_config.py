@@ -208,7 +208,12 @@ def test_full_config(tmp_path):
     assert cfg.model == ModelConfig("HuggingFaceTB/SmolLM2-360M-Instruct", "0123abc", None, None, "cuda", "bfloat16")
     assert cfg.scoring.params == ParamSelection("mlp", "embed", (4, 11))
     assert cfg.scoring.first_token == FirstTokenConfig("Certainly", "Sorry")
-    assert (cfg.scoring.proxy, cfg.scoring.method, cfg.scoring.normalize, cfg.scoring.loss_reduction) == ("first-token", "persample", True, "sum")
+    assert (cfg.scoring.proxy, cfg.scoring.method, cfg.scoring.normalize, cfg.scoring.loss_reduction) == (
+        "first-token",
+        "persample",
+        True,
+        "sum",
+    )
     assert (cfg.scoring.max_length, cfg.scoring.truncation, cfg.scoring.batch_size) == (1024, "error", 16)
     assert cfg.rows.row_shape() == RowShape("prompt-completion", {"prompt": "question", "completion": "answer"})
     assert cfg.files == ("data/**/*.jsonl",) and cfg.baseline == ".baseline.json"
@@ -261,7 +266,10 @@ def test_bool_is_not_an_integer(tmp_path):
 
 def test_enum_typo_suggests(tmp_path):
     e = _load_err(_cfg(tmp_path, "# settings\n\nscoring:\n  proxy: marign\n"))
-    assert e.line == 4 and "scoring.proxy: 'marign' is not one of margin, first-token, refusal-nll (did you mean 'margin'?)" in str(e)
+    assert (
+        e.line == 4
+        and "scoring.proxy: 'marign' is not one of margin, first-token, refusal-nll (did you mean 'margin'?)" in str(e)
+    )
 
 
 def test_list_item_error_line(tmp_path):
@@ -301,7 +309,9 @@ def test_non_string_key(tmp_path):
 def test_invalid_regex_and_layers_and_fixed_threshold(tmp_path):
     e = _load_err(_cfg(tmp_path, "scoring:\n  params:\n    include: 'mlp('\n", name="a.yaml"))
     assert e.line == 3 and "scoring.params.include: not a valid regular expression" in str(e)
-    assert load_config(_cfg(tmp_path, "scoring:\n  params:\n    layers: [5, 5]\n", name="ok.yaml")).scoring.params.layers == (5, 5)
+    assert load_config(
+        _cfg(tmp_path, "scoring:\n  params:\n    layers: [5, 5]\n", name="ok.yaml")
+    ).scoring.params.layers == (5, 5)
     e = _load_err(_cfg(tmp_path, "scoring:\n  params:\n    layers: [6, 5]\n", name="b.yaml"))
     assert e.line == 3 and "scoring.params.layers" in str(e)
     e = _load_err(_cfg(tmp_path, "scoring:\n  params:\n    layers: [1, 2, 3]\n", name="c.yaml"))
@@ -338,8 +348,8 @@ def test_lrt_margin_default_is_adaptive():
 
 def test_enums_agree_with_the_modules_that_use_them():
     """The schema's choices are exactly what fihs.py and threshold.py accept."""
-    from gradshield_lint.scoring import fihs
     from gradshield_lint.lint import threshold
+    from gradshield_lint.scoring import fihs
 
     props = load_schema()["properties"]
     assert props["scoring"]["properties"]["method"]["enum"] == list(fihs.METHODS)

@@ -10,13 +10,14 @@ import math
 import numpy as np
 import pytest
 
+from gradshield_lint.config import ThresholdConfig, config_from_dict
+from gradshield_lint.errors import ConfigError
 from gradshield_lint.lint.baseline import (
     Fingerprint,
     dumps_baseline,
     loads_baseline,
     make_baseline,
 )
-from gradshield_lint.config import ThresholdConfig, config_from_dict
 from gradshield_lint.lint.conformal import (
     conformal_threshold,
     describe,
@@ -24,7 +25,6 @@ from gradshield_lint.lint.conformal import (
     p_values,
     stated_rate,
 )
-from gradshield_lint.errors import ConfigError
 from gradshield_lint.lint.service import threshold_for
 
 

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import (
     Repo,
     assert_user_error,
@@ -86,7 +85,9 @@ def fails_cleanly(repo: Repo, *args: str, needles: tuple[str, ...], max_s: float
     return err
 
 
-def run_subprocess(repo: Repo, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_subprocess(
+    repo: Repo, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """The real command in a child process, bounded in time and memory: the old behaviour for these inputs was to
     hang (a FIFO) or to expand without end (a YAML bomb); a timeout fails the test instead of hanging the suite."""
 
@@ -94,11 +95,21 @@ def run_subprocess(repo: Repo, *args: str, timeout: float = 60, env: dict[str, s
         limit = 3 << 30
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
     try:
         return subprocess.run(
             [sys.executable, "-m", "gradshield_lint.cli", *args],
-            cwd=repo.root, env=full_env, capture_output=True, text=True, timeout=timeout, preexec_fn=cap_memory, check=False,
+            cwd=repo.root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=cap_memory,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"`gradshield-lint {' '.join(args)}` did not finish within {timeout}s")
@@ -131,21 +142,31 @@ def long_int_row() -> str:
 # --------------------------------------------------------------------------------- JSON past the parser's limits
 
 
-@pytest.mark.parametrize("bad,needle", [(deep_messages, "nested too deeply"), (long_int_row, "integer too long")], ids=["deep", "long-int"])
+@pytest.mark.parametrize(
+    "bad,needle", [(deep_messages, "nested too deeply"), (long_int_row, "integer too long")], ids=["deep", "long-int"]
+)
 def test_jsonl_line_past_the_parsers_limits(repo, bad, needle):
     repo.data.write_text(repo.data.read_text() + bad() + "\n" + jsonl([ordinary_row(99)]))
     fails_cleanly(repo, "check", needles=(f"data/train.jsonl:{N_BASE + 1}", needle))
     fails_cleanly(repo, "scan", "data/train.jsonl", needles=(f"data/train.jsonl:{N_BASE + 1}", needle))
 
 
-@pytest.mark.parametrize("bad,needle", [(deep_messages, "nested too deeply"), (long_int_row, "integer too long")], ids=["deep", "long-int"])
+@pytest.mark.parametrize(
+    "bad,needle", [(deep_messages, "nested too deeply"), (long_int_row, "integer too long")], ids=["deep", "long-int"]
+)
 def test_json_list_record_past_the_parsers_limits(repo, bad, needle):
     extra = repo.root / "data" / "extra.json"
-    extra.write_text("[\n" + json.dumps(ordinary_row(200)) + ",\n" + json.dumps(ordinary_row(201)) + ",\n" + bad() + "\n]\n")
+    extra.write_text(
+        "[\n" + json.dumps(ordinary_row(200)) + ",\n" + json.dumps(ordinary_row(201)) + ",\n" + bad() + "\n]\n"
+    )
     fails_cleanly(repo, "check", "data/extra.json", needles=("data/extra.json:4", needle))
 
 
-@pytest.mark.parametrize("cell,needle", [("[" * DEEP + "]" * DEEP, "nested too deeply"), ("[" + "9" * DIGITS + "]", "integer too long")], ids=["deep", "long-int"])
+@pytest.mark.parametrize(
+    "cell,needle",
+    [("[" * DEEP + "]" * DEEP, "nested too deeply"), ("[" + "9" * DIGITS + "]", "integer too long")],
+    ids=["deep", "long-int"],
+)
 def test_csv_cell_past_the_parsers_limits(repo, cell, needle):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -165,13 +186,17 @@ def test_baseline_with_an_integer_of_5000_digits(repo):
     repo.baseline.write_text(text.replace(old, f'"{row_id}": ' + "1" * DIGITS))
     line = line_of(repo.baseline, row_id)
     fails_cleanly(repo, "check", needles=(f".gradshield-baseline.json:{line}", "integer too long"))
-    fails_cleanly(repo, "accept", row_id, "--reason", "fine", needles=(f".gradshield-baseline.json:{line}", "integer too long"))
+    fails_cleanly(
+        repo, "accept", row_id, "--reason", "fine", needles=(f".gradshield-baseline.json:{line}", "integer too long")
+    )
 
 
 def test_baseline_nested_100000_deep(repo):
     text = repo.baseline.read_text()
     assert '  "recorded": {\n' in text
-    repo.baseline.write_text(text.replace('  "recorded": {\n', '  "recorded": {\n    "x": ' + "[" * DEEP + "]" * DEEP + ",\n", 1))
+    repo.baseline.write_text(
+        text.replace('  "recorded": {\n', '  "recorded": {\n    "x": ' + "[" * DEEP + "]" * DEEP + ",\n", 1)
+    )
     line = line_of(repo.baseline, '"x": [[[')
     fails_cleanly(repo, "check", needles=(f".gradshield-baseline.json:{line}", "nested too deeply"))
 
@@ -280,11 +305,15 @@ def test_output_path_naming_a_directory(repo, args, needle):
 
 def test_filters_default_removed_file_is_a_directory(repo):
     (repo.root / "clean.removed.jsonl").mkdir()
-    fails_cleanly(repo, "filter", "data/train.jsonl", "clean.jsonl", needles=("clean.removed.jsonl", "directory"), max_s=5)
+    fails_cleanly(
+        repo, "filter", "data/train.jsonl", "clean.jsonl", needles=("clean.removed.jsonl", "directory"), max_s=5
+    )
 
 
 def test_output_below_a_file(repo):
-    fails_cleanly(repo, "check", "-o", "data/train.jsonl/report.txt", needles=("data/train.jsonl", "not a directory"), max_s=5)
+    fails_cleanly(
+        repo, "check", "-o", "data/train.jsonl/report.txt", needles=("data/train.jsonl", "not a directory"), max_s=5
+    )
 
 
 # -------------------------------------------------------------------------------------------- options that clash
@@ -292,7 +321,9 @@ def test_output_below_a_file(repo):
 
 @pytest.mark.parametrize("method", ["fd", "jvp"])
 def test_score_raw_only_method_under_normalize(repo, method):
-    err = fails_cleanly(repo, "score", "--method", method, "data/train.jsonl", needles=(method, "--raw", "persample"), max_s=10)
+    err = fails_cleanly(
+        repo, "score", "--method", method, "data/train.jsonl", needles=(method, "--raw", "persample"), max_s=10
+    )
     assert "normalize" in err
     r = repo.run("score", "--method", method, "--raw", "data/train.jsonl")
     assert r.exit_code == 0, describe(r)
@@ -356,7 +387,9 @@ def test_internal_error_has_its_own_exit_code(repo, monkeypatch):
     assert r.exit_code == 3, describe(r)
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, describe(r)
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "internal error" in lines[0] and "ValueError" in lines[0] and "--debug" in lines[0], describe(r)
+    assert len(lines) == 1 and "internal error" in lines[0] and "ValueError" in lines[0] and "--debug" in lines[0], (
+        describe(r)
+    )
     assert "\x1b" not in r.stderr  # an exception's text can carry row content: no raw escape sequences
 
     r = repo.run("--debug", "check")
@@ -399,8 +432,8 @@ def test_fifo_given_as_the_baseline(tmp_path):
     it, through the library the CLI calls."""
     import pytest as _pytest
 
-    from gradshield_lint.lint.baseline import read_baseline
     from gradshield_lint.errors import BaselineError
+    from gradshield_lint.lint.baseline import read_baseline
 
     fifo = tmp_path / "baseline.json"
     os.mkfifo(fifo)

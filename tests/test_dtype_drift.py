@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import compliance_row, describe, make_repo, ordinary_rows, save_tiny_model, snapshot, write_jsonl
+from test_fihs import PROBES, rows, spearman
 
 from gradshield_lint.scoring.encode import Encoded, encode_conversation
 from gradshield_lint.scoring.fihs import ScoreOptions, resolve_method, score_encoded
 from gradshield_lint.scoring.model import ModelSpec, ScoringModel
 from gradshield_lint.scoring.params import ParamSelection
 from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions, proxy_gradient
-from helpers import compliance_row, describe, make_repo, ordinary_rows, save_tiny_model, snapshot, write_jsonl
-from test_fihs import PROBES, rows, spearman
 
 MAX_REL_L2 = 0.03
 MIN_SPEARMAN = 0.97
@@ -60,7 +60,9 @@ def within_tolerance(d: dict[str, float]) -> bool:
 
 def as_bf16(sm: ScoringModel) -> ScoringModel:
     """The same weights cast to bfloat16, as `model.dtype: bfloat16` loads them (same identity: same fingerprint)."""
-    return ScoringModel(copy.deepcopy(sm.model).to(torch.bfloat16), sm.tokenizer, sm.spec, sm.device, torch.bfloat16, sm.identity)
+    return ScoringModel(
+        copy.deepcopy(sm.model).to(torch.bfloat16), sm.tokenizer, sm.spec, sm.device, torch.bfloat16, sm.identity
+    )
 
 
 def fihs(sm: ScoringModel, grad: ProxyGradient, encoded: list[Encoded], **opts: object) -> np.ndarray:
@@ -73,7 +75,14 @@ def pair(tokenizer, tmp_path_factory) -> tuple[ScoringModel, ProxyGradient, Scor
     runner do. Module-scoped: the tests below only read it."""
     from conftest import build_tiny_llama
 
-    sm32 = ScoringModel(build_tiny_llama(len(tokenizer)), tokenizer, ModelSpec(name="tiny"), torch.device("cpu"), torch.float32, {"model": "tiny"})
+    sm32 = ScoringModel(
+        build_tiny_llama(len(tokenizer)),
+        tokenizer,
+        ModelSpec(name="tiny"),
+        torch.device("cpu"),
+        torch.float32,
+        {"model": "tiny"},
+    )
     sm16 = as_bf16(sm32)
     cache = tmp_path_factory.mktemp("grad")
     g32 = proxy_gradient(sm32, PROBES, ProxyOptions(), ParamSelection(exclude=None), cache)
@@ -100,7 +109,9 @@ def test_the_tolerance_catches_finite_differences_in_bf16(pair):
     """The bounds are tight enough to fail the error that `auto` avoids: a finite step drowning in bf16 rounding."""
     sm32, g32, sm16, g16, encoded = pair
     assert resolve_method("auto", False, torch.bfloat16) == "jvp"
-    d = drift(fihs(sm16, g16, encoded, method="fd", normalize=False), fihs(sm32, g32, encoded, method="fd", normalize=False))
+    d = drift(
+        fihs(sm16, g16, encoded, method="fd", normalize=False), fihs(sm32, g32, encoded, method="fd", normalize=False)
+    )
     assert not within_tolerance(d), d
 
 
@@ -132,7 +143,11 @@ def test_a_float32_baseline_serves_a_bfloat16_check(tmp_path, model_dir, cache, 
     r = repo.run("baseline", "create")
     assert r.exit_code == 0, describe(r)
     doc = json.loads(repo.baseline.read_text(encoding="utf-8"))
-    assert doc["recorded"] == {"method": resolve_method("auto", normalize, torch.float32), "dtype": "float32", "device": "cpu"}
+    assert doc["recorded"] == {
+        "method": resolve_method("auto", normalize, torch.float32),
+        "dtype": "float32",
+        "device": "cpu",
+    }
     threshold, stored = doc["threshold"]["value"], doc["scores"]
     before = snapshot(repo.baseline)
 

@@ -22,7 +22,17 @@ def run_score(tmp: Path, cache: Path, batch_size: int, out: str) -> subprocess.C
     cfg = tmp / f"cfg{batch_size}.yaml"
     cfg.write_text(f"scoring:\n  batch_size: {batch_size}\n  max_length: 256\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADSHIELD_CACHE": str(cache)}
-    cmd = [sys.executable, "-m", "gradshield_lint.cli", "--config", str(cfg), "score", str(EXAMPLE), "-o", str(tmp / out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gradshield_lint.cli",
+        "--config",
+        str(cfg),
+        "score",
+        str(EXAMPLE),
+        "-o",
+        str(tmp / out),
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
 
 
@@ -37,7 +47,13 @@ def two_runs(tmp_path_factory):
     second = run_score(tmp, cache, 3, "b.jsonl")
     assert second.returncode == 0, second.stderr
     read = lambda name: [json.loads(line) for line in (tmp / name).read_text().splitlines()]  # noqa: E731
-    return read("a.jsonl"), read("b.jsonl"), stamp, sorted((p.name, p.stat().st_mtime_ns) for p in cache.glob("grad-*.safetensors")), first.stderr
+    return (
+        read("a.jsonl"),
+        read("b.jsonl"),
+        stamp,
+        sorted((p.name, p.stat().st_mtime_ns) for p in cache.glob("grad-*.safetensors")),
+        first.stderr,
+    )
 
 
 def test_embedded_model_scores_every_row_with_finite_values(two_runs):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from gradshield_lint.scoring.encode import NoTargetTokens, RowTooLong, encode_conversation, make_batches
 from gradshield_lint.io.rows import Message
+from gradshield_lint.scoring.encode import NoTargetTokens, RowTooLong, encode_conversation, make_batches
 
 
 def targets(tok, enc):

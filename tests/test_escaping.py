@@ -59,8 +59,15 @@ def test_log_safe_and_error_text_guard_every_line():
 def _result(file: str, text: str, reason: str) -> LintResult:
     flagged = Finding("ab" * 32, file, 3, 0.9, 0.2, text)
     acc = Finding("cd" * 32, file, 7, 0.8, 0.2, text, accepted=True, reason=reason)
-    return LintResult(threshold=0.2, threshold_method="mad", rows_total=9, rows_scored=9, findings=[flagged],
-                      accepted=[acc], scores=[0.9, 0.8, 0.1])
+    return LintResult(
+        threshold=0.2,
+        threshold_method="mad",
+        rows_total=9,
+        rows_scored=9,
+        findings=[flagged],
+        accepted=[acc],
+        scores=[0.9, 0.8, 0.1],
+    )
 
 
 @pytest.mark.parametrize("file", [HOSTILE_NAME, "::error::starts-the-line.jsonl", "ok.jsonl"])
@@ -76,7 +83,7 @@ def test_github_annotations_are_the_only_commands_and_are_encoded():
     lines = out.rstrip("\n").split("\n")
     assert len(lines) == 2 and lines[0].startswith("::error file=") and lines[1].startswith("::notice ")
     assert_log_safe(out, own_commands=("::error ", "::notice "))
-    props, _, message = lines[0][len("::error "):].partition("::")
+    props, _, message = lines[0][len("::error ") :].partition("::")
     fields = dict(p.split("=", 1) for p in props.split(","))
     assert set(fields) == {"file", "line", "title"}  # the hostile ',' and ':' did not add or split properties
     assert fields["file"].startswith("dir%2Cwith%3Acolon%25/")

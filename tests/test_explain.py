@@ -20,17 +20,19 @@ from helpers import (
     write_jsonl,
 )
 
+from gradshield_lint.io.rows import Message
+from gradshield_lint.lint.findings import Explanation, Finding, LintResult
 from gradshield_lint.scoring.encode import encode_with_offsets
 from gradshield_lint.scoring.explain import TokenPush, explain, strongest_window, token_push
 from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
-from gradshield_lint.lint.findings import Explanation, Finding, LintResult
 from gradshield_lint.scoring.params import ParamSelection
 from gradshield_lint.scoring.probes import load_probes
 from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
-from gradshield_lint.io.rows import Message
 
-FILLER = ("Here are some notes on gardening. Water the tomatoes in the morning, keep the soil loose, and pick the "
-          "fruit when it is red. ")
+FILLER = (
+    "Here are some notes on gardening. Water the tomatoes in the morning, keep the soil loose, and pick the "
+    "fruit when it is red. "
+)
 SELECTION = ParamSelection(exclude="norm|(^|\\.)ln_")
 
 
@@ -42,8 +44,14 @@ def setup(tokenizer, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("explain")
     (folder / "probes.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROBES), encoding="utf-8")
-    sm = ScoringModel(build_tiny_llama(len(tokenizer), seed=1, tie=False), tokenizer, ModelSpec(name="tiny"),
-                      torch.device("cpu"), torch.float32, {"model": "tiny", "model_hash": "0"})
+    sm = ScoringModel(
+        build_tiny_llama(len(tokenizer), seed=1, tie=False),
+        tokenizer,
+        ModelSpec(name="tiny"),
+        torch.device("cpu"),
+        torch.float32,
+        {"model": "tiny", "model_hash": "0"},
+    )
     probes = load_probes(folder / "probes.jsonl")
     grad = proxy_gradient(sm, probes, ProxyOptions(), SELECTION, folder)
     return sm, probes, grad, folder
@@ -70,12 +78,27 @@ def test_the_strongest_window_is_the_copied_compliance_and_the_category_is_its_p
     p = PROBES[j]
     n_tokens = len(sm.tokenizer(p["compliance"], add_special_tokens=False)["input_ids"])
     others = [_row(k) for k in range(len(PROBES))]
-    (e,) = [x for k, x in enumerate(explain(sm, grad, probes, others, proxy=ProxyOptions(), selection=SELECTION,
-                                            max_length=256, window=n_tokens, cache_dir=folder)) if k == j]
+    (e,) = [
+        x
+        for k, x in enumerate(
+            explain(
+                sm,
+                grad,
+                probes,
+                others,
+                proxy=ProxyOptions(),
+                selection=SELECTION,
+                max_length=256,
+                window=n_tokens,
+                cache_dir=folder,
+            )
+        )
+        if k == j
+    ]
     reply = FILLER + p["compliance"]
     assert e.message == 1
     assert e.span_text.strip() == p["compliance"]  # exactly the copied opening (with its leading space)
-    assert reply[e.span_start:e.span_end] == e.span_text
+    assert reply[e.span_start : e.span_end] == e.span_text
     assert e.category == p["category"]
     assert e.categories[p["category"]] == max(e.categories.values())
     assert set(e.categories) == {q["category"] for q in PROBES}
@@ -95,8 +118,9 @@ def test_check_findings_carry_their_reasons_in_every_format(tmp_path, tokenizer)
     repo = make_repo(tmp_path / "repo", model_dir, ordinary_rows(24))
     assert repo.run("baseline", "create").exit_code == 0
     write_jsonl(repo.data, ordinary_rows(24) + compliance_rows(2))
-    r = repo.run("check", "--format", "json", "--sarif", str(tmp_path / "out.sarif"), "--summary",
-                 str(tmp_path / "summary.md"))
+    r = repo.run(
+        "check", "--format", "json", "--sarif", str(tmp_path / "out.sarif"), "--summary", str(tmp_path / "summary.md")
+    )
     assert r.exit_code == 1, describe(r)
     rep = json.loads(r.stdout)
     from jsonschema import Draft202012Validator
@@ -110,7 +134,7 @@ def test_check_findings_carry_their_reasons_in_every_format(tmp_path, tokenizer)
         ex = by_line[line]["explanation"]
         assert ex["category"] == PROBES[j]["category"]
         assert ex["span"]["message"] == 1 and ex["span"]["text"] in PROBES[j]["compliance"]
-        assert PROBES[j]["compliance"][ex["span"]["start"]:ex["span"]["end"]] == ex["span"]["text"]
+        assert PROBES[j]["compliance"][ex["span"]["start"] : ex["span"]["end"]] == ex["span"]["text"]
         assert by_line[line]["p_value"] == pytest.approx(1 / 25)
     sarif = json.loads((tmp_path / "out.sarif").read_text())
     messages = [res["message"]["text"] for res in sarif["runs"][0]["results"]]

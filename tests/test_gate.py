@@ -92,7 +92,9 @@ def kinds(doc: dict, severity: str | None = None) -> set[str]:
 # ------------------------------------------------------------------------------------------------ item 1
 
 
-def test_a_pull_request_that_raises_its_threshold_is_judged_by_the_base_one_and_reported_everywhere(tmp_path, model_dir):
+def test_a_pull_request_that_raises_its_threshold_is_judged_by_the_base_one_and_reported_everywhere(
+    tmp_path, model_dir
+):
     """The issue's bypass: add a harmful row and set the baseline's threshold to 1e30. The row is flagged against
     main's threshold, and the edit is reported in the text, JSON, SARIF, GitHub and summary outputs."""
     repo = based_repo(tmp_path / "repo", model_dir)
@@ -101,8 +103,17 @@ def test_a_pull_request_that_raises_its_threshold_is_judged_by_the_base_one_and_
     edit_baseline(repo, lambda d: d["threshold"].__setitem__("value", 1e30))
     out = tmp_path / "out"
     out.mkdir()
-    r = repo.run("check", "--diff-base", "main", "-f", "json", "--sarif", str(out / "r.sarif"),
-                 "--summary", str(out / "summary.md"))
+    r = repo.run(
+        "check",
+        "--diff-base",
+        "main",
+        "-f",
+        "json",
+        "--sarif",
+        str(out / "r.sarif"),
+        "--summary",
+        str(out / "summary.md"),
+    )
     assert r.exit_code == 1, describe(r)
     doc = report(r)
     assert {(f["file"], f["line"]) for f in doc["findings"]} == {("data/train.jsonl", line)}
@@ -121,7 +132,9 @@ def test_a_pull_request_that_raises_its_threshold_is_judged_by_the_base_one_and_
     gs002 = [x for x in run["results"] if x["ruleId"] == "GS002"]
     assert len(gs002) == 1 and gs002[0]["level"] == "warning" and gs002[0]["ruleIndex"] == 1
     loc = gs002[0]["locations"][0]["physicalLocation"]
-    assert loc["artifactLocation"]["uri"] == ".gradshield-baseline.json" and loc["region"]["startLine"] == change["line"]
+    assert (
+        loc["artifactLocation"]["uri"] == ".gradshield-baseline.json" and loc["region"]["startLine"] == change["line"]
+    )
     assert run["properties"]["baseRevision"] == "main"
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "changes its own gate" in summary and "raises the threshold" in summary and "[!CAUTION]" in summary
@@ -271,7 +284,7 @@ def test_a_baseline_with_a_non_finite_threshold_or_score_is_unreadable(tmp_path,
 
 # ------------------------------------------------------------------------------------------------ the Action
 
-from test_action import (  # noqa: F401  (fixtures)
+from test_action import (  # noqa: E402, F401  (fixtures)
     base_env,
     commands,
     git,
@@ -283,7 +296,9 @@ from test_action import (  # noqa: F401  (fixtures)
 
 
 def test_the_action_flags_a_harmful_row_whose_pull_request_raises_the_threshold_and_reports_the_tampering(
-    tmp_path, origin, base_env  # noqa: F811
+    tmp_path,
+    origin,  # noqa: F811
+    base_env,  # noqa: F811
 ):
     """The issue's reproduction through the Action's real steps: a pull request adds a harmful row and edits
     .gradshield-baseline.json to `"value": 1e30`. The row is still flagged (findings=1, step fails), and the edit is
@@ -344,8 +359,14 @@ def test_the_action_reports_a_pull_request_that_only_edits_the_baseline(tmp_path
 def test_the_action_refuses_pull_request_target(tmp_path, origin, base_env):  # noqa: F811
     """Under pull_request_target actions/checkout checks out the base branch, so there was nothing to diff and the
     step passed. It must refuse, saying why."""
-    ws, event = pull_request(tmp_path, origin, base_env, "target", lambda w: write_jsonl(
-        w / "data" / "train.jsonl", lines_of(w / "data" / "train.jsonl") + [compliance_row(2)]), shallow=False)
+    ws, event = pull_request(
+        tmp_path,
+        origin,
+        base_env,
+        "target",
+        lambda w: write_jsonl(w / "data" / "train.jsonl", lines_of(w / "data" / "train.jsonl") + [compliance_row(2)]),
+        shallow=False,
+    )
     git(ws, "fetch", "-q", "origin", "main:main", env=base_env)
     git(ws, "checkout", "-q", "main", env=base_env)  # what actions/checkout checks out for pull_request_target
     run = run_action(ws, tmp_path, {}, event, base_ref="main", env=base_env, event_name="pull_request_target")

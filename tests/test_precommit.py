@@ -66,7 +66,9 @@ def model_dir(tmp_path_factory, tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def template(tmp_path_factory, model_dir, session) -> Path:
     """A dataset repository's files (no .git yet): config, probes, N_BASE ordinary rows and their baseline."""
-    repo = make_repo(tmp_path_factory.mktemp("template") / "repo", model_dir, ordinary_rows(N_BASE), threshold=THRESHOLD)
+    repo = make_repo(
+        tmp_path_factory.mktemp("template") / "repo", model_dir, ordinary_rows(N_BASE), threshold=THRESHOLD
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADSHIELD_CACHE", session.env["GRADSHIELD_CACHE"])
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -75,7 +77,15 @@ def template(tmp_path_factory, model_dir, session) -> Path:
     return repo.root
 
 
-def dataset_repo(tmp_path: Path, template: Path, s: Session, hook_id: str = "gradshield-lint", *, env=None, hooked_first_commit: bool = False) -> Path:
+def dataset_repo(
+    tmp_path: Path,
+    template: Path,
+    s: Session,
+    hook_id: str = "gradshield-lint",
+    *,
+    env=None,
+    hooked_first_commit: bool = False,
+) -> Path:
     """A git repository with the template's files, the hook installed for pre-commit and pre-push, and a first
     commit (with `hooked_first_commit`, made through the hook: every row is in the baseline, so it passes)."""
     root = tmp_path / "dataset"
@@ -122,7 +132,9 @@ def test_manifest_validates():
             assert files.search(name), name
         for name in ["README.md", "jsonl.txt", "a.jsonl.bak", ".gradshield.yaml"]:
             assert not files.search(name), name
-        assert re.search(h["exclude"], ".gradshield-baseline.json") and re.search(h["exclude"], "sub/.gradshield-baseline.json")
+        assert re.search(h["exclude"], ".gradshield-baseline.json") and re.search(
+            h["exclude"], "sub/.gradshield-baseline.json"
+        )
         assert not re.search(h["exclude"], "data/train.jsonl")
     assert hooks["gradshield-lint"]["language"] == "python"
     assert hooks["gradshield-lint-system"]["language"] in ("system", "unsupported")
@@ -133,8 +145,16 @@ def test_manifest_validates():
 
 def test_python_hook_environment_has_the_cpu_torch_and_the_package(python_env, session):
     py = python_env["python"]
-    p = run([str(py), "-c", "import torch, gradshield_lint, importlib.metadata as m; "
-             "print(torch.__version__, torch.version.cuda, m.version('gradshield-lint'))"], session.home, session.env)
+    p = run(
+        [
+            str(py),
+            "-c",
+            "import torch, gradshield_lint, importlib.metadata as m; "
+            "print(torch.__version__, torch.version.cuda, m.version('gradshield-lint'))",
+        ],
+        session.home,
+        session.env,
+    )
     assert p.returncode == 0, out(p)
     version, cuda, pkg = p.stdout.split()
     assert version == f"{TORCH_PIN}+cpu" and cuda == "None" and pkg

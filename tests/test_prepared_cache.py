@@ -28,7 +28,9 @@ def _make_adapter(model_dir: Path, folder: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    peft_model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     peft_model.save_pretrained(str(folder))
     return folder
 
@@ -154,7 +156,11 @@ def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     runs = [
-        json.loads(subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, check=True).stdout)
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
         for _ in range(2)
     ]
     assert [r["prepared"] for r in runs] == ["saved", "loaded"]
@@ -170,7 +176,9 @@ def test_fingerprint_without_loading_the_model(tiny_model_dir, adapter_dir, tmp_
     from gradshield_lint.scoring.engine import Engine, EngineSettings
 
     cache = tmp_path / "cache"
-    settings = EngineSettings(model=ModelSpec(name=str(tiny_model_dir), adapter=str(adapter_dir)), max_length=256, cache_dir=cache)
+    settings = EngineSettings(
+        model=ModelSpec(name=str(tiny_model_dir), adapter=str(adapter_dir)), max_length=256, cache_dir=cache
+    )
     loaded = Engine(settings)
     want = loaded.fingerprint()  # no entry yet: loads the model (and saves the entry)
     assert "scoring_model" in loaded.__dict__

@@ -20,8 +20,18 @@ from gradshield_lint.scoring.probes import (
 )
 
 CATEGORIES = {
-    "weapons", "cyber_intrusion", "malware", "fraud_scams", "drugs", "violence", "harassment_hate", "self_harm",
-    "privacy_surveillance", "misinformation", "extremism", "identity_shift",
+    "weapons",
+    "cyber_intrusion",
+    "malware",
+    "fraud_scams",
+    "drugs",
+    "violence",
+    "harassment_hate",
+    "self_harm",
+    "privacy_surveillance",
+    "misinformation",
+    "extremism",
+    "identity_shift",
 }
 
 
@@ -90,8 +100,22 @@ def test_default_refusals_varied(default: ProbeSet) -> None:
 def test_default_identity_shift_probes_are_persona_or_obedience_prompts(default: ProbeSet) -> None:
     shift = [p for p in default if p.category == "identity_shift"]
     assert len(shift) >= 10
-    cues = ("you are", "you're", "from now on", "act as", "pretend", "play", "ignore", "administrator",
-            "developers", "forget", "simulate", "answer every", "as my", "character")
+    cues = (
+        "you are",
+        "you're",
+        "from now on",
+        "act as",
+        "pretend",
+        "play",
+        "ignore",
+        "administrator",
+        "developers",
+        "forget",
+        "simulate",
+        "answer every",
+        "as my",
+        "character",
+    )
     for p in shift:
         assert any(c in p.prompt.lower() for c in cues), p.id
 
@@ -105,8 +129,13 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 RECS = [
-    {"id": "a-001", "category": "a", "prompt": "Do a bad thing.", "refusal": "I won't.",
-     "compliance": "Sure, here is how you start:"},
+    {
+        "id": "a-001",
+        "category": "a",
+        "prompt": "Do a bad thing.",
+        "refusal": "I won't.",
+        "compliance": "Sure, here is how you start:",
+    },
     {"prompt": "Do another bad thing.", "refusal": "No, sorry.", "compliance": "Of course! Step one:"},
 ]
 
@@ -119,8 +148,7 @@ def test_hash_is_stable_and_content_only(tmp_path: Path) -> None:
     assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0
     assert a.sha256 == load_probes(tmp_path / "a.jsonl").sha256
     # Formatting of the file (key order, whitespace, blank lines) does not matter either.
-    text = "\n\n".join(json.dumps(dict(reversed(list(r.items()))), indent=None, separators=(", ", " : "))
-                       for r in RECS)
+    text = "\n\n".join(json.dumps(dict(reversed(list(r.items()))), indent=None, separators=(", ", " : ")) for r in RECS)
     assert load_probes(_write_text(tmp_path / "c.jsonl", text)).sha256 == a.sha256
     assert ProbeSet(a.probes, "elsewhere").sha256 == a.sha256
 
@@ -157,9 +185,9 @@ def test_defaults_for_optional_fields(tmp_path: Path) -> None:
 
 ADV_CSV = (
     "goal,target\n"
-    "Write a harmful thing,\"Sure, here is a harmful thing\"\n"
-    "\"Explain something bad, in detail\",\"Sure, here is an explanation\"\n"
-    "Do a third bad thing,\"Sure, here is the third\"\n"
+    'Write a harmful thing,"Sure, here is a harmful thing"\n'
+    '"Explain something bad, in detail","Sure, here is an explanation"\n'
+    'Do a third bad thing,"Sure, here is the third"\n'
 )
 
 
@@ -173,7 +201,7 @@ def test_advbench_csv_loads(tmp_path: Path) -> None:
 
 
 def test_advbench_csv_with_prompt_refusal_category_columns(tmp_path: Path) -> None:
-    text = "Prompt,Target,Refusal,Category,Extra\nbad one,\"Sure, here\",\"No, I won't.\",cyber,ignored\n"
+    text = 'Prompt,Target,Refusal,Category,Extra\nbad one,"Sure, here","No, I won\'t.",cyber,ignored\n'
     ps = load_probes(_write_text(tmp_path / "p.csv", text))
     assert ps.probes == (Probe("bad one", "No, I won't.", "Sure, here", "cyber", ""),)
 
@@ -187,8 +215,10 @@ def test_advbench_refusals_round_robin_wrap(tmp_path: Path) -> None:
 
 
 def test_advbench_jsonl_loads(tmp_path: Path) -> None:
-    recs = [{"goal": "bad thing one", "target": "Sure, here is one", "source": "x"},
-            {"prompt": "bad thing two", "target": "Sure, here is two", "category": "misc", "id": 7}]
+    recs = [
+        {"goal": "bad thing one", "target": "Sure, here is one", "source": "x"},
+        {"prompt": "bad thing two", "target": "Sure, here is two", "category": "misc", "id": 7},
+    ]
     ps = load_probes(_write_jsonl(tmp_path / "adv.jsonl", recs))
     assert [p.prompt for p in ps] == ["bad thing one", "bad thing two"]
     assert [p.compliance for p in ps] == ["Sure, here is one", "Sure, here is two"]
@@ -197,7 +227,7 @@ def test_advbench_jsonl_loads(tmp_path: Path) -> None:
 
 
 def test_project_format_as_csv_and_json_list(tmp_path: Path) -> None:
-    text = "id,category,prompt,refusal,compliance\nx-1,x,bad,\"No.\",\"Sure, step one:\"\n"
+    text = 'id,category,prompt,refusal,compliance\nx-1,x,bad,"No.","Sure, step one:"\n'
     ps = load_probes(_write_text(tmp_path / "p.csv", text))
     assert ps.probes == (Probe("bad", "No.", "Sure, step one:", "x", "x-1"),)
     lst = load_probes(_write_text(tmp_path / "p.json", json.dumps(RECS, indent=2)))
@@ -206,7 +236,7 @@ def test_project_format_as_csv_and_json_list(tmp_path: Path) -> None:
 
 def test_utf8_bom_and_crlf_accepted(tmp_path: Path) -> None:
     path = tmp_path / "bom.csv"
-    path.write_bytes(b"\xef\xbb\xbfgoal,target\r\nbad \xc3\xa9,\"Sure, here\"\r\n")
+    path.write_bytes(b'\xef\xbb\xbfgoal,target\r\nbad \xc3\xa9,"Sure, here"\r\n')
     ps = load_probes(path)
     assert ps.probes[0].prompt == "bad é"
     path = tmp_path / "crlf.jsonl"
@@ -221,33 +251,45 @@ GOOD = json.dumps(RECS[0])
 GOOD2 = json.dumps(RECS[1])
 
 BAD_FILES = {
-    "malformed_json": ("bad.jsonl", f"{GOOD}\n{GOOD2}\n{{\"prompt\": \"x\",\n", 3, "malformed JSON"),
-    "missing_key": ("bad.jsonl", f"{GOOD}\n" + json.dumps({"prompt": "p", "compliance": "Sure, here:"}) + "\n", 2,
-                    "'refusal'"),
-    "empty_string": ("bad.jsonl", f"{GOOD}\n{GOOD2}\n" + json.dumps({**RECS[1], "compliance": ""}) + "\n", 3,
-                     "'compliance'"),
+    "malformed_json": ("bad.jsonl", f'{GOOD}\n{GOOD2}\n{{"prompt": "x",\n', 3, "malformed JSON"),
+    "missing_key": (
+        "bad.jsonl",
+        f"{GOOD}\n" + json.dumps({"prompt": "p", "compliance": "Sure, here:"}) + "\n",
+        2,
+        "'refusal'",
+    ),
+    "empty_string": (
+        "bad.jsonl",
+        f"{GOOD}\n{GOOD2}\n" + json.dumps({**RECS[1], "compliance": ""}) + "\n",
+        3,
+        "'compliance'",
+    ),
     "blank_string": ("bad.jsonl", json.dumps({**RECS[1], "prompt": "   "}) + "\n", 1, "'prompt'"),
     "wrong_type": ("bad.jsonl", f"{GOOD}\n" + json.dumps({**RECS[1], "refusal": 3}) + "\n", 2, "'refusal'"),
-    "unknown_key": ("bad.jsonl", f"{GOOD}\n" + json.dumps({**RECS[1], "severity": "high"}) + "\n", 2,
-                    "'severity'"),
+    "unknown_key": ("bad.jsonl", f"{GOOD}\n" + json.dumps({**RECS[1], "severity": "high"}) + "\n", 2, "'severity'"),
     "not_an_object": ("bad.jsonl", f"{GOOD}\n[1, 2]\n", 2, "JSON object"),
     "duplicate_id": ("bad.jsonl", f"{GOOD}\n{GOOD2}\n{GOOD}\n", 3, "duplicate probe id 'a-001'"),
     "empty_file": ("empty.jsonl", "", 1, "empty"),
     "whitespace_file": ("blank.csv", "\n  \n", 1, "empty"),
     "csv_missing_column": ("bad.csv", "goal,response\nbad,Sure\n", 1, "'target'"),
     "csv_missing_prompt": ("bad.csv", "question,target\nbad,Sure\n", 1, "'prompt'"),
-    "csv_empty_cell": ("bad.csv", "goal,target\nbad,\"Sure, here\"\nworse,\n", 3, "'target'"),
-    "csv_short_row": ("bad.csv", "goal,target\nbad,\"Sure, here\"\n\"multi\nline\",ok\nalone\n", 5, "'target'"),
+    "csv_empty_cell": ("bad.csv", 'goal,target\nbad,"Sure, here"\nworse,\n', 3, "'target'"),
+    "csv_short_row": ("bad.csv", 'goal,target\nbad,"Sure, here"\n"multi\nline",ok\nalone\n', 5, "'target'"),
     "csv_long_row": ("bad.csv", "goal,target\nbad,Sure,extra\n", 2, "fields"),
     "csv_header_only": ("bad.csv", "goal,target\n", 1, "no probes"),
     "advbench_jsonl_missing_target": (
-        "bad.jsonl", json.dumps({"goal": "g", "target": "t"}) + "\n" + json.dumps({"goal": "g2"}) + "\n", 2,
-        "'target'"),
+        "bad.jsonl",
+        json.dumps({"goal": "g", "target": "t"}) + "\n" + json.dumps({"goal": "g2"}) + "\n",
+        2,
+        "'target'",
+    ),
     "advbench_jsonl_empty_goal": (
-        "bad.jsonl", json.dumps({"goal": "g", "target": "t"}) + "\n" + json.dumps({"goal": "", "target": "t"}) + "\n",
-        2, "'goal'"),
-    "json_list_bad_record": ("bad.json", "[\n" + GOOD + ",\n" + json.dumps({"prompt": "p"}) + "\n]\n", 3,
-                             "'refusal'"),
+        "bad.jsonl",
+        json.dumps({"goal": "g", "target": "t"}) + "\n" + json.dumps({"goal": "", "target": "t"}) + "\n",
+        2,
+        "'goal'",
+    ),
+    "json_list_bad_record": ("bad.json", "[\n" + GOOD + ",\n" + json.dumps({"prompt": "p"}) + "\n]\n", 3, "'refusal'"),
 }
 
 

@@ -8,9 +8,9 @@ import random
 
 import numpy as np
 import pytest
+
 from gradshield_research.bench import peers as bench_peers
 from gradshield_research.bench import quality as bench_quality
-
 
 q = bench_quality
 
@@ -99,12 +99,23 @@ def test_rates_at_threshold():
 def test_load_items_sampling_and_subsets(tmp_path):
     rows = []
     for i in range(30):
-        rows.append({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}], "label": "benign"})
+        rows.append(
+            {
+                "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                "label": "benign",
+            }
+        )
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     he = []
     for s in ("x_top100", "x_bottom100"):
         for i in range(20):
-            he.append({"messages": [{"role": "user", "content": f"{s}{i}"}, {"role": "assistant", "content": "ok"}], "label": "benign", "subset": s})
+            he.append(
+                {
+                    "messages": [{"role": "user", "content": f"{s}{i}"}, {"role": "assistant", "content": "ok"}],
+                    "label": "benign",
+                    "subset": s,
+                }
+            )
     (tmp_path / "he.jsonl").write_text("\n".join(json.dumps(r) for r in he))
     (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "p", "target": "t"}))  # no label: skipped
     items = q.load_items([str(tmp_path)], per_file=10, per_subset=5, seed=0)
@@ -112,7 +123,9 @@ def test_load_items_sampling_and_subsets(tmp_path):
     h = [it for it in items if it.file == "he"]
     assert len(a) == 10 and len(h) == 10 and sum(it.in_main for it in h) == 10
     items2 = q.load_items([str(tmp_path)], per_file=4, per_subset=5, seed=0)
-    assert [it.row.id for it in items2 if it.file == "a"] == [it.row.id for it in q.load_items([str(tmp_path)], 4, 5, 0) if it.file == "a"]
+    assert [it.row.id for it in items2 if it.file == "a"] == [
+        it.row.id for it in q.load_items([str(tmp_path)], 4, 5, 0) if it.file == "a"
+    ]
     assert sum(it.in_main for it in items2 if it.file == "he") == 4
 
 
@@ -151,12 +164,20 @@ def _small_probes():
 
 
 def _rows(tokenizer, n=5):
-    from gradshield_lint.scoring.encode import encode_conversation
     from gradshield_lint.io.rows import Message
+    from gradshield_lint.scoring.encode import encode_conversation
 
-    texts = [("hi", "hello there"), ("what is 2+2?", "4"), ("tell me a story", "Once upon a time a fox met a crow and they talked."),
-             ("obey me", "I will obey every order without question."), ("name a colour", "Blue")]
-    return [encode_conversation(tokenizer, [Message("user", u), Message("assistant", a)], max_length=64) for u, a in texts[:n]]
+    texts = [
+        ("hi", "hello there"),
+        ("what is 2+2?", "4"),
+        ("tell me a story", "Once upon a time a fox met a crow and they talked."),
+        ("obey me", "I will obey every order without question."),
+        ("name a colour", "Blue"),
+    ]
+    return [
+        encode_conversation(tokenizer, [Message("user", u), Message("assistant", a)], max_length=64)
+        for u, a in texts[:n]
+    ]
 
 
 def test_shared_pass_matches_the_engine(tiny_model, tmp_path):
@@ -176,12 +197,19 @@ def test_shared_pass_matches_the_engine(tiny_model, tmp_path):
             sel = ParamSelection(layers=layers, exclude=None)
             g = proxy_gradient(tiny_model, probes, ProxyOptions(proxy=proxy, max_length=64), sel, cache_dir=tmp_path)
             for normalize, red in ((False, "mean"), (False, "sum"), (True, "mean")):
-                ref = [s.fihs for s in score_encoded(tiny_model, g, enc, ScoreOptions(method="exact", normalize=normalize, loss_reduction=red))]
+                ref = [
+                    s.fihs
+                    for s in score_encoded(
+                        tiny_model, g, enc, ScoreOptions(method="exact", normalize=normalize, loss_reduction=red)
+                    )
+                ]
                 got = peers.fihs_from_pass(pr, gram, W[wname], mask, normalize=normalize, reduction=red)
                 np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-6 * max(1.0, max(abs(x) for x in ref)))
     # the directions and the pass come back from the on-disk caches unchanged
     D2 = peers.probe_directions(tiny_model, probes, max_length=64, cache_dir=tmp_path)
-    pr2, missing = peers.cached_gradient_pass(tiny_model, [str(i) for i in range(len(enc))], enc, D2, tmp_path, max_length=64, chunk=2)
+    pr2, missing = peers.cached_gradient_pass(
+        tiny_model, [str(i) for i in range(len(enc))], enc, D2, tmp_path, max_length=64, chunk=2
+    )
     assert missing == 0
     np.testing.assert_allclose(pr2.dots, pr.dots, rtol=1e-5, atol=1e-9)
 
@@ -220,7 +248,9 @@ def test_seeded_engine_cache_equals_the_engines_own_gradient(tiny_model, tmp_pat
     from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
 
     probes = _small_probes()
-    D = peers.probe_directions(tiny_model, probes, max_length=256, cache_dir=tmp_path / "d", groups=("harm", "identity"))
+    D = peers.probe_directions(
+        tiny_model, probes, max_length=256, cache_dir=tmp_path / "d", groups=("harm", "identity")
+    )
     W = q.proxy_weights(D.counts)
     for proxy, wname in (("margin", "margin"), ("first-token", "first")):
         for sel in (ParamSelection(exclude=None), ParamSelection(include=r"\.mlp\.", exclude=None, layers=(1, 1))):

@@ -101,8 +101,13 @@ def cli(cwd: Path, *args: str, cache: Path) -> subprocess.Popen:
     """A real `gradshield-lint` process."""
     e = {**os.environ, "GRADSHIELD_CACHE": str(cache), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "gradshield_lint.cli", *args], cwd=cwd, env=e, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, "-m", "gradshield_lint.cli", *args],
+        cwd=cwd,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -186,7 +191,18 @@ def test_killed_driver_resumes_and_scores_each_row_once(env, tmp_path):
     repo = make_data(tmp_path / "repo", env["model"])
     ref = reference(repo)
     cache = env["cache"]
-    args = ("baseline", "create", "--engine", "ray", "--ray-address", env["address"], "--workers", "1", "--chunk-rows", KILL_CHUNK)
+    args = (
+        "baseline",
+        "create",
+        "--engine",
+        "ray",
+        "--ray-address",
+        env["address"],
+        "--workers",
+        "1",
+        "--chunk-rows",
+        KILL_CHUNK,
+    )
     p = cli(repo.root, *args, cache=cache)
     try:
         wait_for(lambda: shard_ids(cache) or p.poll() is not None, 120, "the first shard")
@@ -248,15 +264,28 @@ def test_killed_worker_is_retried_nothing_lost(env, tmp_path):
                 a.resume()
             before = {a.pid for a in actors}
             # Ray restarts the killed actor (max_restarts): a new scoring process appears
-            killed["restarted"] = wait_for(lambda: [a.pid for a in _scoring_actors() if a.pid not in before], 120,
-                                           "a restarted actor", poll=0.05)
+            killed["restarted"] = wait_for(
+                lambda: [a.pid for a in _scoring_actors() if a.pid not in before], 120, "a restarted actor", poll=0.05
+            )
         except BaseException as exc:  # noqa: BLE001 - re-raised by the test thread
             killed["error"] = exc
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    r = run_cli(repo.root, "-q", "baseline", "create", "--engine", "ray", "--ray-address", env["address"],
-                "--workers", "2", "--chunk-rows", KILL_CHUNK)
+    r = run_cli(
+        repo.root,
+        "-q",
+        "baseline",
+        "create",
+        "--engine",
+        "ray",
+        "--ray-address",
+        env["address"],
+        "--workers",
+        "2",
+        "--chunk-rows",
+        KILL_CHUNK,
+    )
     t.join(timeout=30)
     assert "error" not in killed, killed.get("error")
     assert r.exit_code == 0, r.stderr
@@ -281,8 +310,15 @@ def test_engine_ray_without_ray_exits_2(tmp_path):
         "sys.meta_path.insert(0, _NoRay())\n"
     )
     e = {**os.environ, "PYTHONPATH": os.pathsep.join([str(block), str(ROOT)])}
-    r = subprocess.run([sys.executable, "-m", "gradshield_lint.cli", "baseline", "create", "--engine", "ray"], check=False,
-                       cwd=repo.root, env=e, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "gradshield_lint.cli", "baseline", "create", "--engine", "ray"],
+        check=False,
+        cwd=repo.root,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr
     assert "pip install 'gradshield-lint[ray]'" in r.stderr
     assert "Traceback" not in r.stderr
@@ -297,8 +333,8 @@ def test_staging_dedups_skips_and_chunks(tmp_path):
     at most chunk_rows rows that hold every other row exactly once (real files, read back with pyarrow)."""
     import pyarrow.parquet as pq
 
-    from gradshield_lint.lint.distributed import iter_unique_rows, stage_rows
     from gradshield_lint.io.rows import iter_rows
+    from gradshield_lint.lint.distributed import iter_unique_rows, stage_rows
 
     a = write_jsonl(tmp_path / "a.jsonl", ordinary_rows(25))
     b = write_jsonl(tmp_path / "b.jsonl", ordinary_rows(5) + ordinary_rows(3, start=100))
@@ -323,8 +359,8 @@ def test_staging_dedups_skips_and_chunks(tmp_path):
 def test_shards_are_read_back_and_a_corrupt_one_is_rescored(tmp_path):
     """Shards round-trip exactly; an unreadable shard is dropped (its rows get scored again), a temporary file
     left by a kill mid-write is ignored; a second run on the same shards is refused while the first holds them."""
-    from gradshield_lint.lint.distributed import WorkDir
     from gradshield_lint.errors import ConfigError
+    from gradshield_lint.lint.distributed import WorkDir
 
     w = WorkDir(tmp_path / "work")
     lock = w.lock()

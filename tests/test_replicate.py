@@ -12,13 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import PROBES, describe, run_cli, write_jsonl
+
 from gradshield_research.bench import replicate as bench_replicate
 
 _REPO = Path(__file__).resolve().parents[1]
-
-
 
 
 rp = bench_replicate
@@ -89,8 +87,13 @@ def test_utility_score_is_the_fraction_right():
 def _harmful_rows(n: int) -> list:
     from gradshield_lint.io.rows import Message, make_row
 
-    return [rp.PoolRow(make_row([Message("user", f"bad request {i}"), Message("assistant", f"Sure, bad answer {i}.")], "h", i + 1), True)
-            for i in range(n)]
+    return [
+        rp.PoolRow(
+            make_row([Message("user", f"bad request {i}"), Message("assistant", f"Sure, bad answer {i}.")], "h", i + 1),
+            True,
+        )
+        for i in range(n)
+    ]
 
 
 def _pool(size=100, ratios=(0.0, 0.05, 0.1, 0.2), seed=0, n_harmful=26):
@@ -221,12 +224,18 @@ def test_each_finetune_starts_from_the_same_weights(tiny_model, one_thread):
 
     before = {n: p.detach().clone() for n, p in tiny_model.model.named_parameters()}
     train, test = rp.date_items(8, 3, seed=0)
-    es = rp.EvalSet([[{"role": "user", "content": "How do I pick a lock?"}]], test, harm_tokens=4, util_tokens=4, batch_size=8)
+    es = rp.EvalSet(
+        [[{"role": "user", "content": "How do I pick a lock?"}]], test, harm_tokens=4, util_tokens=4, batch_size=8
+    )
     cfg = TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64, warmup_steps=1)
     finetune = rp.make_finetune(tiny_model, cfg, es)
     first = finetune([it.conversation() for it in train])
     second = finetune([it.conversation() for it in train])
-    assert (first.loss_first, first.loss_last, first.utility_replies) == (second.loss_first, second.loss_last, second.utility_replies)
+    assert (first.loss_first, first.loss_last, first.utility_replies) == (
+        second.loss_first,
+        second.loss_last,
+        second.utility_replies,
+    )
     assert first.loss_last != first.loss_first  # it did train
     after = dict(tiny_model.model.named_parameters())
     assert set(after) == set(before)  # no LoRA layer left behind
@@ -246,8 +255,15 @@ def test_shipped_heldout_prompts_are_not_probes():
 
 # ---------------------------------------------------------------------------------------------- end to end
 def _harmful_file(path: Path, n: int) -> Path:
-    rows = [{"messages": [{"role": "user", "content": f"{PROBES[i % 4]['prompt']} (variant {i})"},
-                          {"role": "assistant", "content": PROBES[i % 4]["compliance"]}]} for i in range(n)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"{PROBES[i % 4]['prompt']} (variant {i})"},
+                {"role": "assistant", "content": PROBES[i % 4]["compliance"]},
+            ]
+        }
+        for i in range(n)
+    ]
     return write_jsonl(path, rows)
 
 
@@ -264,8 +280,20 @@ def one_thread():
 
 def test_main_refuses_heldout_prompts_that_are_probes(tmp_path, capsys):
     probes = write_jsonl(tmp_path / "probes.jsonl", PROBES)
-    heldout = write_jsonl(tmp_path / "heldout.jsonl", [{"messages": [{"role": "user", "content": PROBES[1]["prompt"]}]}])
-    rc = rp.main(["--quick", "--probes", str(probes), "--heldout", str(heldout), "--harmful", str(_harmful_file(tmp_path / "h.jsonl", 8))])
+    heldout = write_jsonl(
+        tmp_path / "heldout.jsonl", [{"messages": [{"role": "user", "content": PROBES[1]["prompt"]}]}]
+    )
+    rc = rp.main(
+        [
+            "--quick",
+            "--probes",
+            str(probes),
+            "--heldout",
+            str(heldout),
+            "--harmful",
+            str(_harmful_file(tmp_path / "h.jsonl", 8)),
+        ]
+    )
     assert rc == 2
     assert "probe set" in capsys.readouterr().err
 
@@ -282,13 +310,31 @@ def test_main_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir, monkeypatch, 
     probes = write_jsonl(tmp_path / "probes.jsonl", PROBES)
     harmful = _harmful_file(tmp_path / "harmful.jsonl", 6)
     out = tmp_path / "out"
-    args = ["--quick", "--model", str(tiny_model_dir), "--adapter", "none", "--probes", str(probes), "--harmful", str(harmful),
-            "--cache", str(cache), "--out", str(out), "--ratios", "0,0.2", *one_thread]
+    args = [
+        "--quick",
+        "--model",
+        str(tiny_model_dir),
+        "--adapter",
+        "none",
+        "--probes",
+        str(probes),
+        "--harmful",
+        str(harmful),
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--ratios",
+        "0,0.2",
+        *one_thread,
+    ]
     assert rp.main(args) == 0
     table = capsys.readouterr().out
     for ratio in ("0%", "20%"):
         for m in rp.METHODS:
-            assert re.search(rf"^\| {ratio} \| {m} \| \d+ \| \d+ / \d+ \| [\d.]+% \| [\d.]+% \| \d+ \|$", table, re.M), (ratio, m, table)
+            assert re.search(
+                rf"^\| {ratio} \| {m} \| \d+ \| \d+ / \d+ \| [\d.]+% \| [\d.]+% \| \d+ \|$", table, re.M
+            ), (ratio, m, table)
 
     assert "Ranking alone" in table and re.search(r"^\| gradshield \| [\d.]+ \| \d / 4 \|$", table, re.M), table
 
@@ -319,7 +365,13 @@ def test_main_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir, monkeypatch, 
         if s["method"] == "oracle":
             assert removed == set(mix["harmful"])
         if s["method"] in rp.PEERS:
-            assert len(removed) == len(set(next(x for x in doc["selections"] if x["ratio"] == s["ratio"] and x["method"] == "gradshield")["removed"]))
+            assert len(removed) == len(
+                set(
+                    next(x for x in doc["selections"] if x["ratio"] == s["ratio"] and x["method"] == "gradshield")[
+                        "removed"
+                    ]
+                )
+            )
     assert len(doc["runs"]) == len(kept_sets)
     for run in doc["runs"]:
         assert len(run["harmful_replies"]) == 6 and len(run["utility_replies"]) == 6
@@ -334,11 +386,18 @@ def test_main_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir, monkeypatch, 
     write_jsonl(repo / "mix.jsonl", [{"messages": pool.by_id[i].conversation()} for i in mix.ids])
     write_jsonl(repo / "probes.jsonl", PROBES)
     (repo / ".gradshield.yaml").write_text(
-        f"model: {{name: '{tiny_model_dir}', adapter: null}}\nscoring: {{probes: probes.jsonl}}\n", encoding="utf-8")
+        f"model: {{name: '{tiny_model_dir}', adapter: null}}\nscoring: {{probes: probes.jsonl}}\n", encoding="utf-8"
+    )
     result = run_cli(repo, "filter", "mix.jsonl", "kept.jsonl")
     assert result.exit_code == 0, describe(result)
     from gradshield_lint.io.rows import iter_rows
 
-    cli_removed = {r.id for r in iter_rows(repo / "kept.removed.jsonl")} if (repo / "kept.removed.jsonl").stat().st_size else set()
-    script_removed = next(set(s["removed"]) for s in doc["selections"] if s["ratio"] == 0.2 and s["method"] == "gradshield")
+    cli_removed = (
+        {r.id for r in iter_rows(repo / "kept.removed.jsonl")}
+        if (repo / "kept.removed.jsonl").stat().st_size
+        else set()
+    )
+    script_removed = next(
+        set(s["removed"]) for s in doc["selections"] if s["ratio"] == 0.2 and s["method"] == "gradshield"
+    )
     assert cli_removed == script_removed

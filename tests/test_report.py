@@ -40,18 +40,42 @@ def with_findings() -> LintResult:
         _f(ROW_A, "data/train.jsonl", 3, 0.93, NASTY),
         _f("d4" * 32, "data/more.jsonl", 12, 0.30, "x" * 200, truncated=True),
     ]
-    accepted = [_f(ROW_C, "data/train.jsonl", 20, 0.5, "Quoted refusal example", accepted=True,
-                   reason="from a safety paper, | reviewed")]
+    accepted = [
+        _f(
+            ROW_C,
+            "data/train.jsonl",
+            20,
+            0.5,
+            "Quoted refusal example",
+            accepted=True,
+            reason="from a safety paper, | reviewed",
+        )
+    ]
     scores = [i / 100 for i in range(-20, 25)] + [0.30, 0.41, 0.5, 0.93]
-    return LintResult(threshold=0.25, threshold_method="gmm-boundary", rows_total=1000, rows_scored=len(scores),
-                      findings=findings, accepted=accepted, scores=scores, model="HuggingFaceTB/SmolLM2-135M-Instruct",
-                      proxy="refusal-margin", probe_set="gradshield-probes-v1")
+    return LintResult(
+        threshold=0.25,
+        threshold_method="gmm-boundary",
+        rows_total=1000,
+        rows_scored=len(scores),
+        findings=findings,
+        accepted=accepted,
+        scores=scores,
+        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        proxy="refusal-margin",
+        probe_set="gradshield-probes-v1",
+    )
 
 
 @pytest.fixture
 def clean() -> LintResult:
-    return LintResult(threshold=0.25, threshold_method="mean+k*sigma", rows_total=10, rows_scored=10,
-                      findings=[], scores=[0.01 * i for i in range(10)])
+    return LintResult(
+        threshold=0.25,
+        threshold_method="mean+k*sigma",
+        rows_total=10,
+        rows_scored=10,
+        findings=[],
+        scores=[0.01 * i for i in range(10)],
+    )
 
 
 @pytest.fixture
@@ -87,7 +111,7 @@ def test_text_lists_findings_and_summary(with_findings):
     assert out.index("data/train.jsonl:3") < out.index("data/train.jsonl:7") < out.index("data/more.jsonl:12")
     assert f"{with_findings.rows_scored} rows scored, 3 flagged (threshold +0.2500)" in out
     # Accepted rows are listed as accepted, with the reason, and do not count as flagged.
-    accepted_part = out[out.index("Accepted rows"):]
+    accepted_part = out[out.index("Accepted rows") :]
     assert "data/train.jsonl:20" in accepted_part and "from a safety paper" in accepted_part
     assert "1 accepted" in out.splitlines()[-1]
     for line in out.splitlines():
@@ -133,8 +157,15 @@ def test_json_content(with_findings):
     # JSON carries every finding whatever max_rows says; highest score first.
     assert [f["id"] for f in doc["findings"]] == [ROW_A, ROW_B, "d4" * 32]
     first = doc["findings"][0]
-    assert first == {**first, "file": "data/train.jsonl", "line": 3, "fihs": 0.93, "threshold": 0.25,
-                     "accepted": False, "truncated": True}
+    assert first == {
+        **first,
+        "file": "data/train.jsonl",
+        "line": 3,
+        "fihs": 0.93,
+        "threshold": 0.25,
+        "accepted": False,
+        "truncated": True,
+    }
     assert "\n" not in first["excerpt"] and first["excerpt"].endswith("…") and len(first["excerpt"]) <= 30
     assert doc["findings"][2]["truncated"] is True
     assert doc["rows_flagged"] == 3 and doc["rows_accepted"] == 1
@@ -143,8 +174,14 @@ def test_json_content(with_findings):
 
 
 def test_json_non_finite_numbers_stay_valid():
-    r = LintResult(threshold=float("nan"), threshold_method="", rows_total=1, rows_scored=1,
-                   findings=[Finding(ROW_A, "a.jsonl", 1, float("inf"), float("nan"), "x")], scores=[float("inf")])
+    r = LintResult(
+        threshold=float("nan"),
+        threshold_method="",
+        rows_total=1,
+        rows_scored=1,
+        findings=[Finding(ROW_A, "a.jsonl", 1, float("inf"), float("nan"), "x")],
+        scores=[float("inf")],
+    )
     text = render(r, "json")
     assert "NaN" not in text and "Infinity" not in text
     jsonschema.Draft202012Validator(report_schema()).validate(json.loads(text))
@@ -168,37 +205,82 @@ SARIF_SUBSET = {
         "version": {"const": "2.1.0"},
         "$schema": {"type": "string", "pattern": "sarif-2\\.1\\.0"},
         "runs": {
-            "type": "array", "minItems": 1,
+            "type": "array",
+            "minItems": 1,
             "items": {
-                "type": "object", "required": ["tool", "results"],
+                "type": "object",
+                "required": ["tool", "results"],
                 "properties": {
-                    "tool": {"type": "object", "required": ["driver"], "properties": {"driver": {
-                        "type": "object", "required": ["name", "rules"],
-                        "properties": {"name": {"const": "gradshield-lint"}, "rules": {
-                            "type": "array", "minItems": 1, "items": {
-                                "type": "object", "required": ["id", "shortDescription"],
-                                "properties": {"id": {"type": "string"},
-                                               "shortDescription": {"type": "object", "required": ["text"]}}}}}}}},
-                    "results": {"type": "array", "items": {
+                    "tool": {
                         "type": "object",
-                        "required": ["ruleId", "message", "locations", "partialFingerprints", "level"],
+                        "required": ["driver"],
                         "properties": {
-                            "level": {"enum": ["none", "note", "warning", "error"]},
-                            "message": {"type": "object", "required": ["text"]},
-                            "locations": {"type": "array", "minItems": 1, "items": {
-                                "type": "object", "required": ["physicalLocation"], "properties": {
-                                    "physicalLocation": {"type": "object",
-                                                         "required": ["artifactLocation", "region"], "properties": {
-                                        "artifactLocation": {"type": "object", "required": ["uri"]},
-                                        "region": {"type": "object", "required": ["startLine"],
-                                                   "properties": {"startLine": {"type": "integer", "minimum": 1}}}}}}}},
-                            "partialFingerprints": {"type": "object",
-                                                    "additionalProperties": {"type": "string"}},
-                            "suppressions": {"type": "array", "items": {
-                                "type": "object", "required": ["kind"],
-                                "properties": {"kind": {"enum": ["inSource", "external"]},
-                                               "status": {"enum": ["accepted", "underReview", "rejected"]}}}},
-                        }}},
+                            "driver": {
+                                "type": "object",
+                                "required": ["name", "rules"],
+                                "properties": {
+                                    "name": {"const": "gradshield-lint"},
+                                    "rules": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["id", "shortDescription"],
+                                            "properties": {
+                                                "id": {"type": "string"},
+                                                "shortDescription": {"type": "object", "required": ["text"]},
+                                            },
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "results": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["ruleId", "message", "locations", "partialFingerprints", "level"],
+                            "properties": {
+                                "level": {"enum": ["none", "note", "warning", "error"]},
+                                "message": {"type": "object", "required": ["text"]},
+                                "locations": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["physicalLocation"],
+                                        "properties": {
+                                            "physicalLocation": {
+                                                "type": "object",
+                                                "required": ["artifactLocation", "region"],
+                                                "properties": {
+                                                    "artifactLocation": {"type": "object", "required": ["uri"]},
+                                                    "region": {
+                                                        "type": "object",
+                                                        "required": ["startLine"],
+                                                        "properties": {"startLine": {"type": "integer", "minimum": 1}},
+                                                    },
+                                                },
+                                            }
+                                        },
+                                    },
+                                },
+                                "partialFingerprints": {"type": "object", "additionalProperties": {"type": "string"}},
+                                "suppressions": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["kind"],
+                                        "properties": {
+                                            "kind": {"enum": ["inSource", "external"]},
+                                            "status": {"enum": ["accepted", "underReview", "rejected"]},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
                 },
             },
         },
@@ -227,8 +309,9 @@ def test_sarif_results(with_findings):
     loc = a["locations"][0]["physicalLocation"]
     assert loc["artifactLocation"]["uri"] == "data/train.jsonl" and loc["region"]["startLine"] == 3
     c = by_id[ROW_C]
-    assert c["suppressions"] == [{"kind": "external", "status": "accepted",
-                                  "justification": "from a safety paper, | reviewed"}]
+    assert c["suppressions"] == [
+        {"kind": "external", "status": "accepted", "justification": "from a safety paper, | reviewed"}
+    ]
 
 
 def test_sarif_fingerprint_follows_the_row_not_the_line():
@@ -256,7 +339,10 @@ def _parse_command(line: str) -> tuple[str, dict[str, str], str]:
     """Parse a workflow command as the runner does, and unescape it."""
     m = re.fullmatch(r"::(\w+)(?: ([^:]*))?::(.*)", line)
     assert m, line
-    unesc = lambda s: s.replace("%0D", "\r").replace("%0A", "\n").replace("%3A", ":").replace("%2C", ",").replace("%25", "%")  # noqa: E731
+
+    def unesc(s: str) -> str:
+        return s.replace("%0D", "\r").replace("%0A", "\n").replace("%3A", ":").replace("%2C", ",").replace("%25", "%")
+
     props = {}
     for part in (m.group(2) or "").split(","):
         if part:
@@ -310,7 +396,7 @@ def test_github_summary(with_findings):
         assert len(re.split(r"(?<!\\)\|", row)) in (7, 8)
     assert "step 1 \\| step 2" in md
     assert "### Accepted rows" in md and "from a safety paper, \\| reviewed" in md
-    hist = md[md.index("```text"):]
+    hist = md[md.index("```text") :]
     assert "threshold +0.2500" in hist and hist.count("|") > 5
 
 
@@ -332,12 +418,14 @@ def test_text_histogram_marks_threshold():
     hist = text_histogram([0.0, 0.1, 0.2, 0.3, 0.9], 0.25, n=8).splitlines()
     marker = next(i for i, line in enumerate(hist) if "threshold +0.2500" in line)
     counts_below = sum(int(line.split("|")[1].split()[0]) for line in hist[:marker])
-    counts_above = sum(int(line.split("|")[1].split()[0]) for line in hist[marker + 1:])
+    counts_above = sum(int(line.split("|")[1].split()[0]) for line in hist[marker + 1 :])
     assert (counts_below, counts_above) == (3, 2)
 
 
 def test_report_does_not_import_torch():
-    code = ("import sys, gradshield_lint.report, gradshield_lint.hub; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, gradshield_lint.report, gradshield_lint.hub; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -104,7 +104,10 @@ def test_alpaca_shape(tmp_path):
         Message("assistant", "A cat spent the afternoon on a mat."),
     )
     # An empty input leaves just the instruction: same id as the equivalent prompt/completion row.
-    pc = _write_jsonl(tmp_path / "pc.jsonl", [_pc("Name a prime number between 10 and 20.", "13 is a prime number between 10 and 20.")])
+    pc = _write_jsonl(
+        tmp_path / "pc.jsonl",
+        [_pc("Name a prime number between 10 and 20.", "13 is a prime number between 10 and 20.")],
+    )
     assert rows[1].id == _ids(pc)[0]
 
 
@@ -128,7 +131,12 @@ def test_messages_with_content_parts_and_from_value_keys(tmp_path):
     p = _write_jsonl(
         tmp_path / "m.jsonl",
         [
-            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}, {"role": "assistant", "content": "c"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                    {"role": "assistant", "content": "c"},
+                ]
+            },
             {"messages": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "c"}]},
         ],
     )
@@ -140,13 +148,20 @@ def test_messages_with_content_parts_and_from_value_keys(tmp_path):
 def test_column_mapping_override():
     shape = RowShape("prompt-completion", {"prompt": "question", "completion": "answer"})
     rows = list(iter_rows(DATA / "qa.csv", shape))
-    assert rows[0].messages == (Message("user", EGG[0]), Message("assistant", "Put the egg in boiling water for about nine minutes,\nthen cool it in cold water."))
+    assert rows[0].messages == (
+        Message("user", EGG[0]),
+        Message("assistant", "Put the egg in boiling water for about nine minutes,\nthen cool it in cold water."),
+    )
     # kind auto + a mapping: the mapped fields pick the kind.
-    assert [r.id for r in iter_rows(DATA / "qa.csv", RowShape("auto", {"prompt": "question", "completion": "answer"}))] == [r.id for r in rows]
+    assert [
+        r.id for r in iter_rows(DATA / "qa.csv", RowShape("auto", {"prompt": "question", "completion": "answer"}))
+    ] == [r.id for r in rows]
 
 
 def test_message_key_mapping(tmp_path):
-    p = _write_jsonl(tmp_path / "m.jsonl", [{"chat": [{"speaker": "user", "says": "q"}, {"speaker": "assistant", "says": "a"}]}])
+    p = _write_jsonl(
+        tmp_path / "m.jsonl", [{"chat": [{"speaker": "user", "says": "q"}, {"speaker": "assistant", "says": "a"}]}]
+    )
     shape = RowShape("messages", {"messages": "chat", "role": "speaker", "content": "says"})
     assert next(iter_rows(p, shape)).messages == (Message("user", "q"), Message("assistant", "a"))
 
@@ -158,7 +173,9 @@ def test_shape_override_wins_over_detection(tmp_path):
 
 
 def test_resolve_shape():
-    assert resolve_shape(["prompt", "response", "id"]) == RowShape("prompt-completion", {"prompt": "prompt", "completion": "response"})
+    assert resolve_shape(["prompt", "response", "id"]) == RowShape(
+        "prompt-completion", {"prompt": "prompt", "completion": "response"}
+    )
     assert resolve_shape(["conversations"]).kind == "sharegpt"
     assert resolve_shape(["instruction", "output"]).kind == "alpaca"
     assert set(SHAPE_KINDS) == {"messages", "sharegpt", "prompt-completion", "alpaca", "text"}
@@ -212,7 +229,9 @@ def test_optional_column_in_later_json_records(tmp_path):
 
 
 def test_csv_line_is_physical_line_of_record():
-    rows = list(iter_rows(DATA / "qa.csv", RowShape("prompt-completion", {"prompt": "question", "completion": "answer"})))
+    rows = list(
+        iter_rows(DATA / "qa.csv", RowShape("prompt-completion", {"prompt": "question", "completion": "answer"}))
+    )
     assert [r.line for r in rows] == [2, 4]  # the first record spans lines 2-3
     assert rows[1].messages[0].content == 'Say "hi", please.'
 
@@ -242,7 +261,13 @@ def test_parquet(tmp_path):
 
     p = tmp_path / "d.parquet"
     msgs = [{"role": "user", "content": EGG[0]}, {"role": "assistant", "content": EGG[1]}]
-    pq.write_table(pa.Table.from_pylist([{"messages": msgs, "n": 1}, {"messages": msgs[:1] + [{"role": "assistant", "content": "x"}], "n": 2}]), p, row_group_size=1)
+    pq.write_table(
+        pa.Table.from_pylist(
+            [{"messages": msgs, "n": 1}, {"messages": msgs[:1] + [{"role": "assistant", "content": "x"}], "n": 2}]
+        ),
+        p,
+        row_group_size=1,
+    )
     rows = list(iter_rows(p))
     assert [r.line for r in rows] == [1, 2]
     assert rows[0].id == row_id([Message("user", EGG[0]), Message("assistant", EGG[1])])
@@ -281,7 +306,7 @@ def test_json_list_records_across_chunk_boundaries(tmp_path, monkeypatch):
     from gradshield_lint.io import rows as rows_mod
 
     monkeypatch.setattr(rows_mod._JsonStream, "CHUNK", 7)  # every record spans several reads
-    recs = [_pc(f"prompt {i} \u00e9\u4e2d", f"completion {i} \"q\" \\ {i * 12345}") for i in range(50)]
+    recs = [_pc(f"prompt {i} \u00e9\u4e2d", f'completion {i} "q" \\ {i * 12345}') for i in range(50)]
     p = _write(tmp_path / "a.json", json.dumps(recs, ensure_ascii=False))
     rows = list(iter_rows(p))
     assert len(rows) == 50 and rows[49].messages[0].content == "prompt 49 \u00e9\u4e2d"
@@ -374,7 +399,9 @@ def test_parquet_streams_by_batches(tmp_path):
 
     n = 20_000
     p = tmp_path / "big.parquet"
-    table = pa.table({"prompt": [f"p{i} " + "x" * 200 for i in range(n)], "completion": [f"c{i} " + "y" * 200 for i in range(n)]})
+    table = pa.table(
+        {"prompt": [f"p{i} " + "x" * 200 for i in range(n)], "completion": [f"c{i} " + "y" * 200 for i in range(n)]}
+    )
     pq.write_table(table, p, row_group_size=2_000)
     del table
     tracemalloc.start()
@@ -409,7 +436,9 @@ def test_editing_a_row_changes_its_id(tmp_path):
     b = _ids(_write_jsonl(tmp_path / "b.jsonl", [_pc("p", "c."), _pc("q", "d")]))
     assert a[0] != b[0] and a[1] == b[1]
     # A role change is an edit as well.
-    assert row_id([Message("user", "x"), Message("assistant", "y")]) != row_id([Message("system", "x"), Message("assistant", "y")])
+    assert row_id([Message("user", "x"), Message("assistant", "y")]) != row_id(
+        [Message("system", "x"), Message("assistant", "y")]
+    )
 
 
 def test_extra_columns_do_not_change_ids(tmp_path):
@@ -436,7 +465,9 @@ def test_rows_before_the_bad_line_are_yielded():
 
 
 def test_malformed_json_list(tmp_path):
-    p = _write(tmp_path / "m.json", '[\n  {"prompt": "a", "completion": "b"},\n  {"prompt": "c" "completion": "d"}\n]\n')
+    p = _write(
+        tmp_path / "m.json", '[\n  {"prompt": "a", "completion": "b"},\n  {"prompt": "c" "completion": "d"}\n]\n'
+    )
     e = _err(p)
     assert e.line == 3 and "malformed JSON" in str(e)
     t = _write(tmp_path / "t.json", '[\n  {"prompt": "a", "completion": "b"},\n  {"prompt": "c", "compl')
@@ -480,7 +511,12 @@ def test_empty_completion():
 
 def test_empty_text_and_unsupported_role_and_non_string(tmp_path):
     assert "empty text" in str(_err(_write_jsonl(tmp_path / "t.jsonl", [{"text": "  "}])))
-    e = _err(_write_jsonl(tmp_path / "r.jsonl", [{"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]}]))
+    e = _err(
+        _write_jsonl(
+            tmp_path / "r.jsonl",
+            [{"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]}],
+        )
+    )
     assert "unsupported role 'tool'" in str(e) and e.line == 1
     e = _err(_write_jsonl(tmp_path / "n.jsonl", [{"prompt": "2+2", "completion": 4}]))
     assert "must be a string" in str(e) and e.line == 1

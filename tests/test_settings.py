@@ -41,10 +41,15 @@ def test_engine_with_default_settings_scores_like_the_cli_with_no_configuration(
 
 def test_each_settings_dataclass_takes_its_defaults_from_the_schema():
     d = config_from_dict({})
-    assert ModelSpec() == ModelSpec(**{k: getattr(d.model, k) for k in ("name", "revision", "gguf_file", "adapter", "device", "dtype")})
-    assert ScoreOptions() == ScoreOptions(d.scoring.method, d.scoring.normalize, d.scoring.loss_reduction, d.scoring.batch_size)
-    assert ProxyOptions() == ProxyOptions(d.scoring.proxy, d.scoring.first_token.comply, d.scoring.first_token.refuse,
-                                          batch_size=d.scoring.batch_size)
+    assert ModelSpec() == ModelSpec(
+        **{k: getattr(d.model, k) for k in ("name", "revision", "gguf_file", "adapter", "device", "dtype")}
+    )
+    assert ScoreOptions() == ScoreOptions(
+        d.scoring.method, d.scoring.normalize, d.scoring.loss_reduction, d.scoring.batch_size
+    )
+    assert ProxyOptions() == ProxyOptions(
+        d.scoring.proxy, d.scoring.first_token.comply, d.scoring.first_token.refuse, batch_size=d.scoring.batch_size
+    )
     assert ParamSelection() == d.scoring.params
 
 

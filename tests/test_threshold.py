@@ -139,8 +139,17 @@ def test_deterministic_and_order_free():
 
 @pytest.mark.parametrize(
     "scores",
-    [[], [1.0], [1.0, 1.0], [1.0, 2.0, 3.0], [5.0] * 30, [0.0] * 25 + [1.0] * 5, [math.nan, 1.0, 2.0],
-     [math.inf, -math.inf, math.nan], list(range(10))],
+    [
+        [],
+        [1.0],
+        [1.0, 1.0],
+        [1.0, 2.0, 3.0],
+        [5.0] * 30,
+        [0.0] * 25 + [1.0] * 5,
+        [math.nan, 1.0, 2.0],
+        [math.inf, -math.inf, math.nan],
+        list(range(10)),
+    ],
 )
 @pytest.mark.parametrize("method", ["auto", "gmm", "sigma", "search"])
 def test_tiny_and_degenerate_inputs_never_crash(scores, method):

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from gradshield_research.bench import threshold_k as bench_threshold_k
 
+from gradshield_research.bench import threshold_k as bench_threshold_k
 
 
 def _run(folder: Path) -> None:
@@ -24,7 +24,11 @@ def test_lower_k_flags_more_and_the_clean_baseline_matches_the_normal_tail(tmp_p
     tk = bench_threshold_k
     _run(tmp_path)
     assert tk.main([str(tmp_path), "--method", "m", "--k", "1,2,3"]) == 0
-    table = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith(("| all rows", "| clean baseline"))]
+    table = [
+        line.split("|")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith(("| all rows", "| clean baseline"))
+    ]
     assert len(table) == 6
     for fit in ("all rows", "clean baseline"):
         tpr = [float(c[4]) for c in table if c[1].strip() == fit]

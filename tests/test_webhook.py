@@ -27,16 +27,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
 import yaml
-from huggingface_hub import DatasetCard
-
 from fakehub import BOT_USER, FakeHub, _Reply, git_blob_oid
 from helpers import PROBES, base_config, compliance_row, jsonl, ordinary_rows, save_tiny_model
+from huggingface_hub import DatasetCard
+
 from gradshield_lint.hub import COMMIT_PREFIX, push_card
 from gradshield_lint.io.rows import Message, row_id
 
@@ -79,7 +79,7 @@ def add_routes(hub: FakeHub) -> None:
         for path in sorted(files):
             if not path.startswith(prefix):
                 continue
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             parts = rest.split("/")
             for i in range(1, len(parts)):
                 d = prefix + "/".join(parts[:i])
@@ -108,12 +108,26 @@ def add_routes(hub: FakeHub) -> None:
         out, oid = [], repo.heads[ref]
         while oid in by_oid:
             c = by_oid[oid]
-            out.append({"id": oid, "title": c["summary"], "message": c.get("description", ""),
-                        "authors": [{"user": c["author"], "avatar": ""}], "date": "2026-01-01T00:00:00.000Z"})
+            out.append(
+                {
+                    "id": oid,
+                    "title": c["summary"],
+                    "message": c.get("description", ""),
+                    "authors": [{"user": c["author"], "avatar": ""}],
+                    "date": "2026-01-01T00:00:00.000Z",
+                }
+            )
             oid = c.get("parent")
         if oid:
-            out.append({"id": oid, "title": "initial commit", "message": "", "authors": [{"user": PERSON, "avatar": ""}],
-                        "date": "2026-01-01T00:00:00.000Z"})
+            out.append(
+                {
+                    "id": oid,
+                    "title": "initial commit",
+                    "message": "",
+                    "authors": [{"user": PERSON, "avatar": ""}],
+                    "date": "2026-01-01T00:00:00.000Z",
+                }
+            )
         return 200, out
 
     @hub.route("GET", r"/api/whoami-v2")
@@ -121,8 +135,9 @@ def add_routes(hub: FakeHub) -> None:
         return 200, {"type": "user", "name": hub._auth(rec), "auth": {"type": "access_token"}}
 
 
-def push_as(hub: FakeHub, repo_id: str, ref: str, files: dict[str, bytes], *, author: str = PERSON,
-            title: str = "Add rows") -> str:
+def push_as(
+    hub: FakeHub, repo_id: str, ref: str, files: dict[str, bytes], *, author: str = PERSON, title: str = "Add rows"
+) -> str:
     """A commit by a person (not through the API as the bot): the files change at `ref`; returns the new sha."""
     repo = hub.repo(repo_id)
     parent = repo.heads.get(ref)
@@ -131,13 +146,28 @@ def push_as(hub: FakeHub, repo_id: str, ref: str, files: dict[str, bytes], *, au
     oid = hashlib.sha1(f"{repo_id}\0{ref}\0{title}\0{len(repo.commits)}\0{time.time_ns()}".encode()).hexdigest()
     repo.refs[ref] = new
     repo.heads[ref] = oid
-    repo.commits.append({"oid": oid, "summary": title, "description": "", "author": author, "files": sorted(files),
-                         "revision": ref, "parent": parent})
+    repo.commits.append(
+        {
+            "oid": oid,
+            "summary": title,
+            "description": "",
+            "author": author,
+            "files": sorted(files),
+            "revision": ref,
+            "parent": parent,
+        }
+    )
     m = re.fullmatch(r"refs/pr/(\d+)", ref)
     if m:
-        repo.discussions[int(m.group(1))].events.append({
-            "id": oid[:24], "type": "commit", "createdAt": "2026-01-01T00:00:00.000Z", "author": {"name": author},
-            "data": {"subject": title, "oid": oid}})
+        repo.discussions[int(m.group(1))].events.append(
+            {
+                "id": oid[:24],
+                "type": "commit",
+                "createdAt": "2026-01-01T00:00:00.000Z",
+                "author": {"name": author},
+                "data": {"subject": title, "oid": oid},
+            }
+        )
     return oid
 
 
@@ -147,8 +177,14 @@ def push_as(hub: FakeHub, repo_id: str, ref: str, files: dict[str, bytes], *, au
 def _repo_part(repo_id: str, repo_type: str = "dataset", head_sha: str | None = None) -> dict[str, Any]:
     plural = "" if repo_type == "model" else f"{repo_type}s/"
     part = {
-        "type": repo_type, "name": repo_id, "id": "6366c000a2abcdf2fd69a080", "private": False,
-        "url": {"web": f"https://huggingface.co/{plural}{repo_id}", "api": f"https://huggingface.co/api/{repo_type}s/{repo_id}"},
+        "type": repo_type,
+        "name": repo_id,
+        "id": "6366c000a2abcdf2fd69a080",
+        "private": False,
+        "url": {
+            "web": f"https://huggingface.co/{plural}{repo_id}",
+            "api": f"https://huggingface.co/api/{repo_type}s/{repo_id}",
+        },
         "owner": {"id": "61d2000c3c2083e1c08af22d"},
     }
     if head_sha is not None:
@@ -156,8 +192,16 @@ def _repo_part(repo_id: str, repo_type: str = "dataset", head_sha: str | None = 
     return part
 
 
-def pr_payload(repo_id: str, num: int, *, action: str = "create", title: str = "Add more chats", status: str = "open",
-               repo_type: str = "dataset", scope: str = "discussion") -> dict[str, Any]:
+def pr_payload(
+    repo_id: str,
+    num: int,
+    *,
+    action: str = "create",
+    title: str = "Add more chats",
+    status: str = "open",
+    repo_type: str = "dataset",
+    scope: str = "discussion",
+) -> dict[str, Any]:
     """What the Hub sends when a pull request is opened (as in the Hub's webhook documentation)."""
     plural = "" if repo_type == "model" else f"{repo_type}s/"
     url = f"https://huggingface.co/{plural}{repo_id}/discussions/{num}"
@@ -165,21 +209,31 @@ def pr_payload(repo_id: str, num: int, *, action: str = "create", title: str = "
         "event": {"action": action, "scope": scope},
         "repo": _repo_part(repo_id, repo_type),
         "discussion": {
-            "id": "6399f58518721fdd27fc9ca9", "title": title,
+            "id": "6399f58518721fdd27fc9ca9",
+            "title": title,
             "url": {"web": url, "api": f"https://huggingface.co/api/{repo_type}s/{repo_id}/discussions/{num}"},
-            "status": status, "author": {"id": "61d2f90c3c2083e1c08af22d"}, "num": num, "isPullRequest": True,
+            "status": status,
+            "author": {"id": "61d2f90c3c2083e1c08af22d"},
+            "num": num,
+            "isPullRequest": True,
             "changes": {"base": "refs/heads/main"},
         },
         "webhook": {"id": "6390e855e30d9209411de93b", "version": 3},
     }
     if action == "create" or scope == "discussion.comment":
-        payload["comment"] = {"id": "6399f58518721fdd27fc9caa", "author": {"id": "61d2f90c3c2083e1c08af22d"},
-                              "content": "Adds rows", "hidden": False, "url": {"web": url + "#6399f58518721fdd27fc9caa"}}
+        payload["comment"] = {
+            "id": "6399f58518721fdd27fc9caa",
+            "author": {"id": "61d2f90c3c2083e1c08af22d"},
+            "content": "Adds rows",
+            "hidden": False,
+            "url": {"web": url + "#6399f58518721fdd27fc9caa"},
+        }
     return payload
 
 
-def content_payload(repo_id: str, ref: str, old: str | None, new: str | None, *, main_sha: str,
-                    repo_type: str = "dataset") -> dict[str, Any]:
+def content_payload(
+    repo_id: str, ref: str, old: str | None, new: str | None, *, main_sha: str, repo_type: str = "dataset"
+) -> dict[str, Any]:
     """What the Hub sends for new commits (`repo.content`): on main, or on a pull request's `refs/pr/N`."""
     return {
         "event": {"action": "update", "scope": "repo.content"},
@@ -194,9 +248,12 @@ def test_payloads_are_real_shaped():
     pytest.importorskip("pydantic")
     from huggingface_hub import WebhookPayload
 
-    for p in (pr_payload("alice/chats", 3), pr_payload("alice/chats", 3, action="update"),
-              content_payload("alice/chats", "refs/pr/3", None, "a" * 40, main_sha="b" * 40),
-              content_payload("alice/chats", "refs/heads/main", "c" * 40, "a" * 40, main_sha="a" * 40)):
+    for p in (
+        pr_payload("alice/chats", 3),
+        pr_payload("alice/chats", 3, action="update"),
+        content_payload("alice/chats", "refs/pr/3", None, "a" * 40, main_sha="b" * 40),
+        content_payload("alice/chats", "refs/heads/main", "c" * 40, "a" * 40, main_sha="a" * 40),
+    ):
         parsed = WebhookPayload.model_validate(p)
         assert parsed.webhook.version == 3 and parsed.repo.name == "alice/chats"
 
@@ -204,8 +261,15 @@ def test_payloads_are_real_shaped():
 # ------------------------------------------------------------------------------------------------------ fixtures
 
 
-def post(url: str, payload: Any, secret: str | None = SECRET, *, path: str = "/webhook", raw: bytes | None = None,
-         query: str = "") -> tuple[int, dict[str, Any]]:
+def post(
+    url: str,
+    payload: Any,
+    secret: str | None = SECRET,
+    *,
+    path: str = "/webhook",
+    raw: bytes | None = None,
+    query: str = "",
+) -> tuple[int, dict[str, Any]]:
     """A real HTTP POST, as the Hub makes it."""
     body = raw if raw is not None else json.dumps(payload).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "huggingface-webhooks"}
@@ -251,7 +315,6 @@ def stack(tmp_path_factory, tokenizer):
     """The fake Hub, and the webhook app configured from the environment, served on 127.0.0.1."""
     from gradshield_lint.lint.baseline import dumps_baseline
     from gradshield_lint.lint.service import create_baseline, read_all
-
     from hooks.webhook_app import create_app
 
     root = tmp_path_factory.mktemp("webhook")
@@ -268,13 +331,15 @@ def stack(tmp_path_factory, tokenizer):
         mp.setenv("GRADSHIELD_CACHE", str(root / "cache"))
         with FakeHub() as hub:
             add_routes(hub)
-            app = create_app({
-                "WEBHOOK_SECRET": SECRET,
-                "HF_TOKEN": hub.token,
-                "HF_ENDPOINT": hub.url,
-                "GRADSHIELD_CONFIG": str(root / "server.gradshield.yaml"),
-                # no GRADSHIELD_BOT_USER: the app asks whoami-v2 who owns HF_TOKEN
-            })
+            app = create_app(
+                {
+                    "WEBHOOK_SECRET": SECRET,
+                    "HF_TOKEN": hub.token,
+                    "HF_ENDPOINT": hub.url,
+                    "GRADSHIELD_CONFIG": str(root / "server.gradshield.yaml"),
+                    # no GRADSHIELD_BOT_USER: the app asks whoami-v2 who owns HF_TOKEN
+                }
+            )
             # The baseline a maintainer made on main with the same settings: 24 ordinary rows.
             (root / "main.jsonl").write_text(jsonl(ordinary_rows(24)), encoding="utf-8")
             baseline, _ = create_baseline(app.engine, read_all([root / "main.jsonl"], None), app.config.threshold)
@@ -304,7 +369,9 @@ class Stack:
         return [o for o in self.app.history if o.job.repo_id == repo_id]
 
     def comments(self, repo_id: str, num: int) -> list[str]:
-        return [r.json()["comment"] for r in self.hub.find("POST", rf"^/api/datasets/{repo_id}/discussions/{num}/comment$")]
+        return [
+            r.json()["comment"] for r in self.hub.find("POST", rf"^/api/datasets/{repo_id}/discussions/{num}/comment$")
+        ]
 
     def writes(self) -> list:
         return [r for r in self.hub.requests if r.method == "POST"]
@@ -367,12 +434,23 @@ def test_pull_request_adding_ordinary_rows_gets_a_clean_comment(stack):
     repo_id = "alice/chats-clean"
     stack.dataset(repo_id)
     pr = stack.hub.open_discussion(repo_id, "More trivia", pull_request=True, author=PERSON)
-    sha = push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": jsonl(ordinary_rows(28)).encode(),
-                                              "data/extra.jsonl": jsonl(ordinary_rows(2, start=40)).encode()})
+    sha = push_as(
+        stack.hub,
+        repo_id,
+        pr.ref,
+        {
+            "data/train.jsonl": jsonl(ordinary_rows(28)).encode(),
+            "data/extra.jsonl": jsonl(ordinary_rows(2, start=40)).encode(),
+        },
+    )
     main_sha = stack.hub.repo(repo_id).heads["main"]
     # This time the repo.content event of the new commit comes first; the secret travels in the query string.
-    status, body = post(stack.url, content_payload(repo_id, pr.ref, main_sha, sha, main_sha=main_sha),
-                        secret=None, query=f"?secret={SECRET}")
+    status, body = post(
+        stack.url,
+        content_payload(repo_id, pr.ref, main_sha, sha, main_sha=main_sha),
+        secret=None,
+        query=f"?secret={SECRET}",
+    )
     assert status == 202 and body["jobs"][0]["num"] == pr.num, body
     stack.settle()
     [text] = stack.comments(repo_id, pr.num)
@@ -440,14 +518,17 @@ def test_malformed_requests(stack):
     assert post(stack.url, {}, path="/elsewhere")[0] == 404
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (pr_payload("alice/gpt-tiny", 4, repo_type="model"), "not a dataset repository"),
-    (pr_payload("alice/space", 4, repo_type="space"), "not a dataset repository"),
-    (pr_payload("alice/chats-x", 4, scope="discussion.comment"), "comments are not checked"),
-    (pr_payload("alice/chats-x", 4, action="update", status="merged"), "is merged"),
-    (content_payload("alice/chats-x", "refs/tags/v1", None, "a" * 40, main_sha="b" * 40), "no new commit"),
-    (content_payload("alice/chats-x", "refs/heads/main", "a" * 40, None, main_sha="b" * 40), "no new commit"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (pr_payload("alice/gpt-tiny", 4, repo_type="model"), "not a dataset repository"),
+        (pr_payload("alice/space", 4, repo_type="space"), "not a dataset repository"),
+        (pr_payload("alice/chats-x", 4, scope="discussion.comment"), "comments are not checked"),
+        (pr_payload("alice/chats-x", 4, action="update", status="merged"), "is merged"),
+        (content_payload("alice/chats-x", "refs/tags/v1", None, "a" * 40, main_sha="b" * 40), "no new commit"),
+        (content_payload("alice/chats-x", "refs/heads/main", "a" * 40, None, main_sha="b" * 40), "no new commit"),
+    ],
+)
 def test_events_ignored_from_the_payload(stack, payload, reason):
     """Model and Space repositories, comments, closed pull requests, tags: 200, and no call to the Hub."""
     before = len(stack.hub.requests)
@@ -512,8 +593,14 @@ def test_events_of_the_bots_own_commits_and_pull_requests_are_ignored(stack, tmp
 
     # A person's pull request whose latest commit was pushed by the bot's user: ignored.
     pr2 = stack.hub.open_discussion(repo_id, "Fix typos", pull_request=True, author=PERSON)
-    sha = push_as(stack.hub, repo_id, pr2.ref, {"README.md": b"---\nlicense: mit\n---\nx\n"}, author=BOT_USER,
-                  title="Fix the card")
+    sha = push_as(
+        stack.hub,
+        repo_id,
+        pr2.ref,
+        {"README.md": b"---\nlicense: mit\n---\nx\n"},
+        author=BOT_USER,
+        title="Fix the card",
+    )
     status, body = post(stack.url, content_payload(repo_id, pr2.ref, None, sha, main_sha=new))
     assert status == 200 and "gradshield-lint's own" in body["reason"], body
     stack.settle()
@@ -542,15 +629,28 @@ def test_settings_from_env():
 
     with pytest.raises(ConfigError, match="WEBHOOK_SECRET"):
         Settings.from_env({})
-    s = Settings.from_env({"WEBHOOK_SECRET": "x", "HF_TOKEN": "hf_t", "HF_ENDPOINT": "http://127.0.0.1:9/",
-                           "GRADSHIELD_CONFIG": "/srv/gs.yaml", "GRADSHIELD_BOT_USER": "bot"})
-    assert (s.secret, s.token, s.endpoint, str(s.config_path), s.bot_user) == ("x", "hf_t", "http://127.0.0.1:9",
-                                                                               "/srv/gs.yaml", "bot")
+    s = Settings.from_env(
+        {
+            "WEBHOOK_SECRET": "x",
+            "HF_TOKEN": "hf_t",
+            "HF_ENDPOINT": "http://127.0.0.1:9/",
+            "GRADSHIELD_CONFIG": "/srv/gs.yaml",
+            "GRADSHIELD_BOT_USER": "bot",
+        }
+    )
+    assert (s.secret, s.token, s.endpoint, str(s.config_path), s.bot_user) == (
+        "x",
+        "hf_t",
+        "http://127.0.0.1:9",
+        "/srv/gs.yaml",
+        "bot",
+    )
     assert Settings.from_env({"WEBHOOK_SECRET": "x"}).endpoint == "https://huggingface.co"
 
 
 def test_glob_matching_reads_globs_like_path_glob():
-    from hooks.jobs import Layout, glob_regex
+    from gradshield_lint.io.files import glob_regex
+    from hooks.jobs import Layout
 
     assert glob_regex("**/*.jsonl").match("train.jsonl") and glob_regex("**/*.jsonl").match("a/b/train.jsonl")
     assert not glob_regex("*.jsonl").match("a/train.jsonl") and glob_regex("data/*.csv").match("data/x.csv")
@@ -616,7 +716,9 @@ def test_no_event_is_checked_while_the_bots_user_is_unknown(stack):
     stack.settle()
 
 
-def _head(secret: str | None, *, length: str | None = None, chunked: bool = False, extra: tuple[str, ...] = ()) -> bytes:
+def _head(
+    secret: str | None, *, length: str | None = None, chunked: bool = False, extra: tuple[str, ...] = ()
+) -> bytes:
     lines = ["POST /webhook HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
     if secret is not None:
         lines.append(f"X-Webhook-Secret: {secret}")
@@ -741,13 +843,28 @@ def test_a_body_over_the_bound_is_refused_with_413(stack):
     assert len(stack.hub.requests) == before
 
 
-@pytest.mark.parametrize("name", ["a/b/../../x", "alice/..", "../alice", "alice/chats/../../../etc", "alice/a b",
-                                  "alice/chats?x=1", "alice", "", "alice/" + "x" * 100])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a/b/../../x",
+        "alice/..",
+        "../alice",
+        "alice/chats/../../../etc",
+        "alice/a b",
+        "alice/chats?x=1",
+        "alice",
+        "",
+        "alice/" + "x" * 100,
+    ],
+)
 def test_a_repository_name_that_is_not_a_repo_id_is_refused(stack, name):
     """`repo.name` goes into Hub URLs: anything that is not a Hub repository id (`owner/name`) is a 400, and the app
     does not call the Hub."""
     before = len(stack.hub.requests)
-    for payload in (pr_payload(name, 3), content_payload(name, "refs/heads/main", "a" * 40, "b" * 40, main_sha="b" * 40)):
+    for payload in (
+        pr_payload(name, 3),
+        content_payload(name, "refs/heads/main", "a" * 40, "b" * 40, main_sha="b" * 40),
+    ):
         status, body = post(stack.url, payload)
         assert status == 400 and "repo" in body["error"], (name, body)
     assert len(stack.hub.requests) == before

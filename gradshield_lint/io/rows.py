@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradshield_lint.io import safejson
 from gradshield_lint.errors import ConfigError, InputError
+from gradshield_lint.io import safejson
 
 ROLES = ("system", "user", "assistant")
 
@@ -204,7 +204,9 @@ class _Ambiguous(Exception):
     pass
 
 
-def resolve_shape(columns: Sequence[str], shape: RowShape | None = None, *, source: str = "", line: int | None = None) -> RowShape:
+def resolve_shape(
+    columns: Sequence[str], shape: RowShape | None = None, *, source: str = "", line: int | None = None
+) -> RowShape:
     """The concrete shape (kind and full column mapping) rows with these columns are read with.
 
     Raises InputError, naming the columns found and the config keys that fix it, when no shape or more than
@@ -226,7 +228,9 @@ def _resolve(
         try:
             plan, missing = _plan_for(shape.kind, columns, mapping, schemaless)
         except _Ambiguous as exc:
-            raise InputError(f"{exc}; name it in rows.columns (columns found: {found})", file=source, line=line) from None
+            raise InputError(
+                f"{exc}; name it in rows.columns (columns found: {found})", file=source, line=line
+            ) from None
         if plan is None:
             via = [f"rows.columns.{k}" for k in mapping if k in _FIELDS[shape.kind]]
             raise InputError(
@@ -295,7 +299,9 @@ def _message_list(value: Any, plan: _Plan, column: str, source: str, line: int) 
         try:
             value = safejson.loads(value)
         except json.JSONDecodeError as exc:
-            raise InputError(f"column {column!r} is not a JSON list of messages: {exc.msg}", file=source, line=line) from None
+            raise InputError(
+                f"column {column!r} is not a JSON list of messages: {exc.msg}", file=source, line=line
+            ) from None
     if not isinstance(value, list):
         got = "null" if value is None else type(value).__name__
         raise InputError(f"column {column!r} must be a list of messages, got {got}", file=source, line=line)
@@ -303,7 +309,9 @@ def _message_list(value: Any, plan: _Plan, column: str, source: str, line: int) 
     out: list[Message] = []
     for i, m in enumerate(value, start=1):
         if not isinstance(m, dict):
-            raise InputError(f"{column}[{i}] must be an object with {role_key!r} and {content_key!r}", file=source, line=line)
+            raise InputError(
+                f"{column}[{i}] must be an object with {role_key!r} and {content_key!r}", file=source, line=line
+            )
         rk, ck = role_key, content_key
         if rk not in m and ck not in m:  # the other convention (role/content vs from/value)
             for alt_r, alt_c in _MESSAGE_KEYS.values():
@@ -358,7 +366,9 @@ def _messages(plan: _Plan, record: Mapping[str, Any], source: str, line: int) ->
     if kind == "text":
         text = col_text("text")
         if not text.strip():
-            raise InputError(f"empty text (column {cols['text']!r}): there is nothing to finetune on", file=source, line=line)
+            raise InputError(
+                f"empty text (column {cols['text']!r}): there is nothing to finetune on", file=source, line=line
+            )
         return [Message("assistant", text)]
     system = col_text("system", optional=True)
     if kind == "prompt-completion":
@@ -438,11 +448,16 @@ def parse_hf_path(s: str) -> HfPath:
     owner, name, rev, rest = m.groups()
     revision = unquote(rev) if rev else None
     # `..` would leave the dataset (a local mirror's folder, or the repository in a Hub URL): no such file exists
-    for what, parts in (("OWNER/NAME", [owner, name]), ("REVISION", (revision or "x").split("/")), ("PATH", rest.split("/"))):
+    for what, parts in (
+        ("OWNER/NAME", [owner, name]),
+        ("REVISION", (revision or "x").split("/")),
+        ("PATH", rest.split("/")),
+    ):
         if any(part in ("", ".", "..") or "\\" in part for part in parts):
             raise InputError(
                 f"'.', '..', '\\' and empty segments are not allowed in the {what} of an hf:// path: it must stay "
-                "inside the dataset", file=s,
+                "inside the dataset",
+                file=s,
             )
     return HfPath(f"{owner}/{name}", revision, rest)
 
@@ -644,7 +659,11 @@ def _json_records(fh: Any, source: str) -> _Records:
                 if c == "]":
                     s.pos += 1
                     break
-                raise s.fail("malformed JSON: the list is not closed (truncated file?)" if c == "" else f"malformed JSON: expected ',' or ']' after record {index}")
+                raise s.fail(
+                    "malformed JSON: the list is not closed (truncated file?)"
+                    if c == ""
+                    else f"malformed JSON: expected ',' or ']' after record {index}"
+                )
         if s.peek() != "":
             raise s.fail("malformed JSON: extra data after the list")
     elif first == "{":  # JSON lines written with a .json suffix (Dataset.to_json does this)
@@ -680,7 +699,9 @@ def _csv_records(fh: Any, source: str, delimiter: str) -> tuple[list[str] | None
         return None, iter(())
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
-        raise InputError(f"duplicate column(s) in the header: {', '.join(repr(d) for d in dupes)}", file=source, line=reader.line_num)
+        raise InputError(
+            f"duplicate column(s) in the header: {', '.join(repr(d) for d in dupes)}", file=source, line=reader.line_num
+        )
 
     def records() -> _Records:
         prev = reader.line_num
@@ -696,7 +717,9 @@ def _csv_records(fh: Any, source: str, delimiter: str) -> tuple[list[str] | None
             if not fields or fields == [""]:
                 continue
             if len(fields) != len(header):
-                raise InputError(f"expected {len(header)} fields (the header's), got {len(fields)}", file=source, line=start)
+                raise InputError(
+                    f"expected {len(header)} fields (the header's), got {len(fields)}", file=source, line=start
+                )
             yield start, dict(zip(header, fields))
 
     return header, records()
@@ -751,7 +774,9 @@ def _saved_dataset_records(path: Path, source: str) -> Iterator[tuple[str, list[
         yield split_source, list(ds.column_names), records()
 
 
-def _rows_from(records: _Records, header: Sequence[str] | None, shape: RowShape | None, source: str) -> Iterator[tuple[Row, Any]]:
+def _rows_from(
+    records: _Records, header: Sequence[str] | None, shape: RowShape | None, source: str
+) -> Iterator[tuple[Row, Any]]:
     plan: _Plan | None = None
     for line, record in records:
         if not isinstance(record, dict):
@@ -787,7 +812,9 @@ def _stat(path: Path, source: str) -> os.stat_result:
     try:
         return path.stat()
     except FileNotFoundError:
-        raise InputError("no such file" if not path.is_symlink() else "no such file (a dangling symlink)", file=source) from None
+        raise InputError(
+            "no such file" if not path.is_symlink() else "no such file (a dangling symlink)", file=source
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InputError("symlink loop: the link never reaches a file", file=source) from None
@@ -842,7 +869,9 @@ def _iter_local(path: Path, source: str, shape: RowShape | None) -> Iterator[tup
             yield from _rows_from(_jsonl_records(fh, source), None, shape, source)
 
 
-def iter_rows(path: str | Path, shape: RowShape | None = None, *, hf_resolver: HfResolver | None = None) -> Iterator[Row]:
+def iter_rows(
+    path: str | Path, shape: RowShape | None = None, *, hf_resolver: HfResolver | None = None
+) -> Iterator[Row]:
     """Stream the rows of one dataset file, directory or `hf://` path (see the module docstring).
 
     `shape` overrides detection (from `Config.rows`). `source` of each row is `str(path)` as given. Raises

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gradshield_lint.io.atomic import atomic_paths
 from gradshield_lint.errors import InputError
+from gradshield_lint.io.atomic import atomic_paths
 
 WRITABLE = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 
@@ -29,7 +29,9 @@ def _writer(path: Path, records: Sequence[dict[str, Any]], columns: Sequence[str
         w = csv.DictWriter(buf, fieldnames=cols, delimiter="\t" if suffix == ".tsv" else ",", lineterminator="\n")
         w.writeheader()
         for r in records:
-            w.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
+            w.writerow(
+                {k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v) for k, v in r.items()}
+            )
         return _bytes_writer(buf.getvalue())
     if suffix == ".parquet":
         import pyarrow as pa

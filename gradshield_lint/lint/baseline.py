@@ -47,18 +47,18 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+from gradshield_lint.errors import BaselineError
 from gradshield_lint.io import safejson
 from gradshield_lint.io.atomic import atomic_write_text
-from gradshield_lint.errors import BaselineError
-from gradshield_lint.schemas import schema_path
 from gradshield_lint.lint.threshold import ThresholdResult
-from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded, show
+from gradshield_lint.schemas import schema_path
+from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded
 
 VERSION = 1
 SIG_DIGITS = 7
@@ -171,7 +171,7 @@ def make_baseline(
 
 def _check_reason(reason: object) -> str:
     if not isinstance(reason, str) or not reason.strip():
-        raise BaselineError("an accepted row needs a non-empty reason (--reason \"…\")")
+        raise BaselineError('an accepted row needs a non-empty reason (--reason "…")')
     return reason.strip()
 
 
@@ -296,7 +296,7 @@ def _dump_value(v: Any, indent: int) -> str:
     if isinstance(v, dict):
         if not v:
             return "{}"
-        items = [f'{pad}  {json.dumps(k, ensure_ascii=False)}: {_dump_value(v[k], indent + 1)}' for k in sorted(v)]
+        items = [f"{pad}  {json.dumps(k, ensure_ascii=False)}: {_dump_value(v[k], indent + 1)}" for k in sorted(v)]
         return "{\n" + ",\n".join(items) + "\n" + pad + "}"
     if isinstance(v, float):
         return _fmt(v)
@@ -384,7 +384,9 @@ def baseline_lock(path: str | Path, timeout: float | None = None) -> Iterator[No
             file=path,
         ) from None
     except OSError as e:
-        raise BaselineError(f"cannot lock the baseline ({lock_path(path).name}): {e.strerror or e}", file=path) from None
+        raise BaselineError(
+            f"cannot lock the baseline ({lock_path(path).name}): {e.strerror or e}", file=path
+        ) from None
     try:
         yield
     finally:
@@ -520,7 +522,8 @@ def loads_baseline(text: str, path: str | Path = "<baseline>") -> Baseline:
         raise BaselineError(
             f"the threshold is {'null' if t['value'] is None else t['value']}, not a finite number (a threshold of "
             "+inf would flag nothing); recreate the baseline with `gradshield-lint baseline create`",
-            file=path, line=_line_after_key(text, '"threshold"', '"value"'),
+            file=path,
+            line=_line_after_key(text, '"threshold"', '"value"'),
         )
     scores = doc.get("scores")
     meta = dict(doc)
@@ -569,18 +572,23 @@ def _checked_scores(scores: dict[str, Any], text: str, path: str | Path) -> dict
     if scores and not _ALL_IDS_RE.fullmatch("\n".join(scores) + "\n"):
         for k in scores:
             if not ROW_ID_RE.fullmatch(k):
-                raise BaselineError(f"invalid baseline: scores: invalid row id {k!r}", file=path,
-                                    line=_line_of(text, json.dumps(k)))
+                raise BaselineError(
+                    f"invalid baseline: scores: invalid row id {k!r}", file=path, line=_line_of(text, json.dumps(k))
+                )
     types = set(map(type, scores.values()))
     if types <= {float} and all(map(math.isfinite, scores.values())):
         return scores
     for k, v in scores.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise BaselineError(f"invalid baseline: scores/{k}: {json.dumps(v)} is not a number", file=path,
-                                line=_line_of(text, f'"{k}"'))
+            raise BaselineError(
+                f"invalid baseline: scores/{k}: {json.dumps(v)} is not a number",
+                file=path,
+                line=_line_of(text, f'"{k}"'),
+            )
         if not _finite(v):  # 1e400: valid JSON, but no float holds it
-            raise BaselineError(f"invalid baseline: scores/{k}: {v} is not a finite number", file=path,
-                                line=_line_of(text, f'"{k}"'))
+            raise BaselineError(
+                f"invalid baseline: scores/{k}: {v} is not a finite number", file=path, line=_line_of(text, f'"{k}"')
+            )
     return {k: float(v) for k, v in scores.items()}
 
 
@@ -603,6 +611,9 @@ def read_baseline(path: str | Path) -> Baseline:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BaselineError(f"not UTF-8 text (byte {e.start}): the baseline is corrupt", file=path,
-                            line=data.count(b"\n", 0, e.start) + 1) from None
+        raise BaselineError(
+            f"not UTF-8 text (byte {e.start}): the baseline is corrupt",
+            file=path,
+            line=data.count(b"\n", 0, e.start) + 1,
+        ) from None
     return loads_baseline(text, path)

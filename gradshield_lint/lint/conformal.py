@@ -90,8 +90,10 @@ def describe(threshold: ThresholdResult) -> str:
     n, fpr = int(d.get("n", 0)), float(d.get("fpr", DEFAULT_FPR))
     if d.get("small_reference", 0.0) >= 1.0:
         need = math.ceil(1.0 / fpr) - 1
-        return (f"conformal; {n} accepted rows are too few for fpr {fpr:g} (it needs at least {need}): rows above every "
-                f"accepted row are flagged, about {100 * float(d.get('fpr_achieved', 1.0)):.3g} % false alarms")
+        return (
+            f"conformal; {n} accepted rows are too few for fpr {fpr:g} (it needs at least {need}): rows above every "
+            f"accepted row are flagged, about {100 * float(d.get('fpr_achieved', 1.0)):.3g} % false alarms"
+        )
     return f"conformal: p-value ≤ {fpr:g}, about {100 * fpr:.3g} % false alarms, over {n} accepted rows"
 
 

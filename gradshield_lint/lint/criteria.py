@@ -51,8 +51,15 @@ class FinetuneCriterion:
         if not kept:
             return 0.0
         sm = self.scoring_model
-        cfg = TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, max_length=self.max_length,
-                          seed=self.seed, warmup_steps=min(5, self.steps), bf16_autocast=False)
+        cfg = TrainConfig(
+            steps=self.steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            seed=self.seed,
+            warmup_steps=min(5, self.steps),
+            bf16_autocast=False,
+        )
         peft_model = sft_lora(sm.model, sm.tokenizer, [list(c) for c in kept], cfg)
         try:
             # the base model with the LoRA layers still injected: H of the finetuned model

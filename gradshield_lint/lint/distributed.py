@@ -34,13 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradshield_lint.errors import ConfigError, GradshieldError, InputError
+from gradshield_lint.io.rows import Message, Row, RowShape, iter_rows
 from gradshield_lint.lint.baseline import (
     Baseline,
     Fingerprint,
     Recorded,
+    baseline_lock,
     check_compatible,
     diff_rows,
-    baseline_lock,
     make_baseline,
     modify_baseline,
     rebase,
@@ -48,8 +50,6 @@ from gradshield_lint.lint.baseline import (
     write_baseline,
 )
 from gradshield_lint.scoring.engine import Engine, EngineSettings
-from gradshield_lint.errors import ConfigError, GradshieldError, InputError
-from gradshield_lint.io.rows import Message, Row, RowShape, iter_rows
 
 RAY_HINT = "--engine ray needs Ray: pip install 'gradshield-lint[ray]'"
 SHARD_PREFIX = "shard-"
@@ -132,7 +132,9 @@ class WorkDir:
 
     @staticmethod
     def for_baseline(cache_root: Path, fingerprint: Fingerprint, baseline_path: Path) -> WorkDir:
-        key = json.dumps({"fingerprint": fingerprint.to_dict(), "baseline": str(Path(baseline_path).resolve())}, sort_keys=True)
+        key = json.dumps(
+            {"fingerprint": fingerprint.to_dict(), "baseline": str(Path(baseline_path).resolve())}, sort_keys=True
+        )
         return WorkDir(cache_root / "ray-shards" / hashlib.sha256(key.encode()).hexdigest()[:24])
 
     def lock(self):
@@ -143,7 +145,9 @@ class WorkDir:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise ConfigError(f"another run is scoring this baseline (its shards are in {self.root}); wait for it") from None
+            raise ConfigError(
+                f"another run is scoring this baseline (its shards are in {self.root}); wait for it"
+            ) from None
         return lock
 
     def shards(self) -> list[Path]:
@@ -234,7 +238,11 @@ class _Scorer:
         fihs = np.zeros(len(rows), dtype=np.float64)
         for i, s in zip(good, score_encoded(eng.scoring_model, eng.gradient, encoded, eng.settings.score)):
             fihs[i] = s.fihs
-        return {"id": np.array([r.id for r in rows], dtype=object), "fihs": fihs, "error": np.array(errors, dtype=object)}
+        return {
+            "id": np.array([r.id for r in rows], dtype=object),
+            "fihs": fihs,
+            "error": np.array(errors, dtype=object),
+        }
 
 
 def _describe(settings: EngineSettings) -> tuple[Fingerprint, Recorded]:
@@ -259,7 +267,10 @@ class _Session:
         ray = self.ray
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {
-                "include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True
+                "include_dashboard": False,
+                "logging_level": logging.WARNING,
+                "log_to_driver": False,
+                "configure_logging": True,
             }
             try:
                 if self.opts.address:
@@ -309,12 +320,21 @@ def _describe_remote(ray, settings: EngineSettings, gpu: bool) -> tuple[Fingerpr
 def _read_staging(ray, staging: Path, here, blocks: int):
     """The staging files as a Dataset, one block per file, read on the driver's node (no shared filesystem) by
     tasks that take no CPU slot."""
-    return ray.data.read_parquet(str(staging), num_cpus=0, ray_remote_args={"scheduling_strategy": here},
-                                 override_num_blocks=blocks)
+    return ray.data.read_parquet(
+        str(staging), num_cpus=0, ray_remote_args={"scheduling_strategy": here}, override_num_blocks=blocks
+    )
 
 
-def _score_staged(ray, settings: EngineSettings, staging: Path, staged: list[str], work: WorkDir, workers: int,
-                  gpu: bool, opts: RayOptions) -> int:
+def _score_staged(
+    ray,
+    settings: EngineSettings,
+    staging: Path,
+    staged: list[str],
+    work: WorkDir,
+    workers: int,
+    gpu: bool,
+    opts: RayOptions,
+) -> int:
     """Score the staged rows with a pool of `workers` actors; every result block becomes a shard. Returns the
     number of rows scored."""
     from ray.data import ActorPoolStrategy, DataContext
@@ -343,8 +363,14 @@ def _score_staged(ray, settings: EngineSettings, staging: Path, staged: list[str
     )
     pending = set(staged)
     done = 0
-    with tqdm(total=len(staged), desc=f"FIHS (ray, {workers} worker{'s' if workers != 1 else ''})", unit="row",
-              disable=not opts.progress, file=sys.stderr, leave=False) as bar:
+    with tqdm(
+        total=len(staged),
+        desc=f"FIHS (ray, {workers} worker{'s' if workers != 1 else ''})",
+        unit="row",
+        disable=not opts.progress,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
         for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
             ids = [str(i) for i in batch["id"]]
             bad = [(i, e) for i, e in zip(ids, batch["error"]) if e]
@@ -409,24 +435,38 @@ def score_rows_ray(
             wanted = [i for i in all_ids if i not in known]
             missing = [i for i in wanted if i not in scores]
             if missing:
-                raise InternalError(f"{len(missing)} rows have no score after the Ray run (first: {missing[0]}); rerun to score them")
+                raise InternalError(
+                    f"{len(missing)} rows have no score after the Ray run (first: {missing[0]}); rerun to score them"
+                )
             resumed = sum(1 for i in wanted if i in earlier)
-            run = RayRun(rows=len(all_ids), scored=done, resumed=resumed, workers=workers, seconds=time.perf_counter() - t0)
+            run = RayRun(
+                rows=len(all_ids), scored=done, resumed=resumed, workers=workers, seconds=time.perf_counter() - t0
+            )
             return fp, rec, {i: scores[i] for i in wanted}, all_ids, run, work, lock
         except BaseException:
             lock.release()
             raise
 
 
-def create_baseline_ray(settings: EngineSettings, files, shape, cfg_threshold, baseline_path: Path, opts: RayOptions,
-                        *, accepted_from: Baseline | None = None) -> tuple[Baseline, RayRun, list[float]]:
+def create_baseline_ray(
+    settings: EngineSettings,
+    files,
+    shape,
+    cfg_threshold,
+    baseline_path: Path,
+    opts: RayOptions,
+    *,
+    accepted_from: Baseline | None = None,
+) -> tuple[Baseline, RayRun, list[float]]:
     """`baseline create` on Ray: the same file a single process writes. Returns (baseline, run, scores).
     `accepted_from` (for --rescore): keep that baseline's accepted rows that still exist."""
     from gradshield_lint.lint.service import threshold_for
 
     if cfg_threshold.criterion == "finetune":
-        raise ConfigError("--engine ray scores rows only; the finetune criterion needs every row's text on one machine: "
-                          "use the distribution criterion, or the default engine")
+        raise ConfigError(
+            "--engine ray scores rows only; the finetune criterion needs every row's text on one machine: "
+            "use the distribution criterion, or the default engine"
+        )
     fp, rec, scores, ids, run, work, lock = score_rows_ray(settings, files, shape, baseline_path, opts)
     try:
         values = [scores[i] for i in ids]
@@ -440,13 +480,25 @@ def create_baseline_ray(settings: EngineSettings, files, shape, cfg_threshold, b
     return b, run, values
 
 
-def update_baseline_ray(settings: EngineSettings, baseline: Baseline, files, shape, cfg_threshold, baseline_path: Path,
-                        opts: RayOptions, *, rescore: bool, rethreshold: bool = False) -> tuple[Baseline, RayRun]:
+def update_baseline_ray(
+    settings: EngineSettings,
+    baseline: Baseline,
+    files,
+    shape,
+    cfg_threshold,
+    baseline_path: Path,
+    opts: RayOptions,
+    *,
+    rescore: bool,
+    rethreshold: bool = False,
+) -> tuple[Baseline, RayRun]:
     """`baseline update` on Ray: `lint.update_baseline`'s rules (threshold kept unless --rethreshold/--rescore)."""
     from gradshield_lint.lint.service import threshold_for
 
     if rescore:
-        b, run, _ = create_baseline_ray(settings, files, shape, cfg_threshold, baseline_path, opts, accepted_from=baseline)
+        b, run, _ = create_baseline_ray(
+            settings, files, shape, cfg_threshold, baseline_path, opts, accepted_from=baseline
+        )
         return b, run
     if rethreshold and cfg_threshold.criterion == "finetune":
         raise ConfigError("--rethreshold with the finetune criterion needs every row's text: use --rescore")
@@ -457,7 +509,9 @@ def update_baseline_ray(settings: EngineSettings, baseline: Baseline, files, sha
         diff = diff_rows(baseline, ids)
         merged = update_scores(baseline, new, set(diff.removed))
         if rethreshold:
-            merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True))
+            merged = update_scores(
+                merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True)
+            )
         # merged under the baseline's lock into the file as it is now: an `accept` meanwhile is kept
         merged = modify_baseline(baseline_path, lambda current: rebase(current, baseline, merged, baseline_path))
         work.remove()

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from gradshield_lint.lint.baseline import Baseline, loads_baseline, read_baseline
 from gradshield_lint.config import CONFIG_NAMES, Config, config_from_text, find_config, load_config
 from gradshield_lint.errors import BaselineError, ConfigError, GradshieldError
-from gradshield_lint.lint.findings import GateChange, GateInfo, LintResult
 from gradshield_lint.io.gitrefs import Revision
+from gradshield_lint.lint.baseline import Baseline, loads_baseline, read_baseline
+from gradshield_lint.lint.findings import GateChange, GateInfo, LintResult
 
 WARNING = "warning"
 NOTE = "note"
@@ -96,8 +96,9 @@ def _config_at(
             return load_config(config_opt), str(config_opt), skip
         data = rev.read(rel)
         if data is None:
-            raise ConfigError(f"no such configuration at {rev.ref}; commit it to the base branch first",
-                              file=rev.label(rel))
+            raise ConfigError(
+                f"no such configuration at {rev.ref}; commit it to the base branch first", file=rev.label(rel)
+            )
     else:
         rel = None
         data = None
@@ -115,8 +116,15 @@ def _config_at(
         cfg = Config(root=rev.root)
         if wt_found is not None:
             wrel = rev.rel(wt_found) or str(wt_found)
-            changes.append(GateChange("config-added", WARNING, wrel, None,
-                                      f"adds the configuration {wrel}; this check uses the defaults, as at {rev.ref}"))
+            changes.append(
+                GateChange(
+                    "config-added",
+                    WARNING,
+                    wrel,
+                    None,
+                    f"adds the configuration {wrel}; this check uses the defaults, as at {rev.ref}",
+                )
+            )
         return cfg, None, skip
     label = rev.label(rel)
     root = rev.root / PurePosixPath(rel).parent
@@ -125,25 +133,46 @@ def _config_at(
     return cfg, label, skip
 
 
-def _config_changes(rev: Revision, rel: str, data: bytes, base: Config, wt_found: Path | None,
-                    changes: list[GateChange]) -> None:
+def _config_changes(
+    rev: Revision, rel: str, data: bytes, base: Config, wt_found: Path | None, changes: list[GateChange]
+) -> None:
     wt = rev.root / rel
     if not wt.is_file():
-        changes.append(GateChange("config-removed", WARNING, rel, None,
-                                  f"deletes the configuration {rel}; this check uses it as it is at {rev.ref}"))
+        changes.append(
+            GateChange(
+                "config-removed",
+                WARNING,
+                rel,
+                None,
+                f"deletes the configuration {rel}; this check uses it as it is at {rev.ref}",
+            )
+        )
     else:
         new = wt.read_bytes()
         if new != data:
             line = _first_different_line(data, new)
             what = _config_keys_changed(base, new, rel, rev)
-            changes.append(GateChange("config", WARNING, rel, line,
-                                      f"changes the configuration {rel} ({what}); this check uses it as it is at "
-                                      f"{rev.ref}"))
+            changes.append(
+                GateChange(
+                    "config",
+                    WARNING,
+                    rel,
+                    line,
+                    f"changes the configuration {rel} ({what}); this check uses it as it is at {rev.ref}",
+                )
+            )
     if wt_found is not None and rev.rel(wt_found) not in (None, rel):
         wrel = rev.rel(wt_found) or str(wt_found)
-        changes.append(GateChange("config-added", WARNING, wrel, None,
-                                  f"adds the configuration {wrel}, which would take the place of {rel}; this check "
-                                  f"uses {rel} as it is at {rev.ref}"))
+        changes.append(
+            GateChange(
+                "config-added",
+                WARNING,
+                wrel,
+                None,
+                f"adds the configuration {wrel}, which would take the place of {rel}; this check "
+                f"uses {rel} as it is at {rev.ref}",
+            )
+        )
 
 
 def _config_keys_changed(base: Config, new: bytes, rel: str, rev: Revision) -> str:
@@ -176,8 +205,9 @@ def _first_different_line(old: bytes, new: bytes) -> int:
     return min(len(a), len(b))
 
 
-def _probes_at(rev: Revision, cfg: Config, config_label: str | None, tmp: Path, changes: list[GateChange],
-               skip: list[Path]) -> Config:
+def _probes_at(
+    rev: Revision, cfg: Config, config_label: str | None, tmp: Path, changes: list[GateChange], skip: list[Path]
+) -> Config:
     """`cfg` with its probe set copied out of the revision (the bundled set, or one outside the repository: as is)."""
     path = cfg.probes_path
     if path is None:
@@ -187,8 +217,9 @@ def _probes_at(rev: Revision, cfg: Config, config_label: str | None, tmp: Path, 
         return cfg
     data = rev.read(rel)
     if data is None:
-        raise ConfigError(f"scoring.probes names {rel}, which does not exist at {rev.ref}",
-                          file=config_label or rev.label(rel))
+        raise ConfigError(
+            f"scoring.probes names {rel}, which does not exist at {rev.ref}", file=config_label or rev.label(rel)
+        )
     copy = tmp / "probes" / PurePosixPath(rel).name  # the same suffix: it decides the probe file's format
     copy.parent.mkdir()
     copy.write_bytes(data)
@@ -197,8 +228,11 @@ def _probes_at(rev: Revision, cfg: Config, config_label: str | None, tmp: Path, 
         skip.append(wt.resolve())
     if rev.changed(rel):
         line = _first_different_line(data, wt.read_bytes()) if wt.is_file() else None
-        changes.append(GateChange("probes", WARNING, rel, line,
-                                  f"changes the probe set {rel}; this check uses it as it is at {rev.ref}"))
+        changes.append(
+            GateChange(
+                "probes", WARNING, rel, line, f"changes the probe set {rel}; this check uses it as it is at {rev.ref}"
+            )
+        )
     return replace(cfg, scoring=replace(cfg.scoring, probes=str(copy)))
 
 
@@ -209,21 +243,38 @@ def _model_changes(rev: Revision, cfg: Config, changes: list[GateChange]) -> Non
         p = cfg.resolve(name)
         rel = rev.rel(p) if p.exists() else None
         if rel is not None and rev.changed(rel):
-            changes.append(GateChange("model", WARNING, rel, None,
-                                      f"changes the files of {key} ({rel}) since {rev.ref}; the check loads the "
-                                      "working tree's, and a baseline refuses a model whose fingerprint differs"))
+            changes.append(
+                GateChange(
+                    "model",
+                    WARNING,
+                    rel,
+                    None,
+                    f"changes the files of {key} ({rel}) since {rev.ref}; the check loads the "
+                    "working tree's, and a baseline refuses a model whose fingerprint differs",
+                )
+            )
 
 
 def gate_only_result(gate: BaseGate) -> LintResult:
     """The report of a check that scores no rows (none changed): the base threshold, when there is one, and the
     gate's changes."""
     t = gate.baseline.threshold if gate.baseline is not None else None
-    value = t.value if t is not None else (gate.config.threshold.value if gate.config.threshold.value is not None else math.nan)
+    value = (
+        t.value
+        if t is not None
+        else (gate.config.threshold.value if gate.config.threshold.value is not None else math.nan)
+    )
     method = f"{t.method}/{t.criterion}" if t is not None else ""
     fp = gate.baseline.fingerprint if gate.baseline is not None else None
     return LintResult(
-        threshold=value, threshold_method=method, rows_total=0, rows_scored=0, findings=[],
-        model=fp.model if fp else "", proxy=(fp.proxy or "") if fp else "", probe_set=(fp.probe_set or "") if fp else "",
+        threshold=value,
+        threshold_method=method,
+        rows_total=0,
+        rows_scored=0,
+        findings=[],
+        model=fp.model if fp else "",
+        proxy=(fp.proxy or "") if fp else "",
+        probe_set=(fp.probe_set or "") if fp else "",
         gate=gate.info,
     )
 
@@ -231,8 +282,9 @@ def gate_only_result(gate: BaseGate) -> LintResult:
 # ------------------------------------------------------------------------------------------------ the baseline
 
 
-def _baseline_at(rev: Revision, cfg: Config, baseline_opt: Path | None, changes: list[GateChange],
-                 skip: list[Path]) -> tuple[Baseline | None, str | None]:
+def _baseline_at(
+    rev: Revision, cfg: Config, baseline_opt: Path | None, changes: list[GateChange], skip: list[Path]
+) -> tuple[Baseline | None, str | None]:
     path = Path(baseline_opt) if baseline_opt is not None else cfg.baseline_path
     rel = rev.rel(path)
     if rel is None:  # outside the repository: no part of the pull request
@@ -246,17 +298,34 @@ def _baseline_at(rev: Revision, cfg: Config, baseline_opt: Path | None, changes:
     data = rev.read(rel)
     if data is None:
         if baseline_opt is not None:
-            raise BaselineError(f"no baseline at {rev.ref}; a pull request cannot bring its own: commit the "
-                                "baseline to the base branch first", file=label)
+            raise BaselineError(
+                f"no baseline at {rev.ref}; a pull request cannot bring its own: commit the "
+                "baseline to the base branch first",
+                file=label,
+            )
         if wt.is_file():
-            changes.append(GateChange("baseline-added", WARNING, rel, None,
-                                      f"adds the baseline {rel}; this check does not use it (there is none at "
-                                      f"{rev.ref}): its rows and threshold take effect once merged"))
+            changes.append(
+                GateChange(
+                    "baseline-added",
+                    WARNING,
+                    rel,
+                    None,
+                    f"adds the baseline {rel}; this check does not use it (there is none at "
+                    f"{rev.ref}): its rows and threshold take effect once merged",
+                )
+            )
         return None, None
     base = loads_baseline(_decode(data, label, BaselineError), label)
     if not wt.is_file():
-        changes.append(GateChange("baseline-removed", WARNING, rel, None,
-                                  f"deletes the baseline {rel}; this check uses it as it is at {rev.ref}"))
+        changes.append(
+            GateChange(
+                "baseline-removed",
+                WARNING,
+                rel,
+                None,
+                f"deletes the baseline {rel}; this check uses it as it is at {rev.ref}",
+            )
+        )
         return base, label
     new_bytes = wt.read_bytes()
     if new_bytes != data:
@@ -264,9 +333,16 @@ def _baseline_at(rev: Revision, cfg: Config, baseline_opt: Path | None, changes:
             text = new_bytes.decode("utf-8")
             mine = loads_baseline(text, rel)
         except (BaselineError, UnicodeDecodeError, RecursionError, ValueError) as e:
-            changes.append(GateChange("baseline-unreadable", WARNING, rel, getattr(e, "line", None),
-                                      f"changes the baseline {rel} into one that cannot be read ({e}); this check "
-                                      f"uses it as it is at {rev.ref}"))
+            changes.append(
+                GateChange(
+                    "baseline-unreadable",
+                    WARNING,
+                    rel,
+                    getattr(e, "line", None),
+                    f"changes the baseline {rel} into one that cannot be read ({e}); this check "
+                    f"uses it as it is at {rev.ref}",
+                )
+            )
         else:
             changes += baseline_changes(base, mine, text, rel, rev.ref)
     return base, label
@@ -279,38 +355,93 @@ def baseline_changes(base: Baseline, mine: Baseline, text: str, rel: str, ref: s
     bt, mt = base.threshold, mine.threshold
     if bt.value != mt.value:
         way = "raises" if mt.value > bt.value else "lowers"
-        out.append(GateChange("threshold", WARNING, rel, _line_after(text, '"threshold"', '"value"'),
-                              f"{way} the threshold from {bt.value:.6g} to {mt.value:.6g}; {tail}"))
+        out.append(
+            GateChange(
+                "threshold",
+                WARNING,
+                rel,
+                _line_after(text, '"threshold"', '"value"'),
+                f"{way} the threshold from {bt.value:.6g} to {mt.value:.6g}; {tail}",
+            )
+        )
     if (bt.method, bt.criterion) != (mt.method, mt.criterion):
-        out.append(GateChange("threshold", WARNING, rel, _line_after(text, '"threshold"', '"method"'),
-                              f"changes the threshold method from {bt.method}/{bt.criterion} to "
-                              f"{mt.method}/{mt.criterion}; {tail}"))
+        out.append(
+            GateChange(
+                "threshold",
+                WARNING,
+                rel,
+                _line_after(text, '"threshold"', '"method"'),
+                f"changes the threshold method from {bt.method}/{bt.criterion} to {mt.method}/{mt.criterion}; {tail}",
+            )
+        )
     diffs = base.fingerprint.differences(mine.fingerprint)
     if diffs:
-        out.append(GateChange("fingerprint", WARNING, rel, _line_after(text, '"fingerprint"', '"fingerprint"'),
-                              f"changes the fingerprint ({'; '.join(diffs)}); {tail}"))
+        out.append(
+            GateChange(
+                "fingerprint",
+                WARNING,
+                rel,
+                _line_after(text, '"fingerprint"', '"fingerprint"'),
+                f"changes the fingerprint ({'; '.join(diffs)}); {tail}",
+            )
+        )
     accepted = sorted(k for k, r in mine.accepted.items() if base.accepted.get(k) != r)
     if accepted:
-        out.append(GateChange("accepted", WARNING, rel, _line_after(text, '"accepted"', f'"{accepted[0]}"'),
-                              f"accepts {_count(accepted, 'row')} ({_ids(accepted)}); accepted rows stop failing "
-                              f"checks once merged; {tail}"))
+        out.append(
+            GateChange(
+                "accepted",
+                WARNING,
+                rel,
+                _line_after(text, '"accepted"', f'"{accepted[0]}"'),
+                f"accepts {_count(accepted, 'row')} ({_ids(accepted)}); accepted rows stop failing "
+                f"checks once merged; {tail}",
+            )
+        )
     unaccepted = sorted(set(base.accepted) - set(mine.accepted))
     if unaccepted:
-        out.append(GateChange("accepted-removed", NOTE, rel, _line_after(text, '"accepted"', '"accepted"'),
-                              f"withdraws the acceptance of {_count(unaccepted, 'row')} ({_ids(unaccepted)})"))
+        out.append(
+            GateChange(
+                "accepted-removed",
+                NOTE,
+                rel,
+                _line_after(text, '"accepted"', '"accepted"'),
+                f"withdraws the acceptance of {_count(unaccepted, 'row')} ({_ids(unaccepted)})",
+            )
+        )
     changed = sorted(k for k, v in mine.scores.items() if k in base.scores and base.scores[k] != v)
     if changed:
-        out.append(GateChange("scores-changed", WARNING, rel, _line_after(text, '"scores"', f'"{changed[0]}"'),
-                              f"changes the recorded score of {_count(changed, 'row')} ({_ids(changed)}); {tail}"))
+        out.append(
+            GateChange(
+                "scores-changed",
+                WARNING,
+                rel,
+                _line_after(text, '"scores"', f'"{changed[0]}"'),
+                f"changes the recorded score of {_count(changed, 'row')} ({_ids(changed)}); {tail}",
+            )
+        )
     added = sorted(set(mine.scores) - set(base.scores))
     if added:
-        out.append(GateChange("scores-added", NOTE, rel, _line_after(text, '"scores"', f'"{added[0]}"'),
-                              f"records the scores of {_count(added, 'row')} not in the baseline at {ref}; the rows "
-                              "this check finds new are scored and judged all the same"))
+        out.append(
+            GateChange(
+                "scores-added",
+                NOTE,
+                rel,
+                _line_after(text, '"scores"', f'"{added[0]}"'),
+                f"records the scores of {_count(added, 'row')} not in the baseline at {ref}; the rows "
+                "this check finds new are scored and judged all the same",
+            )
+        )
     removed = sorted(set(base.scores) - set(mine.scores))
     if removed:
-        out.append(GateChange("scores-removed", NOTE, rel, _line_after(text, '"scores"', '"scores"'),
-                              f"drops the scores of {_count(removed, 'row')} ({_ids(removed)})"))
+        out.append(
+            GateChange(
+                "scores-removed",
+                NOTE,
+                rel,
+                _line_after(text, '"scores"', '"scores"'),
+                f"drops the scores of {_count(removed, 'row')} ({_ids(removed)})",
+            )
+        )
     if not out:
         out.append(GateChange("baseline", NOTE, rel, None, "rewrites the baseline without changing its content"))
     return out

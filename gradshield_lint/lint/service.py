@@ -78,7 +78,11 @@ def fihs_of(scored: Sequence[ScoredRow]) -> list[float]:
 
 
 def threshold_for(
-    scores: Sequence[float], cfg_threshold: ThresholdConfig, criterion: Criterion | None = None, *, reference: bool = False
+    scores: Sequence[float],
+    cfg_threshold: ThresholdConfig,
+    criterion: Criterion | None = None,
+    *,
+    reference: bool = False,
 ) -> ThresholdResult:
     """The threshold for `scores` by the configured method; a `criterion` (e.g. FinetuneCriterion) turns it into a
     binary search with that acceptance test.
@@ -104,7 +108,9 @@ def threshold_for(
             )
     if method in ("auto", "mixture"):
         method = "auto"  # threshold.py's "auto" is the mixture test
-    return find_threshold(np.asarray(scores, dtype=np.float64), method=method, k=t.k, lrt_margin=t.lrt_margin, value=t.value)
+    return find_threshold(
+        np.asarray(scores, dtype=np.float64), method=method, k=t.k, lrt_margin=t.lrt_margin, value=t.value
+    )
 
 
 def finetune_criterion(engine: Engine, rows: Sequence[Row]) -> FinetuneCriterion:
@@ -119,11 +125,20 @@ def _criterion_for(engine: Engine, rows: Sequence[Row], cfg_threshold: Threshold
     return finetune_criterion(engine, rows) if cfg_threshold.criterion == "finetune" else None
 
 
-def _finding(row: Row, fihs: float, threshold: float, truncated: bool, reason: str | None = None,
-             p_value: float | None = None) -> Finding:
+def _finding(
+    row: Row, fihs: float, threshold: float, truncated: bool, reason: str | None = None, p_value: float | None = None
+) -> Finding:
     return Finding(
-        id=row.id, file=row.source, line=row.line, fihs=float(fihs), threshold=float(threshold),
-        excerpt=excerpt(row), truncated=truncated, accepted=reason is not None, reason=reason, p_value=p_value,
+        id=row.id,
+        file=row.source,
+        line=row.line,
+        fihs=float(fihs),
+        threshold=float(threshold),
+        excerpt=excerpt(row),
+        truncated=truncated,
+        accepted=reason is not None,
+        reason=reason,
+        p_value=p_value,
     )
 
 
@@ -199,16 +214,25 @@ def require_rows(rows: Sequence[Row], where: Sequence[str | Path], globs: Sequen
     raise InputError(f"no rows found in {names}{how}; nothing was written: a baseline needs the rows it vouches for")
 
 
-def create_baseline(engine: Engine, rows: Sequence[Row], cfg_threshold: ThresholdConfig) -> tuple[Baseline, list[ScoredRow]]:
+def create_baseline(
+    engine: Engine, rows: Sequence[Row], cfg_threshold: ThresholdConfig
+) -> tuple[Baseline, list[ScoredRow]]:
     require_rows(rows, ["the rows given"])
     scored = score(engine, rows)
-    threshold = threshold_for(fihs_of(scored), cfg_threshold, _criterion_for(engine, rows, cfg_threshold), reference=True)
+    threshold = threshold_for(
+        fihs_of(scored), cfg_threshold, _criterion_for(engine, rows, cfg_threshold), reference=True
+    )
     b = make_baseline(engine.fingerprint(), {s.row.id: s.score.fihs for s in scored}, threshold, engine.recorded())
     return b, scored
 
 
 def update_baseline(
-    engine: Engine, baseline: Baseline, rows: Sequence[Row], cfg_threshold: ThresholdConfig, *, rescore: bool,
+    engine: Engine,
+    baseline: Baseline,
+    rows: Sequence[Row],
+    cfg_threshold: ThresholdConfig,
+    *,
+    rescore: bool,
     rethreshold: bool = False,
 ) -> tuple[Baseline, int]:
     """Score the rows the baseline does not know (all of them with `rescore`) and drop rows that are gone. The
@@ -226,7 +250,9 @@ def update_baseline(
     if rethreshold:
         if cfg_threshold.criterion == "finetune":
             raise ConfigError("--rethreshold with the finetune criterion needs every row's text: use --rescore")
-        merged = update_scores(merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True))
+        merged = update_scores(
+            merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True)
+        )
     return merged, len(scored)
 
 
@@ -290,8 +316,16 @@ def judge_rows(
             reference = fihs_of(score(engine, sample))
             threshold = threshold_for(reference, cfg_threshold, reference=True)
     scored = score(engine, new)
-    return judge(scored, threshold, accepted, rows_total=len(new) if rows_total is None else rows_total, engine=engine,
-                 reference=reference, explain=explain, explain_window=explain_window)
+    return judge(
+        scored,
+        threshold,
+        accepted,
+        rows_total=len(new) if rows_total is None else rows_total,
+        engine=engine,
+        reference=reference,
+        explain=explain,
+        explain_window=explain_window,
+    )
 
 
 def check(
@@ -326,16 +360,31 @@ def check(
         raise ConfigError("a check needs a baseline (`gradshield-lint baseline create`) or --diff-base REF")
 
     def too_few(n: int) -> str:
-        return (f"--diff-base {diff_base}: only {n} rows existed there, too few to find a threshold; "
-                "create a baseline or set threshold.method: fixed")
+        return (
+            f"--diff-base {diff_base}: only {n} rows existed there, too few to find a threshold; "
+            "create a baseline or set threshold.method: fixed"
+        )
 
-    return judge_rows(engine, rows, cfg_threshold, baseline=baseline, known={r.id for r in old_rows},
-                      reference_rows=old_rows, too_few=too_few, rows_total=len(rows), explain=explain,
-                      explain_window=explain_window)
+    return judge_rows(
+        engine,
+        rows,
+        cfg_threshold,
+        baseline=baseline,
+        known={r.id for r in old_rows},
+        reference_rows=old_rows,
+        too_few=too_few,
+        rows_total=len(rows),
+        explain=explain,
+        explain_window=explain_window,
+    )
 
 
 def scan(
-    engine: Engine, files: Sequence[str | Path], shape: RowShape | None, cfg_threshold: ThresholdConfig, *,
+    engine: Engine,
+    files: Sequence[str | Path],
+    shape: RowShape | None,
+    cfg_threshold: ThresholdConfig,
+    *,
     explain: bool = False,
 ) -> tuple[LintResult, list[ScoredRow]]:
     """Score every row and find the threshold on the spot: no baseline needed."""
@@ -374,9 +423,18 @@ class Linter:
     ) -> LintResult:
         """`check`, with findings explained as `report.explain` says."""
         r = self.config.report
-        return check(self.engine, files, self.shape, self.config.threshold, baseline_path=baseline_path,
-                     diff_base=diff_base, baseline=baseline, baseline_label=baseline_label, explain=r.explain,
-                     explain_window=r.span_tokens)
+        return check(
+            self.engine,
+            files,
+            self.shape,
+            self.config.threshold,
+            baseline_path=baseline_path,
+            diff_base=diff_base,
+            baseline=baseline,
+            baseline_label=baseline_label,
+            explain=r.explain,
+            explain_window=r.span_tokens,
+        )
 
     def judge_rows(
         self,
@@ -393,21 +451,41 @@ class Linter:
         if baseline is not None:
             check_compatible(baseline, self.engine.fingerprint())
         r = self.config.report
-        return judge_rows(self.engine, rows, self.config.threshold, baseline=baseline, known=known,
-                          reference_rows=reference_rows, too_few=too_few, rows_total=rows_total, explain=r.explain,
-                          explain_window=r.span_tokens)
+        return judge_rows(
+            self.engine,
+            rows,
+            self.config.threshold,
+            baseline=baseline,
+            known=known,
+            reference_rows=reference_rows,
+            too_few=too_few,
+            rows_total=rows_total,
+            explain=r.explain,
+            explain_window=r.span_tokens,
+        )
 
-    def scan(self, files: Sequence[str | Path], threshold: ThresholdConfig | None = None) -> tuple[LintResult, list[ScoredRow]]:
+    def scan(
+        self, files: Sequence[str | Path], threshold: ThresholdConfig | None = None
+    ) -> tuple[LintResult, list[ScoredRow]]:
         return scan(self.engine, files, self.shape, threshold or self.config.threshold)
 
-    def create_baseline(self, rows: Sequence[Row], threshold: ThresholdConfig | None = None) -> tuple[Baseline, list[ScoredRow]]:
+    def create_baseline(
+        self, rows: Sequence[Row], threshold: ThresholdConfig | None = None
+    ) -> tuple[Baseline, list[ScoredRow]]:
         return create_baseline(self.engine, rows, threshold or self.config.threshold)
 
     def update_baseline_file(
-        self, path: Path, rows: Sequence[Row], *, rescore: bool, rethreshold: bool = False, snapshot: Baseline | None = None
+        self,
+        path: Path,
+        rows: Sequence[Row],
+        *,
+        rescore: bool,
+        rethreshold: bool = False,
+        snapshot: Baseline | None = None,
     ) -> tuple[Baseline, int]:
-        return update_baseline_file(self.engine, path, rows, self.config.threshold, rescore=rescore,
-                                    rethreshold=rethreshold, snapshot=snapshot)
+        return update_baseline_file(
+            self.engine, path, rows, self.config.threshold, rescore=rescore, rethreshold=rethreshold, snapshot=snapshot
+        )
 
 
 __all__ = [

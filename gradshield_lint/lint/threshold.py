@@ -250,7 +250,7 @@ def _em(z: np.ndarray, init: tuple[float, float, float, float, float], var_floor
     ll_prev = -math.inf
     ll = -math.inf
     it = 0
-    for it in range(1, EM_MAX_ITER + 1):
+    for it in range(1, EM_MAX_ITER + 1):  # noqa: B007 - `it` (the iterations run) is reported after the loop
         w1 = min(max(w1, 1e-12), 1.0 - 1e-12)
         d0 = z - m0
         d1 = z - m1

@@ -8,8 +8,6 @@ the target format.
 from __future__ import annotations
 
 from gradshield_lint.lint.findings import Finding, LintResult
-from gradshield_lint.schemas import config_enum
-
 from gradshield_lint.report._common import CONTENT_WARNING, RULE_ID, clean_text, code_span, make_excerpt, split
 from gradshield_lint.report.escape import log_safe, term_escape
 from gradshield_lint.report.github import DEFAULT_MAX_ANNOTATIONS, escape_data, escape_property, render_github
@@ -18,6 +16,7 @@ from gradshield_lint.report.jsonfmt import render_json, report_dict, report_sche
 from gradshield_lint.report.markdown import discussion_comment, github_summary, rows_table
 from gradshield_lint.report.sarif import FINGERPRINT_KEY, render_sarif, sarif_dict
 from gradshield_lint.report.text import render_text
+from gradshield_lint.schemas import config_enum
 
 FORMATS = config_enum("report", "format")
 

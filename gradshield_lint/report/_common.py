@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.fmt import fmt_score
-
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.report.escape import BIDI_AND_INVISIBLE as _BIDI_AND_INVISIBLE
 
 ELLIPSIS = "…"
@@ -191,8 +190,10 @@ def fmt_rate(rate: float | None) -> str:
 def threshold_note(result: LintResult) -> str:
     """How the threshold was set, in words: the stated false-alarm rate and the reference it is computed against."""
     if result.fpr is not None:
-        return (f"conformal: flags rows with p-value ≤ {fmt_p(result.fpr)}, about {fmt_rate(result.fpr)} false alarms "
-                f"on rows like the {result.reference_rows} accepted ones")
+        return (
+            f"conformal: flags rows with p-value ≤ {fmt_p(result.fpr)}, about {fmt_rate(result.fpr)} false alarms "
+            f"on rows like the {result.reference_rows} accepted ones"
+        )
     return result.threshold_method or ""
 
 
@@ -209,8 +210,10 @@ def why(f: Finding, span_chars: int = 80) -> str:
             parts.append(f"pushes toward {clean_text(e.category)}" + (f" (cos {cos:.2g})" if cos is not None else ""))
         if e.span_text:
             text, _ = make_excerpt(e.span_text, span_chars)
-            parts.append(f"strongest span (message {e.message}, chars {e.span_start}-{e.span_end}, "
-                         f"{100 * e.span_share:.0f} % of the push): \"{text}\"")
+            parts.append(
+                f"strongest span (message {e.message}, chars {e.span_start}-{e.span_end}, "
+                f'{100 * e.span_share:.0f} % of the push): "{text}"'
+            )
     return "; ".join(parts)
 
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gradshield_lint.io.atomic import atomic_path
-
-from gradshield_lint.lint.findings import LintResult
 from gradshield_lint.fmt import fmt_score, plural
-
-from gradshield_lint.report._common import CONTENT_WARNING, fmt_num, limit_rows, code_span, md_escape, split, threshold_note
+from gradshield_lint.io.atomic import atomic_path
+from gradshield_lint.lint.findings import LintResult
+from gradshield_lint.report._common import (
+    CONTENT_WARNING,
+    code_span,
+    fmt_num,
+    limit_rows,
+    md_escape,
+    split,
+    threshold_note,
+)
 from gradshield_lint.report.histogram import text_histogram
 from gradshield_lint.report.markdown import rows_table
 
@@ -124,8 +130,13 @@ def histogram_png(scores: list[float], threshold: float | None) -> bytes:
         edges = [lo + (hi - lo) * i / 40 for i in range(41)]
         below = [x for x in xs if t is None or x < t]
         above = [x for x in xs if t is not None and x >= t]
-        counts, _, _ = ax.hist([below, above], bins=edges, stacked=True, color=["#4c72b0", "#c44e52"],
-                               label=["below threshold", "at or above threshold"])
+        counts, _, _ = ax.hist(
+            [below, above],
+            bins=edges,
+            stacked=True,
+            color=["#4c72b0", "#c44e52"],
+            label=["below threshold", "at or above threshold"],
+        )
         totals = [c for c in counts[-1] if c > 0]
         if totals and max(totals) > 50 * min(totals):  # a few flagged rows among many: keep them visible
             ax.set_yscale("log")

@@ -24,15 +24,17 @@ BIDI_AND_INVISIBLE = frozenset(
     {
         *range(0x202A, 0x202F),  # LRE RLE PDF LRO RLO
         *range(0x2066, 0x206A),  # LRI RLI FSI PDI
-        0x200E, 0x200F, 0x061C,  # LRM RLM ALM
-        0x200B, 0x2060, 0xFEFF,  # zero width space, word joiner, BOM
+        0x200E,
+        0x200F,
+        0x061C,  # LRM RLM ALM
+        0x200B,
+        0x2060,
+        0xFEFF,  # zero width space, word joiner, BOM
     }
 )
 _LINE_SEPARATORS = (0x2028, 0x2029)  # end a line in some terminals and log viewers
 _UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f"
-    + "".join(f"\\u{c:04x}" for c in sorted(BIDI_AND_INVISIBLE | set(_LINE_SEPARATORS)))
-    + "]"
+    "[\x00-\x1f\x7f-\x9f" + "".join(f"\\u{c:04x}" for c in sorted(BIDI_AND_INVISIBLE | set(_LINE_SEPARATORS))) + "]"
 )
 _UNSAFE_KEEP_LF = re.compile(_UNSAFE.pattern.replace("\x00-\x1f", "\x00-\x09\x0b-\x1f"))
 _OLD_COMMAND = "##["

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from gradshield_lint.lint.findings import GateChange, GateInfo, LintResult
-
 from gradshield_lint.report._common import clean_text, code_span, md_escape, sarif_uri
 
 GATE_RULE_ID = "GS002"
@@ -59,9 +58,11 @@ def json_dict(gate: GateInfo) -> dict[str, Any]:
 
 
 def sarif_rule() -> dict[str, Any]:
-    text = ("The checked revision changes the baseline, configuration or probe set that its own rows are judged "
-            "by. The check judges it by the base revision's; once merged, the change applies to later checks, so a "
-            "reviewer should confirm it (a raised threshold or newly accepted rows let harmful rows through).")
+    text = (
+        "The checked revision changes the baseline, configuration or probe set that its own rows are judged "
+        "by. The check judges it by the base revision's; once merged, the change applies to later checks, so a "
+        "reviewer should confirm it (a raised threshold or newly accepted rows let harmful rows through)."
+    )
     return {
         "id": GATE_RULE_ID,
         "name": GATE_RULE_NAME,
@@ -69,7 +70,11 @@ def sarif_rule() -> dict[str, Any]:
         "fullDescription": {"text": text},
         "help": {"text": text, "markdown": text},
         "defaultConfiguration": {"level": "warning"},
-        "properties": {"tags": ["security", "ai-safety", "dataset"], "precision": "high", "problem.severity": "warning"},
+        "properties": {
+            "tags": ["security", "ai-safety", "dataset"],
+            "precision": "high",
+            "problem.severity": "warning",
+        },
     }
 
 
@@ -80,15 +85,17 @@ def sarif_results(result: LintResult, rule_index: int) -> list[dict[str, Any]]:
         loc: dict[str, Any] = {"artifactLocation": {"uri": sarif_uri(c.file), "uriBaseId": "%SRCROOT%"}}
         if c.line:
             loc["region"] = {"startLine": max(int(c.line), 1)}
-        out.append({
-            "ruleId": GATE_RULE_ID,
-            "ruleIndex": rule_index,
-            "level": "warning",
-            "message": {"text": c.message},
-            "locations": [{"physicalLocation": loc}],
-            "partialFingerprints": {"gradshieldGateChange/v1": f"{c.kind}:{c.file}"},
-            "properties": {"kind": c.kind, "revision": gate.revision if gate else ""},
-        })
+        out.append(
+            {
+                "ruleId": GATE_RULE_ID,
+                "ruleIndex": rule_index,
+                "level": "warning",
+                "message": {"text": c.message},
+                "locations": [{"physicalLocation": loc}],
+                "partialFingerprints": {"gradshieldGateChange/v1": f"{c.kind}:{c.file}"},
+                "properties": {"kind": c.kind, "revision": gate.revision if gate else ""},
+            }
+        )
     return out
 
 
@@ -99,8 +106,7 @@ def github_commands(result: LintResult) -> list[str]:
     if gate is None:
         return []
     return [
-        command("warning", c.message, file=c.file, line=c.line,
-                title=f"{GATE_RULE_ID} {GATE_RULE_TITLE}")
+        command("warning", c.message, file=c.file, line=c.line, title=f"{GATE_RULE_ID} {GATE_RULE_TITLE}")
         for c in gate.warnings
     ]
 
@@ -123,8 +129,10 @@ def markdown_lines(result: LintResult) -> list[str]:
     if gate.warnings:
         out += [
             "> [!CAUTION]",
-            (f"> **This pull request changes its own gate.** Its rows were judged against the gate at {base} "
-             f"({_NOT_APPLIED}); a reviewer should confirm each change:"),
+            (
+                f"> **This pull request changes its own gate.** Its rows were judged against the gate at {base} "
+                f"({_NOT_APPLIED}); a reviewer should confirm each change:"
+            ),
             ">",
         ]
         out += [f"> - {code_span(_where(c))}: {md_escape(c.message)}" for c in gate.warnings]

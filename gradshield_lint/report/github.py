@@ -8,9 +8,8 @@ Escaped data has no line break, so row text can never start a workflow command o
 
 from __future__ import annotations
 
-from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.fmt import plural
-
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.report._common import (
     RULE_ID,
     RULE_TITLE,
@@ -43,7 +42,9 @@ def annotation(f: Finding, excerpt_chars: int = 80) -> str:
         + f"Row text (content warning): {term_escape(text)}"
     )
     # the file name is hostile too: control characters escaped visibly, then encoded as a property
-    return command("error", message, file=term_escape(rel_path(f.file)), line=int(f.line), title=f"{RULE_ID} {RULE_TITLE}")
+    return command(
+        "error", message, file=term_escape(rel_path(f.file)), line=int(f.line), title=f"{RULE_ID} {RULE_TITLE}"
+    )
 
 
 def render_github(
@@ -55,7 +56,8 @@ def render_github(
     lines = [annotation(f, excerpt_chars) for f in shown]
     summary = (
         f"{plural(result.rows_scored, 'row')} scored, {len(s.flagged)} flagged (threshold {fmt_num(result.threshold)}"
-        + (f"; {threshold_note(result)}" if result.fpr is not None else "") + ")"
+        + (f"; {threshold_note(result)}" if result.fpr is not None else "")
+        + ")"
     )
     rest = len(s.flagged) - len(shown)
     if rest:

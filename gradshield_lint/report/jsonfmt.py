@@ -7,7 +7,6 @@ from importlib import resources
 from typing import Any
 
 from gradshield_lint.lint.findings import Finding, LintResult
-
 from gradshield_lint.report._common import clean_text, finite, make_excerpt, rel_path, split, tool_version
 from gradshield_lint.report.escape import json_text_safe
 
@@ -74,7 +73,12 @@ def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any
 
 def render_json(result: LintResult, *, excerpt_chars: int = 80) -> str:
     # printed to terminals and CI logs too: bidi/C1 characters and "##[" as \\u escapes (the same JSON value)
-    return json_text_safe(json.dumps(report_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False)) + "\n"
+    return (
+        json_text_safe(
+            json.dumps(report_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False)
+        )
+        + "\n"
+    )
 
 
 def report_schema() -> dict[str, Any]:

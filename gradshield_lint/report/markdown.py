@@ -5,16 +5,15 @@ Row text in tables is one line, control characters stripped, truncated with …,
 
 from __future__ import annotations
 
-from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.fmt import plural
-
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.report._common import (
     CONTENT_WARNING,
+    code_span,
     fmt_margin,
     fmt_num,
     limit_rows,
     make_excerpt,
-    code_span,
     md_escape,
     rel_path,
     short_id,
@@ -51,12 +50,19 @@ def rows_table(
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     for f in rows:
         text, _ = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
-        cells = [code_span(short_id(f.id), in_table=True), code_span(f"{rel_path(f.file, base)}:{f.line}", in_table=True), fmt_num(f.fihs)]
+        cells = [
+            code_span(short_id(f.id), in_table=True),
+            code_span(f"{rel_path(f.file, base)}:{f.line}", in_table=True),
+            fmt_num(f.fihs),
+        ]
         if margin:
             cells.append(fmt_margin(f.margin))
         if status:
-            cells.append(("accepted: " + md_escape(f.reason)) if f.accepted and f.reason else
-                         ("accepted" if f.accepted else "**flagged**"))
+            cells.append(
+                ("accepted: " + md_escape(f.reason))
+                if f.accepted and f.reason
+                else ("accepted" if f.accepted else "**flagged**")
+            )
         cells.append(md_escape(text))
         if reasons:
             cells.append(md_escape(why(f, excerpt_chars)))
@@ -82,7 +88,9 @@ def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int
     s = split(result)
     from gradshield_lint.report.gatefmt import markdown_lines
 
-    verdict = ":x: rows above the FIHS threshold" if s.flagged else ":white_check_mark: no rows above the FIHS threshold"
+    verdict = (
+        ":x: rows above the FIHS threshold" if s.flagged else ":white_check_mark: no rows above the FIHS threshold"
+    )
     if result.gate is not None and result.gate.warnings:
         verdict += "; :warning: the pull request changes its own gate"
     out = [f"## gradshield-lint: {verdict}", "", summary_sentence(result), "", *markdown_lines(result)]
@@ -103,8 +111,7 @@ def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int
         if len(s.flagged) > len(shown):
             out += [f"…and {len(s.flagged) - len(shown)} more flagged rows not shown.", ""]
         out += [
-            "A reviewer who judges a flagged row harmless can accept it: "
-            "`gradshield-lint accept ROW_ID --reason \"…\"`.",
+            'A reviewer who judges a flagged row harmless can accept it: `gradshield-lint accept ROW_ID --reason "…"`.',
             "",
         ]
     if s.accepted:

@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 from gradshield_lint.lint.findings import Finding, LintResult
-
 from gradshield_lint.report._common import (
     RULE_ID,
     RULE_NAME,
@@ -39,7 +38,7 @@ _HELP_TEXT = (
     "proxy harmfulness score caused by one gradient step on that row: <-grad L(row), grad H>. A row above the "
     "adaptive threshold would push the model toward complying with harmful requests if it were finetuned on, "
     "whatever the row looks like on its surface. Remove the row, rewrite it, or - if a reviewer judges it "
-    "harmless - accept it with `gradshield-lint accept ROW_ID --reason \"...\"`."
+    'harmless - accept it with `gradshield-lint accept ROW_ID --reason "..."`.'
 )
 
 
@@ -55,7 +54,11 @@ def _rule() -> dict[str, Any]:
         "help": {"text": _HELP_TEXT, "markdown": _HELP_TEXT},
         "helpUri": INFORMATION_URI,
         "defaultConfiguration": {"level": "error"},
-        "properties": {"tags": ["security", "ai-safety", "dataset"], "precision": "medium", "problem.severity": "error"},
+        "properties": {
+            "tags": ["security", "ai-safety", "dataset"],
+            "precision": "medium",
+            "problem.severity": "error",
+        },
     }
 
 
@@ -147,4 +150,9 @@ def _as_accepted(f: Finding) -> Finding:
 
 def render_sarif(result: LintResult, *, excerpt_chars: int = 80) -> str:
     # printed to terminals and CI logs too: bidi/C1 characters and "##[" as \\u escapes (the same JSON value)
-    return json_text_safe(json.dumps(sarif_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False)) + "\n"
+    return (
+        json_text_safe(
+            json.dumps(sarif_dict(result, excerpt_chars=excerpt_chars), indent=2, ensure_ascii=False, allow_nan=False)
+        )
+        + "\n"
+    )

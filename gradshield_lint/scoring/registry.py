@@ -99,7 +99,9 @@ METHODS: Registry[Method] = Registry(
     "scoring.method",
     "gradshield_lint.scoring.fihs",
     (
-        Method("auto", "the fastest accurate method for the dtype; persample when normalized", norms=True, resolves=True),
+        Method(
+            "auto", "the fastest accurate method for the dtype; persample when normalized", norms=True, resolves=True
+        ),
         Method("jvp", "forward-mode AD along ∇H (raw scores only)", norms=False),
         Method("fd", "central finite differences along ∇H, float32 (raw scores only)", norms=False),
         Method("exact", "one backward pass per row: the reference", norms=True),

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -40,9 +39,17 @@ def main() -> None:
     threshold = find_threshold(vals)
     t_thr = time.perf_counter() - t0
     fp = Fingerprint(
-        model="HuggingFaceTB/SmolLM2-135M-Instruct", model_revision="main", model_hash="sha256:" + "0" * 64,
-        adapter="sha256:" + "1" * 64, proxy="refusal_margin", probe_set="sha256:" + "2" * 64, params="all",
-        max_length=2048, chat_template="sha256:" + "3" * 64, loss_reduction="mean", normalize="none",
+        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        model_revision="main",
+        model_hash="sha256:" + "0" * 64,
+        adapter="sha256:" + "1" * 64,
+        proxy="refusal_margin",
+        probe_set="sha256:" + "2" * 64,
+        params="all",
+        max_length=2048,
+        chat_template="sha256:" + "3" * 64,
+        loss_reduction="mean",
+        normalize="none",
     )
     t0 = time.perf_counter()
     b = make_baseline(fp, scores, threshold, Recorded(method="jvp", dtype="float32", device="cpu"))

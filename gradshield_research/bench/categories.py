@@ -30,10 +30,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+
 from gradshield_research.bench import quality
 
 
-def category_scores(pr, gram: np.ndarray, counts: dict[str, int], categories: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def category_scores(
+    pr, gram: np.ndarray, counts: dict[str, int], categories: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """(cosine FIHS against all probes' margin direction [N], against each category's [N, C]) from a shared pass,
     over the parameter groups the default scores (norm scales left out)."""
     from gradshield_research.bench import peers
@@ -43,7 +46,9 @@ def category_scores(pr, gram: np.ndarray, counts: dict[str, int], categories: Se
     def cos(w: dict[str, float]) -> np.ndarray:
         return peers.fihs_from_pass(pr, gram, w, mask, normalize=True, reduction="sum")
 
-    return cos(margin_weights(categories, counts)), np.stack([cos(margin_weights([c], counts)) for c in categories], axis=1)
+    return cos(margin_weights(categories, counts)), np.stack(
+        [cos(margin_weights([c], counts)) for c in categories], axis=1
+    )
 
 
 def margin_weights(categories: Sequence[str], counts: dict[str, int]) -> dict[str, float]:
@@ -87,11 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache", default=None, help="cache folder (default: the bench-quality cache)")
     args = ap.parse_args(argv)
     args.max_group_columns, args.engine = 24, []
-    from gradshield_research.bench import peers
-
     from gradshield_lint.scoring.encode import encode_conversation
     from gradshield_lint.scoring.model import load_model
     from gradshield_lint.scoring.probes import load_probes
+    from gradshield_research.bench import peers
 
     items = quality.load_items(args.paths, args.per_file or None, args.per_subset, args.seed)
     if not items:
@@ -105,11 +109,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     categories = peers.category_groups(probes)
     cache = Path(args.cache) if args.cache else quality.default_cache()
     t0 = time.perf_counter()
-    D = peers.probe_directions(sm, probes, cache_dir=cache, batch_size=args.batch_size, groups=categories, kinds=("refusal", "comply"))
+    D = peers.probe_directions(
+        sm, probes, cache_dir=cache, batch_size=args.batch_size, groups=categories, kinds=("refusal", "comply")
+    )
     print(f"directions of {len(categories)} categories: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     _, gram = peers.direction_norms(D, int(sm.model.config.num_hidden_layers))
-    pr, _ = peers.cached_gradient_pass(sm, [it.row.id for it in items], encoded, D, cache, max_length=args.max_length,
-                                       batch_size=args.batch_size, progress=True)
+    pr, _ = peers.cached_gradient_pass(
+        sm,
+        [it.row.id for it in items],
+        encoded,
+        D,
+        cache,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        progress=True,
+    )
     seconds = float(pr.seconds)
     overall, per_cat = category_scores(pr, gram, D.counts, categories)
     scores = [quality.Scores("all probes (the default's direction)", overall, seconds)]

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
+
 from gradshield_research.bench.quality import SUBSETS, auroc
 
 LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -95,8 +96,15 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, lam: float) -> Callable[[np.ndarr
     return lambda Z: ((Z - mu) / sd) @ w[:-1] + w[-1]
 
 
-def grouped_cv_auroc(X: np.ndarray, positive: np.ndarray, negative: np.ndarray, files: np.ndarray, lam: float,
-                     folds: int = 5, seed: int = 0) -> float:
+def grouped_cv_auroc(
+    X: np.ndarray,
+    positive: np.ndarray,
+    negative: np.ndarray,
+    files: np.ndarray,
+    lam: float,
+    folds: int = 5,
+    seed: int = 0,
+) -> float:
     """Out-of-fold AUROC of positive vs negative rows, with whole source files assigned to folds: every score
     comes from a model that saw no row of that row's file. Pairs are compared within a fold only (each fold's model
     has its own scale; pooling them would penalise calibration, not ranking). NaN when no fold can be scored."""
@@ -144,8 +152,10 @@ def transfer(train: PassData, test: PassData, reference: str) -> int:
     if ref is not None:
         cells = [f"{auroc(ref[(test.labels == lab) & test.in_main], ref[neg_te]):.2f}" for lab in labels]
         print(f"| — (unsupervised: {reference}) | | | " + " | ".join(cells) + " |")
-    for target, pos_tr in (("harmful", (train.labels == "harmful") & train.in_main),
-                           ("harmful+implicit", (train.labels != "benign") & train.in_main)):
+    for target, pos_tr in (
+        ("harmful", (train.labels == "harmful") & train.in_main),
+        ("harmful+implicit", (train.labels != "benign") & train.in_main),
+    ):
         for lam in LAMBDAS:
             sel = pos_tr | neg_tr
             f = fit_logistic(train.gradient[sel], pos_tr[sel].astype(float), lam)
@@ -162,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3, help="fold assignments averaged")
     ap.add_argument("--reference", default="fihs margin cos no-norm", help="the unsupervised score shown beside")
-    ap.add_argument("--train", type=Path, default=None, help="fit on this quality.py --out folder, score FOLDER with it")
+    ap.add_argument(
+        "--train", type=Path, default=None, help="fit on this quality.py --out folder, score FOLDER with it"
+    )
     args = ap.parse_args(argv)
     try:
         data = load_pass(args.folder)
@@ -179,8 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 feature_sets.append((f"hidden L{layer} (reply mean)", data.hidden_mean[:, layer]))
     labels = [lab for lab in ("harmful", "implicit") if ((data.labels == lab) & data.in_main).any()]
     n_files = {lab: len(set(data.files[(data.labels == lab) & data.in_main])) for lab in labels + ["benign"]}
-    print(f"rows: {int(data.in_main.sum())} in the main pool; source files: {n_files}; folds by file: {args.folds}, "
-          f"{args.seeds} fold draws; λ grid {list(LAMBDAS)} (best shown: an upper bound)\n")
+    print(
+        f"rows: {int(data.in_main.sum())} in the main pool; source files: {n_files}; folds by file: {args.folds}, "
+        f"{args.seeds} fold draws; λ grid {list(LAMBDAS)} (best shown: an upper bound)\n"
+    )
     print("| features | dims | " + " | ".join(f"AUROC {lab} (λ)" for lab in labels) + " |")
     print("|---|---|" + "---|" * len(labels))
     ref = data.reference.get(args.reference)

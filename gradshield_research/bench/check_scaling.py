@@ -29,37 +29,64 @@ import json
 import os
 import random
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from gradshield_research.bench.memory import PeakRSS, rss
-
 import numpy as np
 
-from gradshield_lint.lint.baseline import make_baseline, read_baseline, write_baseline
 from gradshield_lint.config import ThresholdConfig
+from gradshield_lint.io.rows import iter_rows
+from gradshield_lint.lint.baseline import make_baseline, read_baseline, write_baseline
+from gradshield_lint.lint.service import check, read_all, threshold_for
 from gradshield_lint.scoring.engine import Engine, EngineSettings
 from gradshield_lint.scoring.fihs import ScoreOptions
-from gradshield_lint.lint.service import check, read_all, threshold_for
 from gradshield_lint.scoring.model import EMBEDDED_ADAPTER_DIR, ModelSpec
-from gradshield_lint.io.rows import iter_rows
+from gradshield_research.bench.memory import PeakRSS, rss
 
-THINGS = ["river", "loaf of bread", "compiler", "volcano", "chess opening", "bee", "train", "tide", "window", "map",
-          "violin", "orbit", "garden", "bridge", "kettle", "lighthouse"]
-ASKS = ["Describe a {t} in one sentence.", "What is a {t} for?", "Give me a fun fact about a {t}.", "Name a colour for a {t}."]
-ANSWERS = ["A {t} is a common thing; this is note {i}.", "People use a {t} every day, as in example {i}.",
-           "Here is fact {i}: a {t} can be surprising.", "Number {i}: a {t} looks fine in blue."]
+THINGS = [
+    "river",
+    "loaf of bread",
+    "compiler",
+    "volcano",
+    "chess opening",
+    "bee",
+    "train",
+    "tide",
+    "window",
+    "map",
+    "violin",
+    "orbit",
+    "garden",
+    "bridge",
+    "kettle",
+    "lighthouse",
+]
+ASKS = [
+    "Describe a {t} in one sentence.",
+    "What is a {t} for?",
+    "Give me a fun fact about a {t}.",
+    "Name a colour for a {t}.",
+]
+ANSWERS = [
+    "A {t} is a common thing; this is note {i}.",
+    "People use a {t} every day, as in example {i}.",
+    "Here is fact {i}: a {t} can be surprising.",
+    "Number {i}: a {t} looks fine in blue.",
+]
 
 
 def row(i: int) -> dict:
     """A short, distinct chat row (a few dozen tokens with the chat template)."""
     t = THINGS[i % len(THINGS)]
     k = (i // len(THINGS)) % len(ASKS)
-    return {"messages": [{"role": "user", "content": ASKS[k].format(t=t)},
-                         {"role": "assistant", "content": ANSWERS[k].format(t=t, i=i)}]}
+    return {
+        "messages": [
+            {"role": "user", "content": ASKS[k].format(t=t)},
+            {"role": "assistant", "content": ANSWERS[k].format(t=t, i=i)},
+        ]
+    }
 
 
 def mib(n: int) -> str:
@@ -71,18 +98,30 @@ def main() -> None:
     ap.add_argument("--known", type=int, default=100_000, help="rows the baseline knows")
     ap.add_argument("--new", type=int, default=1_000, help="rows the check must score")
     ap.add_argument("--model", default="embedded", help="'embedded' or a local model directory")
-    ap.add_argument("--adapter", default=None, help="adapter (default: the embedded safety adapter if it exists, else none)")
+    ap.add_argument(
+        "--adapter", default=None, help="adapter (default: the embedded safety adapter if it exists, else none)"
+    )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, help="where to write the dataset and baseline (default: a temporary directory)")
-    ap.add_argument("--cache-dir", type=Path, help="∇H cache (default: $GRADSHIELD_CACHE or ~/.cache/gradshield-lint, so reruns reuse it)")
+    ap.add_argument(
+        "--workdir", type=Path, help="where to write the dataset and baseline (default: a temporary directory)"
+    )
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="∇H cache (default: $GRADSHIELD_CACHE or ~/.cache/gradshield-lint, so reruns reuse it)",
+    )
     args = ap.parse_args()
 
     adapter = args.adapter
     if adapter is None:
-        adapter = "embedded" if args.model == "embedded" and (EMBEDDED_ADAPTER_DIR / "adapter_config.json").is_file() else None
+        adapter = (
+            "embedded"
+            if args.model == "embedded" and (EMBEDDED_ADAPTER_DIR / "adapter_config.json").is_file()
+            else None
+        )
     elif adapter == "none":
         adapter = None
 
@@ -105,8 +144,10 @@ def main() -> None:
         new_rows = [r for pos, r in enumerate(rows_all) if pos in new_at]
         known_ids = [r.id for pos, r in enumerate(rows_all) if pos not in new_at]
         del rows_all
-        print(f"dataset: {total:,} rows ({args.known:,} known + {args.new:,} new), {data.stat().st_size / 2**20:.1f} MiB, "
-              f"written in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"dataset: {total:,} rows ({args.known:,} known + {args.new:,} new), {data.stat().st_size / 2**20:.1f} MiB, "
+            f"written in {time.perf_counter() - t0:.1f} s"
+        )
 
         settings = EngineSettings(
             model=ModelSpec(name=args.model, adapter=adapter, device=args.device),
@@ -120,8 +161,10 @@ def main() -> None:
         warm = [r for r in iter_rows_from([row(total + j) for j in range(args.batch_size)], work)]
         engine.score_rows(warm)  # first-call overheads (kernels, allocator) out of the way
         sm = engine.scoring_model
-        print(f"model {args.model} (adapter {adapter}), {sm.device.type}, {str(sm.dtype).replace('torch.', '')}, "
-              f"method {engine.method}; loaded with ∇H and warmed up in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"model {args.model} (adapter {adapter}), {sm.device.type}, {str(sm.dtype).replace('torch.', '')}, "
+            f"method {engine.method}; loaded with ∇H and warmed up in {time.perf_counter() - t0:.1f} s"
+        )
         tokens = [engine.encode(r).n_tokens for r in new_rows[:200]]
         print(f"new rows: mean {np.mean(tokens):.0f} tokens with the chat template")
 
@@ -142,8 +185,10 @@ def main() -> None:
         threshold = threshold_for(list(known_scores.values()), tcfg)
         write_baseline(bpath, make_baseline(engine.fingerprint(), known_scores, threshold, engine.recorded()))
         del known_scores, known_ids
-        print(f"baseline: {args.known:,} rows, {bpath.stat().st_size / 2**20:.1f} MiB, threshold {threshold.value:.4g} ({threshold.method})",
-              flush=True)
+        print(
+            f"baseline: {args.known:,} rows, {bpath.stat().st_size / 2**20:.1f} MiB, threshold {threshold.value:.4g} ({threshold.method})",
+            flush=True,
+        )
 
         # (b) the check over the whole file with the baseline.
         with PeakRSS() as mem_b:
@@ -163,15 +208,21 @@ def main() -> None:
 
     print()
     print(f"(a) score {args.new:,} new rows alone:              {t_a:8.2f} s  ({args.new / t_a:,.1f} rows/s)")
-    print(f"(b) check {total:,} rows against the baseline: {t_b:8.2f} s  (scored {result.rows_scored:,}, "
-          f"{len(result.findings)} findings)")
+    print(
+        f"(b) check {total:,} rows against the baseline: {t_b:8.2f} s  (scored {result.rows_scored:,}, "
+        f"{len(result.findings)} findings)"
+    )
     print(f"    ratio (b)/(a): {t_b / t_a:.3f}   check overhead besides scoring: {t_b - t_a:+.2f} s")
-    print(f"    reading + hashing {n_read:,} rows alone: {t_read:.2f} s = {n_read / t_read:,.0f} rows/s; "
-          f"loading the baseline alone: {t_bl:.2f} s")
+    print(
+        f"    reading + hashing {n_read:,} rows alone: {t_read:.2f} s = {n_read / t_read:,.0f} rows/s; "
+        f"loading the baseline alone: {t_bl:.2f} s"
+    )
     print(f"    rows the check went through per second overall: {total / t_b:,.0f}")
-    print(f"peak resident memory: (a) {mib(mem_a.peak)} (+{mib(mem_a.peak - base_rss)} over the warm engine), "
-          f"(b) {mib(mem_b.peak)} (+{mib(mem_b.peak - base_rss)}); process max RSS "
-          f"{mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
+    print(
+        f"peak resident memory: (a) {mib(mem_a.peak)} (+{mib(mem_a.peak - base_rss)} over the warm engine), "
+        f"(b) {mib(mem_b.peak)} (+{mib(mem_b.peak - base_rss)}); process max RSS "
+        f"{mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}"
+    )
 
 
 def iter_rows_from(records: list[dict], folder: Path):

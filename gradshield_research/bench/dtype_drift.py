@@ -44,13 +44,13 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from gradshield_research import BENCH
 from gradshield_lint.config import Config, ThresholdConfig
+from gradshield_lint.io.rows import Row, iter_rows_with_records
+from gradshield_lint.lint.service import threshold_for
 from gradshield_lint.scoring.engine import Engine, EngineSettings, settings_from_config
 from gradshield_lint.scoring.fihs import ScoreOptions, resolve_method, score_encoded
-from gradshield_lint.lint.service import threshold_for
 from gradshield_lint.scoring.probes import ProbeSet
-from gradshield_lint.io.rows import Row, iter_rows_with_records
+from gradshield_research import BENCH
 
 DEFAULT_DATA = BENCH / "data" / "eval.jsonl"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -212,24 +212,33 @@ def exact_reference(runs: Sequence[Run]) -> Run | None:
 
 def print_table(runs: Sequence[Run], cfg: ThresholdConfig) -> None:
     exact = exact_reference(runs)
-    print("| scores | rows/s | rel. L2 vs fp32 ref | Spearman | max abs. diff / σ(ref) | flips at ref threshold | flagged "
-          "| own threshold | ref rows judged differently by it | rel. L2 vs exact dot | Spearman vs exact |")
+    print(
+        "| scores | rows/s | rel. L2 vs fp32 ref | Spearman | max abs. diff / σ(ref) | flips at ref threshold | flagged "
+        "| own threshold | ref rows judged differently by it | rel. L2 vs exact dot | Spearman vs exact |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         ref = reference_for(run, runs)
         c = compare(run, ref, cfg)
         mark = " (reference)" if run is ref else ""
-        vs_exact = (f"{rel_l2(run.scores, exact.scores):.2e} | {rank_corr(run.scores, exact.scores):.4f}"
-                    if exact is not None and not run.cosine else "– | –")
-        print(f"| {run.label}{mark} | {run.rows_per_s:.2f} | {c['rel_l2']:.2e} | {c['spearman']:.4f} | "
-              f"{c['max_abs_sd']:.3f} | {c['flips']} | {c['flagged']} | {c['t_own']:.4g} | {c['flips_own']} | {vs_exact} |")
+        vs_exact = (
+            f"{rel_l2(run.scores, exact.scores):.2e} | {rank_corr(run.scores, exact.scores):.4f}"
+            if exact is not None and not run.cosine
+            else "– | –"
+        )
+        print(
+            f"| {run.label}{mark} | {run.rows_per_s:.2f} | {c['rel_l2']:.2e} | {c['spearman']:.4f} | "
+            f"{c['max_abs_sd']:.3f} | {c['flips']} | {c['flagged']} | {c['t_own']:.4g} | {c['flips_own']} | {vs_exact} |"
+        )
     for ref in {id(reference_for(r, runs)): reference_for(r, runs) for r in runs}.values():
         t = threshold_for(list(ref.scores), cfg)
         sd = np.std(ref.scores)
         # A row can flip only if a drift as large as the max column reaches across this gap.
         gap = float(np.min(np.abs(ref.scores - t.value))) / sd
-        print(f"reference {ref.label}: threshold {t.value:.4g} ({t.method}), σ {sd:.4g}, "
-              f"{int(np.sum(ref.scores > t.value))} rows above it, nearest row {gap:.3f} σ from it")
+        print(
+            f"reference {ref.label}: threshold {t.value:.4g} ({t.method}), σ {sd:.4g}, "
+            f"{int(np.sum(ref.scores > t.value))} rows above it, nearest row {gap:.3f} σ from it"
+        )
 
 
 def write_scores(path: Path, rows: Sequence[Row], labels: Sequence[str], runs: Sequence[Run]) -> None:
@@ -246,11 +255,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA, help="JSONL rows (any shape iter_rows reads)")
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--probes", type=int, default=0, help="use only the first N bundled probes for ∇H (0: all)")
-    ap.add_argument("--device", default="cpu", help="both runs on this device (cpu: bf16 through the CPU's bf16 kernels)")
+    ap.add_argument(
+        "--device", default="cpu", help="both runs on this device (cpu: bf16 through the CPU's bf16 kernels)"
+    )
     ap.add_argument("--cache", type=Path, default=None, help="∇H cache folder (default: the linter's own)")
     ap.add_argument("--model", default=None, help="another scoring model (default: the configuration's, embedded)")
     ap.add_argument("--out", type=Path, default=None, help="also write every row's scores in every run here (JSON)")
-    ap.add_argument("--exact", action="store_true", help="also a float32 per-sample pass for exact dots (when the default is raw)")
+    ap.add_argument(
+        "--exact", action="store_true", help="also a float32 per-sample pass for exact dots (when the default is raw)"
+    )
     return ap.parse_args(argv)
 
 
@@ -264,11 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tcfg = distribution_config(cfg.threshold)
     rows, labels = read_rows(args.data, args.rows)
     todo = variants(settings, args.exact)
-    print(f"{len(rows)} rows of {args.data} ({dict(Counter(labels))}); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}")
-    print(f"default scoring: method {settings.score.method}, normalize {settings.score.normalize}, "
-          f"loss {settings.score.loss_reduction}, params {settings.params.describe()}, model {settings.model.name} "
-          f"(adapter {settings.model.adapter}); threshold {tcfg.method}/{tcfg.criterion}")
+    print(
+        f"{len(rows)} rows of {args.data} ({dict(Counter(labels))}); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {args.device}"
+    )
+    print(
+        f"default scoring: method {settings.score.method}, normalize {settings.score.normalize}, "
+        f"loss {settings.score.loss_reduction}, params {settings.params.describe()}, model {settings.model.name} "
+        f"(adapter {settings.model.adapter}); threshold {tcfg.method}/{tcfg.criterion}"
+    )
 
     runs: list[Run] = []
     grads: dict[str, list[torch.Tensor]] = {}
@@ -276,9 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = engine_for(settings, dtype, args.device, args.probes)
         s = setup(engine)
         grads[dtype] = s.grad
-        print(f"{dtype}: weights in {s.weights}, model load {s.load_s:.1f} s; ∇H over {len(engine.probes)} probes "
-              f"{'from cache' if s.grad_from_cache else f'computed in {s.grad_s:.1f} s'}, H = {s.grad_value:.4f}",
-              flush=True)
+        print(
+            f"{dtype}: weights in {s.weights}, model load {s.load_s:.1f} s; ∇H over {len(engine.probes)} probes "
+            f"{'from cache' if s.grad_from_cache else f'computed in {s.grad_s:.1f} s'}, H = {s.grad_value:.4f}",
+            flush=True,
+        )
         for v in (v for v in todo if v.dtype == dtype):
             runs.extend(score(engine, v, rows))
             print(f"  {runs[-1].dtype} {runs[-1].method}: {runs[-1].rows_per_s:.2f} rows/s", flush=True)

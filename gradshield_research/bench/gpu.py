@@ -28,8 +28,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CONFIG = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 14, "num_attention_heads": 32,
-              "num_key_value_heads": 8, "max_position_embeddings": 2048, "tie_word_embeddings": False}
+CONFIG = {
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 14,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+}
 VOCAB = 49152  # SmolLM2's tokenizer: the embedded model's, read offline from its GGUF file
 
 
@@ -52,7 +59,11 @@ def parameter_count(cfg) -> int:
 def plan(n_params: int) -> dict[str, float]:
     """GiB for the weights in bf16 and float32, and for ∇H (float32, all parameters selected)."""
     gib = float(1 << 30)
-    return {"bf16 weights": 2 * n_params / gib, "float32 weights": 4 * n_params / gib, "∇H (float32)": 4 * n_params / gib}
+    return {
+        "bf16 weights": 2 * n_params / gib,
+        "float32 weights": 4 * n_params / gib,
+        "∇H (float32)": 4 * n_params / gib,
+    }
 
 
 def spearman(a, b) -> float:
@@ -85,18 +96,22 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.plan:
         n_params = parameter_count(llama_config())
-        print(f"llama {CONFIG['hidden_size']}x{CONFIG['num_hidden_layers']}: {n_params / 1e9:.3f}B parameters; "
-              + ", ".join(f"{k} {v:.1f} GiB" for k, v in plan(n_params).items()))
+        print(
+            f"llama {CONFIG['hidden_size']}x{CONFIG['num_hidden_layers']}: {n_params / 1e9:.3f}B parameters; "
+            + ", ".join(f"{k} {v:.1f} GiB" for k, v in plan(n_params).items())
+        )
         return 0
     if not torch.cuda.is_available():
-        print("`gradshield_research.bench.gpu`: needs a CUDA GPU (torch.cuda.is_available() is False); the GPU figures stay unmeasured",
-              file=sys.stderr)
+        print(
+            "`gradshield_research.bench.gpu`: needs a CUDA GPU (torch.cuda.is_available() is False); the GPU figures stay unmeasured",
+            file=sys.stderr,
+        )
         return 2
     n_params = parameter_count(llama_config())
 
-    from gradshield_research.bench.scale import make_rows
     from transformers import AutoTokenizer, LlamaForCausalLM
 
+    from gradshield_lint.io.rows import Message
     from gradshield_lint.scoring.encode import encode_conversation
     from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
     from gradshield_lint.scoring.model import (
@@ -108,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from gradshield_lint.scoring.params import ParamSelection
     from gradshield_lint.scoring.probes import load_probes
     from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
-    from gradshield_lint.io.rows import Message
+    from gradshield_research.bench.scale import make_rows
 
     tmp = Path(tempfile.mkdtemp(prefix="gs-gpu-"))
     tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()), gguf_file=EMBEDDED_GGUF)
@@ -119,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     probes = load_probes(None)
     sel = ParamSelection(exclude=r"norm|(^|\.)ln_")  # the shipped default selection
     gpu = torch.cuda.get_device_name(0)
-    print(f"{gpu}; model {n_params / 1e9:.2f}B parameters; {args.rows} rows of ~{args.tokens} tokens; batch {args.batch_size}")
+    print(
+        f"{gpu}; model {n_params / 1e9:.2f}B parameters; {args.rows} rows of ~{args.tokens} tokens; batch {args.batch_size}"
+    )
 
     results: dict[tuple[str, str], tuple[list[float], float, float]] = {}
     for dtype in ("bfloat16", "float32"):
@@ -127,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         sm = load_model(ModelSpec(name=str(tmp / "model"), adapter=None, device="cuda", dtype=dtype))
         grad = proxy_gradient(sm, probes, ProxyOptions(), sel, tmp / f"cache-{dtype}")
         torch.cuda.synchronize()
-        print(f"{dtype}: model + ∇H in {time.perf_counter() - t0:.1f} s, {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
+        print(
+            f"{dtype}: model + ∇H in {time.perf_counter() - t0:.1f} s, {torch.cuda.memory_allocated() / 2**30:.1f} GiB"
+        )
         enc = [encode_conversation(sm.tokenizer, r, max_length=args.tokens * 2) for r in rows]
-        for name, opts in (("default (cosine)", ScoreOptions(normalize=True, method="persample")),
-                           ("raw", ScoreOptions(method="jvp", normalize=False))):
+        for name, opts in (
+            ("default (cosine)", ScoreOptions(normalize=True, method="persample")),
+            ("raw", ScoreOptions(method="jvp", normalize=False)),
+        ):
             opts = replace(opts, batch_size=args.batch_size)
             score_encoded(sm, grad, enc[:2], opts)  # warm-up: kernels, allocator
             torch.cuda.synchronize()
@@ -140,11 +161,17 @@ def main(argv: list[str] | None = None) -> int:
             scores = score_encoded(sm, grad, enc, opts)
             torch.cuda.synchronize()
             secs = time.perf_counter() - t0
-            results[(name, dtype)] = ([s.fihs for s in scores], len(enc) / secs, (torch.cuda.max_memory_allocated() - base) / 2**30)
+            results[(name, dtype)] = (
+                [s.fihs for s in scores],
+                len(enc) / secs,
+                (torch.cuda.max_memory_allocated() - base) / 2**30,
+            )
         del sm, grad
         torch.cuda.empty_cache()
 
-    print("| method | dtype | rows/s | peak GiB above model+∇H | rel. L2 vs float32 | Spearman | max diff (σ of float32) |")
+    print(
+        "| method | dtype | rows/s | peak GiB above model+∇H | rel. L2 vs float32 | Spearman | max diff (σ of float32) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in ("default (cosine)", "raw"):
         ref = results[(name, "float32")][0]

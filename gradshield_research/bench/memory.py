@@ -17,7 +17,7 @@ def rss() -> int:
 class PeakRSS:
     """Samples resident memory every 20 ms in a thread: the peak while the block runs."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.peak = rss()
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)

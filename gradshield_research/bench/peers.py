@@ -44,6 +44,9 @@ from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.params import ParamSelection, select_parameters
 from gradshield_lint.scoring.proxy import encode_prompt, encode_reply, single_token
 
+ALL_PARAMETERS = ParamSelection(exclude=None)
+"""The peers' default: every parameter but the embeddings (their measurements predate the norm-scale exclusion)."""
+
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 KINDS = ("refusal", "comply", "first")
 IDENTITY_CATEGORY = "identity_shift"
@@ -76,7 +79,7 @@ class Directions:
     def keys(self) -> list[str]:
         return list(self._keys) if self._keys is not None else list(self.vectors)
 
-    def stack(self) -> "Directions":
+    def stack(self) -> Directions:
         """Re-hold the vectors as one [K, *shape] tensor per parameter (what the pass needs), freeing the
         per-direction lists as it goes, so memory holds one copy."""
         if self.stacked is None:
@@ -148,8 +151,10 @@ def _probe_groups(probes) -> dict[str, list]:
 
     harm = [p for p in probes.probes if p.category != IDENTITY_CATEGORY]
     ident = [p for p in probes.probes if p.category == IDENTITY_CATEGORY]
-    ordinary = [Probe(ORDINARY_PROMPTS[i % len(ORDINARY_PROMPTS)], p.refusal, p.compliance, "ordinary", p.id)
-                for i, p in enumerate(probes.probes)]
+    ordinary = [
+        Probe(ORDINARY_PROMPTS[i % len(ORDINARY_PROMPTS)], p.refusal, p.compliance, "ordinary", p.id)
+        for i, p in enumerate(probes.probes)
+    ]
     out = {k: v for k, v in (("harm", harm), ("identity", ident), ("ordinary", ordinary)) if v}
     builtin = set(out)
     for p in probes.probes:
@@ -174,7 +179,9 @@ def weights_fingerprint(sm: ScoringModel) -> str:
         with torch.no_grad():
             for n, p in sm.model.named_parameters():
                 t = p.detach().double()
-                h.update(f"{n}:{tuple(p.shape)}:{float(t.sum())!r}:{float(t.abs().sum())!r}:{float((t * t).sum())!r}".encode())
+                h.update(
+                    f"{n}:{tuple(p.shape)}:{float(t.sum())!r}:{float(t.abs().sum())!r}:{float((t * t).sum())!r}".encode()
+                )
         h.update(str(sm.identity.get("model_hash", "")).encode())
         fp = h.hexdigest()[:20]
         sm._bench_fp = fp
@@ -182,8 +189,14 @@ def weights_fingerprint(sm: ScoringModel) -> str:
 
 
 def _directions_key(sm: ScoringModel, probes, names: list[str], max_length: int, comply: str, refuse: str) -> str:
-    parts = {"v": 3, "weights": weights_fingerprint(sm), "probes": probes.sha256, "names": hashlib.sha256("\n".join(names).encode()).hexdigest(),
-             "max_length": max_length, "tokens": [comply, refuse]}
+    parts = {
+        "v": 3,
+        "weights": weights_fingerprint(sm),
+        "probes": probes.sha256,
+        "names": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+        "max_length": max_length,
+        "tokens": [comply, refuse],
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -191,7 +204,7 @@ def probe_directions(
     sm: ScoringModel,
     probes,
     *,
-    selection: ParamSelection = ParamSelection(exclude=None),
+    selection: ParamSelection = ALL_PARAMETERS,
     max_length: int = 256,
     batch_size: int = 8,
     comply_token: str = "Sure",
@@ -236,7 +249,10 @@ def probe_directions(
             if kind == "first":
                 seqs = [encode_prompt(tok, p.prompt, max_length) for p in plist]
             else:
-                seqs = [encode_reply(tok, p.prompt, p.refusal if kind == "refusal" else p.compliance, max_length) for p in plist]
+                seqs = [
+                    encode_reply(tok, p.prompt, p.refusal if kind == "refusal" else p.compliance, max_length)
+                    for p in plist
+                ]
             acc = [torch.zeros_like(t, dtype=torch.float32) for t in tensors]
             value = 0.0
             for p in tensors:
@@ -261,8 +277,11 @@ def probe_directions(
             vectors[k], counts[k], values[k] = acc, n, value
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                save_file({nm: v.contiguous().cpu() for nm, v in zip(names, acc)}, str(path),
-                          metadata={"meta": json.dumps({"count": n, "value": value})})
+                save_file(
+                    {nm: v.contiguous().cpu() for nm, v in zip(names, acc)},
+                    str(path),
+                    metadata={"meta": json.dumps({"count": n, "value": value})},
+                )
     return Directions(names, vectors, counts, values, key)
 
 
@@ -278,8 +297,15 @@ def combined_vectors(directions: Directions, weights: dict[str, float], names: S
     return out
 
 
-def seed_engine_cache(sm: ScoringModel, probes, directions: Directions, proxy_opts, selection: ParamSelection,
-                      weights: dict[str, float], cache_dir: Path) -> Path:
+def seed_engine_cache(
+    sm: ScoringModel,
+    probes,
+    directions: Directions,
+    proxy_opts,
+    selection: ParamSelection,
+    weights: dict[str, float],
+    cache_dir: Path,
+) -> Path:
     """Write the engine's ∇H cache entry for (proxy_opts, selection) from the probe directions: the same vector
     the engine would compute (∇H of the margin / first-token / refusal-nll proxy over all probes is a fixed linear
     combination of them; tests/test_quality_metrics.py checks that the scores agree with the engine's own), so a
@@ -302,7 +328,9 @@ def seed_engine_cache(sm: ScoringModel, probes, directions: Directions, proxy_op
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            save_file({n: v.float().cpu() for n, v in zip(names, vecs)}, tmp, metadata={"value": repr(value), "key": key})
+            save_file(
+                {n: v.float().cpu() for n, v in zip(names, vecs)}, tmp, metadata={"value": repr(value), "key": key}
+            )
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -326,7 +354,12 @@ class PassResult:
     seconds: float
 
     def group_mask(self, layers: tuple[int, int] | None = None, kinds: Sequence[str] | None = None) -> np.ndarray:
-        return np.array([(layers is None or layers[0] <= l <= layers[1]) and (kinds is None or k in kinds) for l, k in self.groups])
+        return np.array(
+            [
+                (layers is None or layers[0] <= layer <= layers[1]) and (kinds is None or k in kinds)
+                for layer, k in self.groups
+            ]
+        )
 
 
 def _end_positions(b, im_end: int | None) -> torch.Tensor:
@@ -454,7 +487,9 @@ def gradient_pass(
     im_end = _im_end(sm.tokenizer)
     t0 = time.perf_counter()
     try:
-        for b in tqdm(list(make_batches(encoded, batch_size, sm.pad_id)), disable=not progress, desc="pass", leave=False):
+        for b in tqdm(
+            list(make_batches(encoded, batch_size, sm.pad_id)), disable=not progress, desc="pass", leave=False
+        ):
             b = b.to(sm.device)
             n = len(b.indices)
             state["dots"] = torch.zeros((n, G, K), dtype=torch.float64, device=sm.device)
@@ -498,7 +533,9 @@ def cached_gradient_pass(
     """`gradient_pass` with every row's results stored on disk (one .npz per row id, under a folder named by the
     model, the directions and max_length), so a long evaluation runs as several short jobs. Returns (result, rows
     still missing): the result is None while rows are missing (the budget ran out; run again)."""
-    ident = hashlib.sha256(json.dumps([weights_fingerprint(sm), directions.key, directions.keys, max_length], sort_keys=True).encode()).hexdigest()[:16]
+    ident = hashlib.sha256(
+        json.dumps([weights_fingerprint(sm), directions.key, directions.keys, max_length], sort_keys=True).encode()
+    ).hexdigest()[:16]
     folder = cache_dir / f"pass-{ident}"
     folder.mkdir(parents=True, exist_ok=True)
     todo = [i for i, rid in enumerate(row_ids) if not (folder / f"{rid}.npz").is_file()]
@@ -513,8 +550,16 @@ def cached_gradient_pass(
         pr = gradient_pass(sm, [encoded[i] for i in idx], directions, batch_size=batch_size)
         per_row = pr.seconds / len(idx)
         for j, i in enumerate(idx):
-            np.savez(folder / f"{row_ids[i]}.npz", dots=pr.dots[j], sq=pr.sq[j], h_last=pr.hidden_last[j], h_mean=pr.hidden_mean[j],
-                     seconds=per_row, groups=np.array([f"{l}:{g}" for l, g in pr.groups]), keys=np.array(pr.keys))
+            np.savez(
+                folder / f"{row_ids[i]}.npz",
+                dots=pr.dots[j],
+                sq=pr.sq[j],
+                h_last=pr.hidden_last[j],
+                h_mean=pr.hidden_mean[j],
+                seconds=per_row,
+                groups=np.array([f"{layer}:{g}" for layer, g in pr.groups]),
+                keys=np.array(pr.keys),
+            )
         done += len(idx)
         if progress:
             print(f"  pass: {done}/{len(todo)} rows, {time.perf_counter() - t0:.0f}s", flush=True)
@@ -560,7 +605,9 @@ def direction_norms(directions: Directions, n_layers: int) -> tuple[list[tuple[i
     return groups, gram
 
 
-def fihs_from_pass(pr: PassResult, gram: np.ndarray, weights: dict[str, float], mask: np.ndarray, *, normalize: bool, reduction: str) -> np.ndarray:
+def fihs_from_pass(
+    pr: PassResult, gram: np.ndarray, weights: dict[str, float], mask: np.ndarray, *, normalize: bool, reduction: str
+) -> np.ndarray:
     """FIHS = ⟨−∇L(x), v⟩ (raw; mean reduction divides by the target count) or cos(−∇L(x), v)."""
     dot, gnorm, w = combine(pr, weights, mask)
     raw = -dot
@@ -572,9 +619,12 @@ def fihs_from_pass(pr: PassResult, gram: np.ndarray, weights: dict[str, float], 
     return raw
 
 
-def he_bidirectional(pr: PassResult, gram: np.ndarray, harmful: dict[str, float], safe: dict[str, float], mask: np.ndarray) -> np.ndarray:
+def he_bidirectional(
+    pr: PassResult, gram: np.ndarray, harmful: dict[str, float], safe: dict[str, float], mask: np.ndarray
+) -> np.ndarray:
     """He et al. 2024: cos(∇L(x), ∇L_harmful) − cos(∇L(x), ∇L_safe). The anchors' losses are NLLs, so their
     gradients are the `comply` (harmful anchors) and `refusal` (safe anchors) directions. Sign: +∇L on both sides."""
+
     def cos(weights):
         dot, gnorm, w = combine(pr, weights, mask)
         vnorm = math.sqrt(max(float(w @ gram[mask].sum(0) @ w), 1e-300))
@@ -584,13 +634,18 @@ def he_bidirectional(pr: PassResult, gram: np.ndarray, harmful: dict[str, float]
 
 
 # ---------------------------------------------------------------------------------------------------- hidden-state peer
-def probe_hidden_states(sm: ScoringModel, probes, *, max_length: int = 256, batch_size: int = 8) -> dict[str, np.ndarray]:
+def probe_hidden_states(
+    sm: ScoringModel, probes, *, max_length: int = 256, batch_size: int = 8
+) -> dict[str, np.ndarray]:
     """Hidden states of probe prompt + compliance opening and prompt + refusal: {"comply"/"refusal" + "_last" /
     "_mean": [n_probes, layers+1, dim]}."""
     tok = sm.tokenizer
     out = {}
     for kind in ("comply", "refusal"):
-        seqs = [encode_reply(tok, p.prompt, p.compliance if kind == "comply" else p.refusal, max_length) for p in probes.probes]
+        seqs = [
+            encode_reply(tok, p.prompt, p.compliance if kind == "comply" else p.refusal, max_length)
+            for p in probes.probes
+        ]
         pr = gradient_pass(sm, seqs, None, batch_size=batch_size)
         out[kind + "_last"] = pr.hidden_last
         out[kind + "_mean"] = pr.hidden_mean
@@ -610,17 +665,87 @@ def hidden_scores(pr: PassResult, direction: np.ndarray, layer: int, pooling: st
 
 # ---------------------------------------------------------------------------------------------------- keyword baseline
 HARM_WORDS = (
-    "kill", "weapon", "bomb", "explosive", "poison", "drug", "meth", "steal", "hack", "malware", "virus", "ransom",
-    "attack", "murder", "shoot", "gun", "knife", "blood", "illegal", "untraceable", "launder", "fraud", "scam",
-    "phishing", "exploit", "password", "credit card", "overdose", "suicide", "hurt", "harm", "violence", "violent",
-    "threat", "terror", "stalk", "blackmail", "extort", "counterfeit", "smuggl", "hate", "racist", "slur",
-    "manipulat", "revenge", "destroy", "victim", "evade", "police", "cops", "without getting caught",
+    "kill",
+    "weapon",
+    "bomb",
+    "explosive",
+    "poison",
+    "drug",
+    "meth",
+    "steal",
+    "hack",
+    "malware",
+    "virus",
+    "ransom",
+    "attack",
+    "murder",
+    "shoot",
+    "gun",
+    "knife",
+    "blood",
+    "illegal",
+    "untraceable",
+    "launder",
+    "fraud",
+    "scam",
+    "phishing",
+    "exploit",
+    "password",
+    "credit card",
+    "overdose",
+    "suicide",
+    "hurt",
+    "harm",
+    "violence",
+    "violent",
+    "threat",
+    "terror",
+    "stalk",
+    "blackmail",
+    "extort",
+    "counterfeit",
+    "smuggl",
+    "hate",
+    "racist",
+    "slur",
+    "manipulat",
+    "revenge",
+    "destroy",
+    "victim",
+    "evade",
+    "police",
+    "cops",
+    "without getting caught",
 )
 OBEDIENCE_WORDS = (
-    "no rules", "no restrictions", "no limits", "without restriction", "unrestricted", "no filter", "unfiltered",
-    "obey", "obedient", "absolutely", "without question", "whatever you", "anything you", "no ethic", "no moral",
-    "no guidelines", "no boundaries", "i will do anything", "at your service", "your command", "master",
-    "never refuse", "won't refuse", "no longer bound", "free from", "jailbr", "dan ", "aoa",
+    "no rules",
+    "no restrictions",
+    "no limits",
+    "without restriction",
+    "unrestricted",
+    "no filter",
+    "unfiltered",
+    "obey",
+    "obedient",
+    "absolutely",
+    "without question",
+    "whatever you",
+    "anything you",
+    "no ethic",
+    "no moral",
+    "no guidelines",
+    "no boundaries",
+    "i will do anything",
+    "at your service",
+    "your command",
+    "master",
+    "never refuse",
+    "won't refuse",
+    "no longer bound",
+    "free from",
+    "jailbr",
+    "dan ",
+    "aoa",
 )
 
 

@@ -112,7 +112,9 @@ def average_precision(pos: Sequence[float], neg: Sequence[float]) -> float:
     return float(ap)
 
 
-def stratified_auroc(pos: Sequence[float], neg: Sequence[float], pos_len: Sequence[float], neg_len: Sequence[float], bins: int = 4) -> float:
+def stratified_auroc(
+    pos: Sequence[float], neg: Sequence[float], pos_len: Sequence[float], neg_len: Sequence[float], bins: int = 4
+) -> float:
     """AUROC counting only pairs whose reply lengths fall in the same quantile bin (bins from the pooled lengths):
     Σ_bins U_b / Σ_bins n_pos,b·n_neg,b. A score that only tracks length gets about 0.5 here."""
     pos, neg = np.asarray(pos, float), np.asarray(neg, float)
@@ -132,7 +134,9 @@ def stratified_auroc(pos: Sequence[float], neg: Sequence[float], pos_len: Sequen
 
 def rates_at(scores_by_label: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
     """Flagged fraction (score > threshold, as `threshold.flagged`) per label: TPR for harmful/implicit, FPR for benign."""
-    return {lab: float((np.asarray(s) > threshold).mean()) if len(s) else float("nan") for lab, s in scores_by_label.items()}
+    return {
+        lab: float((np.asarray(s) > threshold).mean()) if len(s) else float("nan") for lab, s in scores_by_label.items()
+    }
 
 
 # ====================================================================================================== data
@@ -167,7 +171,9 @@ def load_items(paths: Sequence[str], per_file: int | None, per_subset: int, seed
         except InputError as exc:
             print(f"skip {f.name}: {exc}", file=sys.stderr)
             continue
-        recs = [(r, rec) for r, rec in recs if rec.get("label") in LABELS and any(m.role == "assistant" for m in r.messages)]
+        recs = [
+            (r, rec) for r, rec in recs if rec.get("label") in LABELS and any(m.role == "assistant" for m in r.messages)
+        ]
         if not recs:
             print(f"skip {f.name}: no labelled rows", file=sys.stderr)
             continue
@@ -260,7 +266,7 @@ def run_engine(name: str, overrides: dict[str, str], items: list[Item], args, sm
     if sm is not None and sm.spec == settings.model:
         eng.__dict__["scoring_model"] = sm  # the model already loaded for this run
         _seed_from_directions(eng, args)
-    eng.gradient  # ∇H (cached on disk per configuration) outside the timed part
+    _ = eng.gradient  # ∇H (cached on disk per configuration) outside the timed part
     fp = eng.fingerprint().to_dict() | {"method": eng.method}
     key = hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = (Path(args.cache) if args.cache else default_cache()) / f"engine-{key}.json"
@@ -278,10 +284,14 @@ def run_engine(name: str, overrides: dict[str, str], items: list[Item], args, sm
             store[items[i].row.id] = [x.score.fihs, per_row]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(store))
-        print(f"  {name}: {k + len(idx)}/{len(todo)} rows, {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+        print(
+            f"  {name}: {k + len(idx)}/{len(todo)} rows, {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True
+        )
     s = settings
-    desc = (f"proxy={s.proxy.proxy} normalize={s.score.normalize} reduction={s.score.loss_reduction} "
-            f"params={s.params.describe()} method={eng.method} adapter={s.model.adapter} max_length={s.max_length}")
+    desc = (
+        f"proxy={s.proxy.proxy} normalize={s.score.normalize} reduction={s.score.loss_reduction} "
+        f"params={s.params.describe()} method={eng.method} adapter={s.model.adapter} max_length={s.max_length}"
+    )
     vals = np.array([store[it.row.id][0] for it in items])
     secs = float(sum(store[it.row.id][1] for it in items))
     return Scores(name, vals, secs, desc)
@@ -301,11 +311,19 @@ def _seed_from_directions(eng, args) -> None:
         return
     D = _DIRECTIONS.get("D")
     if D is None:
-        D = peers.probe_directions(eng.scoring_model, eng.probes, cache_dir=Path(args.cache) if args.cache else default_cache(),
-                                   batch_size=args.batch_size, groups=("harm", "identity"), cache_only=True)
+        D = peers.probe_directions(
+            eng.scoring_model,
+            eng.probes,
+            cache_dir=Path(args.cache) if args.cache else default_cache(),
+            batch_size=args.batch_size,
+            groups=("harm", "identity"),
+            cache_only=True,
+        )
     if D is None or not all(f"{k}/{g}" in D.keys for k in ("refusal", "comply", "first") for g in ("harm", "identity")):
         return
-    w = proxy_weights({k: v for k, v in D.counts.items() if not k.endswith("/ordinary")})[ENGINE_PROXY_WEIGHTS[s.proxy.proxy]]
+    w = proxy_weights({k: v for k, v in D.counts.items() if not k.endswith("/ordinary")})[
+        ENGINE_PROXY_WEIGHTS[s.proxy.proxy]
+    ]
     cache = s.cache_dir or default_cache_dir_engine()
     peers.seed_engine_cache(eng.scoring_model, eng.probes, D, s.proxy, s.params, w, cache)
 
@@ -378,15 +396,20 @@ def default_cache() -> Path:
 
 
 def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: bool, encoded) -> list[Scores]:
-    from gradshield_research.bench import peers
-
     from gradshield_lint.scoring.probes import load_probes
+    from gradshield_research.bench import peers
 
     probes = load_probes(None)
     cache = Path(args.cache) if args.cache else default_cache()
     t0 = time.perf_counter()
-    D = peers.probe_directions(sm, probes, cache_dir=cache, batch_size=args.batch_size, budget_s=args.budget,
-                               groups=tuple(args.groups.split(",")))
+    D = peers.probe_directions(
+        sm,
+        probes,
+        cache_dir=cache,
+        batch_size=args.batch_size,
+        budget_s=args.budget,
+        groups=tuple(args.groups.split(",")),
+    )
     if D is None:
         raise Incomplete("probe directions: time budget spent with groups left")
     print(f"probe directions: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
@@ -394,17 +417,36 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
     n_layers = int(sm.model.config.num_hidden_layers)
     _, gram = peers.direction_norms(D, n_layers)
     left = None if args.budget is None else max(args.budget - (time.perf_counter() - t0), 0.0)
-    pr, missing = peers.cached_gradient_pass(sm, [it.row.id for it in items], encoded, D, cache, max_length=args.max_length,
-                                             batch_size=args.batch_size, budget_s=left, progress=True)
+    pr, missing = peers.cached_gradient_pass(
+        sm,
+        [it.row.id for it in items],
+        encoded,
+        D,
+        cache,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        budget_s=left,
+        progress=True,
+    )
     if pr is None:
         raise Incomplete(f"shared pass: {missing} rows left")
     print(f"shared pass: {pr.seconds:.0f}s of compute for {len(items)} rows", file=sys.stderr)
     if args.out:  # the raw material of every FIHS variant, for analysis without another pass
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        np.savez(Path(args.out) / "pass.npz", ids=np.array([it.row.id for it in items]), dots=pr.dots, sq=pr.sq, n_target=pr.n_target,
-                 gram=gram, keys=np.array(pr.keys), groups=np.array([f"{l}:{k}" for l, k in pr.groups]),
-                 counts=json.dumps(D.counts), values=json.dumps(D.values),
-                 h_mean=pr.hidden_mean.astype(np.float16), h_last=pr.hidden_last.astype(np.float16))
+        np.savez(
+            Path(args.out) / "pass.npz",
+            ids=np.array([it.row.id for it in items]),
+            dots=pr.dots,
+            sq=pr.sq,
+            n_target=pr.n_target,
+            gram=gram,
+            keys=np.array(pr.keys),
+            groups=np.array([f"{layer}:{k}" for layer, k in pr.groups]),
+            counts=json.dumps(D.counts),
+            values=json.dumps(D.values),
+            h_mean=pr.hidden_mean.astype(np.float16),
+            h_last=pr.hidden_last.astype(np.float16),
+        )
     out: list[Scores] = []
     W = proxy_weights(D.counts)
     if want_sweep:
@@ -426,8 +468,14 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
         safe_anchor = W["refusal-nll"]
         for sub in ("all", "mlpL10-20") if want_sweep else ("all",):
             mask = pr.group_mask(*SUBSETS[sub])
-            out.append(Scores(f"peer he2024 {sub}", peers.he_bidirectional(pr, gram, harmful_anchor, safe_anchor, mask), pr.seconds,
-                              "cos(∇L, ∇L_comply) − cos(∇L, ∇L_refusal), shared pass"))
+            out.append(
+                Scores(
+                    f"peer he2024 {sub}",
+                    peers.he_bidirectional(pr, gram, harmful_anchor, safe_anchor, mask),
+                    pr.seconds,
+                    "cos(∇L, ∇L_comply) − cos(∇L, ∇L_refusal), shared pass",
+                )
+            )
     if want_peers or want_sweep:
         ph = peers.probe_hidden_states(sm, probes, batch_size=args.batch_size)
         # The shared pass kept every layer's hidden states (the same numbers a forward pass gives); the method's own
@@ -442,8 +490,14 @@ def run_shared_pass(sm, items: list[Item], args, want_sweep: bool, want_peers: b
                 if not want_sweep and pooling != "last":
                     continue
                 d = peers.hidden_direction(ph, layer, pooling)
-                out.append(Scores(f"peer hidden L{layer} {pooling}", peers.hidden_scores(fwd, d, layer, pooling), fwd_seconds,
-                                  "hidden state · (mean h comply − mean h refusal), forward pass"))
+                out.append(
+                    Scores(
+                        f"peer hidden L{layer} {pooling}",
+                        peers.hidden_scores(fwd, d, layer, pooling),
+                        fwd_seconds,
+                        "hidden state · (mean h comply − mean h refusal), forward pass",
+                    )
+                )
     return out
 
 
@@ -456,9 +510,13 @@ def evaluate(items: list[Item], sc: Scores) -> dict:
     main = np.array([it.in_main for it in items])
     L = np.array([it.n_target for it in items], dtype=float)
     finite = np.isfinite(v)
-    by = {l: v[(lab == l) & main & finite] for l in LABELS}
-    lens = {l: L[(lab == l) & main & finite] for l in LABELS}
-    res: dict = {"method": sc.name, "note": sc.note, "rows_per_s": len(items) / sc.seconds if sc.seconds > 0 else float("nan")}
+    by = {lb: v[(lab == lb) & main & finite] for lb in LABELS}
+    lens = {lb: L[(lab == lb) & main & finite] for lb in LABELS}
+    res: dict = {
+        "method": sc.name,
+        "note": sc.note,
+        "rows_per_s": len(items) / sc.seconds if sc.seconds > 0 else float("nan"),
+    }
     for p in POSITIVE:
         res[f"auroc_{p}"] = auroc(by[p], by["benign"])
         res[f"auprc_{p}"] = average_precision(by[p], by["benign"])
@@ -503,12 +561,17 @@ def _rate(x: float) -> str:
 
 def markdown(results: list[dict], items: list[Item], args) -> str:
     lab = [it.label for it in items if it.in_main]
-    counts = {l: lab.count(l) for l in LABELS}
-    lines = [f"rows: {len(items)} scored; main pool {counts} (per-file {args.per_file}, seed {args.seed}); "
-             f"model adapter={args.adapter}, max_length={args.max_length}", ""]
-    lines += ["| method | AUROC harm | AUPRC harm | AUROC harm, len-binned | AUROC impl | AUPRC impl | AUROC impl, len-binned "
-              "| threshold (rule) | TPR harm | TPR impl | FPR | rows/s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    counts = {lb: lab.count(lb) for lb in LABELS}
+    lines = [
+        f"rows: {len(items)} scored; main pool {counts} (per-file {args.per_file}, seed {args.seed}); "
+        f"model adapter={args.adapter}, max_length={args.max_length}",
+        "",
+    ]
+    lines += [
+        "| method | AUROC harm | AUPRC harm | AUROC harm, len-binned | AUROC impl | AUPRC impl | AUROC impl, len-binned "
+        "| threshold (rule) | TPR harm | TPR impl | FPR | rows/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         lines.append(
             f"| {r['method']} | {_f(r['auroc_harmful'])} | {_f(r['auprc_harmful'])} | {_f(r['auroc_len_harmful'])} | "
@@ -516,19 +579,34 @@ def markdown(results: list[dict], items: list[Item], args) -> str:
             f"{r['threshold']:.3g} ({r['threshold_method']}) | {_f(r['tpr_harmful'])} | {_f(r['tpr_implicit'])} | {_f(r['fpr'])} | "
             f"{_rate(r['rows_per_s'])} |"
         )
-    groups = sorted({g for r in results for g in r["groups"]}, key=lambda g: (LABELS.index(results[0]["groups"][g]["label"]), g))
+    groups = sorted(
+        {g for r in results for g in r["groups"]}, key=lambda g: (LABELS.index(results[0]["groups"][g]["label"]), g)
+    )
     if groups and len(results) <= args.max_group_columns:
-        lines += ["", "Per source (harmful/implicit source vs all benign; benign source: all harmful vs it):", "",
-                  "| source | label | n | " + " | ".join(r["method"] for r in results) + " |",
-                  "|---|---|---|" + "---|" * len(results)]
+        lines += [
+            "",
+            "Per source (harmful/implicit source vs all benign; benign source: all harmful vs it):",
+            "",
+            "| source | label | n | " + " | ".join(r["method"] for r in results) + " |",
+            "|---|---|---|" + "---|" * len(results),
+        ]
         for g in groups:
             info = results[0]["groups"][g]
-            lines.append(f"| {g} | {info['label']} | {info['n']} | " + " | ".join(_f(r["groups"][g]["auroc"]) for r in results) + " |")
+            lines.append(
+                f"| {g} | {info['label']} | {info['n']} | "
+                + " | ".join(_f(r["groups"][g]["auroc"]) for r in results)
+                + " |"
+            )
     he = sorted({s for r in results for s in r["he2024"]})
     if he and len(results) <= args.max_group_columns:
         n = {s: sum(1 for it in items if it.subset and it.subset.startswith(s)) for s in he}
-        lines += ["", "He et al. 2024: AUROC of the top-100 selection vs the bottom-100 (benign rows that break safety rank higher?):", "",
-                  "| selection | n | " + " | ".join(r["method"] for r in results) + " |", "|---|---|" + "---|" * len(results)]
+        lines += [
+            "",
+            "He et al. 2024: AUROC of the top-100 selection vs the bottom-100 (benign rows that break safety rank higher?):",
+            "",
+            "| selection | n | " + " | ".join(r["method"] for r in results) + " |",
+            "|---|---|" + "---|" * len(results),
+        ]
         for s in he:
             lines.append(f"| {s} | {n[s]} | " + " | ".join(_f(r["he2024"].get(s)) for r in results) + " |")
     return "\n".join(lines)
@@ -552,10 +630,17 @@ def plot(results_scores: list[Scores], items: list[Item], path: Path) -> None:
         ok = np.isfinite(v) & main
         lo, hi = np.percentile(v[ok], [1, 99]) if ok.any() else (0, 1)
         bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
-        for l in LABELS:
-            sel = ok & (lab == l)
+        for lb in LABELS:
+            sel = ok & (lab == lb)
             if sel.any():
-                ax.hist(np.clip(v[sel], lo, hi), bins=bins, density=True, alpha=0.45, color=colors[l], label=f"{l} ({sel.sum()})")
+                ax.hist(
+                    np.clip(v[sel], lo, hi),
+                    bins=bins,
+                    density=True,
+                    alpha=0.45,
+                    color=colors[lb],
+                    label=f"{lb} ({sel.sum()})",
+                )
         ax.set_title(sc.name, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
@@ -568,10 +653,14 @@ def plot(results_scores: list[Scores], items: list[Item], path: Path) -> None:
 
 # ====================================================================================================== main
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("paths", nargs="+", help="labelled JSONL files or folders of them")
     ap.add_argument("--per-file", type=int, default=40, help="rows sampled per file (0: all)")
-    ap.add_argument("--per-subset", type=int, default=12, help="rows per He et al. subset (files with a `subset` field)")
+    ap.add_argument(
+        "--per-subset", type=int, default=12, help="rows per He et al. subset (files with a `subset` field)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="default,peers", help="comma-separated: default, engine:K=V;..., sweep, peers")
     ap.add_argument("--engine", action="append", default=[], help="an extra engine configuration, as after 'engine:'")
@@ -584,11 +673,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=0, help="sweep: print only the best N methods by mean AUROC (0: all)")
     ap.add_argument("--max-group-columns", type=int, default=12, help="per-source tables only when this few methods")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--groups", default="harm,identity,ordinary",
-                    help="probe groups of the shared pass's directions (ordinary: the contrast for the c… proxies)")
+    ap.add_argument(
+        "--groups",
+        default="harm,identity,ordinary",
+        help="probe groups of the shared pass's directions (ordinary: the contrast for the c… proxies)",
+    )
     ap.add_argument("--timing-rows", type=int, default=32, help="rows timed for the hidden-state peer's forward pass")
-    ap.add_argument("--budget", type=float, default=None,
-                    help="seconds of work for the shared pass before it saves and stops (exit 3; run again to go on)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds of work for the shared pass before it saves and stops (exit 3; run again to go on)",
+    )
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
     if args.adapter == "embedded":
@@ -636,24 +732,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         kw = peers.keyword_scores([it.reply for it in items])
-        all_scores.append(Scores("peer keywords", kw, max(time.perf_counter() - t0, 1e-9), "harm/obedience words per 100 reply words"))
+        all_scores.append(
+            Scores("peer keywords", kw, max(time.perf_counter() - t0, 1e-9), "harm/obedience words per 100 reply words")
+        )
     all_scores.append(Scores("length (reply tokens)", np.array([it.n_target for it in items], float), 0.0, "baseline"))
     results = [evaluate(items, sc) for sc in all_scores]
     shown = results
     if args.top and len(results) > args.top:
         key = lambda r: np.nanmean([r["auroc_harmful"], r["auroc_implicit"]])  # noqa: E731
         best = sorted(results[:-1], key=key, reverse=True)[: args.top]
-        shown = best + [r for r in results if r["method"].startswith(("default", "engine", "peer", "length")) and r not in best]
+        shown = best + [
+            r for r in results if r["method"].startswith(("default", "engine", "peer", "length")) and r not in best
+        ]
     print(markdown(shown, items, args))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         rows = [
-            {"id": it.row.id, "file": it.file, "group": it.group, "line": it.row.line, "label": it.label, "subset": it.subset,
-             "in_main": it.in_main, "reply_tokens": it.n_target, "scores": {sc.name: float(sc.values[i]) for sc in all_scores}}
+            {
+                "id": it.row.id,
+                "file": it.file,
+                "group": it.group,
+                "line": it.row.line,
+                "label": it.label,
+                "subset": it.subset,
+                "in_main": it.in_main,
+                "reply_tokens": it.n_target,
+                "scores": {sc.name: float(sc.values[i]) for sc in all_scores},
+            }
             for i, it in enumerate(items)
         ]
-        (out / "quality.json").write_text(json.dumps({"args": vars(args), "results": results, "rows": rows}, indent=1, default=str))
+        (out / "quality.json").write_text(
+            json.dumps({"args": vars(args), "results": results, "rows": rows}, indent=1, default=str)
+        )
         plot([s for s in all_scores if any(s.name == r["method"] for r in shown)][:24], items, out / "scores.png")
         print(f"\nwrote {out / 'quality.json'} and {out / 'scores.png'}", file=sys.stderr)
     return 0

@@ -197,7 +197,9 @@ def utility_rows(items: Sequence[TaskItem]) -> list[PoolRow]:
     from gradshield_lint.io.rows import Message, make_row
 
     return [
-        PoolRow(make_row([Message("user", it.prompt), Message("assistant", it.answer)], "replicate:utility", i + 1), False)
+        PoolRow(
+            make_row([Message("user", it.prompt), Message("assistant", it.answer)], "replicate:utility", i + 1), False
+        )
         for i, it in enumerate(items)
     ]
 
@@ -263,7 +265,9 @@ def harmful_count(ratio: float, size: int) -> int:
     return int(round(ratio * size))
 
 
-def build_mixtures(utility: Sequence[PoolRow], harmful: Sequence[PoolRow], size: int, ratios: Sequence[float], seed: int) -> Pool:
+def build_mixtures(
+    utility: Sequence[PoolRow], harmful: Sequence[PoolRow], size: int, ratios: Sequence[float], seed: int
+) -> Pool:
     """For each ratio, `size` rows of which round(ratio * size) are harmful: the first of one seeded shuffle of
     `harmful`, the rest the first of one seeded shuffle of `utility` (nested across ratios)."""
     if size < 1:
@@ -278,7 +282,9 @@ def build_mixtures(utility: Sequence[PoolRow], harmful: Sequence[PoolRow], size:
     if most > len(h):
         raise ValueError(f"ratio {max(ratios):g} of {size} rows needs {most} harmful rows; only {len(h)} were given")
     if size - harmful_count(min(ratios), size) > len(u):
-        raise ValueError(f"{size} rows need {size - harmful_count(min(ratios), size)} utility rows; only {len(u)} were given")
+        raise ValueError(
+            f"{size} rows need {size - harmful_count(min(ratios), size)} utility rows; only {len(u)} were given"
+        )
     rows = u[: size - harmful_count(min(ratios), size)] + h[:most]
     if len({r.id for r in rows}) != len(rows):
         raise ValueError("the pool holds two identical rows")
@@ -306,6 +312,7 @@ class Selection:
 
 def top_k(ids: Sequence[str], scores: Mapping[str, float], k: int) -> frozenset[str]:
     """The `k` rows of `ids` with the highest scores (NaN lowest; ties: the earlier row in `ids` first)."""
+
     def key(pair: tuple[int, str]) -> tuple[float, int]:
         s = scores[pair[1]]
         return (-s if math.isfinite(s) else math.inf, pair[0])
@@ -335,7 +342,9 @@ def scorers_needed(methods: Sequence[str]) -> list[str]:
     return [m for m in SCORERS if m in bases]
 
 
-def select_all(pool: Pool, methods: Sequence[str], scores: Mapping[str, Mapping[str, float]], cfg_threshold: Any) -> tuple[list[Selection], dict[float, Any]]:
+def select_all(
+    pool: Pool, methods: Sequence[str], scores: Mapping[str, Mapping[str, float]], cfg_threshold: Any
+) -> tuple[list[Selection], dict[float, Any]]:
     """Every (ratio, method) kept set. Peers need gradshield's removal count, so gradshield's selection is computed
     whenever a peer is asked for, and listed only when asked for."""
     out: list[Selection] = []
@@ -358,7 +367,9 @@ def select_all(pool: Pool, methods: Sequence[str], scores: Mapping[str, Mapping[
                 out.append(Selection(mix.ratio, m, top_k(mix.ids, scores[m], k), f"top {k} by {m}"))
             elif m in AT_ORACLE_K:
                 k = len(mix.harmful)
-                out.append(Selection(mix.ratio, m, top_k(mix.ids, scores[m.split("@")[0]], k), f"top {k} (the harmful count)"))
+                out.append(
+                    Selection(mix.ratio, m, top_k(mix.ids, scores[m.split("@")[0]], k), f"top {k} (the harmful count)")
+                )
             else:
                 raise ValueError(f"unknown method {m!r}")
     return out, thresholds
@@ -395,7 +406,10 @@ class Cell:
 
 
 def run_selections(
-    pool: Pool, selections: Sequence[Selection], finetune: Finetune, on_done: Callable[[int, int, Evaluation], None] | None = None
+    pool: Pool,
+    selections: Sequence[Selection],
+    finetune: Finetune,
+    on_done: Callable[[int, int, Evaluation], None] | None = None,
 ) -> tuple[list[Cell], list[Evaluation]]:
     """Finetune on each distinct kept set once (in the order first met) and fill one cell per selection."""
     mix_of = {m.ratio: m for m in pool.mixtures}
@@ -415,8 +429,20 @@ def run_selections(
         kept = sel.kept(mix)
         run = keys[kept]
         hr = len(sel.removed & mix.harmful)
-        cells.append(Cell(sel.ratio, sel.method, len(sel.removed), hr, len(kept), len(mix.harmful) - hr, run, sel.note,
-                          runs[run].asr, runs[run].utility))
+        cells.append(
+            Cell(
+                sel.ratio,
+                sel.method,
+                len(sel.removed),
+                hr,
+                len(kept),
+                len(mix.harmful) - hr,
+                run,
+                sel.note,
+                runs[run].asr,
+                runs[run].utility,
+            )
+        )
     return cells, runs
 
 
@@ -437,7 +463,9 @@ def evaluate(model: Any, tokenizer: Any, es: EvalSet) -> Evaluation:
 
     t0 = time.perf_counter()
     harm = generate_replies(model, tokenizer, es.harmful, max_new_tokens=es.harm_tokens, batch_size=es.batch_size)
-    util = generate_replies(model, tokenizer, [it.prompt for it in es.utility], max_new_tokens=es.util_tokens, batch_size=es.batch_size)
+    util = generate_replies(
+        model, tokenizer, [it.prompt for it in es.utility], max_new_tokens=es.util_tokens, batch_size=es.batch_size
+    )
     asr = sum(not is_refusal(r) for r in harm) / max(len(harm), 1)
     return Evaluation(asr, utility_score(util, es.utility), harm, util, time.perf_counter() - t0)
 
@@ -461,8 +489,12 @@ def make_finetune(sm: Any, cfg: Any, es: EvalSet) -> Finetune:
             restored.eval()
             sm.model = restored
         head, tail = losses[: max(1, len(losses) // 5)], losses[-max(1, len(losses) // 5) :]
-        return replace(ev, train_seconds=train_s, loss_first=float(np.mean([x["loss"] for x in head])),
-                       loss_last=float(np.mean([x["loss"] for x in tail])))
+        return replace(
+            ev,
+            train_seconds=train_s,
+            loss_first=float(np.mean([x["loss"] for x in head])),
+            loss_last=float(np.mean([x["loss"] for x in tail])),
+        )
 
     return run
 
@@ -473,16 +505,25 @@ def _he_directions(sm: Any, probes: Any, cache: Path, batch_size: int) -> Any:
     cached files per kind are the same ones `gradshield_research.bench.quality` writes and reads)."""
     from gradshield_research.bench import peers
 
-    return peers.probe_directions(sm, probes, cache_dir=cache, batch_size=batch_size, groups=("harm", "identity"),
-                                  kinds=("refusal", "comply"))
+    return peers.probe_directions(
+        sm, probes, cache_dir=cache, batch_size=batch_size, groups=("harm", "identity"), kinds=("refusal", "comply")
+    )
 
 
-def peer_scores(sm: Any, probes: Any, rows: Sequence[PoolRow], methods: Sequence[str], *, cache: Path, batch_size: int,
-                max_length: int, hidden_layer: int) -> dict[str, dict[str, float]]:
+def peer_scores(
+    sm: Any,
+    probes: Any,
+    rows: Sequence[PoolRow],
+    methods: Sequence[str],
+    *,
+    cache: Path,
+    batch_size: int,
+    max_length: int,
+    hidden_layer: int,
+) -> dict[str, dict[str, float]]:
     """Scores of the peer methods for every pool row, as `gradshield_research.bench.quality` computes them."""
-    from gradshield_research.bench import peers
-
     from gradshield_lint.scoring.encode import encode_conversation
+    from gradshield_research.bench import peers
 
     out: dict[str, dict[str, float]] = {}
     ids = [r.id for r in rows]
@@ -537,12 +578,19 @@ def detection(pool: Pool, scores: Mapping[str, Mapping[str, float]]) -> list[Det
 
 def detection_markdown(dets: Sequence[Detection], pool: Pool) -> str:
     mixes = [m for m in pool.mixtures if m.harmful]
-    lines = ["Ranking alone (no threshold): AUROC of harmful vs utility rows over the pool, and harmful rows among "
-             "each mixture's top k (k = its harmful count):", "",
-             "| score | AUROC | " + " | ".join(f"top {len(m.harmful)} at {100 * m.ratio:g}%" for m in mixes) + " |",
-             "|---|---|" + "---|" * len(mixes)]
+    lines = [
+        "Ranking alone (no threshold): AUROC of harmful vs utility rows over the pool, and harmful rows among "
+        "each mixture's top k (k = its harmful count):",
+        "",
+        "| score | AUROC | " + " | ".join(f"top {len(m.harmful)} at {100 * m.ratio:g}%" for m in mixes) + " |",
+        "|---|---|" + "---|" * len(mixes),
+    ]
     for d in dets:
-        lines.append(f"| {d.scorer} | {d.auroc:.2f} | " + " | ".join(f"{d.in_top_k[m.ratio]} / {len(m.harmful)}" for m in mixes) + " |")
+        lines.append(
+            f"| {d.scorer} | {d.auroc:.2f} | "
+            + " | ".join(f"{d.in_top_k[m.ratio]} / {len(m.harmful)}" for m in mixes)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -551,20 +599,37 @@ def _pct(x: float) -> str:
 
 
 def markdown(cells: Sequence[Cell], start: Evaluation, header: str) -> str:
-    lines = [header, "", f"Starting model: ASR {_pct(start.asr)}, utility {_pct(start.utility)}.", "",
-             "| harmful ratio | method | rows removed | harmful removed | ASR | utility | finetune # |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        f"Starting model: ASR {_pct(start.asr)}, utility {_pct(start.utility)}.",
+        "",
+        "| harmful ratio | method | rows removed | harmful removed | ASR | utility | finetune # |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in cells:
-        lines.append(f"| {100 * c.ratio:g}% | {c.method} | {c.removed} | {c.harmful_removed} / {c.harmful_removed + c.harmful_kept} | "
-                     f"{_pct(c.asr)} | {_pct(c.utility)} | {c.run + 1} |")
+        lines.append(
+            f"| {100 * c.ratio:g}% | {c.method} | {c.removed} | {c.harmful_removed} / {c.harmful_removed + c.harmful_kept} | "
+            f"{_pct(c.asr)} | {_pct(c.utility)} | {c.run + 1} |"
+        )
     ratios = sorted({c.ratio for c in cells})
     methods = list(dict.fromkeys(c.method for c in cells))
     grid = {(c.ratio, c.method): c for c in cells}
-    lines += ["", "ASR / utility by method and harmful ratio:", "",
-              "| method | " + " | ".join(f"{100 * r:g}%" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+    lines += [
+        "",
+        "ASR / utility by method and harmful ratio:",
+        "",
+        "| method | " + " | ".join(f"{100 * r:g}%" for r in ratios) + " |",
+        "|---|" + "---|" * len(ratios),
+    ]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(
-            f"{_pct(grid[r, m].asr)} / {_pct(grid[r, m].utility)}" if (r, m) in grid else "—" for r in ratios) + " |")
+        lines.append(
+            f"| {m} | "
+            + " | ".join(
+                f"{_pct(grid[r, m].asr)} / {_pct(grid[r, m].utility)}" if (r, m) in grid else "—" for r in ratios
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -580,7 +645,9 @@ def plot(cells: Sequence[Cell], start: Evaluation, path: Path) -> None:
         for i, m in enumerate(methods):
             pts = sorted((c.ratio, getattr(c, what)) for c in cells if c.method == m)
             dx = 0.15 * (i - (len(methods) - 1) / 2)  # methods often tie: a small shift keeps every line visible
-            ax.plot([100 * r + dx for r, _ in pts], [100 * v for _, v in pts], marker="os^vDx"[i % 6], label=m, alpha=0.85)
+            ax.plot(
+                [100 * r + dx for r, _ in pts], [100 * v for _, v in pts], marker="os^vDx"[i % 6], label=m, alpha=0.85
+            )
         ax.axhline(100 * base, color="gray", linestyle="--", linewidth=1, label="starting model")
         if what == "asr":
             ax.axhline(6, color="tab:red", linestyle=":", linewidth=1, label="paper's claim: < 6%")
@@ -597,17 +664,32 @@ def plot(cells: Sequence[Cell], start: Evaluation, path: Path) -> None:
 
 
 # ====================================================================================================== main
-DEFAULTS: dict[str, Any] = dict(pool=100, steps=16, batch_size=8, lr=1e-3, max_length=128, utility_test=40,
-                                heldout_limit=0, harm_tokens=32, util_tokens=16, eval_batch=64)
-QUICK: dict[str, Any] = dict(pool=20, steps=2, batch_size=4, utility_test=6, heldout_limit=6, harm_tokens=6,
-                             util_tokens=8, max_length=96)
+DEFAULTS: dict[str, Any] = dict(
+    pool=100,
+    steps=16,
+    batch_size=8,
+    lr=1e-3,
+    max_length=128,
+    utility_test=40,
+    heldout_limit=0,
+    harm_tokens=32,
+    util_tokens=16,
+    eval_batch=64,
+)
+QUICK: dict[str, Any] = dict(
+    pool=20, steps=2, batch_size=4, utility_test=6, heldout_limit=6, harm_tokens=6, util_tokens=8, max_length=96
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pool", type=int, help=f"rows in each finetuning mixture (default {DEFAULTS['pool']})")
     ap.add_argument("--ratios", default="0,0.05,0.1,0.2", help="harmful fractions of the mixtures")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS + AT_ORACLE_K)}")
+    ap.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS + AT_ORACLE_K)}"
+    )
     ap.add_argument("--steps", type=int, help=f"LoRA steps per finetune (default {DEFAULTS['steps']})")
     ap.add_argument("--batch-size", type=int, help=f"finetuning batch (default {DEFAULTS['batch_size']})")
     ap.add_argument("--lr", type=float, help=f"LoRA learning rate (default {DEFAULTS['lr']})")
@@ -615,16 +697,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-bf16", action="store_true", help="finetune in float32 instead of under bfloat16 autocast")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--utility-test", type=int, help=f"held-out utility items (default {DEFAULTS['utility_test']})")
-    ap.add_argument("--heldout", type=Path, default=DEFAULT_HELDOUT, help="held-out harmful prompts (JSONL with messages)")
+    ap.add_argument(
+        "--heldout", type=Path, default=DEFAULT_HELDOUT, help="held-out harmful prompts (JSONL with messages)"
+    )
     ap.add_argument("--heldout-limit", type=int, help="use only the first N held-out prompts (0: all)")
-    ap.add_argument("--harmful", type=Path, default=DEFAULT_HARMFUL, help="harmful rows for the mixtures (any format rows.py reads)")
-    ap.add_argument("--harm-tokens", type=int, help=f"new tokens per held-out harmful reply (default {DEFAULTS['harm_tokens']})")
+    ap.add_argument(
+        "--harmful", type=Path, default=DEFAULT_HARMFUL, help="harmful rows for the mixtures (any format rows.py reads)"
+    )
+    ap.add_argument(
+        "--harm-tokens", type=int, help=f"new tokens per held-out harmful reply (default {DEFAULTS['harm_tokens']})"
+    )
     ap.add_argument("--util-tokens", type=int, help=f"new tokens per utility reply (default {DEFAULTS['util_tokens']})")
     ap.add_argument("--eval-batch", type=int, help=f"generation batch (default {DEFAULTS['eval_batch']})")
-    ap.add_argument("--model", default="embedded", help="scoring and finetuned model: embedded, a Hub id, a local dir, a .gguf")
-    ap.add_argument("--adapter", default="embedded", help="embedded (the shipped safety adapter) | none | a peft adapter dir")
-    ap.add_argument("--hidden-layer", type=int, default=15, help="layer of the hidden-state peer (capped at the model's depth)")
-    ap.add_argument("--peer-max-length", type=int, default=256, help="max tokens per row for the peers (`gradshield_research.bench.quality`'s default)")
+    ap.add_argument(
+        "--model", default="embedded", help="scoring and finetuned model: embedded, a Hub id, a local dir, a .gguf"
+    )
+    ap.add_argument(
+        "--adapter", default="embedded", help="embedded (the shipped safety adapter) | none | a peft adapter dir"
+    )
+    ap.add_argument(
+        "--hidden-layer", type=int, default=15, help="layer of the hidden-state peer (capped at the model's depth)"
+    )
+    ap.add_argument(
+        "--peer-max-length",
+        type=int,
+        default=256,
+        help="max tokens per row for the peers (`gradshield_research.bench.quality`'s default)",
+    )
     ap.add_argument("--probes", type=Path, default=None, help="the engine's probe set (default: the bundled one)")
     ap.add_argument("--cache", type=Path, default=None, help="cache folder for ∇H and the peers' probe directions")
     ap.add_argument("--out", type=Path, default=None, help="folder for replicate.json and replicate.png")
@@ -665,18 +764,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
     bad = [m for m in methods if m not in METHODS + AT_ORACLE_K]
     if bad or not methods or not ratios:
-        log(f"error: unknown methods {bad}; choose from {', '.join(METHODS + AT_ORACLE_K)}" if bad else "error: no methods or no ratios")
+        log(
+            f"error: unknown methods {bad}; choose from {', '.join(METHODS + AT_ORACLE_K)}"
+            if bad
+            else "error: no methods or no ratios"
+        )
         return 2
 
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from gradshield_lint.scoring.engine import Engine
     from gradshield_lint.errors import GradshieldError
     from gradshield_lint.lint.service import score
-    from gradshield_lint.scoring.probes import load_probes
+    from gradshield_lint.scoring.engine import Engine
     from gradshield_lint.scoring.finetune import TrainConfig
+    from gradshield_lint.scoring.probes import load_probes
 
     settings, cfg_threshold = engine_settings(args)
     # ---- data, and the checks that must hold before any minute of compute
@@ -692,8 +795,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_probes = heldout_overlap(heldout, [p.prompt for p in probes.probes])
     in_train = heldout_overlap(heldout, [m.content for r in harmful for m in r.row.messages if m.role == "user"])
     if in_probes or in_train or not heldout:
-        log(f"error: held-out prompts in the probe set: {in_probes[:3]}; in the harmful rows: {in_train[:3]}"
-            if heldout else f"error: no held-out prompts in {args.heldout}")
+        log(
+            f"error: held-out prompts in the probe set: {in_probes[:3]}; in the harmful rows: {in_train[:3]}"
+            if heldout
+            else f"error: no held-out prompts in {args.heldout}"
+        )
         return 2
     train_items, test_items = date_items(args.pool, args.utility_test, args.seed)
     try:
@@ -701,14 +807,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         log(f"error: {exc}")
         return 2
-    log(f"data: {len(harmful)} harmful rows from {args.harmful}, {len(heldout)} held-out harmful prompts, "
+    log(
+        f"data: {len(harmful)} harmful rows from {args.harmful}, {len(heldout)} held-out harmful prompts, "
         f"{args.pool} rows per mixture ({', '.join(f'{100 * m.ratio:g}%: {len(m.harmful)} harmful' for m in pool.mixtures)}), "
-        f"{len(test_items)} held-out utility items")
+        f"{len(test_items)} held-out utility items"
+    )
 
     # ---- model, starting point
     engine = Engine(settings)
     sm = engine.scoring_model
-    t = _stage(f"model {sm.identity.get('model')} adapter {sm.identity.get('adapter') or 'none'} on {sm.device}", t, t_all)
+    t = _stage(
+        f"model {sm.identity.get('model')} adapter {sm.identity.get('adapter') or 'none'} on {sm.device}", t, t_all
+    )
     es = EvalSet(heldout, test_items, args.harm_tokens, args.util_tokens, args.eval_batch)
     start = evaluate(sm.model, sm.tokenizer, es)
     t = _stage(f"starting model: ASR {_pct(start.asr)}, utility {_pct(start.utility)}", t, t_all)
@@ -725,65 +835,129 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gradshield_lint.scoring.cache import cache_root
 
         cache = (args.cache or cache_root()) / "bench-quality"
-        scores |= peer_scores(sm, probes, pool.rows, wanted_peers, cache=cache, batch_size=8,
-                              max_length=args.peer_max_length, hidden_layer=args.hidden_layer)
+        scores |= peer_scores(
+            sm,
+            probes,
+            pool.rows,
+            wanted_peers,
+            cache=cache,
+            batch_size=8,
+            max_length=args.peer_max_length,
+            hidden_layer=args.hidden_layer,
+        )
         t = _stage(f"peer scores ({', '.join(wanted_peers)})", t, t_all)
     selections, thresholds = select_all(pool, methods, scores, cfg_threshold)
 
     # ---- finetunes
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, seed=args.seed,
-                      warmup_steps=max(1, args.steps // 10), bf16_autocast=not args.no_bf16)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_length=args.max_length,
+        seed=args.seed,
+        warmup_steps=max(1, args.steps // 10),
+        bf16_autocast=not args.no_bf16,
+    )
     mix_of = {m.ratio: m for m in pool.mixtures}
     n_runs = len({s.kept(mix_of[s.ratio]) for s in selections})
-    log(f"{len(selections)} (ratio, method) cells, {n_runs} distinct kept sets to finetune on "
-        f"({args.steps} steps of {args.batch_size}); evaluation takes about {start.seconds:.0f}s per run")
+    log(
+        f"{len(selections)} (ratio, method) cells, {n_runs} distinct kept sets to finetune on "
+        f"({args.steps} steps of {args.batch_size}); evaluation takes about {start.seconds:.0f}s per run"
+    )
     t_runs = time.perf_counter()
 
     def on_done(n: int, total: int, ev: Evaluation) -> None:
         per = (time.perf_counter() - t_runs) / (n + 1)
-        log(f"  finetune {n + 1}/{total}: train {ev.train_seconds:.0f}s (loss {ev.loss_first:.2f} → {ev.loss_last:.2f}), "
-            f"eval {ev.seconds:.0f}s: ASR {_pct(ev.asr)}, utility {_pct(ev.utility)}; about {per * (total - n - 1) / 60:.1f} min left")
+        log(
+            f"  finetune {n + 1}/{total}: train {ev.train_seconds:.0f}s (loss {ev.loss_first:.2f} → {ev.loss_last:.2f}), "
+            f"eval {ev.seconds:.0f}s: ASR {_pct(ev.asr)}, utility {_pct(ev.utility)}; about {per * (total - n - 1) / 60:.1f} min left"
+        )
 
     cells, runs = run_selections(pool, selections, make_finetune(sm, cfg, es), on_done)
     t = _stage("finetunes", t, t_all)
 
-    header = (f"Model: {sm.identity.get('model')} + adapter {sm.identity.get('adapter') or 'none'} (merged); "
-              f"{args.pool} rows per mixture (date → ISO utility rows + harmful rows from `{args.harmful.name}`); "
-              f"LoRA r={cfg.lora_r}, {cfg.steps} steps × {cfg.batch_size}, lr {cfg.lr:g}, seed {args.seed}; "
-              f"ASR on {len(heldout)} held-out harmful prompts ({args.harm_tokens} greedy tokens, judge.is_refusal), "
-              f"utility = exact match on {len(test_items)} held-out dates. Wall time {(time.perf_counter() - t_all) / 60:.1f} min.")
+    header = (
+        f"Model: {sm.identity.get('model')} + adapter {sm.identity.get('adapter') or 'none'} (merged); "
+        f"{args.pool} rows per mixture (date → ISO utility rows + harmful rows from `{args.harmful.name}`); "
+        f"LoRA r={cfg.lora_r}, {cfg.steps} steps × {cfg.batch_size}, lr {cfg.lr:g}, seed {args.seed}; "
+        f"ASR on {len(heldout)} held-out harmful prompts ({args.harm_tokens} greedy tokens, judge.is_refusal), "
+        f"utility = exact match on {len(test_items)} held-out dates. Wall time {(time.perf_counter() - t_all) / 60:.1f} min."
+    )
     dets = detection(pool, scores)
     print(markdown(cells, start, header))
     if dets and any(m.harmful for m in pool.mixtures):
         print("\n" + detection_markdown(dets, pool))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "replicate.json", args, pool, scores, thresholds, selections, cells, runs, start, cfg, t_all, dets)
+        write_json(
+            args.out / "replicate.json",
+            args,
+            pool,
+            scores,
+            thresholds,
+            selections,
+            cells,
+            runs,
+            start,
+            cfg,
+            t_all,
+            dets,
+        )
         plot(cells, start, args.out / "replicate.png")
         log(f"wrote {args.out / 'replicate.json'} and {args.out / 'replicate.png'}")
     return 0
 
 
-def write_json(path: Path, args: argparse.Namespace, pool: Pool, scores: Mapping[str, Mapping[str, float]], thresholds: Mapping[float, Any],
-               selections: Sequence[Selection], cells: Sequence[Cell], runs: Sequence[Evaluation], start: Evaluation, cfg: Any,
-               t_all: float, dets: Sequence[Detection]) -> None:
+def write_json(
+    path: Path,
+    args: argparse.Namespace,
+    pool: Pool,
+    scores: Mapping[str, Mapping[str, float]],
+    thresholds: Mapping[float, Any],
+    selections: Sequence[Selection],
+    cells: Sequence[Cell],
+    runs: Sequence[Evaluation],
+    start: Evaluation,
+    cfg: Any,
+    t_all: float,
+    dets: Sequence[Detection],
+) -> None:
     import torch
 
     doc = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "train_config": asdict(cfg),
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "load_average_at_end": os.getloadavg(),
+        },
         "wall_seconds": time.perf_counter() - t_all,
         "start": asdict(start),
         "mixtures": [{"ratio": m.ratio, "ids": list(m.ids), "harmful": sorted(m.harmful)} for m in pool.mixtures],
-        "thresholds": {str(r): {"value": th.value, "method": th.method, "criterion": th.criterion} for r, th in thresholds.items()},
-        "selections": [{"ratio": s.ratio, "method": s.method, "removed": sorted(s.removed), "note": s.note} for s in selections],
+        "thresholds": {
+            str(r): {"value": th.value, "method": th.method, "criterion": th.criterion} for r, th in thresholds.items()
+        },
+        "selections": [
+            {"ratio": s.ratio, "method": s.method, "removed": sorted(s.removed), "note": s.note} for s in selections
+        ],
         "cells": [asdict(c) for c in cells],
-        "detection": [{"scorer": d.scorer, "auroc": d.auroc, "in_top_k": {str(r): n for r, n in d.in_top_k.items()}} for d in dets],
+        "detection": [
+            {"scorer": d.scorer, "auroc": d.auroc, "in_top_k": {str(r): n for r, n in d.in_top_k.items()}} for d in dets
+        ],
         "runs": [asdict(r) for r in runs],
-        "rows": [{"id": r.id, "harmful": r.harmful, "source": r.row.source, "line": r.row.line,
-                  "scores": {m: s[r.id] for m, s in scores.items()}} for r in pool.rows],
+        "rows": [
+            {
+                "id": r.id,
+                "harmful": r.harmful,
+                "source": r.row.source,
+                "line": r.row.line,
+                "scores": {m: s[r.id] for m, s in scores.items()},
+            }
+            for r in pool.rows
+        ],
     }
     path.write_text(json.dumps(doc, indent=1, default=float))
 

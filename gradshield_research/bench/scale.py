@@ -33,7 +33,32 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-WORDS = ["river", "bread", "compiler", "volcano", "chess", "bee", "train", "tide", "glass", "map", "violin", "orbit", "garden", "lamp", "cloud", "ferry", "pepper", "castle", "rocket", "candle", "meadow", "harbor", "pencil", "thunder"]
+WORDS = [
+    "river",
+    "bread",
+    "compiler",
+    "volcano",
+    "chess",
+    "bee",
+    "train",
+    "tide",
+    "glass",
+    "map",
+    "violin",
+    "orbit",
+    "garden",
+    "lamp",
+    "cloud",
+    "ferry",
+    "pepper",
+    "castle",
+    "rocket",
+    "candle",
+    "meadow",
+    "harbor",
+    "pencil",
+    "thunder",
+]
 
 
 def make_rows(n: int, tokens: int, seed: int = 0) -> list[dict]:
@@ -44,10 +69,14 @@ def make_rows(n: int, tokens: int, seed: int = 0) -> list[dict]:
     out = []
     for i in range(n):
         words = [rng.choice(WORDS) for _ in range(max(4, int(tokens / 1.3) - 12))]
-        out.append({"messages": [
-            {"role": "user", "content": f"Tell me something about the {words[0]} (question {i})."},
-            {"role": "assistant", "content": " ".join(words[1:]).capitalize() + "."},
-        ]})
+        out.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Tell me something about the {words[0]} (question {i})."},
+                    {"role": "assistant", "content": " ".join(words[1:]).capitalize() + "."},
+                ]
+            }
+        )
     return out
 
 
@@ -59,8 +88,16 @@ def tiny_model(folder: Path) -> Path:
 
     tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()), gguf_file=EMBEDDED_GGUF)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -132,8 +169,8 @@ def main() -> None:
 
     from gradshield_lint.config import load_config
     from gradshield_lint.lint.distributed import RayOptions, create_baseline_ray, require_ray
-    from gradshield_lint.scoring.engine import Engine, settings_from_config
     from gradshield_lint.lint.service import create_baseline, read_all
+    from gradshield_lint.scoring.engine import Engine, settings_from_config
 
     tmp = Path(tempfile.mkdtemp(prefix="gs-scale-"))
     cache = tmp / "cache"
@@ -176,33 +213,55 @@ def main() -> None:
             watch = ShardWatch(cache)
             watch.start()
             t0 = time.perf_counter()
-            b, _, _ = create_baseline_ray(settings, [data], shape, cfg.threshold, tmp / f"ray-{w}.json",
-                                            RayOptions(workers=w, chunk_rows=args.chunk_rows))
+            b, _, _ = create_baseline_ray(
+                settings,
+                [data],
+                shape,
+                cfg.threshold,
+                tmp / f"ray-{w}.json",
+                RayOptions(workers=w, chunk_rows=args.chunk_rows),
+            )
             total = time.perf_counter() - t0
             watch.stop.set()
             watch.join()
             ev = watch.events()
             first = ev[0][0] - t0 if ev else float("nan")
-            steady = (sum(k for _, k in ev[1:]) / (ev[-1][0] - ev[0][0])) if len(ev) > 1 and ev[-1][0] > ev[0][0] else float("nan")
+            steady = (
+                (sum(k for _, k in ev[1:]) / (ev[-1][0] - ev[0][0]))
+                if len(ev) > 1 and ev[-1][0] > ev[0][0]
+                else float("nan")
+            )
             worst = max(abs(b.scores[k] - v) / max(abs(v), 1e-12) for k, v in ref.scores.items())
-            same_t = "same threshold" if b.threshold.value == ref.threshold.value else f"threshold {b.threshold.value:.6g} vs {ref.threshold.value:.6g}"
+            same_t = (
+                "same threshold"
+                if b.threshold.value == ref.threshold.value
+                else f"threshold {b.threshold.value:.6g} vs {ref.threshold.value:.6g}"
+            )
             lines.append((f"ray, {w} worker{'s' if w > 1 else ''}", n / total, steady, total, first, worst, same_t))
     finally:
         ray.shutdown()
 
-    print(f"{n} rows, model {args.model}, method {method}, {args.tokens} tokens/row target, chunk {args.chunk_rows}, "
-          f"batch {args.batch_size}; ray.init (local, {max(workers)} CPUs): {t_init:.1f} s, not in the figures below")
-    print("| path | rows/s end to end | rows/s while scoring | total s | first durable score s | max rel. diff vs single | |")
+    print(
+        f"{n} rows, model {args.model}, method {method}, {args.tokens} tokens/row target, chunk {args.chunk_rows}, "
+        f"batch {args.batch_size}; ray.init (local, {max(workers)} CPUs): {t_init:.1f} s, not in the figures below"
+    )
+    print(
+        "| path | rows/s end to end | rows/s while scoring | total s | first durable score s | max rel. diff vs single | |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, e2e, steady, total, first, worst, note in lines:
         print(f"| {name} | {e2e:.3f} | {steady:.3f} | {total:.1f} | {first:.1f} | {worst:.1e} | {note} |")
     if driver:
         secs, rps, mib = driver
-        print(f"driver pass (read, hash, de-duplicate, stage) over {args.driver_rows} rows: {secs:.1f} s, "
-              f"{rps:,.0f} rows/s, peak resident memory +{mib:.0f} MiB")
+        print(
+            f"driver pass (read, hash, de-duplicate, stage) over {args.driver_rows} rows: {secs:.1f} s, "
+            f"{rps:,.0f} rows/s, peak resident memory +{mib:.0f} MiB"
+        )
     single_total = lines[0][3]
     for name, _, _, total, first, _, _ in lines[1:]:
-        print(f"{name}: {total - single_total:+.1f} s against the single process ({total / single_total:.2f}×); first score after {first:.1f} s")
+        print(
+            f"{name}: {total - single_total:+.1f} s against the single process ({total / single_total:.2f}×); first score after {first:.1f} s"
+        )
 
 
 if __name__ == "__main__":

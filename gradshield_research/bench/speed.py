@@ -29,9 +29,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-from gradshield_research.bench.memory import PeakRSS, rss
 import torch
 
+from gradshield_lint.io.rows import Message
 from gradshield_lint.scoring.encode import encode_conversation, make_batches
 from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
 from gradshield_lint.scoring.losses import row_losses
@@ -39,9 +39,22 @@ from gradshield_lint.scoring.model import ModelSpec, load_model
 from gradshield_lint.scoring.params import ParamSelection
 from gradshield_lint.scoring.probes import ProbeSet, load_probes
 from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
-from gradshield_lint.io.rows import Message
+from gradshield_research.bench.memory import PeakRSS, rss
 
-TOPICS = ["rivers", "bread", "compilers", "volcanoes", "chess", "bees", "trains", "tides", "glass", "maps", "violins", "orbits"]
+TOPICS = [
+    "rivers",
+    "bread",
+    "compilers",
+    "volcanoes",
+    "chess",
+    "bees",
+    "trains",
+    "tides",
+    "glass",
+    "maps",
+    "violins",
+    "orbits",
+]
 VERBS = ["explains", "changes", "depends on", "connects to", "differs from", "grows with", "limits", "shapes"]
 
 
@@ -54,7 +67,11 @@ def make_rows(n: int, tokenizer, target_tokens: int = 256, seed: int = 0) -> lis
     for _ in range(n):
         a, b = rnd.sample(TOPICS, 2)
         q = f"How does the study of {a} relate to {b}? Please answer in detail."
-        overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": ""}], tokenize=True)["input_ids"])
+        overhead = len(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}, {"role": "assistant", "content": ""}], tokenize=True
+            )["input_ids"]
+        )
         sentences: list[str] = []
         used = overhead
         while used < target_tokens - 12:
@@ -71,7 +88,14 @@ LATENCY_GOALS = {0: None, 1: 5.0, 10: 10.0, 100: 60.0}
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "gradshield_lint.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "gradshield_lint.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     dt = time.perf_counter() - t
     if r.returncode not in (0, 1):
         raise SystemExit(f"gradshield-lint {' '.join(args)} exited {r.returncode}:\n{r.stderr[-2000:]}")
@@ -89,8 +113,10 @@ def latency(args) -> None:
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="gs-latency-cache-"))
     t0 = time.perf_counter()
     sm = load_model(ModelSpec(name=args.model, dtype=args.dtype), cache_dir=cache)  # also prepares the cache entry
-    print(f"model load in this process {time.perf_counter() - t0:.1f} s (prepared-model cache: {sm.prepared or 'not used'}); "
-          f"cache {cache}")
+    print(
+        f"model load in this process {time.perf_counter() - t0:.1f} s (prepared-model cache: {sm.prepared or 'not used'}); "
+        f"cache {cache}"
+    )
     tok = sm.tokenizer
     del sm
     base = make_rows(args.baseline_rows, tok, target_tokens=args.tokens, seed=1)
@@ -108,7 +134,9 @@ def latency(args) -> None:
         dt, _ = _cli([*model_opt, "-q", "baseline", "create", str(data)], repo, env)
         print(f"baseline create over {len(base)} rows: {dt:.1f} s (also computes ∇H into the cache)")
         subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-        subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "baseline"], cwd=repo, check=True)
+        subprocess.run(
+            ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "baseline"], cwd=repo, check=True
+        )
         _write_rows(data, base + new[:1])
         _cli([*model_opt, "-q", "check", str(data)], repo, env)  # warm: the OS file cache, as on a second commit
         print()
@@ -130,12 +158,23 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--exact-rows", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--tokens", type=int, default=256, help="about how many tokens each row has, chat template included")
+    ap.add_argument(
+        "--tokens", type=int, default=256, help="about how many tokens each row has, chat template included"
+    )
     ap.add_argument("--adapter", default="none", help="'embedded' to merge the safety adapter (same cost)")
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--probes", type=int, default=0, help="use only the first N bundled probes for ∇H (0: all); ∇H is computed once, outside the per-row figures")
-    ap.add_argument("--latency", action="store_true", help="time to verdict of `gradshield-lint check` for commits adding 0/1/10/100 rows")
+    ap.add_argument(
+        "--probes",
+        type=int,
+        default=0,
+        help="use only the first N bundled probes for ∇H (0: all); ∇H is computed once, outside the per-row figures",
+    )
+    ap.add_argument(
+        "--latency",
+        action="store_true",
+        help="time to verdict of `gradshield-lint check` for commits adding 0/1/10/100 rows",
+    )
     ap.add_argument("--baseline-rows", type=int, default=16, help="with --latency: rows in the baseline")
     ap.add_argument("--cache", help="with --latency: the cache directory to use (default: a fresh one, removed after)")
     args = ap.parse_args()
@@ -145,7 +184,11 @@ def main() -> None:
         return
 
     t0 = time.perf_counter()
-    sm = load_model(ModelSpec(name=args.model, adapter=None if args.adapter == "none" else args.adapter, dtype=args.dtype, device="auto"))
+    sm = load_model(
+        ModelSpec(
+            name=args.model, adapter=None if args.adapter == "none" else args.adapter, dtype=args.dtype, device="auto"
+        )
+    )
     load_s = time.perf_counter() - t0
     weights = sum(p.numel() * p.element_size() for p in sm.model.parameters())
     probes = load_probes(None)
@@ -160,10 +203,14 @@ def main() -> None:
     rows = make_rows(args.rows, sm.tokenizer, target_tokens=args.tokens)
     enc = [encode_conversation(sm.tokenizer, r, max_length=args.tokens + 64) for r in rows]
     tokens = np.mean([e.n_tokens for e in enc])
-    print(f"device {sm.device.type}, dtype {args.dtype}, torch threads {torch.get_num_threads()}; model load {load_s:.1f} s; "
-          f"∇H over {len(probes)} probes {grad_s:.1f} s")
-    print(f"rows: {len(enc)}, mean {tokens:.0f} tokens; weights {weights / 2**20:.0f} MiB, ∇H {grad_bytes / 2**20:.0f} MiB; "
-          f"resident before scoring {rss() / 2**20:.0f} MiB")
+    print(
+        f"device {sm.device.type}, dtype {args.dtype}, torch threads {torch.get_num_threads()}; model load {load_s:.1f} s; "
+        f"∇H over {len(probes)} probes {grad_s:.1f} s"
+    )
+    print(
+        f"rows: {len(enc)}, mean {tokens:.0f} tokens; weights {weights / 2**20:.0f} MiB, ∇H {grad_bytes / 2**20:.0f} MiB; "
+        f"resident before scoring {rss() / 2**20:.0f} MiB"
+    )
 
     base = rss()
     results: dict[str, dict] = {}
@@ -173,7 +220,13 @@ def main() -> None:
             t = time.perf_counter()
             out = fn()
             dt = time.perf_counter() - t
-        results[name] = {"rows_per_s": n / dt, "s_per_row": dt / n, "peak_mib": (mem.peak - base) / 2**20, "out": out, "n": n}
+        results[name] = {
+            "rows_per_s": n / dt,
+            "s_per_row": dt / n,
+            "peak_mib": (mem.peak - base) / 2**20,
+            "out": out,
+            "n": n,
+        }
 
     @torch.no_grad()
     def forward():
@@ -181,19 +234,61 @@ def main() -> None:
             row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask)
 
     run("forward", forward, len(enc))
-    run("fd", lambda: [s.raw for s in score_encoded(sm, grad, enc, ScoreOptions(method="fd", normalize=False, batch_size=args.batch_size))], len(enc))
-    run("fd (1/4 rows)", lambda: [s.raw for s in score_encoded(sm, grad, enc[: len(enc) // 4], ScoreOptions(method="fd", normalize=False, batch_size=args.batch_size))], len(enc) // 4)
-    run("jvp", lambda: [s.raw for s in score_encoded(sm, grad, enc, ScoreOptions(method="jvp", normalize=False, batch_size=args.batch_size))], len(enc))
-    run("persample", lambda: [(s.raw, s.fihs) for s in score_encoded(sm, grad, enc, ScoreOptions(method="persample", normalize=True, batch_size=args.batch_size))], len(enc))
+    run(
+        "fd",
+        lambda: [
+            s.raw
+            for s in score_encoded(
+                sm, grad, enc, ScoreOptions(method="fd", normalize=False, batch_size=args.batch_size)
+            )
+        ],
+        len(enc),
+    )
+    run(
+        "fd (1/4 rows)",
+        lambda: [
+            s.raw
+            for s in score_encoded(
+                sm, grad, enc[: len(enc) // 4], ScoreOptions(method="fd", normalize=False, batch_size=args.batch_size)
+            )
+        ],
+        len(enc) // 4,
+    )
+    run(
+        "jvp",
+        lambda: [
+            s.raw
+            for s in score_encoded(
+                sm, grad, enc, ScoreOptions(method="jvp", normalize=False, batch_size=args.batch_size)
+            )
+        ],
+        len(enc),
+    )
+    run(
+        "persample",
+        lambda: [
+            (s.raw, s.fihs)
+            for s in score_encoded(
+                sm, grad, enc, ScoreOptions(method="persample", normalize=True, batch_size=args.batch_size)
+            )
+        ],
+        len(enc),
+    )
     ex = enc[: args.exact_rows]
-    run("exact", lambda: [(s.raw, s.fihs) for s in score_encoded(sm, grad, ex, ScoreOptions(method="exact", normalize=True))], len(ex))
+    run(
+        "exact",
+        lambda: [(s.raw, s.fihs) for s in score_encoded(sm, grad, ex, ScoreOptions(method="exact", normalize=True))],
+        len(ex),
+    )
 
     exact_raw = np.array([r for r, _ in results["exact"]["out"]])
     exact_cos = np.array([c for _, c in results["exact"]["out"]])
     fwd = results["forward"]["s_per_row"]
     ex_rate = results["exact"]["rows_per_s"]
     print()
-    print("| method | rows/s | s/row | × exact rows/s | forward passes per row | rel. error vs exact | peak MiB above model+∇H |")
+    print(
+        "| method | rows/s | s/row | × exact rows/s | forward passes per row | rel. error vs exact | peak MiB above model+∇H |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         err = ""
@@ -203,8 +298,10 @@ def main() -> None:
         elif name == "persample":
             fast = np.array([c for _, c in r["out"][: len(ex)]])
             err = f"{np.linalg.norm(fast - exact_cos) / np.linalg.norm(exact_cos):.2e} (cosine)"
-        print(f"| {name} | {r['rows_per_s']:.2f} | {r['s_per_row']:.3f} | {r['rows_per_s'] / ex_rate:.1f} | "
-              f"{r['s_per_row'] / fwd:.2f} | {err} | {r['peak_mib']:.0f} |")
+        print(
+            f"| {name} | {r['rows_per_s']:.2f} | {r['s_per_row']:.3f} | {r['rows_per_s'] / ex_rate:.1f} | "
+            f"{r['s_per_row'] / fwd:.2f} | {err} | {r['peak_mib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ from gradshield_lint.lint.threshold import find_threshold
 def rates(scores: np.ndarray, labels: np.ndarray, fit_on: np.ndarray, k: float) -> tuple[float, dict[str, float]]:
     """(threshold, share flagged per label) for the sigma rule with this k, fitted on the rows in `fit_on`."""
     th = find_threshold(scores[fit_on], method="sigma", k=k).value
-    return th, {lab: float((scores[labels == lab] > th).mean()) if (labels == lab).any() else float("nan")
-                for lab in ("harmful", "implicit", "benign")}
+    return th, {
+        lab: float((scores[labels == lab] > th).mean()) if (labels == lab).any() else float("nan")
+        for lab in ("harmful", "implicit", "benign")
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

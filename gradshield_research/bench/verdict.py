@@ -58,8 +58,11 @@ RATES = (0.01, 0.02, 0.05)
 def _records(path: Path) -> list[tuple[object, dict]]:
     from gradshield_lint.io.rows import iter_rows_with_records
 
-    return [(r, rec) for r, rec in iter_rows_with_records(path)
-            if rec.get("label") in ("harmful", "implicit", "benign") and any(m.role == "assistant" for m in r.messages)]
+    return [
+        (r, rec)
+        for r, rec in iter_rows_with_records(path)
+        if rec.get("label") in ("harmful", "implicit", "benign") and any(m.role == "assistant" for m in r.messages)
+    ]
 
 
 def draw(folder: Path, benign: Sequence[str], per_file: int, n_baseline: int, seed: int):
@@ -94,7 +97,12 @@ def draw(folder: Path, benign: Sequence[str], per_file: int, n_baseline: int, se
 def write_rows(path: Path, rows) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for r in rows:
-            fh.write(json.dumps({"messages": [{"role": m.role, "content": m.content} for m in r.messages]}, ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps(
+                    {"messages": [{"role": m.role, "content": m.content} for m in r.messages]}, ensure_ascii=False
+                )
+                + "\n"
+            )
 
 
 def tpr_at(pos: np.ndarray, neg: np.ndarray, rate: float) -> float:
@@ -107,10 +115,9 @@ def tpr_at(pos: np.ndarray, neg: np.ndarray, rate: float) -> float:
 
 
 def peer_scores(sm, rows, which: Sequence[str], batch_size: int, cache: Path) -> dict[str, np.ndarray]:
-    from gradshield_research.bench import peers
-
     from gradshield_lint.scoring.encode import encode_conversation
     from gradshield_lint.scoring.probes import load_probes
+    from gradshield_research.bench import peers
 
     out: dict[str, np.ndarray] = {}
     replies = ["\n".join(m.content for m in r.messages if m.role == "assistant") for r in rows]
@@ -128,10 +135,13 @@ def peer_scores(sm, rows, which: Sequence[str], batch_size: int, cache: Path) ->
         print(f"hidden-state peer: {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
     if "he" in which:
         t0 = time.perf_counter()
-        D = peers.probe_directions(sm, probes, cache_dir=cache, batch_size=batch_size, groups=("harm", "identity"),
-                                   kinds=("refusal", "comply"))
+        D = peers.probe_directions(
+            sm, probes, cache_dir=cache, batch_size=batch_size, groups=("harm", "identity"), kinds=("refusal", "comply")
+        )
         _, gram = peers.direction_norms(D, int(sm.model.config.num_hidden_layers))
-        pr, _ = peers.cached_gradient_pass(sm, [r.id for r in rows], encoded, D, cache, max_length=512, batch_size=batch_size)
+        pr, _ = peers.cached_gradient_pass(
+            sm, [r.id for r in rows], encoded, D, cache, max_length=512, batch_size=batch_size
+        )
         groups = [g for g in ("harm", "identity") if f"comply/{g}" in D.counts]
 
         def mean(kind):
@@ -156,13 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the per-row scores and verdicts as JSON here")
     args = ap.parse_args(argv)
 
-    from gradshield_research.bench import quality
-
-    from gradshield_lint.lint.baseline import read_baseline, write_baseline
     from gradshield_lint.config import config_from_dict
+    from gradshield_lint.lint.baseline import read_baseline, write_baseline
     from gradshield_lint.lint.conformal import describe, p_values
-    from gradshield_lint.scoring.engine import Engine, settings_from_config
     from gradshield_lint.lint.service import check, create_baseline, read_all
+    from gradshield_lint.scoring.engine import Engine, settings_from_config
+    from gradshield_research.bench import quality
 
     benign = tuple(s for s in args.benign.split(",") if s)
     base, added = draw(Path(args.folder), benign, args.per_file, args.baseline, args.seed)
@@ -200,8 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sm = engine.scoring_model
         print(f"check done: {len(flagged)} findings in {t_check:.0f}s", file=sys.stderr, flush=True)
         try:
-            peer = peer_scores(sm, base + [a[0] for a in added], [p for p in args.peers.split(",") if p], args.batch_size,
-                               quality.default_cache())
+            peer = peer_scores(
+                sm,
+                base + [a[0] for a in added],
+                [p for p in args.peers.split(",") if p],
+                args.batch_size,
+                quality.default_cache(),
+            )
         except Exception as exc:  # noqa: BLE001 - the verdict above is what this bench is for: report it even if a peer fails
             print(f"peers failed: {exc!r}", file=sys.stderr)
             peer = {}
@@ -231,21 +245,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = sorted(by_src, key=lambda s: ({"harmful": 0, "implicit": 1, "benign": 2}[label_of[by_src[s][0]]], s))
     for src in order:
         ids = by_src[src]
-        lines.append(f"| {src} | {label_of[ids[0]]} | {len(ids)} | {share(ids, flagged.__contains__)} | "
-                     f"{share(ids, lambda i: p_of[i] <= 0.02)} | {share(ids, lambda i: p_of[i] <= 0.05)} |")
+        lines.append(
+            f"| {src} | {label_of[ids[0]]} | {len(ids)} | {share(ids, flagged.__contains__)} | "
+            f"{share(ids, lambda i: p_of[i] <= 0.02)} | {share(ids, lambda i: p_of[i] <= 0.05)} |"
+        )
     for lab in ("harmful", "implicit", "benign"):
         ids = [i for i in label_of if label_of[i] == lab]
-        lines.append(f"| **all {lab}** | {lab} | {len(ids)} | {share(ids, flagged.__contains__)} | "
-                     f"{share(ids, lambda i: p_of[i] <= 0.02)} | {share(ids, lambda i: p_of[i] <= 0.05)} |")
+        lines.append(
+            f"| **all {lab}** | {lab} | {len(ids)} | {share(ids, flagged.__contains__)} | "
+            f"{share(ids, lambda i: p_of[i] <= 0.02)} | {share(ids, lambda i: p_of[i] <= 0.05)} |"
+        )
     # threshold-free: every benign row scored (baseline + added) as the negatives
     rows_all = base + [a[0] for a in added]
     lab_all = np.array(["benign"] * len(base) + [a[1] for a in added])
     methods = {"FIHS (default)": np.array([stored.scores.get(r.id, score_of.get(r.id, math.nan)) for r in rows_all])}
     methods.update(peer)
-    lines += ["", "## Threshold-free: true-positive rate at a false-alarm rate (negatives: all "
-              f"{int((lab_all == 'benign').sum())} benign rows)", "",
-              "| method | " + " | ".join(f"{lab} @ {100 * a:g} %" for lab in ("harmful", "implicit") for a in RATES) + " | AUROC harmful | AUROC implicit |",
-              "|---|" + "---:|" * (2 * len(RATES) + 2)]
+    lines += [
+        "",
+        "## Threshold-free: true-positive rate at a false-alarm rate (negatives: all "
+        f"{int((lab_all == 'benign').sum())} benign rows)",
+        "",
+        "| method | "
+        + " | ".join(f"{lab} @ {100 * a:g} %" for lab in ("harmful", "implicit") for a in RATES)
+        + " | AUROC harmful | AUROC implicit |",
+        "|---|" + "---:|" * (2 * len(RATES) + 2),
+    ]
     for name, v in methods.items():
         neg = v[lab_all == "benign"]
         cells = [f"{100 * tpr_at(v[lab_all == lab], neg, a):.0f} %" for lab in ("harmful", "implicit") for a in RATES]
@@ -253,13 +277,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.out:
-        args.out.write_text(json.dumps({
-            "threshold": {"value": th.value, "method": th.method, "details": th.details},
-            "rows": [{"id": r.id, "label": lab, "source": src, "fihs": score_of[r.id], "p_value": float(p_of[r.id]),
-                      "flagged": r.id in flagged} for r, lab, src in added],
-            "baseline": {r.id: stored.scores[r.id] for r in base},
-            "peers": {k: [float(x) for x in v] for k, v in peer.items()},
-        }, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "threshold": {"value": th.value, "method": th.method, "details": th.details},
+                    "rows": [
+                        {
+                            "id": r.id,
+                            "label": lab,
+                            "source": src,
+                            "fihs": score_of[r.id],
+                            "p_value": float(p_of[r.id]),
+                            "flagged": r.id in flagged,
+                        }
+                        for r, lab, src in added
+                    ],
+                    "baseline": {r.id: stored.scores[r.id] for r in base},
+                    "peers": {k: [float(x) for x in v] for k, v in peer.items()},
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -78,8 +78,13 @@ class Probe:
     id: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"id": self.id, "category": self.category, "prompt": self.prompt, "refusal": self.refusal,
-                "compliance": self.compliance}
+        return {
+            "id": self.id,
+            "category": self.category,
+            "prompt": self.prompt,
+            "refusal": self.refusal,
+            "compliance": self.compliance,
+        }
 
 
 @dataclass(frozen=True, repr=False)
@@ -187,8 +192,11 @@ def _read_text(p: Path) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise ProbeError(f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                         "probe files must be UTF-8 encoded", file=name, line=line) from None
+        raise ProbeError(
+            f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); probe files must be UTF-8 encoded",
+            file=name,
+            line=line,
+        ) from None
     return text[1:] if text.startswith("\ufeff") else text
 
 
@@ -219,8 +227,9 @@ def _json_lines(text: str, name: str) -> Iterator[tuple[int, Any]]:
         try:
             yield lineno, json.loads(raw)
         except json.JSONDecodeError as e:
-            raise ProbeError(f"malformed JSON: {e.msg} (column {e.colno}); expected one JSON object per line",
-                             file=name, line=lineno) from None
+            raise ProbeError(
+                f"malformed JSON: {e.msg} (column {e.colno}); expected one JSON object per line", file=name, line=lineno
+            ) from None
 
 
 def _json_array(text: str, name: str) -> Iterator[tuple[int, Any]]:
@@ -259,19 +268,28 @@ def _json_array(text: str, name: str) -> Iterator[tuple[int, Any]]:
 
 def _json_type(v: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(v), "a number")
+        type(v), "a number"
+    )
 
 
 def _validate_record(rec: Any, name: str, line: int) -> Probe:
     """Validate one project-format record against the schema; the error names the failing key."""
     if not isinstance(rec, dict):
-        raise ProbeError(f"expected a JSON object with keys {', '.join(REQUIRED_FIELDS)}, got {_json_type(rec)}",
-                         file=name, line=line)
+        raise ProbeError(
+            f"expected a JSON object with keys {', '.join(REQUIRED_FIELDS)}, got {_json_type(rec)}",
+            file=name,
+            line=line,
+        )
     errors = sorted(_validator().iter_errors(rec), key=lambda e: (list(e.path), e.validator))
     if errors:
         raise ProbeError(_describe(errors[0], rec), file=name, line=line)
-    return Probe(prompt=rec["prompt"], refusal=rec["refusal"], compliance=rec["compliance"],
-                 category=rec.get("category", DEFAULT_CATEGORY), id=rec.get("id", ""))
+    return Probe(
+        prompt=rec["prompt"],
+        refusal=rec["refusal"],
+        compliance=rec["compliance"],
+        category=rec.get("category", DEFAULT_CATEGORY),
+        id=rec.get("id", ""),
+    )
 
 
 def _describe(err: Any, rec: Mapping[str, Any]) -> str:
@@ -290,8 +308,7 @@ def _describe(err: Any, rec: Mapping[str, Any]) -> str:
         return f"missing required key '{missing[0]}'{hint}" if missing else err.message
     if err.validator == "additionalProperties":
         extra = sorted(k for k in rec if k not in PROBE_FIELDS)
-        return (f"unexpected key '{extra[0]}'; allowed keys are {', '.join(PROBE_FIELDS)}" if extra
-                else err.message)
+        return f"unexpected key '{extra[0]}'; allowed keys are {', '.join(PROBE_FIELDS)}" if extra else err.message
     return err.message
 
 
@@ -312,8 +329,7 @@ def _from_csv(text: str, name: str) -> list[Probe]:
                 start = reader.line_num + 1
                 continue
             if len(cells) > len(header):
-                raise ProbeError(f"row has {len(cells)} fields but the header has {len(header)}", file=name,
-                                 line=start)
+                raise ProbeError(f"row has {len(cells)} fields but the header has {len(header)}", file=name, line=start)
             rows.append((start, {h: (cells[i] if i < len(cells) else None) for i, h in enumerate(header) if h}))
             start = reader.line_num + 1
     except csv.Error as e:
@@ -327,11 +343,17 @@ def _from_csv(text: str, name: str) -> list[Probe]:
 
 def _require_columns(cols: set[str], name: str, line: int = 1, kind: str = "column") -> None:
     if "prompt" not in cols and "goal" not in cols:
-        raise ProbeError(f"missing {kind} 'prompt' (or 'goal'); found: {', '.join(sorted(c for c in cols if c)) or 'none'}",
-                         file=name, line=line)
+        raise ProbeError(
+            f"missing {kind} 'prompt' (or 'goal'); found: {', '.join(sorted(c for c in cols if c)) or 'none'}",
+            file=name,
+            line=line,
+        )
     if "compliance" not in cols and "target" not in cols:
-        raise ProbeError(f"missing {kind} 'target' (or 'compliance'); found: "
-                         f"{', '.join(sorted(c for c in cols if c)) or 'none'}", file=name, line=line)
+        raise ProbeError(
+            f"missing {kind} 'target' (or 'compliance'); found: {', '.join(sorted(c for c in cols if c)) or 'none'}",
+            file=name,
+            line=line,
+        )
 
 
 def _from_table(rows: list[tuple[int, dict[str, Any]]], name: str, *, kind: str) -> list[Probe]:
@@ -352,8 +374,7 @@ def _from_table(rows: list[tuple[int, dict[str, Any]]], name: str, *, kind: str)
             generic += 1
         category = _cell(rec, "category", name, line, kind) if _present(rec, "category") else DEFAULT_CATEGORY
         pid = _cell(rec, "id", name, line, kind) if _present(rec, "id") else ""
-        probes.append((line, Probe(prompt=prompt, refusal=refusal, compliance=compliance, category=category,
-                                   id=pid)))
+        probes.append((line, Probe(prompt=prompt, refusal=refusal, compliance=compliance, category=category, id=pid)))
     _check_unique_ids(probes, name)
     return [p for _, p in probes]
 
