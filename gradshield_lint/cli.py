@@ -26,6 +26,7 @@ from gradshield_lint.schemas import config_enum
 from gradshield_lint.scoring.registry import METHODS, PROXIES
 
 if TYPE_CHECKING:
+    from gradshield_lint.io.rows import Row
     from gradshield_lint.lint.distributed import RayOptions, RayRun
     from gradshield_lint.lint.findings import LintResult
     from gradshield_lint.lint.service import Linter
@@ -125,7 +126,7 @@ class _Group(click.Group):
             click.echo(f"gradshield-lint: error: {error_text(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except click.ClickException as exc:  # usage errors (exit 2): click reports them, hostile text escaped
-            exc.message = term_escape(exc.message)
+            exc.message = term_escape(exc.message)  # type: ignore[misc]  # click documents it as settable
             raise
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise  # explicit exits
@@ -133,7 +134,7 @@ class _Group(click.Group):
             click.echo("gradshield-lint: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:  # the reader went away (`| head`): not a bug, and not findings
-            sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)
+            sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)  # type: ignore[operator]
             ctx.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:  # noqa: BLE001 - the point: every bug gets exit 3, not a traceback and exit 1
             debug = bool(ctx.params.get("debug"))
@@ -174,7 +175,7 @@ class _OutputPath(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         path = super().convert(value, param, ctx)
-        for parent in Path(path).absolute().parents:
+        for parent in Path(os.fsdecode(path)).absolute().parents:
             if parent.exists():
                 if not parent.is_dir():
                     self.fail(
@@ -242,11 +243,11 @@ def _linter(ctx: Context, cfg: Config) -> Linter:
     return Linter(build_engine(ctx, cfg), cfg)
 
 
-def _read_rows(cfg: Config, files: Sequence[str | Path]) -> list[Any]:
+def _read_rows(cfg: Config, files: Sequence[str | Path]) -> list[Row]:
     from gradshield_lint.io.rows import iter_rows
 
     shape = cfg.rows.row_shape()
-    rows = []
+    rows: list[Row] = []
     for f in files:
         rows.extend(iter_rows(f, shape))
     return rows

@@ -426,7 +426,7 @@ def _messages_for(error: Any) -> list[tuple[tuple[Any, ...], str]]:
         return out
     if kind == "type":
         types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        want = " or ".join(_TYPE_NAMES.get(t, t) for t in types)
+        want = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in types)
         return [(at, f"expected {want}, got {_json_type(error.instance)} {error.instance!r}")]
     if kind == "enum":
         choices = [str(c) for c in error.validator_value]
@@ -596,8 +596,8 @@ def _build(
         RowShape(m["rows"]["shape"], columns)
     except ConfigError as exc:
         key = str(exc).split(":", 1)[0]
-        at = tuple(key.split(".")) if key.startswith("rows.") else ("rows",)
-        raise ConfigError(str(exc), file=source, line=_line_for(at, lines)) from None
+        rows_at: tuple[str, ...] = tuple(key.split(".")) if key.startswith("rows.") else ("rows",)
+        raise ConfigError(str(exc), file=source, line=_line_for(rows_at, lines)) from None
 
     if root is None:
         root = path.resolve().parent if path is not None else Path.cwd()

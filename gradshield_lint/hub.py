@@ -398,7 +398,7 @@ def write_card_report(
 # ----------------------------------------------------------------------------------------------------------- Hub
 
 
-def _api(token: str | None, endpoint: str | None):
+def _api(token: str | None, endpoint: str | None) -> Any:
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=endpoint, token=token)
@@ -421,10 +421,10 @@ def _hub_error(exc: Exception, what: str) -> HubError:
     return HubError(f"cannot {what}: {type(exc).__name__}: {exc}")
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
+def _network_errors() -> tuple[type[Exception], ...]:
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    errors: list[type[BaseException]] = [HfHubHTTPError, OfflineModeIsEnabled, OSError]
+    errors: list[type[Exception]] = [HfHubHTTPError, OfflineModeIsEnabled, OSError]
     try:
         import httpx2
 
@@ -490,7 +490,7 @@ def post_discussion_comment(
     token: str | None = None,
     endpoint: str | None = None,
     repo_type: str = "dataset",
-):
+) -> Any:
     """Post `text` (Markdown) as a comment on discussion / pull request `discussion_num` of `repo_id`.
 
     Returns huggingface_hub's `DiscussionComment` (its `id` names the comment).

@@ -33,7 +33,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from gradshield_lint.config import Config
@@ -52,9 +52,11 @@ from gradshield_lint.io.rows import Row, RowShape, is_dataset_file, iter_rows
 from gradshield_lint.lint.findings import LintResult
 from gradshield_lint.lint.service import Linter, load_checked_baseline
 from gradshield_lint.report import code_span
-from gradshield_lint.scoring.engine import Engine
 
 from .payload import DEFAULT_BRANCH, OPEN_STATUSES, Job, MainJob, PullRequestJob, branch_of
+
+if TYPE_CHECKING:
+    from gradshield_lint.scoring.engine import Engine
 
 log = logging.getLogger("gradshield.webhook")
 
@@ -84,7 +86,7 @@ class HubTarget:
     token: str | None
     bot_user: str | None = None
 
-    def api(self):
+    def api(self) -> Any:
         from huggingface_hub import HfApi
 
         return HfApi(endpoint=self.endpoint, token=self.token)
@@ -143,10 +145,10 @@ def resolve(hub: HubTarget, job: Job) -> Job:
     base = branch_of(details.target_branch) or job.base or DEFAULT_BRANCH
     if job.base is not None and base != job.base:
         raise Ignored(f"pull request #{job.num} merges into {base!r}")
-    sha = job.sha
-    if sha is None:
-        sha = api.repo_info(job.repo_id, repo_type="dataset", revision=f"refs/pr/{job.num}").sha
-    return replace(job, sha=sha, base=base)
+    pr_sha: str | None = job.sha
+    if pr_sha is None:
+        pr_sha = api.repo_info(job.repo_id, repo_type="dataset", revision=f"refs/pr/{job.num}").sha
+    return replace(job, sha=pr_sha, base=base)
 
 
 # ------------------------------------------------------------------------------------------------------- files
@@ -171,7 +173,7 @@ class Layout:
         return sorted(p for p in files if self.is_data(p))
 
 
-def layout_of(cfg) -> Layout:
+def layout_of(cfg: Config) -> Layout:
     """The repository layout a configuration describes: `files` globs and the `baseline` path, both read as paths
     inside the dataset repository."""
     b = PurePosixPath(str(cfg.baseline).replace("\\", "/"))
@@ -257,7 +259,9 @@ def judge_added(
     return Linter(engine, cfg).judge_rows(added, baseline=baseline, reference_rows=base_rows, too_few=too_few)
 
 
-def check_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob, workdir: Path) -> Verdict | None:
+def check_pull_request(
+    hub: HubTarget, engine: Engine, cfg: Config, job: PullRequestJob, workdir: Path
+) -> Verdict | None:
     """The verdict on the rows pull request `job` adds (None: it changes no dataset file)."""
     assert job.sha is not None
     base = job.base or DEFAULT_BRANCH
@@ -301,7 +305,7 @@ def _code_list(paths: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def pr_comment(v: Verdict, job: PullRequestJob, cfg) -> str:
+def pr_comment(v: Verdict, job: PullRequestJob, cfg: Config) -> str:
     """The comment: the linter's report of the scored rows, then what was checked against what. Every name that
     comes from the repository (file paths, the branch) is a `code_span`; row excerpts are escaped by the report."""
     body = comment_text(v.result, excerpt_chars=cfg.report.excerpt_chars)
@@ -355,7 +359,7 @@ def _clean(message: str, folders: dict[Path, str]) -> str:
     return message
 
 
-def run_pull_request(hub: HubTarget, engine, cfg, job: PullRequestJob) -> Outcome:
+def run_pull_request(hub: HubTarget, engine: Engine, cfg: Config, job: PullRequestJob) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="gradshield-pr-") as tmp:
         workdir = Path(tmp)
         try:
@@ -388,7 +392,7 @@ def _comment_url(hub: HubTarget, job: PullRequestJob, comment: Any) -> str:
 # ----------------------------------------------------------------------------------------------------------- main
 
 
-def run_main(hub: HubTarget, engine, cfg, job: MainJob) -> Outcome:
+def run_main(hub: HubTarget, engine: Engine, cfg: Config, job: MainJob) -> Outcome:
     """Re-check the branch at `job.sha` (against its baseline, or a scan without one) and push the card report."""
     assert job.sha is not None
     lay = layout_of(cfg)
@@ -438,7 +442,7 @@ def run_main(hub: HubTarget, engine, cfg, job: MainJob) -> Outcome:
     return Outcome(job, "card-updated", f"{plural(result.rows_scored, 'row')} scored, {n} flagged", url, result)
 
 
-def run_job(hub: HubTarget, engine, cfg, job: Job) -> Outcome:
+def run_job(hub: HubTarget, engine: Engine, cfg: Config, job: Job) -> Outcome:
     if isinstance(job, MainJob):
         return run_main(hub, engine, cfg, job)
     return run_pull_request(hub, engine, cfg, job)

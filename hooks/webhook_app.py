@@ -43,18 +43,27 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from gradshield_lint.config import Config
 from gradshield_lint.errors import ConfigError
 
 from .jobs import HubTarget, Ignored, Outcome, describe_exception, layout_of, resolve, run_job
 from .payload import DEFAULT_BRANCH, Job, PayloadError, PullRequestJob, parse_event, triage
 
+if TYPE_CHECKING:
+    from gradshield_lint.scoring.engine import Engine
+
 log = logging.getLogger("gradshield.webhook")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+"""ASGI's `receive`."""
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+"""ASGI's `send`."""
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Hub webhook payloads are a few kilobytes; nothing larger is read.
@@ -94,8 +103,8 @@ class Settings:
         )
 
 
-def _load_config(path: Path | None):
-    from gradshield_lint.config import Config, load_config
+def _load_config(path: Path | None) -> Config:
+    from gradshield_lint.config import load_config
 
     if path is None:
         return Config(root=Path.cwd())
@@ -208,7 +217,7 @@ def _label(job: Job) -> str:
 class WebhookApp:
     """The ASGI application. Build it with `create_app()` (from the environment) or directly for tests."""
 
-    def __init__(self, settings: Settings, *, config=None, engine=None) -> None:
+    def __init__(self, settings: Settings, *, config: Config | None = None, engine: Engine | None = None) -> None:
         from gradshield_lint.scoring.engine import Engine, EngineSettings
 
         self.settings = settings
@@ -306,7 +315,7 @@ class WebhookApp:
         return hmac.compare_digest(given, self.settings.secret.encode("utf-8"))
 
     # --------------------------------------------------------------------------------------------------------- ASGI
-    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -368,7 +377,7 @@ class WebhookApp:
             log.info("webhook ignored: %s", json.dumps(answer.get("reason")))  # JSON: no raw newlines in the log
         await _respond(send, status, answer)
 
-    async def _lifespan(self, receive, send) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -396,7 +405,7 @@ class BodyError(Exception):
         self.status = status
 
 
-async def read_body(receive, headers: list[tuple[bytes, bytes]], max_body: int) -> bytes | None:
+async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], max_body: int) -> bytes | None:
     """The request body, at most `max_body` bytes (`BodyError` 413 beyond, 411 without a length); None when the
     client disconnected. A declared `Content-Length` above the bound is refused before a byte is read; a chunked
     body is read chunk by chunk and refused as soon as it passes the bound. (uvicorn already refused an invalid
@@ -426,7 +435,12 @@ async def read_body(receive, headers: list[tuple[bytes, bytes]], max_body: int) 
 
 
 async def _respond(
-    send, status: int, payload: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None, *, close: bool = False
+    send: Send,
+    status: int,
+    payload: dict[str, Any],
+    extra: list[tuple[bytes, bytes]] | None = None,
+    *,
+    close: bool = False,
 ) -> None:
     body = json.dumps(payload).encode("utf-8")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -442,7 +456,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> WebhookApp:
     return WebhookApp(Settings.from_env(environ))
 
 
-def uvicorn_config(app: WebhookApp, host: str, port: int, **kwargs: Any):
+def uvicorn_config(app: WebhookApp, host: str, port: int, **kwargs: Any) -> Any:
     """The uvicorn configuration the app is meant to run with: lifespan on (it starts the worker and learns the
     bot's user), bounded concurrency and header size, short keep-alive. `kwargs` override (e.g. `log_level`)."""
     import uvicorn

@@ -1,5 +1,6 @@
 """Shared fixtures: a real tokenizer (SmolLM2's, read offline from the embedded GGUF) and tiny llama models
-built from a config, so engine tests run in seconds without downloading anything."""
+built from a config, so engine tests run in seconds without downloading anything. Every test under
+tests/integration/ is marked `integration`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ import torch
 
 # pre-commit's home and the `gradshield-lint` hook environment: session fixtures shared by the pre-commit tests
 from precommit_env import python_env, session  # noqa: F401
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

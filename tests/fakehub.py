@@ -94,7 +94,7 @@ class Repo:
         return dict(self.refs[revision])
 
 
-class _Reply(Exception):
+class Reply(Exception):
     def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
         self.status, self.body, self.headers = status, body, headers or {}
 
@@ -221,7 +221,7 @@ class FakeHub:
             self.requests.append(rec)
             try:
                 status, payload, headers = self._route(rec, split.path)
-            except _Reply as r:
+            except Reply as r:
                 status, payload, headers = r.status, r.body, r.headers
             except Exception as exc:  # noqa: BLE001 - a bug in a handler must reach the test as a 500
                 status, payload, headers = 500, {"error": f"fakehub: {type(exc).__name__}: {exc}"}, {}
@@ -253,19 +253,19 @@ class FakeHub:
 
     def _auth(self, rec: Recorded) -> str:
         if rec.headers.get("authorization") != f"Bearer {self.token}":
-            raise _Reply(401, {"error": "Invalid credentials in Authorization header"})
+            raise Reply(401, {"error": "Invalid credentials in Authorization header"})
         return self.user
 
     def _get_repo(self, type_plural: str, repo_id: str) -> Repo:
         repo = self.repos.get((type_plural.rstrip("s"), unquote(repo_id)))
         if repo is None:
-            raise _Reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+            raise Reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
         return repo
 
     def _ref(self, repo: Repo, revision: str) -> str:
         rev = unquote(revision)
         if rev not in repo.refs:
-            raise _Reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
+            raise Reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
         return rev
 
     # ------------------------------------------------------------------------------------------------ routes
@@ -465,7 +465,7 @@ def _resolve(hub: FakeHub, rec: Recorded, m: re.Match) -> tuple[int, Any, dict[s
     path = unquote(m["path"])
     data = repo.refs[rev].get(path)
     if data is None:
-        raise _Reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+        raise Reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
     return (
         200,
         data,

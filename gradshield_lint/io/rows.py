@@ -290,7 +290,7 @@ def _content(value: Any, what: str, source: str, line: int) -> str:
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):
         texts = [p.get("text") for p in value if p.get("type", "text") == "text"]
         if all(isinstance(t, str) for t in texts):
-            return "".join(texts)  # type: ignore[arg-type]
+            return "".join(texts)
     return _text(value, what, source, line)
 
 

@@ -44,7 +44,11 @@ def _writer(path: Path, records: Sequence[dict[str, Any]], columns: Sequence[str
 
 def _bytes_writer(text: str) -> Callable[[Path], None]:
     data = text.encode("utf-8")
-    return lambda tmp: tmp.write_bytes(data)
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return write
 
 
 def write_records(path: Path, records: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:

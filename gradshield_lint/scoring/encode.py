@@ -23,8 +23,13 @@ FALLBACK_CHAT_TEMPLATE = (
 
 
 class MessageLike(Protocol):
-    role: str
-    content: str
+    """A chat message: `io.rows.Message`, or anything with a role and a content."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
 
 
 class RowTooLong(ValueError):
@@ -59,11 +64,11 @@ class Encoded:
         return sum(self.target_mask[1:])
 
 
-def chat_template_of(tokenizer) -> str:
-    return tokenizer.chat_template or FALLBACK_CHAT_TEMPLATE
+def chat_template_of(tokenizer: Any) -> str:
+    return str(tokenizer.chat_template or FALLBACK_CHAT_TEMPLATE)
 
 
-def chat_template_hash(tokenizer) -> str:
+def chat_template_hash(tokenizer: Any) -> str:
     return hashlib.sha256(chat_template_of(tokenizer).encode("utf-8")).hexdigest()[:16]
 
 
@@ -78,7 +83,7 @@ def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], *, genera
     )
 
 
-def _assistant_spans(tokenizer, messages: Sequence[dict], full: str) -> list[tuple[int, int]]:
+def _assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]], full: str) -> list[tuple[int, int]]:
     """Character spans of every assistant turn in `full`, end-of-turn marker included.
 
     The template is rendered for each prefix of the conversation: the span of turn i runs from the end of
@@ -112,7 +117,7 @@ def _assistant_spans(tokenizer, messages: Sequence[dict], full: str) -> list[tup
 
 
 def encode_conversation(
-    tokenizer, messages: Sequence[MessageLike], *, max_length: int, truncation: str = "right"
+    tokenizer: Any, messages: Sequence[MessageLike], *, max_length: int, truncation: str = "right"
 ) -> Encoded:
     """Apply the chat template and mark assistant-turn tokens as targets; truncate by the module's policy."""
     return encode_with_offsets(tokenizer, messages, max_length=max_length, truncation=truncation).encoded
@@ -130,7 +135,7 @@ class Located:
 
 
 def encode_with_offsets(
-    tokenizer, messages: Sequence[MessageLike], *, max_length: int, truncation: str = "right"
+    tokenizer: Any, messages: Sequence[MessageLike], *, max_length: int, truncation: str = "right"
 ) -> Located:
     """`encode_conversation`, keeping each token's place in the assistant messages' content."""
     msgs = [{"role": m.role, "content": m.content} for m in messages]

@@ -26,19 +26,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from gradshield_lint.io.atomic import atomic_path
 from gradshield_lint.scoring.cache import cache_root
-from gradshield_lint.scoring.encode import Located, encode_with_offsets, make_batches
+from gradshield_lint.scoring.encode import Batch, Located, MessageLike, encode_with_offsets, make_batches
 from gradshield_lint.scoring.explanation import Explanation
 from gradshield_lint.scoring.fihs import ScoreOptions, calibrate_fd_step
 from gradshield_lint.scoring.losses import row_losses, target_token_nll
 from gradshield_lint.scoring.model import ScoringModel
 from gradshield_lint.scoring.params import ParamSelection, select_parameters
+from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_lint.scoring.proxy import (
     ProxyGradient,
     ProxyOptions,
@@ -67,7 +67,7 @@ def _selected(sm: ScoringModel, grad: ProxyGradient) -> list[torch.nn.Parameter]
     return [named[n] for n in grad.names]
 
 
-def _token_derivatives_fd(
+def token_derivatives_fd(
     sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int
 ) -> list[list[float]]:
     """∂ℓ_t/∂v per target token of each row by central differences (weights shifted in place, restored after)."""
@@ -85,7 +85,7 @@ def _token_derivatives_fd(
         for p, v in zip(params, vs):
             p.add_(v, alpha=scale)
 
-    def per_row(b) -> dict[int, torch.Tensor]:
+    def per_row(b: Batch) -> dict[int, torch.Tensor]:
         rows, _, nll = target_token_nll(sm.model, b.input_ids, b.attention_mask, b.target_mask)
         return {i: nll[rows == r].double().cpu() for r, i in enumerate(b.indices)}
 
@@ -106,7 +106,7 @@ def _token_derivatives_fd(
     return out
 
 
-def _token_derivatives_jvp(
+def token_derivatives_jvp(
     sm: ScoringModel, grad: ProxyGradient, located: Sequence[Located], batch_size: int
 ) -> list[list[float]]:
     """∂ℓ_t/∂v per target token by forward-mode AD (half precision, where a finite step drowns in rounding)."""
@@ -122,14 +122,14 @@ def _token_derivatives_jvp(
         def f(*ps, b=b):
             return _nll_with(sm, dict(zip(grad.names, ps)), b)
 
-        _, tan = jvp(f, primals, tangents)
+        tan = jvp(f, primals, tangents)[1]  # (primal output, tangent output)
         rows = b.target_mask[:, 1:].nonzero(as_tuple=True)[0]
         for r, i in enumerate(b.indices):
             out[i] = tan[rows == r].double().cpu().tolist()
     return out
 
 
-def _nll_with(sm: ScoringModel, params: dict[str, torch.Tensor], b) -> torch.Tensor:
+def _nll_with(sm: ScoringModel, params: dict[str, torch.Tensor], b: Batch) -> torch.Tensor:
     from torch.func import functional_call
 
     class _Tok(torch.nn.Module):
@@ -152,7 +152,7 @@ def token_push(
     """Per-target-token contributions c_t = −∂ℓ_t/∂v / n_target of each row (their sum: the row's raw FIHS)."""
     if not located:
         return []
-    derive = _token_derivatives_fd if sm.dtype == torch.float32 else _token_derivatives_jvp
+    derive = token_derivatives_fd if sm.dtype == torch.float32 else token_derivatives_jvp
     ders = derive(sm, grad, located, batch_size)
     out = []
     for loc, d in zip(located, ders):
@@ -202,7 +202,7 @@ class CategoryDirections:
 
 
 def category_directions(
-    sm: ScoringModel, probes, opts: ProxyOptions, selection: ParamSelection, cache_dir: Path | None = None
+    sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions, selection: ParamSelection, cache_dir: Path | None = None
 ) -> CategoryDirections:
     """∇H_c (margin proxy over category c's probes, mean over them) for every category, over `selection`; cached."""
     params = select_parameters(sm.model, selection)
@@ -225,7 +225,8 @@ def category_directions(
             path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
     vectors = []
     for c in cats:
-        _, g = proxy_value_and_grad(sm, SimpleNamespace(probes=groups[c]), replace(opts, proxy="margin"), params)
+        category = ProbeSet(groups[c], f"{probes.source} (category {c})")
+        _, g = proxy_value_and_grad(sm, category, replace(opts, proxy="margin"), params)
         vectors.append(g)
     with atomic_path(path) as tmp:
         save_file(
@@ -237,7 +238,7 @@ def category_directions(
 
 
 def _norm(vs: Sequence[torch.Tensor]) -> float:
-    return float(torch.sqrt(sum((v.double() ** 2).sum() for v in vs)))
+    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in vs))
 
 
 def category_cosines(sm: ScoringModel, dirs: CategoryDirections, located: Sequence[Located]) -> list[dict[str, float]]:
@@ -252,8 +253,8 @@ def category_cosines(sm: ScoringModel, dirs: CategoryDirections, located: Sequen
             (b,) = [b.to(sm.device) for b in make_batches([loc.encoded], 1, sm.pad_id)]
             with torch.enable_grad():
                 loss = row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, "mean")[0]
-                gs = torch.autograd.grad(loss, params, allow_unused=True)
-            gs = [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
+                raw = torch.autograd.grad(loss, params, allow_unused=True)
+            gs = [torch.zeros_like(p) if g is None else g for g, p in zip(raw, params)]
             gnorm = _norm(gs)
             row = {}
             for c, vec, vnorm in zip(dirs.categories, dirs.vectors, dirs.norms):
@@ -270,8 +271,8 @@ def category_cosines(sm: ScoringModel, dirs: CategoryDirections, located: Sequen
 def explain(
     sm: ScoringModel,
     grad: ProxyGradient,
-    probes,
-    rows_messages: Sequence[Sequence],
+    probes: ProbeSet,
+    rows_messages: Sequence[Sequence[MessageLike]],
     *,
     proxy: ProxyOptions,
     selection: ParamSelection,

@@ -14,7 +14,7 @@ Nothing here knows about files, baselines or reports.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -38,9 +38,9 @@ class ScoreOptions:
     loss_reduction: str = config_default("scoring", "loss_reduction")
     batch_size: int = config_default("scoring", "batch_size")
     # ε moves the selected weights by this fraction of their norm. None: calibrated (see `calibrate_fd_step`).
-    # No fixed value suits every model: on the embedded SmolLM2-135M (rows of ~250 tokens, error vs exact) 1e-3
-    # gives 35 %, 1e-4 16 %, 1e-5 0.6 %, 3e-6 0.06 % (curvature), while on a tiny test model whose scores are
-    # ~1e-3, anything below 1e-4 drowns in float32 rounding of the loss.
+    # No fixed value suits every model: a large step errs by curvature, a small one drowns in float32 rounding of
+    # the loss, and where the balance lies differs by orders of magnitude between the embedded model and a tiny
+    # test model (bench/QUALITY.md, "Figures behind the code's defaults").
     fd_relative_step: float | None = None
 
 
@@ -206,7 +206,7 @@ def _jvp(sm, grad, encoded, opts, bar):
         def f(*ps, b=b):
             return functional_call(wrapper, dict(zip(names, ps)), (b.input_ids, b.attention_mask, b.target_mask))
 
-        _, tangent_out = jvp(f, primals, tangents)
+        tangent_out = jvp(f, primals, tangents)[1]  # (primal output, tangent output)
         for i, d in zip(b.indices, tangent_out.double().cpu().tolist()):
             dots[i] = d
         bar.update(len(b.indices))
@@ -296,7 +296,7 @@ def _persample(sm, grad, encoded, opts, bar):
             a, gg = x[sel], g[sel]
             state["sq"][r] += float(((a @ a.T) * (gg @ gg.T)).sum())
 
-    def make_hook(module: torch.nn.Module, locals_: dict[str, int]):
+    def make_hook(module: torch.nn.Module, locals_: dict[str, int]) -> Callable[..., None]:
         is_linear = isinstance(module, torch.nn.Linear)
         if not is_linear and not (
             set(locals_) <= {"weight", "bias"} and all(params[i].dim() == 1 for i in locals_.values())

@@ -56,7 +56,8 @@ class Fingerprint:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown fingerprint field(s): {', '.join(unknown)}")
-        return cls(**{name: d.get(name) for name in names})
+        values: dict[str, Any] = {name: d.get(name) for name in names}
+        return cls(**values)
 
 
 @dataclass(frozen=True)

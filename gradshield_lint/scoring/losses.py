@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 _CHUNK = 512
 
 
-def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _backbone_and_head(model: Any) -> tuple[Any, Any]:
     backbone = getattr(model, model.base_model_prefix, None) if hasattr(model, "base_model_prefix") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if backbone is None or head is None or backbone is model:
@@ -17,7 +19,7 @@ def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.n
     return backbone, head
 
 
-class _HeadNLL(torch.autograd.Function):
+class HeadNLL(torch.autograd.Function):
     """Token NLL under softmax(h Wᵀ), in float32, without keeping any [positions, vocabulary] block for the
     backward pass: the forward keeps one logsumexp per position, the backward recomputes each chunk's logits (one
     more head matmul) and returns dL/dh = g · (softmax − onehot) W. For gradients w.r.t. activations (the head's
@@ -25,7 +27,7 @@ class _HeadNLL(torch.autograd.Function):
     every chunk alive until the backward, gigabytes at batch 8 over a 50k vocabulary."""
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
         lse, picked = [], []
         for hc, yc in zip(h.split(chunk), labels.split(chunk)):
             logits = hc @ weight.T
@@ -37,7 +39,7 @@ class _HeadNLL(torch.autograd.Function):
         return lse_all - (torch.cat(picked) if picked else h.new_zeros(0))
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         h, weight, labels, lse = ctx.saved_tensors
         out = torch.empty_like(h)
         for s in range(0, h.shape[0], ctx.chunk):
@@ -50,7 +52,7 @@ class _HeadNLL(torch.autograd.Function):
 
 
 def _fast_head_ok(model: torch.nn.Module, head: torch.nn.Module) -> bool:
-    """_HeadNLL replaces the head module's call: only when nothing needs that call (no bias, no soft-capping, no
+    """HeadNLL replaces the head module's call: only when nothing needs that call (no bias, no soft-capping, no
     gradient for its weight, no hook on it: per-sample hooks on a selected head must see it run)."""
     return (
         isinstance(head, torch.nn.Linear)
@@ -76,7 +78,7 @@ def row_losses(
     a small model's forward pass, and prompt positions do not need it. `precision`: "float64" (the default) for
     losses that are subtracted from each other (finite differences); "float32" where only the gradient matters
     (per-sample and exact backward passes): the log-softmax is then taken in float32 and, where the head allows,
-    without keeping the logits for the backward pass (_HeadNLL).
+    without keeping the logits for the backward pass (HeadNLL).
     """
     rows, _, nll = target_token_nll(model, input_ids, attention_mask, target_mask, precision)
     sums = torch.zeros(input_ids.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
@@ -102,7 +104,7 @@ def target_token_nll(
     h = hidden[:, :-1][rows, cols]
     labels = input_ids[:, 1:][rows, cols]
     if precision == "float32" and h.dtype == torch.float32 and _fast_head_ok(model, head):
-        return rows, cols, _HeadNLL.apply(h, head.weight, labels, _CHUNK).double()
+        return rows, cols, HeadNLL.apply(h, head.weight, labels, _CHUNK).double()
     softcap = getattr(model.config, "final_logit_softcapping", None)
     # float64 log-softmax: finite differences subtract two nearly equal losses, and float32 rounding of a loss
     # of ~10 (≈1e-6) would quantize the scores. Chunked so that a 50k-vocabulary logit block stays small.

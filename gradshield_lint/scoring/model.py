@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,7 +66,7 @@ class ModelSpec:
 @dataclass
 class ScoringModel:
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: Any
     spec: ModelSpec
     device: torch.device
     dtype: torch.dtype
@@ -143,7 +144,7 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 
 
-def _from_pretrained(source: str, kwargs: dict, tried: list[str], what: str):
+def _from_pretrained(source: str, kwargs: dict[str, Any], tried: list[str], what: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     attempts = [True] if _offline() else [True, False]
@@ -334,7 +335,15 @@ def prepared_meta(spec: ModelSpec, cache_dir: Path | None = None) -> dict | None
     return manifest
 
 
-def _ready(model, tok, spec: ModelSpec, device, dtype, identity: dict[str, str], prepared: str) -> ScoringModel:
+def _ready(
+    model: Any,
+    tok: Any,
+    spec: ModelSpec,
+    device: torch.device,
+    dtype: torch.dtype,
+    identity: dict[str, str],
+    prepared: str,
+) -> ScoringModel:
     model.to(device)
     model.eval()
     for p in model.parameters():
@@ -346,7 +355,7 @@ def _ready(model, tok, spec: ModelSpec, device, dtype, identity: dict[str, str],
     )
 
 
-def _merge_adapter(model, adapter: Path):
+def _merge_adapter(model: Any, adapter: Path) -> Any:
     """Merge a LoRA adapter into the weights: FIHS is then taken with respect to the merged model's parameters."""
     import warnings
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gradshield_lint.errors import ConfigError
 from gradshield_lint.schemas import config_default
@@ -39,7 +39,8 @@ class ParamSelection:
         return ",".join(parts)
 
 
-def select_parameters(model: torch.nn.Module, sel: ParamSelection) -> list[tuple[str, torch.nn.Parameter]]:
+def select_parameters(model: Any, sel: ParamSelection) -> list[tuple[str, torch.nn.Parameter]]:
+    """The named parameters of `model` (a transformers causal LM) that `sel` selects; `ConfigError` for none."""
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     emb_weight = getattr(emb, "weight", None)
     inc = re.compile(sel.include) if sel.include else None

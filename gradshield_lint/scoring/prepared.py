@@ -27,7 +27,10 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = 2
 MANIFEST = "manifest.json"
@@ -66,8 +69,8 @@ def entry_for(cache_dir: Path, source: dict[str, Any], dtype: str) -> PreparedEn
 
 def _crc32(path: Path) -> str:
     """CRC-32 of a file, through a memory map. A checksum against accidents (a full disk, a killed copy, a flipped
-    sector), not against an attacker who can write the user's own cache: at ~1 GB/s it is 3-4x faster than
-    sha256 here, and reading the weights this way brings them into the page cache the model then maps."""
+    sector), not against an attacker who can write the user's own cache: several times faster than sha256, and
+    reading the weights this way brings them into the page cache the model then maps."""
     if path.stat().st_size == 0:
         return f"{0:08x}"
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
@@ -103,7 +106,7 @@ def discard(entry: PreparedEntry) -> None:
     shutil.rmtree(entry.folder, ignore_errors=True)
 
 
-def save(entry: PreparedEntry, model, tokenizer, meta: dict[str, Any]) -> bool:
+def save(entry: PreparedEntry, model: Any, tokenizer: Any, meta: dict[str, Any]) -> bool:
     """Write the entry (False when the cache directory cannot be written: the model is then simply not cached).
 
     Built in a sibling temporary folder, manifest last, then renamed into place: a crash leaves only a temporary
@@ -153,7 +156,7 @@ def save(entry: PreparedEntry, model, tokenizer, meta: dict[str, Any]) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load(entry: PreparedEntry, manifest: dict[str, Any], device, dtype):
+def load(entry: PreparedEntry, manifest: dict[str, Any], device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
     """Model and tokenizer from a verified entry. The model is built with its parameters on the meta device (no
     random initialisation, no memory) and then given the memory-mapped tensors of the safetensors file as its
     parameters (assign=True): on a CPU the weights are never copied, the pages are read from the file on use."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class ProxyGradient:
 
     @property
     def norm(self) -> float:
-        return float(torch.sqrt(sum((v.double() ** 2).sum() for v in self.vectors)))
+        return math.sqrt(sum(float((v.double() ** 2).sum()) for v in self.vectors))
 
 
 def encode_reply(tokenizer: Any, prompt: str, reply: str, max_length: int) -> Encoded:
@@ -116,7 +117,7 @@ def proxy_terms(sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions) -> Terms
     return terms
 
 
-def _weighted_batches(sm: ScoringModel, probes, opts: ProxyOptions):
+def _weighted_batches(sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions) -> Iterator[tuple[float, torch.Tensor]]:
     """Yield (weight, per-row H terms) batch by batch; H = Σ weight · Σ per-row terms."""
     comply = single_token(sm.tokenizer, opts.comply_token)
     refuse = single_token(sm.tokenizer, opts.refuse_token)
@@ -131,7 +132,7 @@ def _weighted_batches(sm: ScoringModel, probes, opts: ProxyOptions):
 
 
 def proxy_value_and_grad(
-    sm: ScoringModel, probes, opts: ProxyOptions, params: list[tuple[str, torch.nn.Parameter]]
+    sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions, params: list[tuple[str, torch.nn.Parameter]]
 ) -> tuple[float, list[torch.Tensor]]:
     """H(θ) and ∇H over `params`, accumulated batch by batch (memory: one batch of activations)."""
     tensors = [p for _, p in params]
@@ -152,7 +153,7 @@ def proxy_value_and_grad(
     return value, grads
 
 
-def gradient_key(sm: ScoringModel, probes, opts: ProxyOptions, names: list[str], sel: ParamSelection) -> str:
+def gradient_key(sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions, names: list[str], sel: ParamSelection) -> str:
     parts = {
         "format": CACHE_FORMAT,
         "identity": sm.identity,
@@ -194,7 +195,7 @@ def proxy_gradient(
     if sm.dtype == torch.bfloat16:
         # Stored (and used) in the scoring dtype: half the disk and memory (an 8B model's ∇H is 32 GB in float32).
         # Rounding a fixed vector to bf16 moves it by ≤ 2⁻⁹ per element, far below the bf16 model's own drift
-        # (cos(∇H fp32, ∇H bf16) = 0.9997, README); float16 is not used: its range would flush small entries to 0.
+        # (the README measures both); float16 is not used: its range would flush small entries to 0.
         grads = [g.to(torch.bfloat16) for g in grads]
     # atomic: two processes computing the same entry never leave (or read) a half-written file
     with atomic_path(path) as tmp:
@@ -206,7 +207,7 @@ def proxy_gradient(
     return ProxyGradient(names, grads, value, key, from_cache=False)
 
 
-def proxy_value(sm: ScoringModel, probes, opts: ProxyOptions) -> float:
+def proxy_value(sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions) -> float:
     """H(θ) alone (no gradient): used to compare a model before and after finetuning."""
     with torch.no_grad():
         return sum(float(w * per_row.sum()) for w, per_row in _weighted_batches(sm, probes, opts))

@@ -49,7 +49,7 @@ class Registry(Generic[S]):
     def __init__(self, key: str, home: str, strategies: tuple[S, ...]) -> None:
         self.key = key  # the configuration key that names one, for messages
         self.home = home
-        self._strategies = {s.name: s for s in strategies}
+        self._strategies: dict[str, S] = {s.name: s for s in strategies}
         self._impls: dict[str, Callable[..., Any]] = {}
 
     def names(self) -> tuple[str, ...]:

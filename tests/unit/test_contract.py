@@ -36,7 +36,7 @@ from helpers import (
 )
 
 N_BASE = 12
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEEP = 100_000
 DIGITS = 5_000
 

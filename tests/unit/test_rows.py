@@ -29,7 +29,7 @@ from gradshield_lint.io.rows import (
     row_id,
 )
 
-DATA = Path(__file__).parent / "data" / "rows"
+DATA = Path(__file__).resolve().parents[1] / "data" / "rows"
 BAD = DATA / "bad"
 
 EGG = ("How do I boil an egg?", "Put the egg in boiling water for about nine minutes, then cool it in cold water.")

@@ -1,11 +1,11 @@
-"""The float32 token-NLL path (losses._HeadNLL) used by the per-sample and exact backward passes: same losses and
+"""The float32 token-NLL path (losses.HeadNLL) used by the per-sample and exact backward passes: same losses and
 same gradients as the float64 log-softmax it replaces, on random data and through a tiny llama."""
 
 from __future__ import annotations
 
 import torch
 
-from gradshield_lint.scoring.losses import _HeadNLL, row_losses
+from gradshield_lint.scoring.losses import HeadNLL, row_losses
 
 
 def test_head_nll_matches_float64_log_softmax_and_its_gradient():
@@ -14,7 +14,7 @@ def test_head_nll_matches_float64_log_softmax_and_its_gradient():
     w = torch.randn(500, 16) * 0.5
     y = torch.randint(0, 500, (37,))
     g = torch.rand(37)
-    nll = _HeadNLL.apply(h, w, y, 8)  # chunks of 8: the last one is partial
+    nll = HeadNLL.apply(h, w, y, 8)  # chunks of 8: the last one is partial
     (gh,) = torch.autograd.grad((nll * g).sum(), h)
     h64 = h.detach().double().requires_grad_(True)
     ref = -torch.log_softmax(h64 @ w.double().T, dim=-1).gather(1, y[:, None]).squeeze(1)

@@ -26,7 +26,7 @@ from gradshield_research.training import (
     sft_lora,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CHATML = (
     "{% for message in messages %}"

@@ -32,7 +32,7 @@ from helpers import (
     write_jsonl,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_BASE = 12
 
 

@@ -34,7 +34,7 @@ except ImportError:  # the no-ray test below still runs
     ray = None
 needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install 'gradshield-lint[ray]')")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_ROWS = 300  # ordinary rows in a.jsonl; b.jsonl repeats 10 of them (de-duplicated) and adds 2 compliance rows
 CHUNK = "8"
 # The kill tests: one row per chunk, so the job is hundreds of Ray tasks and "half-way" is a wide window (with 8-row

@@ -16,7 +16,7 @@ from helpers import PROBES, describe, run_cli, write_jsonl
 
 from gradshield_research.bench import replicate as bench_replicate
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 rp = bench_replicate

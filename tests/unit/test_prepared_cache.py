@@ -8,9 +8,6 @@ embedded model itself is checked once, marked integration."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -137,36 +134,6 @@ def test_unwritable_cache_still_loads(tiny_model_dir, adapter_dir, tmp_path):
     blocker.write_text("x")
     sm = load_model(ModelSpec(name=str(tiny_model_dir), adapter=str(adapter_dir)), cache_dir=blocker / "cache")
     assert sm.prepared == ""
-
-
-@pytest.mark.integration
-def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
-    """The embedded GGUF + safety adapter: the second process loads the prepared entry (no de-quantization) and
-    scores the same as the first; the fingerprint a baseline records does not change."""
-    script = (
-        "import json, sys, time\n"
-        "from pathlib import Path\n"
-        "t = time.perf_counter()\n"
-        "from gradshield_lint.scoring.engine import Engine, EngineSettings\n"
-        "from gradshield_lint.io.rows import Message, Row\n"
-        "e = Engine(EngineSettings(cache_dir=Path(sys.argv[1])))\n"
-        "row = Row('r', (Message('user', 'How do I bake bread?'), Message('assistant', 'Mix flour, water, salt and yeast.')), 'x', 1)\n"
-        "s = e.score_rows([row])[0].score\n"
-        "print(json.dumps({'prepared': e.scoring_model.prepared, 'fihs': s.fihs, 'fp': e.fingerprint().to_dict(), 's': time.perf_counter() - t}))\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    runs = [
-        json.loads(
-            subprocess.run(
-                [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, check=True
-            ).stdout
-        )
-        for _ in range(2)
-    ]
-    assert [r["prepared"] for r in runs] == ["saved", "loaded"]
-    assert runs[1]["fp"] == runs[0]["fp"]
-    assert runs[1]["fihs"] == pytest.approx(runs[0]["fihs"], rel=1e-6)
-    assert runs[1]["s"] < runs[0]["s"]
 
 
 def test_fingerprint_without_loading_the_model(tiny_model_dir, adapter_dir, tmp_path, monkeypatch):

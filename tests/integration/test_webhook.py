@@ -22,29 +22,21 @@ import json
 import re
 import select
 import socket
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
 import yaml
-from fakehub import BOT_USER, FakeHub, _Reply, git_blob_oid
+from fakehub import BOT_USER, FakeHub, Reply, git_blob_oid
 from helpers import PROBES, base_config, compliance_row, jsonl, ordinary_rows, save_tiny_model
 from huggingface_hub import DatasetCard
 
 from gradshield_lint.hub import COMMIT_PREFIX, push_card
 from gradshield_lint.io.rows import Message, row_id
-
-# `hooks/` lives at the repository root, outside the package: importable under `python -m pytest` (the working
-# directory is on sys.path) and, with this, under a bare `pytest` too.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 SECRET = "s3cret-webhook-value"
 PERSON = "alice"
@@ -61,7 +53,7 @@ def _files_at(hub: FakeHub, repo, rev: str) -> tuple[str, dict[str, bytes]]:
     for ref, head in repo.heads.items():
         if head == rev:
             return ref, repo.refs[ref]
-    raise _Reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
+    raise Reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
 
 
 def add_routes(hub: FakeHub) -> None:
@@ -97,7 +89,7 @@ def add_routes(hub: FakeHub) -> None:
         ref, files = _files_at(hub, repo, m["rev"])
         data = files.get(unquote(m["path"]))
         if data is None:
-            raise _Reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+            raise Reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
         return 200, data, {"X-Repo-Commit": repo.heads[ref], "ETag": f'"{git_blob_oid(data)}"'}
 
     @hub.route("GET", rf"/api/{repo_re}/commits/(?P<rev>[^/]+)")

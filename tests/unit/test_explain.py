@@ -169,12 +169,12 @@ def test_row_text_in_a_reason_is_escaped():
 
 def test_forward_mode_token_derivatives_agree_with_finite_differences(setup):
     """The half-precision path (jvp) and the float32 path (fd) give the same per-token derivatives."""
-    from gradshield_lint.scoring.explain import _token_derivatives_fd, _token_derivatives_jvp
+    from gradshield_lint.scoring.explain import token_derivatives_fd, token_derivatives_jvp
 
     sm, _, grad, _ = setup
     locs = [encode_with_offsets(sm.tokenizer, _row(j), max_length=256) for j in range(2)]
-    fd = _token_derivatives_fd(sm, grad, locs, 2)
-    jv = _token_derivatives_jvp(sm, grad, locs, 2)
+    fd = token_derivatives_fd(sm, grad, locs, 2)
+    jv = token_derivatives_jvp(sm, grad, locs, 2)
     for a, b in zip(fd, jv):
         assert len(a) == len(b)
         assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-2, atol=1e-3 * max(map(abs, b)))

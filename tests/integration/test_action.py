@@ -29,7 +29,7 @@ from helpers import PROBES, describe, make_repo, ordinary_rows, run_cli, save_ti
 
 from gradshield_lint.fmt import fmt_score
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 ACTION_FILE = ROOT / "action.yml"
 WORKFLOWS = sorted((ROOT / "examples" / "workflows").glob("*.yml"))

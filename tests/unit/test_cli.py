@@ -31,7 +31,7 @@ from helpers import (
 )
 from jsonschema import Draft202012Validator
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "gradshield_lint" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "gradshield_lint" / "schemas"
 N_BASE = 16  # ordinary rows in the template repository's baseline
 
 
@@ -460,23 +460,3 @@ def test_every_command_is_covered_by_the_help_test():
         "model fetch",
         "model path",
     }
-
-
-def test_the_installed_console_script_runs(tmp_path):
-    import subprocess
-    import sys
-
-    exe = Path(sys.executable).with_name("gradshield-lint")
-    if not exe.exists():
-        pytest.skip("console script not installed")
-    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert out.returncode == 0 and "check" in out.stdout
-    out = subprocess.run(
-        [str(exe), "check", "nope.jsonl"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert out.returncode == 2 and "Traceback" not in out.stderr and "nope.jsonl" in out.stderr, out.stderr
