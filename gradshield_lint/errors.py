@@ -21,6 +21,7 @@ class GradshieldError(Exception):
     def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None) -> None:
         self.file = str(file) if file is not None else None
         self.line = line
+        self.message = message  # without the file:line prefix
         where = ""
         if self.file is not None:
             where = f"{self.file}:{line}: " if line is not None else f"{self.file}: "

@@ -38,8 +38,6 @@ no structured shape matches (so Alpaca dumps with a pre-formatted `text` column 
 
 from __future__ import annotations
 
-import codecs
-import csv
 import errno
 import hashlib
 import json
@@ -54,6 +52,7 @@ from typing import Any
 
 from gradshield_lint.errors import ConfigError, InputError
 from gradshield_lint.io import safejson
+from gradshield_lint.io.records import csv_records, json_records, jsonl_records
 
 ROLES = ("system", "user", "assistant")
 
@@ -518,211 +517,7 @@ def _check_suffix(name: str, source: str) -> str:
     )
 
 
-def _decode_line(raw: bytes, source: str, lineno: int) -> str:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}; re-encode the file as UTF-8",
-            file=source,
-            line=lineno,
-        ) from None
-    if lineno == 1 and text.startswith("\ufeff"):
-        text = text[1:]
-    return text
-
-
 _Records = Iterator[tuple[int, Any]]
-
-
-def _jsonl_records(fh: Any, source: str) -> _Records:
-    for lineno, raw in enumerate(fh, start=1):
-        text = _decode_line(raw, source, lineno)
-        if not text.strip():
-            continue
-        try:
-            record = safejson.loads(text.rstrip("\r\n"))
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"malformed JSON: {exc.msg} (column {exc.colno}); each line must be one complete JSON object",
-                file=source,
-                line=lineno,
-            ) from None
-        yield lineno, record
-
-
-class _JsonStream:
-    """Incremental reader of top-level JSON values from a binary file: a list `[v, v, ...]` one element at a time,
-    or concatenated values (JSON lines). Keeps only the unread part of the current chunk (plus a partial value)."""
-
-    CHUNK = 1 << 18
-
-    def __init__(self, fh: Any, source: str) -> None:
-        self.fh = fh
-        self.source = source
-        self.decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
-        self.json = json.JSONDecoder()
-        self.buf = ""
-        self.pos = 0
-        self.nl = 0  # newlines in the file before buf[nl_pos] (counted incrementally: positions only grow)
-        self.nl_pos = 0
-        self.eof = False
-
-    def line_at(self, pos: int) -> int:
-        """The physical 1-based line of buf[pos]."""
-        if pos >= self.nl_pos:
-            self.nl += self.buf.count("\n", self.nl_pos, pos)
-            self.nl_pos = pos
-            return self.nl + 1
-        return self.nl - self.buf.count("\n", pos, self.nl_pos) + 1
-
-    def _fill(self, size: int = 0) -> bool:
-        if self.eof:
-            return False
-        chunk = self.fh.read(max(size, self.CHUNK))
-        pending = self.decoder.getstate()[0]
-        try:
-            text = self.decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as exc:
-            data = pending + chunk
-            line = self.line_at(len(self.buf)) + data[: exc.start].count(b"\n")
-            raise InputError(
-                f"not UTF-8: byte 0x{data[exc.start]:02x}; re-encode the file as UTF-8", file=self.source, line=line
-            ) from None
-        if not chunk:
-            self.eof = True
-        if self.pos > self.CHUNK:  # drop consumed text
-            drop = self.pos
-            self.line_at(drop)
-            self.nl_pos -= drop
-            self.buf = self.buf[drop:]
-            self.pos = 0
-        self.buf += text
-        return bool(chunk) or bool(text)
-
-    def peek(self) -> str:
-        """The next non-whitespace character ('' at end of file); `pos` is moved onto it."""
-        while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
-                self.pos += 1
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not self._fill():
-                return ""
-
-    def value(self) -> tuple[int, Any]:
-        """Decode the value at `pos` (after peek()); returns (its physical line, value)."""
-        while True:
-            start = self.pos
-            try:
-                value, end = safejson.raw_decode(self.json, self.buf, start)
-            except json.JSONDecodeError as exc:
-                incomplete = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 32
-                if incomplete and not self.eof:
-                    self._fill(len(self.buf) - start)  # geometric growth: a huge record is decoded O(log) times
-                    continue
-                raise InputError(
-                    f"malformed JSON: {exc.msg} (column {exc.pos - self.buf.rfind(chr(10), 0, exc.pos)})",
-                    file=self.source,
-                    line=self.line_at(exc.pos),
-                ) from None
-            if end >= len(self.buf) and not isinstance(value, (dict, list)) and not self.eof:
-                self._fill()  # a number may continue in the next chunk
-                continue
-            line = self.line_at(start)
-            self.pos = end
-            return line, value
-
-    def fail(self, msg: str) -> InputError:
-        return InputError(msg, file=self.source, line=self.line_at(self.pos))
-
-
-def _json_records(fh: Any, source: str) -> _Records:
-    s = _JsonStream(fh, source)
-    first = s.peek()
-    if first == "[":
-        s.pos += 1
-        index = 0
-        if s.peek() == "]":
-            s.pos += 1
-        else:
-            while True:
-                if s.peek() == "":
-                    raise s.fail("malformed JSON: the list is not closed (truncated file?)")
-                _, value = s.value()
-                index += 1
-                yield index, value
-                c = s.peek()
-                if c == ",":
-                    s.pos += 1
-                    continue
-                if c == "]":
-                    s.pos += 1
-                    break
-                raise s.fail(
-                    "malformed JSON: the list is not closed (truncated file?)"
-                    if c == ""
-                    else f"malformed JSON: expected ',' or ']' after record {index}"
-                )
-        if s.peek() != "":
-            raise s.fail("malformed JSON: extra data after the list")
-    elif first == "{":  # JSON lines written with a .json suffix (Dataset.to_json does this)
-        while s.peek() != "":
-            yield s.value()
-    elif first == "":
-        return
-    else:
-        raise s.fail("expected a JSON list of records ([{...}, ...]) or one object per line")
-
-
-_CSV_FIELD_LIMIT = 2**31 - 1
-
-
-def _csv_records(fh: Any, source: str, delimiter: str) -> tuple[list[str] | None, _Records]:
-    line_no = [0]
-
-    def lines() -> Iterator[str]:
-        for raw in fh:
-            line_no[0] += 1
-            yield _decode_line(raw, source, line_no[0])
-
-    if csv.field_size_limit() < _CSV_FIELD_LIMIT:  # the default (128 KiB) is shorter than some rows
-        csv.field_size_limit(_CSV_FIELD_LIMIT)
-    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise InputError(f"malformed CSV: {exc}", file=source, line=line_no[0]) from None
-    while header == []:
-        header = next(reader, None)
-    if header is None:
-        return None, iter(())
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise InputError(
-            f"duplicate column(s) in the header: {', '.join(repr(d) for d in dupes)}", file=source, line=reader.line_num
-        )
-
-    def records() -> _Records:
-        prev = reader.line_num
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                hint = " (a quote that is never closed?)" if "end of data" in str(exc) else ""
-                raise InputError(f"malformed CSV: {exc}{hint}", file=source, line=prev + 1) from None
-            start, prev = prev + 1, reader.line_num
-            if not fields or fields == [""]:
-                continue
-            if len(fields) != len(header):
-                raise InputError(
-                    f"expected {len(header)} fields (the header's), got {len(fields)}", file=source, line=start
-                )
-            yield start, dict(zip(header, fields))
-
-    return header, records()
 
 
 def _parquet_records(path: Path, source: str) -> tuple[list[str], _Records]:
@@ -861,12 +656,12 @@ def _iter_local(path: Path, source: str, shape: RowShape | None) -> Iterator[tup
             raise InputError("empty file: no rows", file=source)
         fh.seek(0)
         if suffix in (".csv", ".tsv"):
-            header, records = _csv_records(fh, source, "," if suffix == ".csv" else "\t")
+            header, records = csv_records(fh, source, "," if suffix == ".csv" else "\t")
             yield from _rows_from(records, header, shape, source)
         elif suffix == ".json":
-            yield from _rows_from(_json_records(fh, source), None, shape, source)
+            yield from _rows_from(json_records(fh, source), None, shape, source)
         else:
-            yield from _rows_from(_jsonl_records(fh, source), None, shape, source)
+            yield from _rows_from(jsonl_records(fh, source), None, shape, source)
 
 
 def iter_rows(

@@ -303,9 +303,9 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_json_list_records_across_chunk_boundaries(tmp_path, monkeypatch):
-    from gradshield_lint.io import rows as rows_mod
+    from gradshield_lint.io.records import JsonStream
 
-    monkeypatch.setattr(rows_mod._JsonStream, "CHUNK", 7)  # every record spans several reads
+    monkeypatch.setattr(JsonStream, "CHUNK", 7)  # every record spans several reads
     recs = [_pc(f"prompt {i} \u00e9\u4e2d", f'completion {i} "q" \\ {i * 12345}') for i in range(50)]
     p = _write(tmp_path / "a.json", json.dumps(recs, ensure_ascii=False))
     rows = list(iter_rows(p))

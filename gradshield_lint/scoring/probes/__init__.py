@@ -22,7 +22,6 @@ Every problem raises `ProbeError` naming the file and line.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -32,7 +31,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from gradshield_lint.errors import ProbeError
+from gradshield_lint.errors import InputError, ProbeError
+from gradshield_lint.io.records import csv_rows, json_records, jsonl_records
 from gradshield_lint.schemas import schema_path
 
 __all__ = [
@@ -201,7 +201,7 @@ def _read_text(p: Path) -> str:
 
 
 def _from_json(text: str, name: str) -> list[Probe]:
-    records = list(_json_array(text, name) if text.lstrip().startswith("[") else _json_lines(text, name))
+    records = _json_array(text, name) if text.lstrip().startswith("[") else _json_lines(text, name)
     if not records:
         raise ProbeError("no probes in file", file=name, line=1)
     first_line, first = records[0]
@@ -218,52 +218,21 @@ def _from_json(text: str, name: str) -> list[Probe]:
     return probes
 
 
-def _json_lines(text: str, name: str) -> Iterator[tuple[int, Any]]:
-    # Split on "\n" only: str.splitlines() would also split on U+2028 and friends, which JSON strings may hold.
-    for lineno, raw in enumerate(text.split("\n"), 1):
-        raw = raw.rstrip("\r")
-        if not raw.strip():
-            continue
-        try:
-            yield lineno, json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ProbeError(
-                f"malformed JSON: {e.msg} (column {e.colno}); expected one JSON object per line", file=name, line=lineno
-            ) from None
+def _read(records: Iterator[tuple[int, Any]], name: str) -> list[tuple[int, Any]]:
+    """The records of one of `io.records`' readers, its errors as `ProbeError`s at the same place."""
+    try:
+        return list(records)
+    except InputError as exc:
+        raise ProbeError(exc.message, file=name, line=exc.line) from None
 
 
-def _json_array(text: str, name: str) -> Iterator[tuple[int, Any]]:
+def _json_lines(text: str, name: str) -> list[tuple[int, Any]]:
+    return _read(jsonl_records(io.BytesIO(text.encode("utf-8")), name), name)
+
+
+def _json_array(text: str, name: str) -> list[tuple[int, Any]]:
     """Elements of a top-level JSON list, each with the line it starts on."""
-    dec = json.JSONDecoder()
-    n = len(text)
-
-    def skip(i: int) -> int:
-        while i < n and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def line_of(i: int) -> int:
-        return text.count("\n", 0, i) + 1
-
-    i = skip(0) + 1  # past "["
-    i = skip(i)
-    if i < n and text[i] == "]":
-        return
-    while True:
-        try:
-            obj, end = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise ProbeError(f"malformed JSON: {e.msg} (column {e.colno})", file=name, line=e.lineno) from None
-        yield line_of(i), obj
-        i = skip(end)
-        if i < n and text[i] == ",":
-            i = skip(i + 1)
-            continue
-        if i < n and text[i] == "]":
-            if skip(i + 1) < n:
-                raise ProbeError("unexpected data after the end of the JSON list", file=name, line=line_of(skip(i + 1)))
-            return
-        raise ProbeError("malformed JSON: expected ',' or ']' in the list", file=name, line=line_of(min(i, n)))
+    return _read(json_records(io.BytesIO(text.encode("utf-8")), name, list_lines=True), name)
 
 
 def _json_type(v: Any) -> str:
@@ -313,27 +282,19 @@ def _describe(err: Any, rec: Mapping[str, Any]) -> str:
 
 
 def _from_csv(text: str, name: str) -> list[Probe]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header: list[str] | None = None
-        rows: list[tuple[int, dict[str, Any]]] = []
-        start = 1
-        for cells in reader:
-            if header is None:
-                header = [c.strip().lower() for c in cells]
-                if not any(header):
-                    raise ProbeError("empty header row", file=name, line=start)
-                start = reader.line_num + 1
-                continue
-            if not cells or all(not c.strip() for c in cells):
-                start = reader.line_num + 1
-                continue
-            if len(cells) > len(header):
-                raise ProbeError(f"row has {len(cells)} fields but the header has {len(header)}", file=name, line=start)
-            rows.append((start, {h: (cells[i] if i < len(cells) else None) for i, h in enumerate(header) if h}))
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise ProbeError(f"malformed CSV: {e}", file=name, line=reader.line_num or 1) from None
+    header: list[str] | None = None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for start, cells in _read(csv_rows(io.BytesIO(text.encode("utf-8")), name), name):
+        if header is None:
+            header = [c.strip().lower() for c in cells]
+            if not any(header):
+                raise ProbeError("empty header row", file=name, line=start)
+            continue
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if len(cells) > len(header):
+            raise ProbeError(f"row has {len(cells)} fields but the header has {len(header)}", file=name, line=start)
+        rows.append((start, {h: (cells[i] if i < len(cells) else None) for i, h in enumerate(header) if h}))
     assert header is not None  # the text is not blank, so there is a first row
     _require_columns(set(header), name)
     if not rows:
