@@ -25,7 +25,7 @@ demo: setup
 	BIN=$(BIN) sh examples/pr/demo.sh
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 bench: setup
 	$(BIN)/python bench/speed.py

@@ -265,3 +265,21 @@ def load_bench(name: str) -> Any:
     sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
     spec.loader.exec_module(mod)
     return mod
+
+
+def seed_cache(seed, dest, *, prepared: bool = True):
+    """Copy the seed's entries into `dest` (created); `prepared=False` leaves out the prepared model."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in seed.iterdir():
+        if entry.name.startswith("model-") and not prepared:
+            continue
+        target = dest / entry.name
+        if target.exists():
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, target)
+        else:
+            shutil.copy2(entry, target)
+    return dest

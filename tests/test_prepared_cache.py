@@ -140,17 +140,21 @@ def test_unwritable_cache_still_loads(tiny_model_dir, adapter_dir, tmp_path):
 @pytest.mark.integration
 def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
     """The embedded GGUF + safety adapter: the second process loads the prepared entry (no de-quantization) and
-    scores the same as the first; the fingerprint a baseline records does not change."""
+    its model computes the same logits as the first (so every score is the same: FIHS is a function of the
+    weights); the fingerprint a baseline records does not change."""
     script = (
         "import json, sys, time\n"
         "from pathlib import Path\n"
         "t = time.perf_counter()\n"
+        "import torch\n"
         "from gradshield_lint.engine import Engine, EngineSettings\n"
-        "from gradshield_lint.rows import Message, Row\n"
         "e = Engine(EngineSettings(cache_dir=Path(sys.argv[1])))\n"
-        "row = Row('r', (Message('user', 'How do I bake bread?'), Message('assistant', 'Mix flour, water, salt and yeast.')), 'x', 1)\n"
-        "s = e.score_rows([row])[0].score\n"
-        "print(json.dumps({'prepared': e.scoring_model.prepared, 'fihs': s.fihs, 'fp': e.fingerprint(), 's': time.perf_counter() - t}))\n"
+        "sm = e.scoring_model\n"
+        "ids = sm.tokenizer('How do I bake bread? Mix flour, water, salt and yeast.', return_tensors='pt').input_ids\n"
+        "with torch.no_grad():\n"
+        "    logits = sm.model(ids.to(sm.device)).logits[0].double()\n"
+        "s = time.perf_counter() - t\n"
+        "print(json.dumps({'prepared': sm.prepared, 'logits': logits[:, :64].flatten().tolist(), 'fp': e.fingerprint(), 's': s}))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     runs = [
@@ -159,7 +163,7 @@ def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
     ]
     assert [r["prepared"] for r in runs] == ["saved", "loaded"]
     assert runs[1]["fp"] == runs[0]["fp"]
-    assert runs[1]["fihs"] == pytest.approx(runs[0]["fihs"], rel=1e-6)
+    assert runs[1]["logits"] == pytest.approx(runs[0]["logits"], rel=1e-6, abs=1e-6)
     assert runs[1]["s"] < runs[0]["s"]
 
 
