@@ -91,7 +91,7 @@ def embedded_cache(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("embedded-seed")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    p = subprocess.run([sys.executable, "-c", _SEED_SCRIPT, str(root)], env=env, capture_output=True, text=True, timeout=1800)
+    p = subprocess.run([sys.executable, "-c", _SEED_SCRIPT, str(root)], env=env, capture_output=True, text=True, timeout=3600)
     assert p.returncode == 0, p.stderr
     assert list(root.glob("grad-*.safetensors")) and list(root.glob("categories-*.safetensors")), sorted(root.iterdir())
     return root
