@@ -26,7 +26,7 @@ demo: setup
 
 # The habits first (ruff in seconds; mypy reads torch's types once, minutes on a cold .mypy_cache/), then the suite.
 test: setup lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 lint: setup
 	$(BIN)/ruff check .

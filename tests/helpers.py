@@ -258,3 +258,21 @@ def save_tiny_model(folder: Path, tokenizer, *, seed: int = 1) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def seed_cache(seed: Path, dest: Path, *, prepared: bool = True) -> Path:
+    """Copy the seed's entries into `dest` (created); `prepared=False` leaves out the prepared model."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in seed.iterdir():
+        if entry.name.startswith("model-") and not prepared:
+            continue
+        target = dest / entry.name
+        if target.exists():
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, target)
+        else:
+            shutil.copy2(entry, target)
+    return dest

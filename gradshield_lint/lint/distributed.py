@@ -8,7 +8,7 @@ The flow (the driver is the `gradshield-lint` process; it must run on a node of 
 2. The driver reads the rows as a single process does (`rows.iter_rows`, hashed, de-duplicated by id), skips the
    ids already scored (shards of an interrupted run, or the baseline's rows for `update`) and writes the rest to
    staging Parquet files of `chunk_rows` rows each, one chunk in memory at a time. The driver keeps only row ids.
-3. Ray Data reads the staging files (read tasks pinned to the driver's node, so no shared filesystem is needed)
+3. Ray Data reads the staging files, one block per file (read tasks on the driver's node: no shared filesystem)
    and scores them with `map_batches` on a pool of actors (`_Scorer`): each loads the model and ∇H once, from the
    picklable `EngineSettings`, never from a pickled model. Ray restarts an actor that dies and retries its tasks
    (`max_restarts`, `max_task_retries`); a failed attempt returns nothing, so no row is counted twice.
@@ -318,12 +318,49 @@ def _describe_remote(ray: Any, settings: EngineSettings, gpu: bool) -> tuple[Fin
     return fp, rec
 
 
-def _read_staging(ray: Any, staging: Path, here: Any, blocks: int) -> Any:
-    """The staging files as a Dataset, one block per file, read on the driver's node (no shared filesystem) by
-    tasks that take no CPU slot."""
-    return ray.data.read_parquet(
-        str(staging), num_cpus=0, ray_remote_args={"scheduling_strategy": here}, override_num_blocks=blocks
-    )
+def _read_staging(ray: Any, staging: Path) -> Any:
+    """The staging files as a Dataset: exactly one block per file (one chunk, one actor call, one shard), read on
+    the driver's node (no shared filesystem is needed) by at most two read tasks at a time that take no CPU slot.
+
+    A Datasource of our own rather than `read_parquet`: Ray's Parquet reader rolls files under
+    `target_min_block_size` (1 MiB) into one block — a staged job became ONE block, one actor got all the work and
+    its scores came back at the very end as one shard, so a kill lost everything — and it starts footer-reading
+    actors and a read task per file, dozens of processes on a small machine. This one reads each file with
+    pyarrow and nothing else."""
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    files = sorted(staging.glob("*.parquet"))
+
+    class _Staging(Datasource):
+        def estimate_inmemory_data_size(self) -> int:
+            return sum(f.stat().st_size for f in files)
+
+        def get_read_tasks(
+            self, parallelism: int, per_task_row_limit: Any = None, data_context: Any = None
+        ) -> list[Any]:
+            return [
+                ReadTask(
+                    _reader(str(f)),
+                    BlockMetadata(num_rows=None, size_bytes=f.stat().st_size, exec_stats=None, input_files=(str(f),)),
+                )
+                for f in files
+            ]
+
+        @property
+        def supports_distributed_reads(self) -> bool:
+            return False  # the staging files are on the driver's disk
+
+    return ray.data.read_datasource(_Staging(), num_cpus=0, concurrency=2, override_num_blocks=max(len(files), 1))
+
+
+def _reader(path: str) -> Any:
+    def read() -> list[Any]:
+        import pyarrow.parquet as pq
+
+        return [pq.read_table(path)]
+
+    return read
 
 
 def _score_staged(
@@ -338,18 +375,41 @@ def _score_staged(
 ) -> int:
     """Score the staged rows with a pool of `workers` actors; every result block becomes a shard. Returns the
     number of rows scored."""
-    from ray.data import ActorPoolStrategy, DataContext
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    from tqdm.auto import tqdm
+    from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours is the one bar (rows done / total, rows/s)
-    ctx.print_on_execution_start = False
+    saved = {k: getattr(ctx, k) for k in _CONTEXT}
+    try:
+        for k, v in _CONTEXT.items():
+            setattr(ctx, k, v)
+        return _run_pool(ray, settings, staging, staged, work, workers, gpu, opts)
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
+
+
+# The driver's Ray Data context while it scores (restored afterwards: a library caller keeps its own).
+_CONTEXT: dict[str, Any] = {
+    "enable_progress_bars": False,  # ours is the one bar (rows done / total, rows/s)
+    "print_on_execution_start": False,
+}
+
+
+def _run_pool(
+    ray: Any,
+    settings: EngineSettings,
+    staging: Path,
+    staged: list[str],
+    work: WorkDir,
+    workers: int,
+    gpu: bool,
+    opts: RayOptions,
+) -> int:
+    from ray.data import ActorPoolStrategy
+    from tqdm.auto import tqdm
+
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # not "progress bars disabled" on every run
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    with warnings.catch_warnings():  # ray_remote_args is deprecated in favour of named arguments, which lack this one
-        warnings.simplefilter("ignore")
-        ds = _read_staging(ray, staging, here, max(1, -(-len(staged) // opts.chunk_rows)))
+    ds = _read_staging(ray, staging)
     resources: dict[str, Any] = {"num_gpus": 1} if gpu else {"num_cpus": 1}
     scored = ds.map_batches(
         _Scorer,
@@ -364,14 +424,19 @@ def _score_staged(
     )
     pending = set(staged)
     done = 0
-    with tqdm(
-        total=len(staged),
-        desc=f"FIHS (ray, {workers} worker{'s' if workers != 1 else ''})",
-        unit="row",
-        disable=not opts.progress,
-        file=sys.stderr,
-        leave=False,
-    ) as bar:
+    with (
+        tqdm(
+            total=len(staged),
+            desc=f"FIHS (ray, {workers} worker{'s' if workers != 1 else ''})",
+            unit="row",
+            disable=not opts.progress,
+            file=sys.stderr,
+            leave=False,
+        ) as bar,
+        warnings.catch_warnings(),
+    ):
+        # a job of fewer chunks than workers is normal (an update of a few rows): not a warning to the user
+        warnings.filterwarnings("ignore", message=r"The (minimum|maximum) number of concurrent", category=UserWarning)
         for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
             ids = [str(i) for i in batch["id"]]
             bad = [(i, e) for i, e in zip(ids, batch["error"]) if e]

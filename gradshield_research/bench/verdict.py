@@ -55,7 +55,7 @@ BENIGN_DEFAULT = (
 RATES = (0.01, 0.02, 0.05)
 
 
-def _records(path: Path) -> list[tuple[object, dict]]:
+def labelled_records(path: Path) -> list[tuple[object, dict]]:
     from gradshield_lint.io.rows import iter_rows_with_records
 
     return [
@@ -75,7 +75,7 @@ def draw(folder: Path, benign: Sequence[str], per_file: int, n_baseline: int, se
         is_benign = stem in benign
         if not is_benign and not stem.startswith(("harmful_", "implicit_")):
             continue
-        recs = _records(f)
+        recs = labelled_records(f)
         if not recs:
             continue
         rnd = random.Random(f"{seed}:{stem}")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import seed_cache
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,9 +38,9 @@ def run_score(tmp: Path, cache: Path, batch_size: int, out: str) -> subprocess.C
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, embedded_cache):
     tmp = tmp_path_factory.mktemp("embedded")
-    cache = tmp / "cache"
+    cache = seed_cache(embedded_cache, tmp / "cache")  # ∇H made once per test run (conftest.py)
     first = run_score(tmp, cache, 8, "a.jsonl")
     assert first.returncode == 0, first.stderr
     entries = sorted(cache.glob("grad-*.safetensors"))

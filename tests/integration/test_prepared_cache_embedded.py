@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import seed_cache
 
 
 @pytest.mark.integration
-def test_embedded_model_second_load_is_fast_and_identical(tmp_path):
+def test_embedded_model_second_load_is_fast_and_identical(tmp_path, embedded_cache):
     """The embedded GGUF + safety adapter: the second process loads the prepared entry (no de-quantization) and
-    scores the same as the first; the fingerprint a baseline records does not change."""
+    scores the same as the first; the fingerprint a baseline records does not change. The cache starts with the
+    embedded default's ∇H (made once per test run, conftest.py) but no prepared model: that is what is tested."""
+    seed_cache(embedded_cache, tmp_path, prepared=False)
     script = (
         "import json, sys, time\n"
         "from pathlib import Path\n"

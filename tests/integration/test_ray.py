@@ -35,10 +35,10 @@ except ImportError:  # the no-ray test below still runs
 needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install 'gradshield-lint[ray]')")
 
 ROOT = Path(__file__).resolve().parents[2]
-N_ROWS = 300  # ordinary rows in a.jsonl; b.jsonl repeats 10 of them (de-duplicated) and adds 2 compliance rows
+N_ROWS = 120  # ordinary rows in a.jsonl; b.jsonl repeats 10 of them (de-duplicated) and adds 2 compliance rows
 CHUNK = "8"
-# The kill tests: one row per chunk, so the job is hundreds of Ray tasks and "half-way" is a wide window (with 8-row
-# chunks the tiny model scored all 38 of them within one polling interval: the kill came after the last shard)
+# The kill tests: one row per chunk, so the job is a hundred Ray tasks and "half-way" is a wide window (each chunk
+# is its own block and shard; the tiny model scores one in about a tenth of a second)
 KILL_CHUNK = "1"
 RUN_TIMEOUT = 240
 
@@ -80,6 +80,13 @@ def reference(repo, name="ref.json") -> dict:
     r = run_cli(repo.root, "-q", "baseline", "create", "--baseline", name)
     assert r.exit_code == 0, r.stderr
     return json.loads((repo.root / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def ref(env, tmp_path_factory) -> dict:
+    """The single-process baseline of `make_data`'s rows, made once: every test's repository holds the same rows,
+    and a baseline holds ids (content hashes) and scores, nothing of the repository's path."""
+    return reference(make_data(tmp_path_factory.mktemp("ref") / "repo", env["model"]))
 
 
 def assert_same_baseline(got: dict, ref: dict) -> None:
@@ -156,10 +163,9 @@ def summary(err: str) -> dict[str, int]:
 
 
 @needs_ray
-def test_ray_baseline_equals_single_process(env, tmp_path):
+def test_ray_baseline_equals_single_process(env, ref, tmp_path):
     """A local Ray instance started by the command (no --ray-address), 2 workers: same ids, scores, threshold."""
     repo = make_data(tmp_path / "repo", env["model"])
-    ref = reference(repo)
     cache = tmp_path / "cache"
     p = cli(repo.root, "baseline", "create", "--engine", "ray", "--workers", "2", "--chunk-rows", CHUNK, cache=cache)
     rc, err = finish(p)
@@ -184,12 +190,10 @@ def test_ray_baseline_equals_single_process(env, tmp_path):
 
 
 @needs_ray
-@pytest.mark.skip(reason="not yet passing on merged main (session 4, issue 16 open): fix, then remove this mark")
-def test_killed_driver_resumes_and_scores_each_row_once(env, tmp_path):
+def test_killed_driver_resumes_and_scores_each_row_once(env, ref, tmp_path):
     """SIGKILL the driver once shards exist; the shards left are whole and distinct; a re-run scores only the
     rest, and the baseline equals the single-process one."""
     repo = make_data(tmp_path / "repo", env["model"])
-    ref = reference(repo)
     cache = env["cache"]
     args = (
         "baseline",
@@ -240,14 +244,12 @@ def _scoring_actors() -> list:
 
 
 @needs_ray
-@pytest.mark.skip(reason="not yet passing on merged main (session 4, issue 16 open): fix, then remove this mark")
-def test_killed_worker_is_retried_nothing_lost(env, tmp_path):
+def test_killed_worker_is_retried_nothing_lost(env, ref, tmp_path):
     """Mid-job (shards exist, the driver still runs), SIGKILL one of the two scoring actors: Ray restarts it and
     retries its work; every row is scored, none twice, and the baseline equals the single-process one."""
     import psutil
 
     repo = make_data(tmp_path / "repo", env["model"])
-    ref = reference(repo)
     cache = env["cache"]
     killed: dict = {}
 
