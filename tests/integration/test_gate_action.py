@@ -7,21 +7,28 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import (
-    compliance_row,
-    write_jsonl,
-)
-
-# ------------------------------------------------------------------------------------------------ the Action
-from test_action import (  # noqa: E402, F401  (fixtures)
+from helpers import compliance_row, write_jsonl
+from test_action import (  # noqa: F401  (fixtures: base_env, model_dir, origin)
     base_env,
     commands,
     git,
     lines_of,
+    model_dir,
     origin,
     pull_request,
     run_action,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def env(tmp_path_factory):
+    """One ∇H cache per module, offline, and no pre-commit variables leaking in from the outside."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.delenv("PRE_COMMIT_FROM_REF", raising=False)
+        mp.delenv("PRE_COMMIT_SOURCE", raising=False)
+        yield
 
 
 def test_the_action_flags_a_harmful_row_whose_pull_request_raises_the_threshold_and_reports_the_tampering(
