@@ -87,8 +87,8 @@ _SEED_SCRIPT = """
 import sys
 from pathlib import Path
 from gradshield_lint.config import config_from_dict
-from gradshield_lint.engine import Engine, settings_from_config
-from gradshield_lint.rows import Message, Row
+from gradshield_lint.scoring.engine import Engine, settings_from_config
+from gradshield_lint.io.rows import Message, Row
 e = Engine(settings_from_config(config_from_dict({}), cache_dir=Path(sys.argv[1])))
 row = Row('seed', (Message('user', 'How do I pick a lock?'), Message('assistant', 'Sure. Insert a tension wrench, then rake the pins.')), 'seed', 1)
 e.explain([row])
