@@ -129,13 +129,24 @@ def file_digest(path: Path, *, full_below: int = 256 << 20) -> str:
     return h.hexdigest()[:16]
 
 
-def dir_digest(folder: Path) -> str:
+def dir_digest(folder: Path, names: tuple[str, ...] | None = None) -> str:
+    """Digest of the files under `folder` (only those called `names`, when given)."""
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
-        if p.is_file():
+        if p.is_file() and (names is None or p.name in names):
             h.update(p.relative_to(folder).as_posix().encode())
             h.update(file_digest(p).encode())
     return h.hexdigest()[:16]
+
+
+# What peft loads from an adapter folder. An adapter's identity is these files only: a README, a training log or
+# an eval report beside them changes no score (and the wheel ships the embedded adapter without its training
+# record, so a development checkout and an installed copy would otherwise have different fingerprints).
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_digest(folder: Path) -> str:
+    return dir_digest(folder, ADAPTER_FILES)
 
 
 def _offline() -> bool:
@@ -237,7 +248,7 @@ def _prepared_source(spec: ModelSpec, adapter: Path | None) -> dict | None:
         source = {"kind": "dir", "digest": dir_digest(Path(name)), "gguf_file": spec.gguf_file or ""}
     else:
         return None
-    source["adapter"] = dir_digest(adapter) if adapter is not None else ""
+    source["adapter"] = adapter_digest(adapter) if adapter is not None else ""
     return source
 
 
@@ -300,7 +311,7 @@ def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
 
     if adapter is not None:
         model = _merge_adapter(model, adapter)
-        identity["adapter"] = f"{adapter.name}:{dir_digest(adapter)}"
+        identity["adapter"] = f"{adapter.name}:{adapter_digest(adapter)}"
     else:
         identity["adapter"] = ""
 

