@@ -135,7 +135,7 @@ def tpr_at(pos: np.ndarray, neg: np.ndarray, rate: float) -> float:
     return float((pos > threshold_at(neg, rate)).mean()) if len(pos) and len(neg) else math.nan
 
 
-def candidates(rows: list[dict]) -> dict[str, callable]:
+def candidates() -> dict[str, tuple]:
     """name -> f(rows, weight) giving scores; a weight of None means the candidate has none."""
     c = {
         "cos (default)": (lambda rs, w: np.array([r["cos"] for r in rs]), None),
@@ -198,7 +198,7 @@ def analyse(path: Path) -> None:
         "harmful @2 % in-sample | AUROC harmful | AUROC implicit | AUROC harmful \\| len |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, (f, weights) in candidates(rows).items():
+    for name, (f, weights) in candidates().items():
         per, chosen = loso(rows, f, weights)
         src_label = {r["source"]: r["label"] for r in rows}
         by = defaultdict(list)
@@ -215,7 +215,7 @@ def analyse(path: Path) -> None:
             f"{stratified_auroc(pos_h, neg, lens[labels == 'harmful'], lens[labels == 'benign']):.3f} |"
         )
     print("\nPer held-out file, the default and the best lever by held-out harmful share:")
-    cands = candidates(rows)
+    cands = candidates()
     best = max(
         (k for k in cands if k != "reply length"),
         key=lambda k: np.mean(
