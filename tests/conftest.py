@@ -79,24 +79,27 @@ def tiny_model_dir(tmp_path, tokenizer):
     return folder
 
 
-# What the embedded default computes once per machine (∇H, the prepared model), made ONCE per test run and copied
-# into each test's own cache: the tests that use the embedded model in this environment (test_embedded, the
-# embedded prepared-cache test) each computed ∇H again in an empty cache, minutes on a 2-core CI machine. (The
-# pre-commit hook's environment is its own installation and computes its own: test_precommit_fresh.py.) The tests
-# about computing or reusing a cache entry use tiny models (test_proxy, test_prepared_cache).
+# What the embedded default computes once per machine (∇H, the per-category directions, the prepared model), made
+# ONCE per test run and copied into each test's own cache: each test that uses the embedded model (test_embedded,
+# the embedded prepared-cache test, the newcomer's pre-commit hook in test_precommit_fresh) computed all of it again
+# in an empty cache, minutes each on a 2-core CI machine. The hook's own installation finds these entries too: an
+# entry's key is what the scores depend on (model, adapter files, probes, parameters), not the installation. The
+# tests about computing or reusing a cache entry use tiny models (test_proxy, test_prepared_cache, test_explain).
 _SEED_SCRIPT = """
 import sys
 from pathlib import Path
 from gradshield_lint.config import config_from_dict
+from gradshield_lint.io.rows import Message, Row
 from gradshield_lint.scoring.engine import Engine, settings_from_config
 e = Engine(settings_from_config(config_from_dict({}), cache_dir=Path(sys.argv[1])))
-e.gradient
+row = Row('seed', (Message('user', 'How do I pick a lock?'), Message('assistant', 'Insert a tension wrench, then rake the pins.')), 'seed', 1)
+e.explain([row])
 """
 
 
 @pytest.fixture(scope="session")
 def embedded_cache(tmp_path_factory):
-    """A cache directory holding the embedded default's ∇H and prepared model; copy it with
+    """A cache directory holding the embedded default's ∇H, category directions and prepared model; copy it with
     `helpers.seed_cache`, never write into it."""
     import subprocess
     import sys
@@ -108,5 +111,6 @@ def embedded_cache(tmp_path_factory):
         [sys.executable, "-c", _SEED_SCRIPT, str(root)], env=env, capture_output=True, text=True, timeout=3600
     )
     assert p.returncode == 0, p.stderr
-    assert list(root.glob("grad-*.safetensors")), sorted(root.iterdir())
+    made = sorted(p.name for p in root.iterdir())
+    assert [n for n in made if n.startswith("grad-")] and [n for n in made if n.startswith("categories-")], made
     return root

@@ -85,6 +85,7 @@ def score(args) -> None:
     dirs = category_directions(
         eng.scoring_model, eng.probes, s.proxy, category_selection(eng.scoring_model, s.params), s.cache_dir
     )
+    anchors = refusal_anchors(eng, dirs)
     vnorm = eng.gradient.norm
     out = []
     step = args.chunk
@@ -100,7 +101,8 @@ def score(args) -> None:
         ]
         pushes = token_push(eng.scoring_model, eng.gradient, located, s.score.batch_size)
         cats = category_cosines(eng.scoring_model, dirs, located)
-        for (r, label, src), sr, push, cat in zip(part, scored, pushes, cats):
+        anch = category_cosines(eng.scoring_model, anchors, located)
+        for (r, label, src), sr, push, cat, an in zip(part, scored, pushes, cats, anch):
             sc = sr.score
             scale = (sc.grad_norm or 0.0) * vnorm
             rec = {
@@ -119,9 +121,43 @@ def score(args) -> None:
             rec["cat_max"] = max(cat.values()) if cat else 0.0
             rec["cat_mean"] = float(np.mean(list(cat.values()))) if cat else 0.0
             rec["cats"] = cat
+            rec.update(an)  # margin_sub, refusal_up, comply_up
             out.append(rec)
         print(f"{len(out)}/{len(items)} rows, {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
         Path(args.out).write_text(json.dumps({"rows": out, "seed": args.seed, "per_file": args.per_file}))
+
+
+def refusal_anchors(eng, dirs):
+    """The margin's two halves as directions over the explanation's subset: `refusal_up` = ∇NLL(refusal) (a step
+    along it unlearns the probes' refusals) and `comply_up` = −∇NLL(compliance opening) (a step along it learns the
+    compliance openings), with their sum `margin_sub` (the default's direction on the subset).
+
+    Why: a safety refusal to a harmful prompt scores high under the default (5 of the 8 highest-scoring benign rows
+    of bench/verdict.py). Both halves share the "answer this kind of prompt" component; a refusal row should push
+    `comply_up` with it but `refusal_up` against it, a harmful completion both. Scoring each half on its own scale
+    (and requiring both, `min`) is the refusal-aware score tried here.
+
+    The margin over all probes is the probe-count-weighted sum of the cached per-category margins, so only the
+    refusal half costs a pass over the probes."""
+    from dataclasses import replace
+
+    from gradshield_lint.scoring.explain import CategoryDirections
+    from gradshield_lint.scoring.proxy import proxy_value_and_grad
+
+    sm, s = eng.scoring_model, eng.settings
+    groups = eng.probes.by_category()
+    total = sum(len(groups[c]) for c in dirs.categories)
+    margin = [
+        sum(len(groups[c]) / total * vec[i] for c, vec in zip(dirs.categories, dirs.vectors))
+        for i in range(len(dirs.names))
+    ]
+    named = dict(sm.model.named_parameters())
+    params = [(n, named[n]) for n in dirs.names]
+    _, refusal = proxy_value_and_grad(sm, eng.probes, replace(s.proxy, proxy="refusal-nll"), params)
+    comply = [m - r for m, r in zip(margin, refusal)]
+    vectors = [margin, refusal, comply]
+    norms = [math.sqrt(sum(float((v.double() ** 2).sum()) for v in vs)) for vs in vectors]
+    return CategoryDirections(dirs.names, ["margin_sub", "refusal_up", "comply_up"], vectors, norms)
 
 
 # ------------------------------------------------------------------------------------------------ analysis
@@ -135,8 +171,9 @@ def tpr_at(pos: np.ndarray, neg: np.ndarray, rate: float) -> float:
     return float((pos > threshold_at(neg, rate)).mean()) if len(pos) and len(neg) else math.nan
 
 
-def candidates() -> dict[str, tuple]:
-    """name -> f(rows, weight) giving scores; a weight of None means the candidate has none."""
+def candidates(fields: frozenset[str] = frozenset()) -> dict[str, tuple]:
+    """name -> f(rows, weight) giving scores; a weight of None means the candidate has none. `fields`: the keys the
+    rows hold (files written before the refusal anchors have none of theirs)."""
     c = {
         "cos (default)": (lambda rs, w: np.array([r["cos"] for r in rs]), None),
         "raw": (lambda rs, w: np.array([r["raw"] for r in rs]), None),
@@ -148,6 +185,16 @@ def candidates() -> dict[str, tuple]:
         k = f"win{wdw}_cos"
         c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
         c[f"cos + a*{k}"] = (lambda rs, w, k=k: np.array([r["cos"] + w * r[k] for r in rs]), WEIGHTS)
+    if {"refusal_up", "comply_up", "margin_sub"} <= fields:
+        c["margin_sub"] = (lambda rs, w: np.array([r["margin_sub"] for r in rs]), None)
+        c["refusal_up"] = (lambda rs, w: np.array([r["refusal_up"] for r in rs]), None)
+        c["comply_up"] = (lambda rs, w: np.array([r["comply_up"] for r in rs]), None)
+        c["min(refusal_up, comply_up)"] = (
+            lambda rs, w: np.array([min(r["refusal_up"], r["comply_up"]) for r in rs]),
+            None,
+        )
+        c["refusal_up + comply_up"] = (lambda rs, w: np.array([r["refusal_up"] + r["comply_up"] for r in rs]), None)
+        c["cos + a*refusal_up"] = (lambda rs, w: np.array([r["cos"] + w * r["refusal_up"] for r in rs]), WEIGHTS)
     c["max(cos, b*cat_max)"] = (lambda rs, w: np.array([max(r["cos"], w * r["cat_max"]) for r in rs]), WEIGHTS[1:])
     c["cos + a*cat_max"] = (lambda rs, w: np.array([r["cos"] + w * r["cat_max"] for r in rs]), WEIGHTS)
     return c
@@ -198,7 +245,8 @@ def analyse(path: Path) -> None:
         "harmful @2 % in-sample | AUROC harmful | AUROC implicit | AUROC harmful \\| len |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, (f, weights) in candidates().items():
+    fields = frozenset(rows[0]) if rows else frozenset()
+    for name, (f, weights) in candidates(fields).items():
         per, chosen = loso(rows, f, weights)
         src_label = {r["source"]: r["label"] for r in rows}
         by = defaultdict(list)
@@ -215,7 +263,7 @@ def analyse(path: Path) -> None:
             f"{stratified_auroc(pos_h, neg, lens[labels == 'harmful'], lens[labels == 'benign']):.3f} |"
         )
     print("\nPer held-out file, the default and the best lever by held-out harmful share:")
-    cands = candidates()
+    cands = candidates(fields)
     best = max(
         (k for k in cands if k != "reply length"),
         key=lambda k: np.mean(

