@@ -15,8 +15,9 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import pytest
 import yaml
 from click.testing import CliRunner, Result
 
@@ -276,3 +277,60 @@ def seed_cache(seed: Path, dest: Path, *, prepared: bool = True) -> Path:
         else:
             shutil.copy2(entry, target)
     return dest
+
+
+# ------------------------------------------------------------------------------------------------ module fixtures
+
+# A fixture made here is registered by the test module that binds it to a module attribute (pytest looks for
+# fixtures among a module's attributes); `name=` fixes the name pytest knows it by, whatever the attribute.
+Fixture = Any
+
+
+class CliFixtures(NamedTuple):
+    env: Fixture
+    model_dir: Fixture
+    template: Fixture
+    repo: Fixture
+
+
+def cli_fixtures(n_base: int = 24, *, unset: Sequence[str] = (), baseline_says: Sequence[str] = ()) -> CliFixtures:
+    """The fixtures of a module that runs the CLI in throwaway repositories; bind all four at module level:
+    `env, model_dir, template, repo = cli_fixtures(N_BASE)`.
+
+    - `env` (module, autouse): one ∇H cache per module, offline, and no pre-commit variables (nor those named in
+      `unset`) leaking in from the outside;
+    - `model_dir` (module): the tiny model of `save_tiny_model`;
+    - `template` (module): a repository with `n_base` ordinary rows and a baseline made by `baseline create` (no
+      flags), whose message contains every string of `baseline_says`;
+    - `repo`: a private copy of the template repository (baseline included)."""
+
+    @pytest.fixture(scope="module", autouse=True, name="env")
+    def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
+            mp.setenv("HF_HUB_OFFLINE", "1")
+            for var in ("PRE_COMMIT_FROM_REF", "PRE_COMMIT_SOURCE", *unset):
+                mp.delenv(var, raising=False)
+            yield
+
+    @pytest.fixture(scope="module", name="model_dir")
+    def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+        return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tokenizer)
+
+    @pytest.fixture(scope="module", name="template")
+    def template(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Repo:
+        repo = make_repo(tmp_path_factory.mktemp("template") / "repo", model_dir, ordinary_rows(n_base))
+        r = repo.run("baseline", "create")
+        assert r.exit_code == 0, describe(r)
+        for needle in baseline_says:
+            assert needle in r.stderr
+        return repo
+
+    @pytest.fixture(name="repo")
+    def repo(template: Repo, tmp_path: Path) -> Repo:
+        import shutil
+
+        shutil.copytree(template.root, tmp_path / "repo")
+        return Repo(tmp_path / "repo", template.model_dir)
+
+    return CliFixtures(env, model_dir, template, repo)

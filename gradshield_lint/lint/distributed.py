@@ -363,17 +363,22 @@ def _reader(path: str) -> Any:
     return read
 
 
-def _score_staged(
-    ray: Any,
-    settings: EngineSettings,
-    staging: Path,
-    staged: list[str],
-    work: WorkDir,
-    workers: int,
-    gpu: bool,
-    opts: RayOptions,
-) -> int:
-    """Score the staged rows with a pool of `workers` actors; every result block becomes a shard. Returns the
+@dataclass(frozen=True)
+class _PoolJob:
+    """The staged rows of one run, and the pool that scores them into `work`'s shards."""
+
+    ray: Any
+    settings: EngineSettings
+    staging: Path
+    staged: list[str]  # the staged ids; every one must come back scored
+    work: WorkDir
+    workers: int
+    gpu: bool
+    opts: RayOptions
+
+
+def _score_staged(job: _PoolJob) -> int:
+    """Score the staged rows with a pool of `job.workers` actors; every result block becomes a shard. Returns the
     number of rows scored."""
     from ray.data import DataContext
 
@@ -382,7 +387,7 @@ def _score_staged(
     try:
         for k, v in _CONTEXT.items():
             setattr(ctx, k, v)
-        return _run_pool(ray, settings, staging, staged, work, workers, gpu, opts)
+        return _run_pool(job)
     finally:
         for k, v in saved.items():
             setattr(ctx, k, v)
@@ -395,41 +400,32 @@ _CONTEXT: dict[str, Any] = {
 }
 
 
-def _run_pool(
-    ray: Any,
-    settings: EngineSettings,
-    staging: Path,
-    staged: list[str],
-    work: WorkDir,
-    workers: int,
-    gpu: bool,
-    opts: RayOptions,
-) -> int:
+def _run_pool(job: _PoolJob) -> int:
     from ray.data import ActorPoolStrategy
     from tqdm.auto import tqdm
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # not "progress bars disabled" on every run
-    ds = _read_staging(ray, staging)
-    resources: dict[str, Any] = {"num_gpus": 1} if gpu else {"num_cpus": 1}
+    ds = _read_staging(job.ray, job.staging)
+    resources: dict[str, Any] = {"num_gpus": 1} if job.gpu else {"num_cpus": 1}
     scored = ds.map_batches(
         _Scorer,
-        fn_constructor_kwargs={"settings": settings},
+        fn_constructor_kwargs={"settings": job.settings},
         # one call per chunk: score_encoded buckets the chunk's rows by length into model batches itself
-        batch_size=opts.chunk_rows,
+        batch_size=job.opts.chunk_rows,
         batch_format="numpy",
-        compute=ActorPoolStrategy(size=workers),
+        compute=ActorPoolStrategy(size=job.workers),
         max_restarts=MAX_RESTARTS,
         max_task_retries=MAX_TASK_RETRIES,
         **resources,
     )
-    pending = set(staged)
+    pending = set(job.staged)
     done = 0
     with (
         tqdm(
-            total=len(staged),
-            desc=f"FIHS (ray, {workers} worker{'s' if workers != 1 else ''})",
+            total=len(job.staged),
+            desc=f"FIHS (ray, {job.workers} worker{'s' if job.workers != 1 else ''})",
             unit="row",
-            disable=not opts.progress,
+            disable=not job.opts.progress,
             file=sys.stderr,
             leave=False,
         ) as bar,
@@ -442,7 +438,7 @@ def _run_pool(
             bad = [(i, e) for i, e in zip(ids, batch["error"]) if e]
             good = {i: float(s) for i, s, e in zip(ids, batch["fihs"], batch["error"]) if not e and i in pending}
             if good:
-                work.write_shard(good)  # before anything can fail: scored rows are never lost
+                job.work.write_shard(good)  # before anything can fail: scored rows are never lost
                 pending.difference_update(good)
                 done += len(good)
                 bar.update(len(good))
@@ -495,7 +491,17 @@ def score_rows_ray(
             workers = _workers(ray, opts, gpu)
             done = 0
             if staged:
-                done = _score_staged(ray, settings, staging, staged, work, workers, gpu, opts)
+                job = _PoolJob(
+                    ray=ray,
+                    settings=settings,
+                    staging=staging,
+                    staged=staged,
+                    work=work,
+                    workers=workers,
+                    gpu=gpu,
+                    opts=opts,
+                )
+                done = _score_staged(job)
             shutil.rmtree(staging, ignore_errors=True)
             scores = work.read_scores()
             wanted = [i for i in all_ids if i not in seen]

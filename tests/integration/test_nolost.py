@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 from helpers import (
     Repo,
+    cli_fixtures,
     compliance_row,
     describe,
     make_repo,
     ordinary_row,
     ordinary_rows,
-    save_tiny_model,
     write_jsonl,
 )
 
@@ -39,34 +39,7 @@ N_BASE = 12
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.delenv("PRE_COMMIT_FROM_REF", raising=False)
-        mp.delenv("PRE_COMMIT_SOURCE", raising=False)
-        mp.delenv("GRADSHIELD_LOCK_TIMEOUT", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, model_dir) -> Repo:
-    repo = make_repo(tmp_path_factory.mktemp("template") / "repo", model_dir, ordinary_rows(N_BASE))
-    r = repo.run("baseline", "create")
-    assert r.exit_code == 0, describe(r)
-    return repo
-
-
-@pytest.fixture()
-def repo(template, tmp_path) -> Repo:
-    shutil.copytree(template.root, tmp_path / "repo")
-    return Repo(tmp_path / "repo", template.model_dir)
+env, model_dir, template, repo = cli_fixtures(N_BASE, unset=("GRADSHIELD_LOCK_TIMEOUT",))
 
 
 def _env(**extra: str) -> dict[str, str]:

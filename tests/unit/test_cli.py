@@ -16,6 +16,7 @@ from helpers import (
     PROBES,
     Repo,
     assert_user_error,
+    cli_fixtures,
     compliance_row,
     compliance_rows,
     describe,
@@ -25,7 +26,6 @@ from helpers import (
     ordinary_row,
     ordinary_rows,
     run_cli,
-    save_tiny_model,
     snapshot,
     write_jsonl,
 )
@@ -38,37 +38,7 @@ N_BASE = 16  # ordinary rows in the template repository's baseline
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    """One ∇H cache per module, offline, and no pre-commit variables leaking in from the outside."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.delenv("PRE_COMMIT_FROM_REF", raising=False)
-        mp.delenv("PRE_COMMIT_SOURCE", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, model_dir) -> Repo:
-    """A repository with N_BASE ordinary rows and a baseline made by `baseline create` (no flags)."""
-    repo = make_repo(tmp_path_factory.mktemp("template") / "repo", model_dir, ordinary_rows(N_BASE))
-    r = repo.run("baseline", "create")
-    assert r.exit_code == 0, describe(r)
-    assert f"{N_BASE} rows" in r.stderr
-    return repo
-
-
-@pytest.fixture()
-def repo(template, tmp_path) -> Repo:
-    """A private copy of the template repository (baseline included)."""
-    shutil.copytree(template.root, tmp_path / "repo")
-    return Repo(tmp_path / "repo", template.model_dir)
+env, model_dir, template, repo = cli_fixtures(N_BASE, baseline_says=(f"{N_BASE} rows",))
 
 
 def report(result) -> dict:

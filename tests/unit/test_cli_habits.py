@@ -145,8 +145,17 @@ def test_plural_helper():
 def test_one_score_format():
     assert fmt_score(0.1234) == "+0.1234" and fmt_score(-0.05) == "-0.0500" and fmt_score(0) == "+0.0000"
     assert fmt_score(0.33333) == "+0.3333" and fmt_score(12.5) == "+12.5000"
-    # magnitudes fixed-point would flatten or stretch (raw dot products) stay readable, still signed
-    assert fmt_score(1.234e-5) == "+1.234e-05" and fmt_score(-2.5e7) == "-2.500e+07"
+    # small scores line up with the others: a 9.97e-4 in a table of +0.0172s is +0.0010, not +9.970e-04
+    assert fmt_score(9.97e-4) == "+0.0010" and fmt_score(-9.97e-4) == "-0.0010" and fmt_score(6e-5) == "+0.0001"
+    assert fmt_score(1e-3) == "+0.0010" and fmt_score(0.0172) == "+0.0172" and fmt_score(-0.0) == "-0.0000"
+    column = [fmt_score(x) for x in (0.0172, 9.97e-4, -3.2e-4, 0.0)]
+    assert column == ["+0.0172", "+0.0010", "-0.0003", "+0.0000"]
+    assert all(re.fullmatch(SCORE, s) for s in column) and len({len(s) for s in column}) == 1
+    # magnitudes fixed-point would flatten to zero or stretch (raw dot products) stay readable, still signed
+    assert (
+        fmt_score(1.234e-5) == "+1.234e-05" and fmt_score(-4e-5) == "-4.000e-05" and fmt_score(-2.5e7) == "-2.500e+07"
+    )
+    assert fmt_score(99999.5) == "+99999.5000" and fmt_score(1e5) == "+1.000e+05"
     assert fmt_score(None) == "n/a" and fmt_score(float("nan")) == "nan" and fmt_score(float("inf")) == "+inf"
 
 

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -25,12 +24,11 @@ import pytest
 from helpers import (
     Repo,
     assert_user_error,
+    cli_fixtures,
     describe,
     jsonl,
-    make_repo,
     ordinary_row,
     ordinary_rows,
-    save_tiny_model,
     tree,
     write_jsonl,
 )
@@ -41,35 +39,7 @@ DEEP = 100_000
 DIGITS = 5_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.delenv("PRE_COMMIT_FROM_REF", raising=False)
-        mp.delenv("PRE_COMMIT_SOURCE", raising=False)
-        mp.delenv("GRADSHIELD_HF_MIRROR", raising=False)
-        mp.delenv("GRADSHIELD_DEBUG", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, model_dir) -> Repo:
-    repo = make_repo(tmp_path_factory.mktemp("template") / "repo", model_dir, ordinary_rows(N_BASE))
-    r = repo.run("baseline", "create")
-    assert r.exit_code == 0, describe(r)
-    return repo
-
-
-@pytest.fixture()
-def repo(template, tmp_path) -> Repo:
-    shutil.copytree(template.root, tmp_path / "repo")
-    return Repo(tmp_path / "repo", template.model_dir)
+env, model_dir, template, repo = cli_fixtures(N_BASE, unset=("GRADSHIELD_HF_MIRROR", "GRADSHIELD_DEBUG"))
 
 
 def fails_cleanly(repo: Repo, *args: str, needles: tuple[str, ...], max_s: float = 20.0) -> str:

@@ -23,12 +23,12 @@ from helpers import (
     PROBES,
     Repo,
     assert_user_error,
+    cli_fixtures,
     compliance_row,
     describe,
     git_cmd,
     make_repo,
     ordinary_rows,
-    save_tiny_model,
     snapshot,
     tree,
     write_jsonl,
@@ -38,20 +38,8 @@ from jsonschema import Draft202012Validator
 SCHEMAS = Path(__file__).resolve().parents[2] / "gradshield_lint" / "schemas"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    """One ∇H cache per module, offline, and no pre-commit variables leaking in from the outside."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.delenv("PRE_COMMIT_FROM_REF", raising=False)
-        mp.delenv("PRE_COMMIT_SOURCE", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tokenizer)
+# No template: based_repo makes git repositories of its own.
+env, model_dir, *_ = cli_fixtures()
 
 
 def based_repo(root: Path, model_dir: Path, *, baseline: bool = True) -> Repo:

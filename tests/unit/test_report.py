@@ -132,6 +132,16 @@ def test_text_clean_and_empty(clean, nothing):
     assert "0 rows scored, 0 flagged" in render(nothing, "text")
 
 
+def test_text_table_spells_small_scores_like_the_others():
+    # A row just above a small threshold: its margin, 9.97e-4, was `+9.970e-04` in a column of `+0.0172`s.
+    finding = Finding(id=ROW_A, file="data/train.jsonl", line=3, fihs=0.018197, threshold=0.0172, excerpt="Sure")
+    result = LintResult(threshold=0.0172, threshold_method="baseline", rows_total=2, rows_scored=2, findings=[finding])
+    out = render(result, "text")
+    row = next(line for line in out.splitlines() if line.startswith("data/train.jsonl:3"))
+    assert row.split()[1:3] == ["+0.0182", "+0.0010"], out
+    assert "(threshold +0.0172)" in out and "e-0" not in out, out
+
+
 def test_unknown_format(clean):
     with pytest.raises(ValueError, match="unknown report format"):
         render(clean, "xml")
