@@ -669,8 +669,11 @@ def baseline_create(
             opts,
         )
         above = sum(s > b.threshold.value for s in values)
+        from gradshield_lint.lint.conformal import describe
+
+        # the single process's words (below), so that a log reads the same whichever engine wrote the baseline
         click.echo(
-            f"baseline written to {path}: {run.rows} rows, threshold {b.threshold.value:.4g} ({b.threshold.method}); {above} rows above it; {_ray_summary(run)}",
+            f"baseline written to {_shown(path)}: {plural(run.rows, 'row')}, threshold {fmt_score(b.threshold.value)} ({describe(b.threshold)}); {plural(above, 'row')} above it; {_ray_summary(run)}",
             err=True,
         )
         return
@@ -749,7 +752,7 @@ def baseline_update(
             rethreshold=rethreshold,
         )
         click.echo(
-            f"baseline updated: {run.scored + run.resumed} rows scored, {len(new.scores)} rows, threshold {new.threshold.value:.4g}; {_ray_summary(run)}",
+            f"baseline updated: {plural(run.scored + run.resumed, 'row')} scored, {plural(len(new.scores), 'row')}, threshold {fmt_score(new.threshold.value)}; {_ray_summary(run)}",
             err=True,
         )
         return

@@ -5,6 +5,12 @@ tests/integration/ is marked `integration`."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -19,6 +25,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+    # The tests on the embedded seed (below) run last, and the seed starts now, in the background: it is minutes of
+    # torch on both cores, while most of the suite leaves a core idle (subprocesses, pip, git, Ray's start-up).
+    seeded = [item for item in items if "embedded_cache" in getattr(item, "fixturenames", ())]
+    if seeded:
+        items[:] = [item for item in items if item not in seeded] + seeded
+        config.stash[_SEED] = _start_seed()
 
 
 @pytest.fixture(scope="session")
@@ -97,20 +109,54 @@ e.explain([row])
 """
 
 
-@pytest.fixture(scope="session")
-def embedded_cache(tmp_path_factory):
-    """A cache directory holding the embedded default's ∇H, category directions and prepared model; copy it with
-    `helpers.seed_cache`, never write into it."""
-    import subprocess
-    import sys
-    from pathlib import Path
+@dataclass
+class _Seed:
+    home: Path  # a temporary folder of this run: the cache and the process's log
+    process: subprocess.Popen
 
-    root = tmp_path_factory.mktemp("embedded-seed")
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "seed.log"
+
+
+_SEED = pytest.StashKey[_Seed]()
+
+
+def _start_seed() -> _Seed:
+    home = Path(tempfile.mkdtemp(prefix="gradshield-embedded-seed-"))
+    (home / "cache").mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    p = subprocess.run(
-        [sys.executable, "-c", _SEED_SCRIPT, str(root)], env=env, capture_output=True, text=True, timeout=3600
-    )
-    assert p.returncode == 0, p.stderr
-    made = sorted(p.name for p in root.iterdir())
+    with (home / "seed.log").open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SEED_SCRIPT, str(home / "cache")], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
+    return _Seed(home, proc)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    seed = config.stash.get(_SEED, None)
+    if seed is not None:
+        if seed.process.poll() is None:  # a run that deselected or stopped before the seeded tests
+            seed.process.kill()
+            seed.process.wait()
+        shutil.rmtree(seed.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(request) -> Path:
+    """A cache directory holding the embedded default's ∇H, category directions and prepared model (made by the
+    process started at collection); copy it with `helpers.seed_cache`, never write into it."""
+    seed = request.config.stash[_SEED]
+    try:
+        code = seed.process.wait(timeout=3600)
+    except subprocess.TimeoutExpired:
+        seed.process.kill()
+        raise
+    assert code == 0, seed.log.read_text()
+    made = sorted(p.name for p in seed.cache.iterdir())
     assert [n for n in made if n.startswith("grad-")] and [n for n in made if n.startswith("categories-")], made
-    return root
+    return seed.cache

@@ -28,7 +28,7 @@ from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded
 from gradshield_lint.scoring.model import ModelSpec, ScoringModel, load_model, prepared_meta
 from gradshield_lint.scoring.params import ParamSelection
 from gradshield_lint.scoring.probes import ProbeSet
-from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions, proxy_gradient
+from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions
 from gradshield_lint.scoring.registry import check_normalize
 
 if TYPE_CHECKING:
@@ -119,7 +119,10 @@ class Engine:
 
     @cached_property
     def gradient(self) -> ProxyGradient:
-        return proxy_gradient(
+        # computed with the category directions that explanations need, in the same pass (categories.py)
+        from gradshield_lint.scoring.categories import proxy_gradient_with_categories
+
+        return proxy_gradient_with_categories(
             self.scoring_model, self.probes, self.settings.proxy, self.settings.params, self.settings.cache_dir
         )
 

@@ -10,46 +10,29 @@ tokens (within one assistant message) with the largest Σ c_t — a short harmfu
 stands out there even when the mean dilutes it — mapped back to characters of the reply through the tokenizer's
 offsets.
 
-**Category.** One ∇H_c per probe category (the margin proxy over that category's probes, bench/categories.py),
-restricted to a small parameter subset so that all of them stay cheap: the MLP output projections of the last
-`CATEGORY_LAYERS` layers (on the embedded SmolLM2-135M: 4 × 0.88 M weights, 12 categories ≈ 170 MB in float32,
-computed once per model and probe set — one forward and a backward into those layers only — and cached on disk
-beside ∇H). Per finding: one backward of its loss into the same subset, and the cosine of −∇L with each ∇H_c.
-The top category is the one with the largest cosine. (12 full-size ∇H_c would be 12 × 424 MB.)
+**Category.** The probe category whose direction ∇H_c the row's gradient step is closest to (categories.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from gradshield_lint.io.atomic import atomic_path
-from gradshield_lint.scoring.cache import cache_root
+from gradshield_lint.scoring.categories import category_cosines, category_directions, category_selection
 from gradshield_lint.scoring.encode import Batch, Located, MessageLike, encode_with_offsets, make_batches
 from gradshield_lint.scoring.explanation import Explanation
 from gradshield_lint.scoring.fihs import ScoreOptions, calibrate_fd_step
-from gradshield_lint.scoring.losses import row_losses, target_token_nll
+from gradshield_lint.scoring.losses import target_token_nll
 from gradshield_lint.scoring.model import ScoringModel
-from gradshield_lint.scoring.params import ParamSelection, select_parameters
+from gradshield_lint.scoring.params import ParamSelection
 from gradshield_lint.scoring.probes import ProbeSet
-from gradshield_lint.scoring.proxy import (
-    ProxyGradient,
-    ProxyOptions,
-    gradient_key,
-    proxy_value_and_grad,
-)
+from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions
 
 DEFAULT_WINDOW = 16
-CATEGORY_LAYERS = 4
-CATEGORY_INCLUDE = r"mlp\.down_proj"
-CATEGORY_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -185,88 +168,6 @@ def strongest_window(push: TokenPush, window: int = DEFAULT_WINDOW) -> tuple[int
     return best
 
 
-# ------------------------------------------------------------------------------------------------ categories
-def category_selection(sm: ScoringModel, base: ParamSelection) -> ParamSelection:
-    """The explanation's parameter subset: the MLP output projections of the last CATEGORY_LAYERS layers (fewer
-    layers: all), within the scoring selection's exclusions."""
-    n = int(getattr(sm.model.config, "num_hidden_layers", 1) or 1)
-    return ParamSelection(include=CATEGORY_INCLUDE, exclude=base.exclude, layers=(max(n - CATEGORY_LAYERS, 0), n - 1))
-
-
-@dataclass
-class CategoryDirections:
-    names: list[str]  # parameter names of the subset
-    categories: list[str]
-    vectors: list[list[torch.Tensor]]  # per category, per parameter
-    norms: list[float]
-
-
-def category_directions(
-    sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions, selection: ParamSelection, cache_dir: Path | None = None
-) -> CategoryDirections:
-    """∇H_c (margin proxy over category c's probes, mean over them) for every category, over `selection`; cached."""
-    params = select_parameters(sm.model, selection)
-    names = [n for n, _ in params]
-    groups = probes.by_category()
-    cats = list(groups)
-    key = hashlib.sha256(
-        json.dumps(
-            {"format": CATEGORY_FORMAT, "base": gradient_key(sm, probes, opts, names, selection), "categories": cats},
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:24]
-    path = (cache_dir or cache_root()) / f"categories-{key}.safetensors"
-    if path.is_file():
-        try:
-            stored = load_file(str(path), device=str(sm.device))
-            vectors = [[stored[f"{j}/{n}"] for n in names] for j in range(len(cats))]
-            return CategoryDirections(names, cats, vectors, [_norm(v) for v in vectors])
-        except Exception:  # noqa: BLE001
-            path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
-    vectors = []
-    for c in cats:
-        category = ProbeSet(groups[c], f"{probes.source} (category {c})")
-        _, g = proxy_value_and_grad(sm, category, replace(opts, proxy="margin"), params)
-        vectors.append(g)
-    with atomic_path(path) as tmp:
-        save_file(
-            {f"{j}/{n}": g.contiguous().cpu() for j, gs in enumerate(vectors) for n, g in zip(names, gs)},
-            str(tmp),
-            metadata={"key": key, "categories": json.dumps(cats)},
-        )
-    return CategoryDirections(names, cats, vectors, [_norm(v) for v in vectors])
-
-
-def _norm(vs: Sequence[torch.Tensor]) -> float:
-    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in vs))
-
-
-def category_cosines(sm: ScoringModel, dirs: CategoryDirections, located: Sequence[Located]) -> list[dict[str, float]]:
-    """cos(−∇L(x), ∇H_c) per category for each row, over the subset: one backward per row into the subset only."""
-    named = dict(sm.model.named_parameters())
-    params = [named[n] for n in dirs.names]
-    out = []
-    for p in params:
-        p.requires_grad_(True)
-    try:
-        for loc in located:
-            (b,) = [b.to(sm.device) for b in make_batches([loc.encoded], 1, sm.pad_id)]
-            with torch.enable_grad():
-                loss = row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, "mean")[0]
-                raw = torch.autograd.grad(loss, params, allow_unused=True)
-            gs = [torch.zeros_like(p) if g is None else g for g, p in zip(raw, params)]
-            gnorm = _norm(gs)
-            row = {}
-            for c, vec, vnorm in zip(dirs.categories, dirs.vectors, dirs.norms):
-                dot = -sum(float((g.double() * v.double()).sum()) for g, v in zip(gs, vec))
-                row[c] = dot / (gnorm * vnorm) if gnorm > 0 and vnorm > 0 else 0.0
-            out.append(row)
-    finally:
-        for p in params:
-            p.requires_grad_(False)
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ front door
 def explain(
     sm: ScoringModel,
@@ -320,4 +221,4 @@ def explain(
     return out
 
 
-__all__: Sequence[str] = ["DEFAULT_WINDOW", "category_directions", "explain", "strongest_window", "token_push"]
+__all__: Sequence[str] = ["DEFAULT_WINDOW", "explain", "strongest_window", "token_push"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,15 +166,24 @@ def gradient_key(sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions, names: 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
+GradientFn = Callable[
+    [ScoringModel, ProbeSet, "ProxyOptions", list[tuple[str, torch.nn.Parameter]]], tuple[float, list[torch.Tensor]]
+]
+"""Computes (H, ∇H over the given parameters): `proxy_value_and_grad`, or one that does more in the same pass."""
+
+
 def proxy_gradient(
     sm: ScoringModel,
     probes: ProbeSet,
     opts: ProxyOptions | None = None,
     selection: ParamSelection | None = None,
     cache_dir: Path | None = None,
+    *,
+    compute: GradientFn | None = None,
 ) -> ProxyGradient:
     """∇H, from the cache when an entry for exactly these inputs exists (cache_dir=None: default; use_cache off by
-    passing a fresh directory). `opts` and `selection` default to the configuration's defaults."""
+    passing a fresh directory). `opts` and `selection` default to the configuration's defaults. `compute` is
+    called only on a cache miss (default `proxy_value_and_grad`)."""
     opts = ProxyOptions() if opts is None else opts
     selection = ParamSelection() if selection is None else selection
     params = select_parameters(sm.model, selection)
@@ -191,7 +200,7 @@ def proxy_gradient(
             return ProxyGradient(names, [stored[n] for n in names], value, key, from_cache=True)
         except Exception:
             path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
-    value, grads = proxy_value_and_grad(sm, probes, opts, params)
+    value, grads = (compute or proxy_value_and_grad)(sm, probes, opts, params)
     if sm.dtype == torch.bfloat16:
         # Stored (and used) in the scoring dtype: half the disk and memory (an 8B model's ∇H is 32 GB in float32).
         # Rounding a fixed vector to bf16 moves it by ≤ 2⁻⁹ per element, far below the bf16 model's own drift
@@ -214,6 +223,7 @@ def proxy_value(sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions) -> float
 
 
 __all__: Sequence[str] = [
+    "GradientFn",
     "ProxyGradient",
     "ProxyOptions",
     "encode_prompt",

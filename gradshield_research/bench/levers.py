@@ -61,15 +61,10 @@ def draw(folder: Path, benign: Sequence[str], per_file: int, seed: int, exclude:
 
 def score(args) -> None:
     from gradshield_lint.config import config_from_dict
+    from gradshield_lint.scoring.categories import category_cosines, category_directions, category_selection
     from gradshield_lint.scoring.encode import encode_with_offsets
     from gradshield_lint.scoring.engine import Engine, settings_from_config
-    from gradshield_lint.scoring.explain import (
-        category_cosines,
-        category_directions,
-        category_selection,
-        strongest_window,
-        token_push,
-    )
+    from gradshield_lint.scoring.explain import strongest_window, token_push
     from gradshield_research.bench.verdict import BENIGN_DEFAULT
     from gradshield_research.bench.verdict import draw as verdict_draw
 
@@ -141,7 +136,7 @@ def refusal_anchors(eng, dirs):
     refusal half costs a pass over the probes."""
     from dataclasses import replace
 
-    from gradshield_lint.scoring.explain import CategoryDirections
+    from gradshield_lint.scoring.categories import CategoryDirections
     from gradshield_lint.scoring.proxy import proxy_value_and_grad
 
     sm, s = eng.scoring_model, eng.settings

@@ -178,3 +178,41 @@ def test_forward_mode_token_derivatives_agree_with_finite_differences(setup):
     for a, b in zip(fd, jv):
         assert len(a) == len(b)
         assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-2, atol=1e-3 * max(map(abs, b)))
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float32 summation order (the same sums, taken in other batches)."""
+    return float((a - b).norm()) <= 1e-5 * float(b.norm()) + 1e-12
+
+
+def test_gradient_computed_with_the_category_directions_in_one_pass(setup, tmp_path):
+    """A machine's first ∇H (Engine.gradient) also stores the category directions, from the same pass: both equal
+    what the separate computations give (∇H over all probes at once; each category's margin on its own), and the
+    next explanation reads them from the cache instead of computing them."""
+    from gradshield_lint.scoring.categories import (
+        category_directions,
+        category_selection,
+        proxy_gradient_with_categories,
+    )
+
+    sm, probes, grad, _ = setup
+    assert len({p.category for p in probes.probes}) > 1
+    subset = category_selection(sm, SELECTION)
+    folded = proxy_gradient_with_categories(sm, probes, ProxyOptions(), SELECTION, tmp_path)
+    assert not folded.from_cache and folded.names == grad.names and folded.key == grad.key
+    for a, b in zip(folded.vectors, grad.vectors):
+        assert close(a, b)
+    assert folded.value == pytest.approx(grad.value, rel=1e-5)
+    [entry] = list(tmp_path.glob("categories-*.safetensors"))
+    stamp = entry.stat().st_mtime_ns
+
+    alone = category_directions(sm, probes, ProxyOptions(), subset, tmp_path / "separate")
+    stored = category_directions(sm, probes, ProxyOptions(), subset, tmp_path)
+    assert entry.stat().st_mtime_ns == stamp  # read, not computed again
+    assert stored.categories == alone.categories and stored.names == alone.names
+    for vs, ws in zip(stored.vectors, alone.vectors):
+        assert all(close(a, b) for a, b in zip(vs, ws))
+
+    # a second first-run elsewhere with ∇H already cached: nothing recomputed, the directions left for later
+    again = proxy_gradient_with_categories(sm, probes, ProxyOptions(), SELECTION, tmp_path)
+    assert again.from_cache
