@@ -407,17 +407,22 @@ def _run_pool(job: _PoolJob) -> int:
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # not "progress bars disabled" on every run
     ds = _read_staging(job.ray, job.staging)
     resources: dict[str, Any] = {"num_gpus": 1} if job.gpu else {"num_cpus": 1}
-    scored = ds.map_batches(
-        _Scorer,
-        fn_constructor_kwargs={"settings": job.settings},
-        # one call per chunk: score_encoded buckets the chunk's rows by length into model batches itself
-        batch_size=job.opts.chunk_rows,
-        batch_format="numpy",
-        compute=ActorPoolStrategy(size=job.workers),
-        max_restarts=MAX_RESTARTS,
-        max_task_retries=MAX_TASK_RETRIES,
-        **resources,
-    )
+    with warnings.catch_warnings():
+        # Ray Data has no named parameter for an actor's restarts and task retries, and its own default is to
+        # retry for ever (an actor killed by the OOM killer on every attempt would never end the job). The bound
+        # goes through `ray_remote_args`, deprecated for removal in Ray 2.64: the `ray` extra stays below 2.64.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        scored = ds.map_batches(
+            _Scorer,
+            fn_constructor_kwargs={"settings": job.settings},
+            # one call per chunk: score_encoded buckets the chunk's rows by length into model batches itself
+            batch_size=job.opts.chunk_rows,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=job.workers),
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=MAX_TASK_RETRIES,
+            **resources,
+        )
     pending = set(job.staged)
     done = 0
     with (

@@ -244,11 +244,8 @@ def main() -> None:
                 else float("nan")
             )
             worst = max(abs(b.scores[k] - v) / max(abs(v), 1e-12) for k, v in ref.scores.items())
-            same_t = (
-                "same threshold"
-                if b.threshold.value == ref.threshold.value
-                else f"threshold {b.threshold.value:.6g} vs {ref.threshold.value:.6g}"
-            )
+            t_diff = abs(b.threshold.value - ref.threshold.value) / max(abs(ref.threshold.value), 1e-12)
+            same_t = f"threshold {b.threshold.value:.6g} (rel. diff {t_diff:.1e})"
             lines.append((f"ray, {w} worker{'s' if w > 1 else ''}", n / total, steady, total, first, worst, same_t))
     finally:
         ray.shutdown()
