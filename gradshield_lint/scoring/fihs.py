@@ -13,9 +13,11 @@ Nothing here knows about files, baselines or reports.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -126,6 +128,13 @@ def calibrate_fd_step(sm: ScoringModel, grad: ProxyGradient, opts: ScoreOptions)
     key = (grad.key, opts.loss_reduction)
     if key in cache:
         return cache[key]
+    # and on disk beside ∇H: the calibration is seconds of a check that explains a finding, in every new process
+    stored = _StoredSteps(grad.path.with_name(f"fd-steps-{grad.key}.json")) if grad.path else None
+    where = f"{sm.device.type}/{sm.dtype}/{opts.loss_reduction}"
+    found = stored.get(grad.key, where) if stored else None
+    if found is not None:
+        cache[key] = found
+        return found
     row = encode_conversation(sm.tokenizer, [Message(r, c) for r, c in _CALIBRATION_ROW], max_length=4096)
     one = replace(opts, batch_size=1)
     with torch.enable_grad():  # called from inside _fd's no_grad
@@ -137,7 +146,37 @@ def calibrate_fd_step(sm: ScoringModel, grad: ProxyGradient, opts: ScoreOptions)
         if err < best_err:
             best, best_err = step, err
     cache[key] = best
+    if stored:
+        stored.put(grad.key, where, best)
     return best
+
+
+@dataclass(frozen=True)
+class _StoredSteps:
+    """Calibrated fd steps of one ∇H entry, by device, dtype and reduction: {"key": ∇H key, "steps": {...}}. A file
+    that does not parse, or names another key, is ignored and rewritten; a step outside FD_STEPS is never used."""
+
+    path: Path
+
+    def _read(self, key: str) -> dict[str, float]:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        steps = doc.get("steps") if isinstance(doc, dict) and doc.get("key") == key else None
+        return {k: v for k, v in steps.items() if v in FD_STEPS} if isinstance(steps, dict) else {}
+
+    def get(self, key: str, where: str) -> float | None:
+        return self._read(key).get(where)
+
+    def put(self, key: str, where: str, step: float) -> None:
+        from gradshield_lint.io.atomic import atomic_write_text
+
+        steps = {**self._read(key), where: step}
+        try:
+            atomic_write_text(self.path, json.dumps({"key": key, "steps": steps}, sort_keys=True))
+        except OSError:
+            pass  # a read-only cache: calibrated again by the next process
 
 
 class _NullBar:

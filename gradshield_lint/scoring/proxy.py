@@ -56,6 +56,7 @@ class ProxyGradient:
     value: float  # H(θ)
     key: str
     from_cache: bool
+    path: Path | None = None  # its cache entry (None: not cached); what is derived from ∇H alone is kept beside it
 
     @property
     def norm(self) -> float:
@@ -197,7 +198,7 @@ def proxy_gradient(
 
             with safe_open(str(path), framework="pt") as fh:
                 value = float(fh.metadata()["value"])
-            return ProxyGradient(names, [stored[n] for n in names], value, key, from_cache=True)
+            return ProxyGradient(names, [stored[n] for n in names], value, key, from_cache=True, path=path)
         except Exception:
             path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
     value, grads = (compute or proxy_value_and_grad)(sm, probes, opts, params)
@@ -213,7 +214,7 @@ def proxy_gradient(
             str(tmp),
             metadata={"value": repr(value), "key": key},
         )
-    return ProxyGradient(names, grads, value, key, from_cache=False)
+    return ProxyGradient(names, grads, value, key, from_cache=False, path=path)
 
 
 def proxy_value(sm: ScoringModel, probes: ProbeSet, opts: ProxyOptions) -> float:

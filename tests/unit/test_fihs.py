@@ -1,5 +1,6 @@
 """FIHS fast paths against the exact per-row backward reference, on a tiny llama and the real SmolLM2 tokenizer."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -204,3 +205,36 @@ def test_fd_step_is_calibrated_once_per_model_and_gradient(tiny_model, encoded, 
         ]
     )
     assert np.linalg.norm(too_small - exact) / np.linalg.norm(exact) > 0.05
+
+
+def test_calibrated_fd_step_is_kept_beside_the_gradient_for_the_next_process(
+    tiny_model, encoded, tmp_path, monkeypatch
+):
+    """A check that explains a finding calibrates fd in every new process unless the step is stored: the next
+    process (here: the in-memory record cleared) reads it and calibrates nothing; a damaged file, or one holding a
+    step that is not a candidate, is ignored and written anew."""
+    from gradshield_lint.scoring import fihs
+    from gradshield_lint.scoring.fihs import FD_STEPS
+
+    g = grad_for(tiny_model, tmp_path, include=r"\.mlp\.", layers=(1, 1))
+    assert g.path is not None and g.path.parent == tmp_path
+    tiny_model.fd_steps.clear()
+    first = [s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", normalize=False))]
+    stored = tmp_path / f"fd-steps-{g.key}.json"
+    doc = json.loads(stored.read_text())
+    assert doc["key"] == g.key and list(doc["steps"].values()) == [tiny_model.fd_steps[(g.key, "mean")]]
+
+    def no_calibration(*a, **k):
+        raise AssertionError("calibrated again")
+
+    tiny_model.fd_steps.clear()
+    with monkeypatch.context() as m:
+        m.setattr(fihs, "_exact", no_calibration)
+        again = [s.raw for s in score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", normalize=False))]
+    assert again == pytest.approx(first, rel=1e-3)  # the same step (fd itself leaves a rounding-level residue)
+
+    for damaged in ("{not json", json.dumps({"key": g.key, "steps": {k: 0.5 for k in doc["steps"]}})):
+        stored.write_text(damaged)
+        tiny_model.fd_steps.clear()
+        score_encoded(tiny_model, g, encoded, ScoreOptions(method="fd", normalize=False))
+        assert json.loads(stored.read_text()) == doc and tiny_model.fd_steps[(g.key, "mean")] in FD_STEPS
