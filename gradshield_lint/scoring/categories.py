@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -56,7 +56,10 @@ class CategoryDirections:
     names: list[str]  # parameter names of the subset
     categories: list[str]
     vectors: list[list[torch.Tensor]]  # per category, per parameter
-    norms: list[float]
+    norms: list[float] = field(init=False)  # of each category's vector, taken once: every row divides by them
+
+    def __post_init__(self) -> None:
+        self.norms = [_norm(v) for v in self.vectors]
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class _Entry:
         except Exception:  # noqa: BLE001
             self.path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
             return None
-        return CategoryDirections(self.names, self.categories, vectors, [_norm(v) for v in vectors])
+        return CategoryDirections(self.names, self.categories, vectors)
 
     def store(self, vectors: list[list[torch.Tensor]]) -> CategoryDirections:
         with atomic_path(self.path) as tmp:
@@ -87,7 +90,7 @@ class _Entry:
                 str(tmp),
                 metadata={"key": self.key, "categories": json.dumps(self.categories)},
             )
-        return CategoryDirections(self.names, self.categories, vectors, [_norm(v) for v in vectors])
+        return CategoryDirections(self.names, self.categories, vectors)
 
 
 def _entry(
@@ -155,8 +158,7 @@ def proxy_gradient_with_categories(
             value += w * v
             for acc, gi in zip(total, g):
                 acc.add_(gi, alpha=w)
-            vectors.append([g[i].clone() for i in at])
-            del g
+            vectors.append([g[i] for i in at])  # the subset's own tensors: the rest of g is freed with it
         entry.store(vectors)
         return value, total
 

@@ -150,9 +150,7 @@ def refusal_anchors(eng, dirs):
     params = [(n, named[n]) for n in dirs.names]
     _, refusal = proxy_value_and_grad(sm, eng.probes, replace(s.proxy, proxy="refusal-nll"), params)
     comply = [m - r for m, r in zip(margin, refusal)]
-    vectors = [margin, refusal, comply]
-    norms = [math.sqrt(sum(float((v.double() ** 2).sum()) for v in vs)) for vs in vectors]
-    return CategoryDirections(dirs.names, ["margin_sub", "refusal_up", "comply_up"], vectors, norms)
+    return CategoryDirections(dirs.names, ["margin_sub", "refusal_up", "comply_up"], [margin, refusal, comply])
 
 
 # ------------------------------------------------------------------------------------------------ analysis
