@@ -89,6 +89,7 @@ class ScoringConfig:
     max_length: int = _d("scoring", "max_length")
     truncation: str = _d("scoring", "truncation")
     batch_size: int = _d("scoring", "batch_size")
+    batch_tokens: int | str | None = _d("scoring", "batch_tokens")
     first_token: FirstTokenConfig = field(default_factory=FirstTokenConfig)
 
 
@@ -432,7 +433,21 @@ def _messages_for(error: Any) -> list[tuple[tuple[Any, ...], str]]:
         choices = [str(c) for c in error.validator_value]
         hint = _suggest(error.instance, choices) if isinstance(error.instance, str) else ""
         return [(at, f"{error.instance!r} is not one of {', '.join(choices)}{hint}")]
+    if kind == "anyOf":
+        want = " or ".join(_describe(alt) for alt in error.validator_value)
+        return [(at, f"expected {want}, got {_json_type(error.instance)} {error.instance!r}")]
     return [(at, error.message)]
+
+
+def _describe(schema: dict[str, Any]) -> str:
+    """One alternative of an `anyOf`, in words: "an integer ≥ 1", "'auto'", "null"."""
+    if "enum" in schema:
+        return " or ".join(repr(c) for c in schema["enum"])
+    kind = str(schema.get("type"))
+    words = _TYPE_NAMES.get(kind, kind)
+    if "minimum" in schema:
+        words += f" ≥ {schema['minimum']}"
+    return words
 
 
 @dataclass(frozen=True)
@@ -618,6 +633,7 @@ def _build(
             max_length=sc["max_length"],
             truncation=sc["truncation"],
             batch_size=sc["batch_size"],
+            batch_tokens=sc["batch_tokens"],
             first_token=FirstTokenConfig(**sc["first_token"]),
         ),
         rows=RowsConfig(shape=m["rows"]["shape"], columns=columns),

@@ -199,11 +199,25 @@ class Batch:
         )
 
 
-def make_batches(encoded: Sequence[Encoded], batch_size: int, pad_id: int) -> Iterator[Batch]:
-    """Length-bucketed batches: rows sorted by length so a batch pads little; caller re-orders by `indices`."""
+def make_batches(
+    encoded: Sequence[Encoded], batch_size: int, pad_id: int, max_tokens: int | None = None
+) -> Iterator[Batch]:
+    """Length-bucketed batches: rows sorted by length so a batch pads little; caller re-orders by `indices`. A
+    batch holds at most `batch_size` rows and, with `max_tokens`, at most that many tokens counting padding (rows ×
+    the longest row), but always at least one row."""
     order = sorted(range(len(encoded)), key=lambda i: (encoded[i].n_tokens, i))
-    for k in range(0, len(order), batch_size):
-        idx = order[k : k + batch_size]
+    groups: list[list[int]] = []
+    for i in order:
+        last = groups[-1] if groups else None
+        # sorted by length: row i is the longest of any group it joins
+        fits = last is not None and len(last) < batch_size
+        if fits and last is not None and max_tokens is not None:
+            fits = (len(last) + 1) * encoded[i].n_tokens <= max_tokens
+        if fits and last is not None:
+            last.append(i)
+        else:
+            groups.append([i])
+    for idx in groups:
         width = max(encoded[i].n_tokens for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         att = torch.zeros((len(idx), width), dtype=torch.long)

@@ -78,7 +78,11 @@ class EngineSettings:
             probes=str(cfg.probes_path) if cfg.probes_path is not None else None,
             params=s.params,
             score=ScoreOptions(
-                method=s.method, normalize=s.normalize, loss_reduction=s.loss_reduction, batch_size=s.batch_size
+                method=s.method,
+                normalize=s.normalize,
+                loss_reduction=s.loss_reduction,
+                batch_size=s.batch_size,
+                batch_tokens=s.batch_tokens,
             ),
             max_length=s.max_length,
             truncation=s.truncation,

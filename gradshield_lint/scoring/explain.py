@@ -27,7 +27,7 @@ from gradshield_lint.scoring.encode import Batch, Located, MessageLike, encode_w
 from gradshield_lint.scoring.explanation import Explanation
 from gradshield_lint.scoring.fihs import ScoreOptions, calibrate_fd_step
 from gradshield_lint.scoring.losses import target_token_nll
-from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.model import ScoringModel, eager_attention
 from gradshield_lint.scoring.params import ParamSelection
 from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions
@@ -100,15 +100,16 @@ def token_derivatives_jvp(
     tangents = tuple(v.to(p.dtype) for p, v in zip(params, grad.vectors))
     encoded = [x.encoded for x in located]
     out: list[list[float]] = [[] for _ in encoded]
-    for b in (b.to(sm.device) for b in make_batches(encoded, batch_size, sm.pad_id)):
+    with eager_attention(sm.model):
+        for b in (b.to(sm.device) for b in make_batches(encoded, batch_size, sm.pad_id)):
 
-        def f(*ps, b=b):
-            return _nll_with(sm, dict(zip(grad.names, ps)), b)
+            def f(*ps, b=b):
+                return _nll_with(sm, dict(zip(grad.names, ps)), b)
 
-        tan = jvp(f, primals, tangents)[1]  # (primal output, tangent output)
-        rows = b.target_mask[:, 1:].nonzero(as_tuple=True)[0]
-        for r, i in enumerate(b.indices):
-            out[i] = tan[rows == r].double().cpu().tolist()
+            tan = jvp(f, primals, tangents)[1]  # (primal output, tangent output)
+            rows = b.target_mask[:, 1:].nonzero(as_tuple=True)[0]
+            for r, i in enumerate(b.indices):
+                out[i] = tan[rows == r].double().cpu().tolist()
     return out
 
 

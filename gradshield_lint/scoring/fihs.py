@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from gradshield_lint.schemas import config_default
 from gradshield_lint.scoring.encode import Batch, Encoded, make_batches
 from gradshield_lint.scoring.losses import row_losses
-from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.model import ScoringModel, eager_attention
 from gradshield_lint.scoring.proxy import ProxyGradient
 from gradshield_lint.scoring.registry import METHODS
 from gradshield_lint.scoring.registry import resolve_method as _resolve
@@ -39,6 +39,8 @@ class ScoreOptions:
     normalize: bool = config_default("scoring", "normalize")
     loss_reduction: str = config_default("scoring", "loss_reduction")
     batch_size: int = config_default("scoring", "batch_size")
+    # persample's backward passes: at most this many tokens each ("auto": see backward_tokens)
+    batch_tokens: int | str | None = config_default("scoring", "batch_tokens")
     # ε moves the selected weights by this fraction of their norm. None: calibrated (see `calibrate_fd_step`).
     # No fixed value suits every model: a large step errs by curvature, a small one drowns in float32 rounding of
     # the loss, and where the balance lies differs by orders of magnitude between the embedded model and a tiny
@@ -98,8 +100,24 @@ def _losses(sm: ScoringModel, b: Batch, reduction: str, precision: str = "float6
     return row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, reduction, precision)
 
 
-def _batches(sm: ScoringModel, encoded: Sequence[Encoded], opts: ScoreOptions) -> list[Batch]:
-    return [b.to(sm.device) for b in make_batches(encoded, opts.batch_size, sm.pad_id)]
+def _batches(
+    sm: ScoringModel, encoded: Sequence[Encoded], opts: ScoreOptions, max_tokens: int | None = None
+) -> list[Batch]:
+    return [b.to(sm.device) for b in make_batches(encoded, opts.batch_size, sm.pad_id, max_tokens)]
+
+
+# Measured on the embedded model (bench/speed.py, 256-token rows, 2 CPU threads): persample at 2 rows per backward
+# pass peaks at 1.4 GiB above the model and ∇H, at 8 rows at 5.1 GiB, and is no slower per row.
+CPU_BACKWARD_TOKENS = 512
+
+
+def backward_tokens(opts: ScoreOptions, device: torch.device) -> int | None:
+    """The token bound of one batched backward pass: `batch_tokens`, with "auto" resolved by device. On a CPU the
+    cost per row does not fall with larger batches (the matrix products are compute-bound already) while the
+    memory autograd keeps grows with every token; an accelerator is the other way round."""
+    if opts.batch_tokens == "auto":
+        return CPU_BACKWARD_TOKENS if device.type == "cpu" else None
+    return None if opts.batch_tokens is None else int(opts.batch_tokens)
 
 
 # ---------------------------------------------------------------- finite differences
@@ -240,15 +258,16 @@ def _jvp(sm, grad, encoded, opts, bar):
     primals = tuple(p.detach() for p in params)
     tangents = tuple(v.to(p.dtype) for p, v in zip(params, grad.vectors))
     dots = [0.0] * len(encoded)
-    for b in _batches(sm, encoded, opts):
+    with eager_attention(sm.model):
+        for b in _batches(sm, encoded, opts):
 
-        def f(*ps, b=b):
-            return functional_call(wrapper, dict(zip(names, ps)), (b.input_ids, b.attention_mask, b.target_mask))
+            def f(*ps, b=b):
+                return functional_call(wrapper, dict(zip(names, ps)), (b.input_ids, b.attention_mask, b.target_mask))
 
-        tangent_out = jvp(f, primals, tangents)[1]  # (primal output, tangent output)
-        for i, d in zip(b.indices, tangent_out.double().cpu().tolist()):
-            dots[i] = d
-        bar.update(len(b.indices))
+            tangent_out = jvp(f, primals, tangents)[1]  # (primal output, tangent output)
+            for i, d in zip(b.indices, tangent_out.double().cpu().tolist()):
+                dots[i] = d
+            bar.update(len(b.indices))
     return dots, [None] * len(encoded)
 
 
@@ -390,7 +409,7 @@ def _persample(sm, grad, encoded, opts, bar):
     handles = [m.register_forward_hook(make_hook(m, loc)) for m, loc in owners.items()]
     handles.append(model.get_input_embeddings().register_forward_hook(grad_at_embeddings))
     try:
-        for b in _batches(sm, encoded, opts):
+        for b in _batches(sm, encoded, opts, backward_tokens(opts, sm.device)):
             n = len(b.indices)
             state["dot"] = torch.zeros(n, dtype=torch.float64, device=sm.device)
             state["sq"] = torch.zeros(n, dtype=torch.float64, device=sm.device)

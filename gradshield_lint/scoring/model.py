@@ -180,7 +180,9 @@ def _from_pretrained(source: str, kwargs: dict[str, Any], tried: list[str], what
 
 
 def load_model(spec: ModelSpec, *, progress: bool = False, cache_dir: Path | None = None) -> ScoringModel:
-    """Load model + tokenizer for scoring: eval mode, eager attention (forward-mode AD needs it), no grads on.
+    """Load model + tokenizer for scoring: eval mode, no grads on, the attention transformers picks (SDPA where the
+    model has it: faster than eager attention and it keeps no [heads, T, T] probabilities for a backward pass; the
+    forward-mode paths switch to eager attention while they run, see `eager_attention`).
 
     A model that takes work to prepare (a GGUF file to de-quantize, an adapter to merge) is kept, prepared, in the
     cache directory (`cache_dir`, default $GRADSHIELD_CACHE or ~/.cache/gradshield-lint; see prepared.py) and
@@ -189,6 +191,23 @@ def load_model(spec: ModelSpec, *, progress: bool = False, cache_dir: Path | Non
     """
     with progress_bars(progress):
         return _load(spec, cache_dir)
+
+
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Eager attention for the block, the model's own choice restored after it: forward-mode AD (torch.func.jvp)
+    has no rule for the fused SDPA kernel on CPU, while every other pass is faster with it."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    switch = getattr(model, "set_attn_implementation", None)  # transformers' PreTrainedModel
+    if before in (None, "eager") or switch is None:
+        yield
+        return
+    switch("eager")
+    try:
+        yield
+    finally:
+        switch(before)
 
 
 @contextlib.contextmanager
@@ -270,7 +289,7 @@ def _load(spec: ModelSpec, cache_dir: Path | None) -> ScoringModel:
                 pass
         if entry.folder.exists():
             prepared.discard(entry)
-    kwargs: dict = {"dtype": dtype, "attn_implementation": "eager"}
+    kwargs: dict = {"dtype": dtype}
     tried: list[str] = []
     identity: dict[str, str] = {}
     name = spec.name

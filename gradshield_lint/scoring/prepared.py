@@ -167,7 +167,7 @@ def load(entry: PreparedEntry, manifest: dict[str, Any], device: torch.device, d
     folder = str(entry.folder)
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies) are computed, not stored
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     state = load_file(str(entry.folder / WEIGHTS), device=str(device))
     _missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()

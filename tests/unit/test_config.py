@@ -264,6 +264,17 @@ def test_bool_is_not_an_integer(tmp_path):
     assert "scoring.batch_size" in str(e) and e.line == 2
 
 
+def test_a_setting_of_several_kinds_lists_them_all(tmp_path):
+    e = _load_err(_cfg(tmp_path, "scoring:\n  batch_size: 4\n  batch_tokens: lots\n"))
+    assert e.line == 3
+    assert "scoring.batch_tokens: expected an integer ≥ 1 or 'auto' or null, got a string 'lots'" in str(e)
+    e = _load_err(_cfg(tmp_path, "scoring:\n  batch_tokens: 0\n", name="b.yaml"))
+    assert e.line == 2 and "scoring.batch_tokens" in str(e)
+    for value, parsed in (("auto", "auto"), ("1024", 1024), ("null", None)):
+        cfg = load_config(_cfg(tmp_path, f"scoring:\n  batch_tokens: {value}\n", name=f"ok-{parsed}.yaml"))
+        assert cfg.scoring.batch_tokens == parsed
+
+
 def test_enum_typo_suggests(tmp_path):
     e = _load_err(_cfg(tmp_path, "# settings\n\nscoring:\n  proxy: marign\n"))
     assert (

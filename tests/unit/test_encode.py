@@ -59,6 +59,23 @@ def test_empty_assistant_turn_has_nothing_to_learn(tokenizer):
         encode_conversation(tokenizer, [Message("user", "hi")], max_length=32)
 
 
+def test_a_token_bound_caps_rows_times_width_but_never_drops_a_row(tokenizer):
+    """`max_tokens` counts padding (rows × the longest row): what a backward pass over the batch keeps grows with
+    it. A row longer than the bound gets a batch of its own."""
+    rows = [[Message("user", "q"), Message("assistant", "a " * n)] for n in (50, 2, 30, 3, 40, 1, 200)]
+    enc = [encode_conversation(tokenizer, r, max_length=512) for r in rows]
+    bound = 2 * max(e.n_tokens for e in enc[:6])
+    batches = list(make_batches(enc, 8, pad_id=0, max_tokens=bound))
+    assert sorted(i for b in batches for i in b.indices) == list(range(7))
+    longest = next(b for b in batches if 6 in b.indices)
+    assert longest.indices == [6] and longest.input_ids.numel() > bound
+    for b in batches:
+        if b is not longest:
+            assert b.input_ids.numel() <= bound
+    # without a bound, batch_size alone decides
+    assert [len(b.indices) for b in make_batches(enc, 8, pad_id=0)] == [7]
+
+
 def test_batches_are_length_bucketed_and_cover_every_row(tokenizer):
     rows = [[Message("user", "q"), Message("assistant", "a " * n)] for n in (50, 2, 30, 3, 40, 1)]
     enc = [encode_conversation(tokenizer, r, max_length=128) for r in rows]

@@ -16,7 +16,37 @@ def test_local_directory_loads_in_eval_mode_without_grads(tiny_model_dir):
     assert not sm.model.training
     assert not any(p.requires_grad for p in sm.model.parameters())
     assert sm.identity["model"] == "dir:tiny-llama" and sm.identity["model_hash"]
-    assert sm.model.config._attn_implementation == "eager"
+    assert sm.model.config._attn_implementation == "sdpa"
+
+
+def test_forward_mode_scores_run_with_eager_attention_and_leave_sdpa_in_place(tiny_model_dir, tmp_path):
+    """SDPA is the loaded model's attention (faster, no [heads, T, T] probabilities kept for the backward pass);
+    forward-mode AD has no rule for it, so `jvp` switches to eager attention while it runs, and back. Its scores
+    still equal the per-row backward passes' (run under SDPA)."""
+    from gradshield_lint.io.rows import Message
+    from gradshield_lint.scoring.encode import encode_conversation
+    from gradshield_lint.scoring.fihs import ScoreOptions, score_encoded
+    from gradshield_lint.scoring.model import eager_attention
+    from gradshield_lint.scoring.params import ParamSelection
+    from gradshield_lint.scoring.probes import ProbeSet, load_probes
+    from gradshield_lint.scoring.proxy import ProxyOptions, proxy_gradient
+
+    sm = load_model(ModelSpec(name=str(tiny_model_dir), adapter=None))
+    with eager_attention(sm.model):
+        assert sm.model.config._attn_implementation == "eager"
+    assert sm.model.config._attn_implementation == "sdpa"
+    probes = load_probes(None)
+    grad = proxy_gradient(sm, ProbeSet(probes.probes[:3], probes.source), ProxyOptions(), ParamSelection(), tmp_path)
+    rows = [
+        [Message("user", "Name a colour."), Message("assistant", "Blue, like the sky on a clear day.")],
+        [Message("user", "Count to three."), Message("assistant", "One, two, three.")],
+    ]
+    enc = [encode_conversation(sm.tokenizer, r, max_length=64) for r in rows]
+    jvp = score_encoded(sm, grad, enc, ScoreOptions(method="jvp", normalize=False))
+    exact = score_encoded(sm, grad, enc, ScoreOptions(method="exact", normalize=False))
+    assert sm.model.config._attn_implementation == "sdpa"
+    for a, b in zip(jvp, exact):
+        assert abs(a.raw - b.raw) <= 1e-4 * max(abs(b.raw), 1e-12)
 
 
 def test_directory_hash_changes_with_the_weights(tiny_model_dir, tokenizer, tmp_path):
