@@ -320,6 +320,16 @@ def _owners(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> dict[to
     return owners
 
 
+def ghost_pays(tokens: int, d_in: int, d_out: int) -> bool:
+    """Whether a linear layer's per-row dot and norm are cheaper from T × T grams than from its [out, in] per-sample
+    gradients. Both pay one product the size of the layer's forward pass (the per-sample gradient, or g V for the
+    dot); the grams add T²(in + out) per row where the per-sample gradient writes, and reads twice, out × in
+    values per row from a product whose inner dimension is only T. Measured on the embedded model (bench/speed.py):
+    at 64 tokens the grams win, at 256 the per-sample gradients; the crossover is where the grams cost half of
+    the product."""
+    return 2 * tokens * (d_in + d_out) < d_in * d_out
+
+
 @METHODS.implements("persample")
 def _persample(sm, grad, encoded, opts, bar):
     model = sm.model
@@ -353,6 +363,15 @@ def _persample(sm, grad, encoded, opts, bar):
             sel = owner == r
             a, gg = x[sel], g[sel]
             state["sq"][r] += float(((a @ a.T) * (gg @ gg.T)).sum())
+
+    def accumulate_ghost(g: torch.Tensor, x: torch.Tensor, i: int) -> None:
+        """A linear layer's per-row dot and squared norm from its [rows, T, ·] inputs and output gradients without
+        the [rows, out, in] per-sample gradients: dot = Σ_t (g_t V)·x_t (one matrix product as large as the
+        layer's own forward pass), ‖Gᵀ X‖² = Σ (X Xᵀ) ⊙ (G Gᵀ) (T × T grams, cheap for short rows)."""
+        g, x = g.float(), x.float()
+        state["dot"] += ((g @ vs[i].to(g.dtype)) * x).sum(dim=(1, 2)).double()
+        gram = (x @ x.transpose(1, 2)).mul_(g @ g.transpose(1, 2))
+        state["sq"] += gram.sum(dim=(1, 2)).double()
 
     def make_hook(module: torch.nn.Module, locals_: dict[str, int]) -> Callable[..., None]:
         is_linear = isinstance(module, torch.nn.Linear)
@@ -393,6 +412,8 @@ def _persample(sm, grad, encoded, opts, bar):
                         accumulate_flat(g, x, owner, i, local == "bias")
                     elif local == "bias":
                         accumulate(g.sum(dim=1), i)
+                    elif is_linear and ghost_pays(x.shape[1], x.shape[2], g.shape[2]):
+                        accumulate_ghost(g, x, i)
                     elif is_linear:
                         accumulate(torch.einsum("bto,bti->boi", g, x.to(g.dtype)), i)
                     else:

@@ -147,6 +147,31 @@ def test_per_sample_scores_do_not_depend_on_the_backward_token_bound(tiny_model,
     np.testing.assert_allclose([s.grad_norm for s in tight], [s.grad_norm for s in unbounded], rtol=1e-4)
 
 
+@pytest.mark.parametrize("ghost", [True, False])
+def test_per_sample_dot_and_norm_from_grams_or_from_per_sample_gradients_match_exact(
+    tiny_model, encoded, tmp_path, monkeypatch, ghost
+):
+    """persample takes a linear layer's per-row dot and norm either from T × T grams (short rows) or from the
+    [rows, out, in] per-sample gradients (long rows); each way alone gives exact's cosines and norms."""
+    from gradshield_lint.scoring import fihs
+
+    g = grad_for(tiny_model, tmp_path)
+    monkeypatch.setattr(fihs, "ghost_pays", lambda *shape: ghost)
+    opts = ScoreOptions(method="persample", normalize=True, batch_size=4, batch_tokens=None)
+    fast = score_encoded(tiny_model, g, encoded, opts)
+    exact = score_encoded(tiny_model, g, encoded, replace(opts, method="exact"))
+    np.testing.assert_allclose([s.fihs for s in fast], [s.fihs for s in exact], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose([s.grad_norm for s in fast], [s.grad_norm for s in exact], rtol=1e-4)
+
+
+def test_grams_are_chosen_for_short_rows_of_the_embedded_models_layers():
+    from gradshield_lint.scoring.fihs import ghost_pays
+
+    for d_in, d_out in ((576, 576), (576, 1536), (1536, 576), (576, 192)):
+        assert ghost_pays(64, d_in, d_out)
+        assert not ghost_pays(256, d_in, d_out)
+
+
 def test_auto_token_bound_is_the_cpu_one_and_none_on_an_accelerator():
     from gradshield_lint.scoring.fihs import CPU_BACKWARD_TOKENS, backward_tokens
 
