@@ -1,21 +1,23 @@
-"""Speed and memory of the FIHS methods on the embedded model (issue 2's goals).
+"""Speed and memory of the FIHS methods on the embedded model (issues 2 and 15).
 
-For the same rows of about 256 tokens it prints rows/s for a plain forward pass (the floor), `fd`, `jvp`,
-`persample` (normalized scores) and `exact` (the per-row backward reference, on the first --exact-rows rows: it
-runs one row at a time, so its rows/s does not depend on how many), the ratios fast/exact and forward/fast (how
-many forward passes' worth of time a row costs), agreement with exact, and peak resident memory per method
-sampled while it runs (and for fd at a quarter of the rows, to show it does not grow with the number of rows).
+For the same rows of about --tokens tokens it prints rows/s for a plain forward pass (the unit), a forward and
+backward pass that does nothing with its gradients (the floor of every method that needs each row's gradient),
+`fd`, `jvp`, `persample` (normalized scores, the default) and `exact` (the per-row backward reference, on the first
+--exact-rows rows: it runs one row at a time, so its rows/s does not depend on how many); the ratios to exact and
+to the forward pass; agreement with exact; and peak resident memory above the loaded model and ∇H. Each method
+runs in its own process (the same model, ∇H from a shared temporary cache, the same rows), after one forward pass
+has paged in the memory-mapped weights, and keeps its best of --repeat timings. Then issue 15's goals, each met or
+not, and the floors behind them: the backward-only pass, and the bytes autograd keeps for one backward pass over
+--batch-size rows (saved activations, counted once per storage). The parameters are the default score's
+(`scoring.params`: every linear layer, normalization scales left out) unless `--params all`.
 
 With --latency it measures instead the time to verdict of a commit: `gradshield-lint check` run as a user runs it
 (a subprocess of the installed CLI, default configuration, warm cache) in a temporary git repository whose
-baseline holds --baseline-rows rows, after a commit that adds 0, 1, 10 and 100 rows, against the goals of issue 15.
+baseline holds --baseline-rows rows, after a commit that adds 0, 1, 10 and 100 rows, against the goals of issue
+15; then where the time goes (Python start, the imports alone, the fixed cost, the cost per added row).
 
-    python -m gradshield_research.bench.speed [--rows 256] [--exact-rows 32] [--tokens 256] [--batch-size 8] [--adapter none|embedded] [--params default|all]
-
-The parameters are the default score's (`scoring.params`: every linear layer, normalization scales left out) unless
-`--params all`. Memory is resident memory above the loaded model and ∇H, after one forward pass has paged in the
-memory-mapped weights; beside persample's figure it prints the floor any batched backward pass over the same batch
-hits: the bytes autograd keeps for it (saved activations, counted once per storage).
+    python -m gradshield_research.bench.speed [--rows 256] [--exact-rows 32] [--tokens 256] [--batch-size 8]
+        [--adapter none|embedded] [--params default|all] [--repeat N]
     python -m gradshield_research.bench.speed --latency [--tokens 256] [--baseline-rows 16] [--cache DIR]
 """
 
@@ -133,6 +135,7 @@ def latency(args) -> None:
             for b in make_batches(enc, 8, sm.pad_id):
                 row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask)
             fwd = (time.perf_counter() - t0) / len(enc)
+    sm_class = type(sm.model)
     del sm
     env = {**os.environ, "GRADSHIELD_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     env.pop("PRE_COMMIT_FROM_REF", None)
@@ -153,6 +156,7 @@ def latency(args) -> None:
         _write_rows(data, base + new[:1])
         _cli([*model_opt, "-q", "check", str(data)], repo, env)  # warm: the OS file cache, as on a second commit
         start, _ = _cli(["--version"], repo, env)
+        imports = _imports_alone(sm_class, env)
         print()
         print("| rows added | seconds to verdict | goal | met | exit code |")
         print("|---|---|---|---|---|")
@@ -163,14 +167,23 @@ def latency(args) -> None:
             took[n] = dt
             met = "" if goal is None else ("yes" if dt <= goal else "NO")
             print(f"| {n} | {dt:.1f} | {'' if goal is None else f'≤ {goal:.0f} s'} | {met} | {r.returncode} |")
-        print_latency_floors(took, start, fwd)
+        print_latency_floors(took, start, fwd, imports)
     if not args.cache:
         import shutil
 
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def print_latency_floors(took: dict[int, float], start: float, fwd: float) -> None:
+def _imports_alone(model_class: type, env: dict[str, str]) -> float:
+    """Seconds a fresh Python takes to import torch and the scoring model's transformers class, nothing else: the
+    part of a check's fixed cost that no code of ours runs in."""
+    stmt = f"import torch; import {model_class.__module__}"
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", stmt], env=env, check=True)
+    return time.perf_counter() - t
+
+
+def print_latency_floors(took: dict[int, float], start: float, fwd: float, imports: float) -> None:
     """Where a check's time goes, from the timings above: Python and the CLI starting (`--version`), reading and
     diffing with no model (0 rows), the model and ∇H loaded (1 row, less one row's scoring), and each further row
     (the slope between the largest commits), that last one as a ratio to a plain forward pass."""
@@ -181,7 +194,10 @@ def print_latency_floors(took: dict[int, float], start: float, fwd: float) -> No
     print()
     print("Floors (from the rows above):")
     print(f"- Python and the CLI starting: {start:.1f} s; reading, diffing, no model: {took[0]:.1f} s")
-    print(f"- a check that scores: {fixed:.1f} s before its first row (imports, model and ∇H loaded)")
+    print(
+        f"- a check that scores: {fixed:.1f} s before its first row (imports, model and ∇H loaded), of which "
+        f"{imports:.1f} s is importing torch and the model's transformers module in a fresh Python"
+    )
     print(f"- each added row: {per_row:.2f} s, {per_row / fwd:.2f} forward passes of {fwd:.2f} s")
     for n, goal in LATENCY_GOALS.items():
         if goal is None or n == 0:
@@ -449,7 +465,7 @@ def print_goals(results: dict[str, dict], floor: int, ex_err: float, batch_size:
         print(f"| {name} | {shown} | {'yes' if met else 'NO'} |")
     bwd = results["backward"]["s_per_row"] / fwd
     print()
-    print("Floors, for the goals above that this CPU does not meet:")
+    print("Floors (what bounds the figures above):")
     print(
         f"- a forward and a backward pass, nothing done with the gradients: {bwd:.2f} forward passes per row. "
         f"persample adds one product per selected linear layer and row ({ps['s_per_row'] / fwd - bwd:.2f} here), "
