@@ -6,7 +6,8 @@
 - `jvp`: forward-mode AD (torch.func.jvp over functional_call), one pass carrying primal and tangent.
 - `persample`: one batched backward with per-sample hooks on the modules that own the selected parameters: exact
   per-row dot products *and* gradient norms (for the normalized score cos(−∇L, ∇H)) without materializing any
-  row's whole gradient, only one layer's per-sample gradients at a time.
+  row's whole gradient: per layer, either its per-sample gradients or, for short rows, T × T grams
+  (`ghost_pays`). Its backward passes hold at most `scoring.batch_tokens` tokens (`backward_tokens`).
 - `exact`: a backward pass per row: the reference the others are tested against.
 Nothing here knows about files, baselines or reports.
 """
