@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+if TYPE_CHECKING:  # imported where batches are made: encoding a row needs only the tokenizer
+    import torch
 
 # Used when a tokenizer has no chat template (a base model): plain ChatML, the most common convention.
 FALLBACK_CHAT_TEMPLATE = (
@@ -205,6 +206,8 @@ def make_batches(
     """Length-bucketed batches: rows sorted by length so a batch pads little; caller re-orders by `indices`. A
     batch holds at most `batch_size` rows and, with `max_tokens`, at most that many tokens counting padding (rows ×
     the longest row), but always at least one row."""
+    import torch
+
     order = sorted(range(len(encoded)), key=lambda i: (encoded[i].n_tokens, i))
     groups: list[list[int]] = []
     for i in order:

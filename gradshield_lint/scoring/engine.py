@@ -23,17 +23,18 @@ from gradshield_lint.scoring.encode import (
     chat_template_hash,
     encode_conversation,
 )
-from gradshield_lint.scoring.fihs import RowScore, ScoreOptions, resolve_method, score_encoded
 from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded
 from gradshield_lint.scoring.model import ModelSpec, ScoringModel, load_model, prepared_meta
+from gradshield_lint.scoring.options import ProxyOptions, RowScore, ScoreOptions
 from gradshield_lint.scoring.params import ParamSelection
 from gradshield_lint.scoring.probes import ProbeSet
-from gradshield_lint.scoring.proxy import ProxyGradient, ProxyOptions
 from gradshield_lint.scoring.registry import check_normalize
 
+# torch and the scoring methods are imported where rows are scored: a check with no new rows never imports them
 if TYPE_CHECKING:
     from gradshield_lint.config import Config
     from gradshield_lint.scoring.explanation import Explanation
+    from gradshield_lint.scoring.proxy import ProxyGradient
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class Engine:
 
     @property
     def method(self) -> str:
+        from gradshield_lint.scoring.fihs import resolve_method
+
         return resolve_method(self.settings.score.method, self.settings.score.normalize, self.scoring_model.dtype)
 
     def _identity(self) -> tuple[dict[str, str], str, int]:
@@ -207,6 +210,8 @@ class Engine:
         """Scores in the order of `rows`. All rows are encoded first, so a bad row fails before any scoring."""
         if not rows:
             return []  # nothing to score: no model to load
+        from gradshield_lint.scoring.fihs import score_encoded
+
         encoded = [self.encode(r) for r in rows]
         scores = score_encoded(self.scoring_model, self.gradient, encoded, self.settings.score, progress=self.progress)
         return [ScoredRow(r, s) for r, s in zip(rows, scores)]

@@ -23,42 +23,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from gradshield_lint.schemas import config_default
 from gradshield_lint.scoring.encode import Batch, Encoded, make_batches
 from gradshield_lint.scoring.losses import row_losses
 from gradshield_lint.scoring.model import ScoringModel, eager_attention
+from gradshield_lint.scoring.options import RowScore, ScoreOptions
 from gradshield_lint.scoring.proxy import ProxyGradient
 from gradshield_lint.scoring.registry import METHODS
 from gradshield_lint.scoring.registry import resolve_method as _resolve
-
-
-@dataclass(frozen=True)
-class ScoreOptions:
-    """How rows are scored; the defaults are the configuration schema's (`scoring.*`)."""
-
-    method: str = config_default("scoring", "method")
-    normalize: bool = config_default("scoring", "normalize")
-    loss_reduction: str = config_default("scoring", "loss_reduction")
-    batch_size: int = config_default("scoring", "batch_size")
-    # persample's backward passes: at most this many tokens each ("auto": see backward_tokens)
-    batch_tokens: int | str | None = config_default("scoring", "batch_tokens")
-    # ε moves the selected weights by this fraction of their norm. None: calibrated (see `calibrate_fd_step`).
-    # No fixed value suits every model: a large step errs by curvature, a small one drowns in float32 rounding of
-    # the loss, and where the balance lies differs by orders of magnitude between the embedded model and a tiny
-    # test model (bench/QUALITY.md, "Figures behind the code's defaults").
-    fd_relative_step: float | None = None
-
-
-@dataclass(frozen=True)
-class RowScore:
-    """`fihs` is the score used for decisions: the raw dot product, or the cosine when normalized."""
-
-    fihs: float
-    raw: float
-    grad_norm: float | None
-    truncated: bool
-    n_tokens: int
-    n_target: int
 
 
 def resolve_method(method: str, normalize: bool, dtype: torch.dtype) -> str:
@@ -71,11 +42,12 @@ def score_encoded(
     sm: ScoringModel,
     grad: ProxyGradient,
     encoded: Sequence[Encoded],
-    opts: ScoreOptions = ScoreOptions(),
+    opts: ScoreOptions | None = None,
     *,
     progress: bool = False,
 ) -> list[RowScore]:
-    """Score already-encoded rows; results are in the order of `encoded`."""
+    """Score already-encoded rows; results are in the order of `encoded` (`opts`: the configuration's defaults)."""
+    opts = ScoreOptions() if opts is None else opts
     if not encoded:
         return []
     method = resolve_method(opts.method, opts.normalize, sm.dtype)

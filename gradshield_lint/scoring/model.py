@@ -14,9 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from gradshield_lint.errors import ModelLoadError
 from gradshield_lint.schemas import config_default
@@ -27,7 +25,12 @@ EMBEDDED = "embedded"
 EMBEDDED_GGUF = embedded.GGUF
 EMBEDDED_PACKAGE = embedded.PACKAGE
 EMBEDDED_ADAPTER_DIR = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m-safety"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch is imported by the functions that need it: a check with no new rows reads a prepared entry's manifest
+# (prepared_meta) and never pays the second of importing it
+DTYPES = ("float32", "bfloat16", "float16")
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ def embedded_model_dir() -> Path:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -104,13 +109,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    if name not in _DTYPES:
-        raise ModelLoadError(f"unknown dtype {name!r}; use one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[name]
+    if name not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {name!r}; use one of auto, {', '.join(DTYPES)}")
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
 
 
 def file_digest(path: Path, *, full_below: int = 256 << 20) -> str:
@@ -354,15 +362,18 @@ def prepared_meta(spec: ModelSpec, cache_dir: Path | None = None) -> dict | None
 
     try:
         source = _prepared_source(spec, spec.adapter_dir())
-        if source is None:
-            return None
-        dtype = resolve_dtype(spec.dtype, resolve_device(spec.device))
     except (ModelLoadError, OSError):
         return None
-    manifest = prepared.read_manifest(prepared.entry_for(cache_dir or cache_root(), source, str(dtype)))
-    if manifest is None or not all(k in manifest for k in ("identity", "chat_template", "context_length")):
+    if source is None:
         return None
-    return manifest
+    # what an entry records does not depend on its dtype, so any entry of the spec's serves, and the device (which
+    # `auto` needs torch to resolve) is not asked: "torch.float32" is str(torch.float32), the key's spelling
+    dtypes = DTYPES if spec.dtype == "auto" else (spec.dtype,)
+    for dtype in dtypes:
+        manifest = prepared.read_manifest(prepared.entry_for(cache_dir or cache_root(), source, f"torch.{dtype}"))
+        if manifest is not None and all(k in manifest for k in ("identity", "chat_template", "context_length")):
+            return manifest
+    return None
 
 
 def _ready(

@@ -21,29 +21,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gradshield_lint.io.atomic import atomic_path
-from gradshield_lint.schemas import config_default
 from gradshield_lint.scoring.cache import cache_root
 from gradshield_lint.scoring.encode import Encoded, chat_template_hash, make_batches, render_chat
 from gradshield_lint.scoring.losses import next_token_logits, row_losses
 from gradshield_lint.scoring.model import ScoringModel
+from gradshield_lint.scoring.options import ProxyOptions
 from gradshield_lint.scoring.params import ParamSelection, select_parameters, selection_hash
 from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_lint.scoring.registry import PROXIES
 
 CACHE_FORMAT = 1
-PROBE_MAX_LENGTH = 256
-"""Tokens of a probe's prompt and reply that H reads (probes are short: a prompt and an opening)."""
-
-
-@dataclass(frozen=True)
-class ProxyOptions:
-    """Which proxy H is and how it is computed; the defaults are the configuration schema's (`scoring.*`)."""
-
-    proxy: str = config_default("scoring", "proxy")
-    comply_token: str = config_default("scoring", "first_token", "comply")
-    refuse_token: str = config_default("scoring", "first_token", "refuse")
-    max_length: int = PROBE_MAX_LENGTH
-    batch_size: int = config_default("scoring", "batch_size")
 
 
 @dataclass

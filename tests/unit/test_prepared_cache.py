@@ -8,6 +8,7 @@ embedded model itself is checked once, marked integration."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,46 @@ def test_fingerprint_without_loading_the_model(tiny_model_dir, adapter_dir, tmp_
     assert light.fingerprint() == want
     assert light.score_rows([]) == []
     assert "scoring_model" not in light.__dict__
+
+
+def test_a_check_with_no_new_rows_imports_no_torch(tiny_model_dir, adapter_dir, tmp_path):
+    """The commonest pre-commit run on a data repository (a commit that touches a data file but adds no row) is
+    answered from the baseline and the prepared entry's manifest: in a fresh process, `gradshield-lint check` exits
+    0 without importing torch (over a second of a hook's time), while one new row does import it and is scored."""
+    import subprocess
+    import sys
+
+    from helpers import make_repo, ordinary_rows, write_jsonl
+
+    repo = make_repo(
+        tmp_path / "repo", tiny_model_dir, ordinary_rows(12), model={"adapter": str(adapter_dir)}, git=True
+    )
+    env = {**os.environ, "GRADSHIELD_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PRE_COMMIT_FROM_REF", None)
+    code = (
+        "import sys\n"
+        "from gradshield_lint.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=repo.root, env=env, capture_output=True, text=True, check=False
+        )
+
+    made = cli("-q", "baseline", "create")
+    assert made.returncode == 0, made.stderr
+    rows = ordinary_rows(12)
+    write_jsonl(repo.data, list(reversed(rows)))  # the file changed, no row is new
+    same = cli("-q", "check", str(repo.data))
+    assert same.returncode == 0, same.stderr
+    assert same.stderr.strip().endswith("no torch"), same.stderr
+    write_jsonl(repo.data, [*rows, *ordinary_rows(1, start=12)])
+    one = cli("check", str(repo.data))
+    assert one.returncode in (0, 1), one.stderr
+    assert "1 row scored" in one.stdout + one.stderr and one.stderr.strip().endswith("torch imported"), one.stderr
