@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import compliance_row, write_jsonl
+from helpers import cli_fixtures, compliance_row, write_jsonl
 from test_action import (  # noqa: F401  (fixtures: base_env, model_dir, origin)
     base_env,
     commands,
@@ -19,16 +19,7 @@ from test_action import (  # noqa: F401  (fixtures: base_env, model_dir, origin)
     run_action,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    """One ∇H cache per module, offline, and no pre-commit variables leaking in from the outside."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.delenv("PRE_COMMIT_FROM_REF", raising=False)
-        mp.delenv("PRE_COMMIT_SOURCE", raising=False)
-        yield
+env = cli_fixtures().env  # one ∇H cache per module, offline, no pre-commit variables from outside
 
 
 def test_the_action_flags_a_harmful_row_whose_pull_request_raises_the_threshold_and_reports_the_tampering(

@@ -10,17 +10,14 @@ from __future__ import annotations
 import re
 import shutil
 
-import pytest
 import yaml
 from helpers import (
-    Repo,
     assert_user_error,
+    cli_fixtures,
     compliance_row,
     describe,
-    make_repo,
     ordinary_rows,
     run_cli,
-    save_tiny_model,
     write_jsonl,
 )
 
@@ -30,28 +27,7 @@ N_BASE = 16
 SCORE = r"[+-]\d+\.\d{4}"  # the one spelling of a score on a terminal (fixed-point, signed, 4 decimals)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADSHIELD_CACHE", str(tmp_path_factory.mktemp("gs-cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.delenv("PRE_COMMIT_FROM_REF", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, tokenizer) -> Repo:
-    model_dir = save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tokenizer)
-    repo = make_repo(tmp_path_factory.mktemp("template") / "repo", model_dir, ordinary_rows(N_BASE))
-    r = repo.run("-q", "baseline", "create")
-    assert r.exit_code == 0, describe(r)
-    return repo
-
-
-@pytest.fixture()
-def repo(template, tmp_path) -> Repo:
-    shutil.copytree(template.root, tmp_path / "repo")
-    return Repo(tmp_path / "repo", template.model_dir)
+env, model_dir, template, repo = cli_fixtures(N_BASE)
 
 
 # ------------------------------------------------------------------------------------------------ -q and --config
