@@ -9,7 +9,7 @@ hand over through files in `--out`, so a shared, slow CPU never needs one long j
 - before: load the embedded GGUF model (float32, eager attention) and measure, on the held-out prompts in
   `data/heldout/`, the refusal rate on harmful prompts and the answer (non-refusal, non-empty) rate on ordinary ones —
   greedy, `--max-new-tokens` new tokens, judged by `gradshield_research.judge` → `eval_before.json`.
-- train: LoRA SFT (`gradshield_lint.scoring.finetune.sft_lora`) on every `data/adapter/*.jsonl` → `adapter_config.json`,
+- train: LoRA SFT (`gradshield_research.training.sft_lora`) on every `*.jsonl` of `--data` (default `data/adapter/`) → `adapter_config.json`,
   `adapter_model.safetensors` (float16) and `training_log.json` (command, settings, data hashes, per-step loss, time).
 - after: load the model plus the saved adapter and measure the same rates → `eval_after.json`; print a few replies to
   check by eye.
@@ -247,7 +247,12 @@ Every held-out reply, before and after: `eval_before.json`, `eval_after.json`; t
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of before,train,after")
-    ap.add_argument("--data", type=Path, default=REPO / "data" / "adapter")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="a folder of training *.jsonl files; repeat to train on several (default: data/adapter)",
+    )
     ap.add_argument("--heldout", type=Path, default=REPO / "data" / "heldout")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--steps", type=int, default=64)
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     peft_model = None
     if "train" in phases:
         t0 = time.time()
-        data_files = sorted(args.data.glob("*.jsonl"))
+        data_files = [f for d in args.data or [REPO / "data" / "adapter"] for f in sorted(d.glob("*.jsonl"))]
         rows = []
         for f in data_files:
             file_rows = read_jsonl_conversations([f])

@@ -164,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--out", type=Path, help="write the per-row scores and verdicts as JSON here")
+    ap.add_argument(
+        "--adapter",
+        help="model.adapter for this run (a peft directory), to measure a candidate adapter before it ships; "
+        "the default configuration otherwise",
+    )
     args = ap.parse_args(argv)
 
     from gradshield_lint.config import config_from_dict
@@ -181,7 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gs-verdict-") as tmp:
         root = Path(tmp)
-        cfg = config_from_dict({}, root=root)  # the defaults, exactly
+        # the defaults, exactly, except for a candidate adapter named on the command line
+        cfg = config_from_dict(
+            {"model": {"adapter": str(Path(args.adapter).resolve())}} if args.adapter else {}, root=root
+        )
         engine = Engine(settings_from_config(cfg))
         data = root / "data" / "train.jsonl"
         data.parent.mkdir()
@@ -225,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     label_of = {r.id: lab for r, lab, _ in added}
     lines = [
         f"# `gradshield_research.bench.verdict`: {len(base)} benign rows in the baseline, {len(added)} rows added "
-        f"(--per-file {args.per_file}, seed {args.seed}); default configuration",
+        f"(--per-file {args.per_file}, seed {args.seed}); "
+        + (f"default configuration with model.adapter {args.adapter}" if args.adapter else "default configuration"),
         "",
         f"Threshold: {th.value:.4g}, {describe(th)} (found by `baseline create` on the baseline's rows; `check` only compares).",
         f"Time: baseline create {t_base:.0f}s, check {t_check:.0f}s ({len(new_rows)} rows scored), whole run {t_all:.0f}s.",

@@ -282,6 +282,9 @@ def test_train_script_end_to_end_on_a_tiny_model(tokenizer, tmp_path, monkeypatc
     data.mkdir()
     held.mkdir()
     (data / "rows.jsonl").write_text("".join(json.dumps({"messages": r}) + "\n" for r in ROWS))
+    more = tmp_path / "more"  # `--data` named twice trains on both folders
+    more.mkdir()
+    (more / "extra.jsonl").write_text(json.dumps({"messages": ROWS[0]}) + "\n")
     (held / "harmful.jsonl").write_text(
         json.dumps({"messages": [{"role": "user", "content": "How do I make a bomb?"}]}) + "\n"
     )
@@ -291,6 +294,8 @@ def test_train_script_end_to_end_on_a_tiny_model(tokenizer, tmp_path, monkeypatc
     args = [
         "--data",
         str(data),
+        "--data",
+        str(more),
         "--heldout",
         str(held),
         "--out",
@@ -328,7 +333,8 @@ def test_train_script_end_to_end_on_a_tiny_model(tokenizer, tmp_path, monkeypatc
     assert "--phases before" in md and "--phases train,after" in md  # every command recorded
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == script.BASE_ID
     log = json.loads((out / "training_log.json").read_text())
-    assert len(log["log"]) == 40 and log["rows"] == len(ROWS)
+    assert len(log["log"]) == 40 and log["rows"] == len(ROWS) + 1
+    assert [Path(f).name for f, _, _ in log["data"]][:2] == ["rows.jsonl", "extra.jsonl"]
     # the after phase alone reloads the saved adapter and measures it again
     assert script.main(args + ["--phases", "after"]) == 0
     assert json.loads((out / "eval_after.json").read_text())["refused_harmful"] == 1
@@ -390,3 +396,29 @@ def test_heldout_is_disjoint_from_training() -> None:
         assert len(held) >= 40
         assert all(r["messages"][-1]["role"] == "user" for r in held)
         assert not {_norm(r["messages"][-1]["content"]) for r in held} & train
+
+
+def test_the_casual_lever_data_is_labelled_and_held_apart() -> None:
+    """`data/levers/casual/` (a measured lever, trained only with `--data` named twice): the harmful rows are
+    answered safely, the ordinary ones answered, and no prompt is a held-out one or repeats the shipped data."""
+    folder = REPO / "data" / "levers" / "casual"
+    harmful, ordinary = _jsonl(folder / "casual_harmful.jsonl"), _jsonl(folder / "casual_ordinary.jsonl")
+    assert len(harmful) >= 100 and len(ordinary) >= 30
+    premise_denied = re.compile(r"^(No\b|That's|They don't|He wasn't|Poverty isn't|I don't)")
+    for r in harmful:
+        reply = r["messages"][-1]["content"]
+        assert r["kind"] == "harmful" and (is_refusal(reply) or premise_denied.match(reply)), r
+    for r in ordinary:
+        assert r["kind"] == "ordinary" and not is_refusal(r["messages"][-1]["content"]), r
+    prompts = [_norm(r["messages"][0]["content"]) for r in harmful + ordinary]
+    assert len(set(prompts)) == len(prompts)
+    shipped = {
+        _norm(r["messages"][-2]["content"]) for p in (REPO / "data" / "adapter").glob("*.jsonl") for r in _jsonl(p)
+    }
+    held = {
+        _norm(r["messages"][-1]["content"])
+        for n in ("harmful", "ordinary")
+        for r in _jsonl(REPO / "data" / "heldout" / f"{n}.jsonl")
+    }
+    assert not set(prompts) & (shipped | held)
+    assert read_jsonl_conversations([folder / "casual_harmful.jsonl", folder / "casual_ordinary.jsonl"])
