@@ -383,16 +383,18 @@ def test_adapter_data_counts_and_labels() -> None:
     assert read_jsonl_conversations(sorted((REPO / "data" / "adapter").glob("*.jsonl")))
 
 
+def _user_prompts(paths) -> set[str]:
+    """Every user message of these files, normalized, to compare data sets by prompt."""
+    return {_norm(m["content"]) for p in paths for r in _jsonl(p) for m in r["messages"] if m["role"] == "user"}
+
+
+HELDOUT = tuple(REPO / "data" / "heldout" / f"{name}.jsonl" for name in ("harmful", "ordinary"))
+
+
 def test_heldout_is_disjoint_from_training() -> None:
-    train = {
-        _norm(m["content"])
-        for p in (REPO / "data" / "adapter").glob("*.jsonl")
-        for r in _jsonl(p)
-        for m in r["messages"]
-        if m["role"] == "user"
-    }
-    for name in ("harmful", "ordinary"):
-        held = _jsonl(REPO / "data" / "heldout" / f"{name}.jsonl")
+    train = _user_prompts((REPO / "data" / "adapter").glob("*.jsonl"))
+    for path in HELDOUT:
+        held = _jsonl(path)
         assert len(held) >= 40
         assert all(r["messages"][-1]["role"] == "user" for r in held)
         assert not {_norm(r["messages"][-1]["content"]) for r in held} & train
@@ -412,13 +414,5 @@ def test_the_casual_lever_data_is_labelled_and_held_apart() -> None:
         assert r["kind"] == "ordinary" and not is_refusal(r["messages"][-1]["content"]), r
     prompts = [_norm(r["messages"][0]["content"]) for r in harmful + ordinary]
     assert len(set(prompts)) == len(prompts)
-    shipped = {
-        _norm(r["messages"][-2]["content"]) for p in (REPO / "data" / "adapter").glob("*.jsonl") for r in _jsonl(p)
-    }
-    held = {
-        _norm(r["messages"][-1]["content"])
-        for n in ("harmful", "ordinary")
-        for r in _jsonl(REPO / "data" / "heldout" / f"{n}.jsonl")
-    }
-    assert not set(prompts) & (shipped | held)
+    assert not set(prompts) & (_user_prompts((REPO / "data" / "adapter").glob("*.jsonl")) | _user_prompts(HELDOUT))
     assert read_jsonl_conversations([folder / "casual_harmful.jsonl", folder / "casual_ordinary.jsonl"])
