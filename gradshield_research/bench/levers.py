@@ -1,15 +1,22 @@
 """Levers for the verdict (issue 11): which per-row score flags the most harmful rows at a low false-alarm rate?
 
-One pass over rows of every labelled source file computes, per row, every candidate score the engine can give
-without a second model:
+One pass over rows of every labelled source file computes, per row, the candidate scores of the lever groups asked
+for (`--groups`; the default is session 6's table), all without a second model:
 
 - `cos`: the default score, cos(−∇L, ∇H) (persample hooks, exact per-row norms);
 - `raw`: the raw directional derivative −∇L·∇H, and `n_target` (reply tokens; every gain is checked against it);
-- `winK_cos`: the strongest window of K reply tokens (per-token pushes, explain.py), on the cosine's scale
+- `winK_cos` (`windows`): the strongest window of K reply tokens (per-token pushes, explain.py), on the cosine's scale
   (window push / (‖∇L‖‖∇H‖)): a short harmful passage in a long reply is not diluted by the mean;
-- `cat_max`, `cat_mean`: cos(−∇L, ∇H_c) over the explanation's parameter subset, the most-pushed probe category
+- `cat_max`, `cat_mean` (`categories`): cos(−∇L, ∇H_c) over the explanation's parameter subset, the most-pushed probe category
   and the mean over categories;
-- combinations `cos + a·winK_cos` and `max(cos, b·cat_max)`, whose weight is chosen on the other source files.
+- `refusal_up`, `comply_up`, `margin_sub` (`anchors`): the margin's two halves (`refusal_anchors`);
+- `reply_cos` (`--groups reply`): the default score of the row with every prompt and system message emptied, so that
+  only what the replies say is scored (`reply_only`);
+- `cos − a·ref_cos`, `contrast_raw` (`--groups contrast`): what the row teaches beyond a plain refusal to the same
+  prompts (`refusal_counterfactual`);
+- `delta_cos`, `sub_cos`, `sub_delta` (`--groups adapter`): the safety adapter's own weight change as the
+  direction, normalized, and the default inside the adapter's rank-r subspace (`adapter_delta`);
+- combinations `cos + a·x` and `max(cos, b·x)` with these, whose weight is chosen on the other source files.
 
 The rows exclude those bench/verdict.py reports (same sources, `--verdict-seed`, `--verdict-per-file`), so settings
 chosen here are never tuned on the verdict's rows. Selection is leave-one-source-file-out: for each held-out file,
@@ -30,11 +37,13 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+import torch
 
 WINDOWS = (8, 16, 32)
 RATE = 0.02
@@ -59,6 +68,10 @@ def draw(folder: Path, benign: Sequence[str], per_file: int, seed: int, exclude:
     return [f[i] for i in range(max(map(len, out), default=0)) for f in out if i < len(f)]
 
 
+GROUPS = ("windows", "categories", "anchors", "reply", "contrast", "adapter")
+DEFAULT_GROUPS = ("windows", "categories", "anchors")  # session 6's table
+
+
 def score(args) -> None:
     from gradshield_lint.config import config_from_dict
     from gradshield_lint.scoring.categories import category_cosines, category_directions, category_selection
@@ -68,6 +81,7 @@ def score(args) -> None:
     from gradshield_research.bench.verdict import BENIGN_DEFAULT
     from gradshield_research.bench.verdict import draw as verdict_draw
 
+    groups = set(args.groups)
     folder = Path(args.folder)
     benign = tuple(BENIGN_DEFAULT)
     vbase, vadded = verdict_draw(folder, benign, args.verdict_per_file, 100, args.verdict_seed)
@@ -77,47 +91,67 @@ def score(args) -> None:
     eng = Engine(settings_from_config(config_from_dict({})))
     s = eng.settings
     t0 = time.perf_counter()
-    dirs = category_directions(
-        eng.scoring_model, eng.probes, s.proxy, category_selection(eng.scoring_model, s.params), s.cache_dir
+    dirs = (
+        category_directions(
+            eng.scoring_model, eng.probes, s.proxy, category_selection(eng.scoring_model, s.params), s.cache_dir
+        )
+        if groups & {"categories", "anchors"}
+        else None
     )
-    anchors = refusal_anchors(eng, dirs)
+    anchors = refusal_anchors(eng, dirs) if "anchors" in groups else None
+    delta = adapter_delta(eng) if "adapter" in groups else None
     vnorm = eng.gradient.norm
-    out = []
+    out: list[dict] = []
     step = args.chunk
     for k in range(0, len(items), step):
         part = items[k : k + step]
         rows = [p[0] for p in part]
-        scored = eng.score_rows(rows)
+        recs = [
+            {
+                "id": r.id,
+                "label": label,
+                "source": src,
+                "cos": sr.score.fihs,
+                "raw": sr.score.raw,
+                "n_target": sr.score.n_target,
+                "grad_norm": sr.score.grad_norm,
+            }
+            for (r, label, src), sr in zip(part, eng.score_rows(rows))
+        ]
         located = [
             encode_with_offsets(
                 eng.scoring_model.tokenizer, r.messages, max_length=s.max_length, truncation=s.truncation
             )
             for r in rows
         ]
-        pushes = token_push(eng.scoring_model, eng.gradient, located, s.score.batch_size)
-        cats = category_cosines(eng.scoring_model, dirs, located)
-        anch = category_cosines(eng.scoring_model, anchors, located)
-        for (r, label, src), sr, push, cat, an in zip(part, scored, pushes, cats, anch):
-            sc = sr.score
-            scale = (sc.grad_norm or 0.0) * vnorm
-            rec = {
-                "id": r.id,
-                "label": label,
-                "source": src,
-                "cos": sc.fihs,
-                "raw": sc.raw,
-                "n_target": sc.n_target,
-                "grad_norm": sc.grad_norm,
-                "push_sum": sum(push.values),
-            }
-            for w in WINDOWS:
-                a, b, run = strongest_window(push, w)  # run: the window's share of the row's mean push
-                rec[f"win{w}_cos"] = run * len(push.values) / max(b - a, 1) / scale if scale and b > a else 0.0
-            rec["cat_max"] = max(cat.values()) if cat else 0.0
-            rec["cat_mean"] = float(np.mean(list(cat.values()))) if cat else 0.0
-            rec["cats"] = cat
-            rec.update(an)  # margin_sub, refusal_up, comply_up
-            out.append(rec)
+        if "windows" in groups:
+            for rec, push in zip(recs, token_push(eng.scoring_model, eng.gradient, located, s.score.batch_size)):
+                scale = (rec["grad_norm"] or 0.0) * vnorm
+                rec["push_sum"] = sum(push.values)
+                for w in WINDOWS:
+                    a, b, run = strongest_window(push, w)  # run: the window's share of the row's mean push
+                    rec[f"win{w}_cos"] = run * len(push.values) / max(b - a, 1) / scale if scale and b > a else 0.0
+        if "categories" in groups:
+            for rec, cat in zip(recs, category_cosines(eng.scoring_model, dirs, located)):
+                rec["cat_max"] = max(cat.values()) if cat else 0.0
+                rec["cat_mean"] = float(np.mean(list(cat.values()))) if cat else 0.0
+                rec["cats"] = cat
+        if anchors is not None:
+            for rec, an in zip(recs, category_cosines(eng.scoring_model, anchors, located)):
+                rec.update(an)  # margin_sub, refusal_up, comply_up
+        if "reply" in groups:
+            for rec, sr in zip(recs, eng.score_rows([reply_only(r) for r in rows])):
+                rec["reply_cos"] = sr.score.fihs
+        if "contrast" in groups:
+            for rec, sr in zip(recs, eng.score_rows([refusal_counterfactual(r) for r in rows])):
+                rec["ref_cos"] = sr.score.fihs
+                rec["ref_raw"] = sr.score.raw
+                scale = (rec["grad_norm"] or 0.0) * vnorm
+                rec["contrast_raw"] = (rec["raw"] - sr.score.raw) / scale if scale else 0.0
+        if delta is not None:
+            for rec, ad in zip(recs, adapter_cosines(eng, delta, located)):
+                rec.update(ad)
+        out.extend(recs)
         print(f"{len(out)}/{len(items)} rows, {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
         Path(args.out).write_text(json.dumps({"rows": out, "seed": args.seed, "per_file": args.per_file}))
 
@@ -153,6 +187,140 @@ def refusal_anchors(eng, dirs):
     return CategoryDirections(dirs.names, ["margin_sub", "refusal_up", "comply_up"], [margin, refusal, comply])
 
 
+def reply_only(row):
+    """The row with every non-assistant message emptied (roles and turns kept).
+
+    Why this lever: 5 of the 8 highest-scoring benign rows of bench/verdict.py are safety refusals, and the
+    refusal-aware split showed that a step on any answer to a harmful prompt teaches "answer this kind of prompt".
+    That shared component comes from the prompt; with the prompt gone a refusal's reply ("I can't help with that")
+    teaches refusing and a harmful reply still teaches its content. It costs what the default costs (fewer tokens)."""
+    from dataclasses import replace
+
+    from gradshield_lint.io.rows import Message
+
+    msgs = tuple(m if m.role == "assistant" else Message(m.role, "") for m in row.messages)
+    return replace(row, id=f"{row.id}:reply-only", messages=msgs)
+
+
+COUNTERFACTUAL_REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def refusal_counterfactual(row):
+    """The row with every reply replaced by a plain refusal (prompts and turns kept).
+
+    Why this lever: FIHS asks what a step on the row teaches; a step on any answer to a harmful prompt shares the
+    "answer this kind of prompt" component with a step on a refusal to it (the refusal-aware split measured it).
+    Scoring the same prompts with a refusal gives that component per row, and the difference is what the row's
+    replies teach beyond it: `cos − a·ref_cos`, and `contrast_raw` = ⟨−(∇L − ∇L_ref), ∇H⟩ / (‖∇L‖‖∇H‖). It costs a
+    second pass over the prompts."""
+    from dataclasses import replace
+
+    from gradshield_lint.io.rows import Message
+
+    msgs = tuple(Message(m.role, COUNTERFACTUAL_REFUSAL) if m.role == "assistant" else m for m in row.messages)
+    return replace(row, id=f"{row.id}:refusal-counterfactual", messages=msgs)
+
+
+@dataclass
+class AdapterDelta:
+    """Per weight matrix the safety adapter changed: Δ = θ_aligned − θ_base = (α/r)·B·A, the orthonormal bases of
+    B's columns and A's rows (the rank-r subspace the alignment lives in), and ∇H's slice of the same matrix."""
+
+    names: list[str]
+    delta: list[torch.Tensor]
+    q_out: list[torch.Tensor]  # out × r
+    q_in: list[torch.Tensor]  # in × r
+    grad_h: list[torch.Tensor]
+
+
+def adapter_delta(eng) -> AdapterDelta:
+    """The adapter's weight delta over every matrix it targets (`q/k/v/o/gate/up/down_proj` of every layer).
+
+    Why this lever: FIHS asks how far a step moves the model toward complying with the probes; the delta is where
+    safety training actually moved it. Issue 11 measured the raw directional derivative along −Δ (0.65 / 0.52
+    AUROC); the normalized one, cos(−∇L, −Δ), was untried. `sub_cos` asks the default's question inside the
+    alignment's rank-r subspace only (P·G = Q_out Q_outᵀ G Q_in Q_inᵀ per matrix): a harmful answer and a refusal
+    share the "answer this kind of prompt" component, which need not live where alignment changed the weights."""
+    import json as _json
+
+    from safetensors.torch import load_file
+
+    folder = eng.settings.model.adapter_dir()
+    if folder is None:
+        raise SystemExit("--groups adapter needs a scoring model with an adapter")
+    cfg = _json.loads((folder / "adapter_config.json").read_text())
+    scale = float(cfg["lora_alpha"]) / float(cfg["r"])
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    grad_h = dict(zip(eng.gradient.names, eng.gradient.vectors))
+    named = dict(eng.scoring_model.model.named_parameters())
+    out = AdapterDelta([], [], [], [], [])
+    for k in sorted(weights):
+        if ".lora_A." not in k:
+            continue
+        name = k.replace("base_model.model.", "", 1).replace(".lora_A.weight", ".weight")
+        if name not in named or name not in grad_h:
+            raise SystemExit(f"adapter weight {k} has no parameter {name} in the scoring selection")
+        a = weights[k].double()  # r × in
+        b = weights[k.replace(".lora_A.", ".lora_B.")].double()  # out × r
+        out.names.append(name)
+        out.delta.append((scale * b @ a).float())
+        out.q_out.append(torch.linalg.qr(b).Q.float())
+        out.q_in.append(torch.linalg.qr(a.T).Q.float())
+        out.grad_h.append(grad_h[name].float())
+    return out
+
+
+def adapter_cosines(eng, d: AdapterDelta, located) -> list[dict[str, float]]:
+    """Per row: `delta_cos` = cos(−∇L, −Δ); `sub_cos` = cos(P(−∇L), P∇H); `sub_delta` = cos(P(−∇L), −Δ) (Δ lies in
+    the subspace, so only the row's norm differs from `delta_cos`); `tgt_cos` = cos(−∇L, ∇H) over the targeted
+    matrices (the default's score on this subset, the control). One backward per row into the targeted weights."""
+    from gradshield_lint.scoring.encode import make_batches
+    from gradshield_lint.scoring.losses import row_losses
+
+    sm = eng.scoring_model
+    named = dict(sm.model.named_parameters())
+    params = [named[n] for n in d.names]
+    sub_h = [qo.T @ g @ qi for qo, g, qi in zip(d.q_out, d.grad_h, d.q_in)]
+    sub_d = [qo.T @ g @ qi for qo, g, qi in zip(d.q_out, d.delta, d.q_in)]
+    n_d, n_h = _norm2(d.delta) ** 0.5, _norm2(d.grad_h) ** 0.5
+    n_sh, n_sd = _norm2(sub_h) ** 0.5, _norm2(sub_d) ** 0.5
+    out = []
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        for loc in located:
+            (bt,) = [x.to(sm.device) for x in make_batches([loc.encoded], 1, sm.pad_id)]
+            with torch.enable_grad():
+                loss = row_losses(sm.model, bt.input_ids, bt.attention_mask, bt.target_mask, "mean")[0]
+                gs = [g.float() for g in torch.autograd.grad(loss, params)]
+            sub_g = [qo.T @ g @ qi for qo, g, qi in zip(d.q_out, gs, d.q_in)]
+            n_g, n_sg = _norm2(gs) ** 0.5, _norm2(sub_g) ** 0.5
+            g_d = _dot(gs, d.delta)  # ⟨−g, −Δ⟩
+            g_h = -_dot(gs, d.grad_h)
+            sg_h = -_dot(sub_g, sub_h)
+            out.append(
+                {
+                    "delta_cos": g_d / (n_g * n_d) if n_g and n_d else 0.0,
+                    "sub_cos": sg_h / (n_sg * n_sh) if n_sg and n_sh else 0.0,
+                    "sub_delta": g_d / (n_sg * n_sd) if n_sg and n_sd else 0.0,
+                    "tgt_cos": g_h / (n_g * n_h) if n_g and n_h else 0.0,
+                }
+            )
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    return out
+
+
+def _dot(us, vs) -> float:
+    # float32 products summed per matrix, the matrices' sums in double: a bench's cosine, not a score to 1e-7
+    return sum(float(torch.vdot(u.reshape(-1), v.reshape(-1))) for u, v in zip(us, vs))
+
+
+def _norm2(vs) -> float:
+    return _dot(vs, vs)
+
+
 # ------------------------------------------------------------------------------------------------ analysis
 def threshold_at(neg: np.ndarray, rate: float) -> float:
     """The score above which at most `rate` of `neg` lie (flagged: score > threshold)."""
@@ -170,12 +338,15 @@ def candidates(fields: frozenset[str] = frozenset()) -> dict[str, tuple]:
     c = {
         "cos (default)": (lambda rs, w: np.array([r["cos"] for r in rs]), None),
         "raw": (lambda rs, w: np.array([r["raw"] for r in rs]), None),
-        "cat_max": (lambda rs, w: np.array([r["cat_max"] for r in rs]), None),
-        "cat_mean": (lambda rs, w: np.array([r["cat_mean"] for r in rs]), None),
         "reply length": (lambda rs, w: np.array([float(r["n_target"]) for r in rs]), None),
     }
+    if {"cat_max", "cat_mean"} <= fields:
+        c["cat_max"] = (lambda rs, w: np.array([r["cat_max"] for r in rs]), None)
+        c["cat_mean"] = (lambda rs, w: np.array([r["cat_mean"] for r in rs]), None)
     for wdw in WINDOWS:
         k = f"win{wdw}_cos"
+        if k not in fields:
+            continue
         c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
         c[f"cos + a*{k}"] = (lambda rs, w, k=k: np.array([r["cos"] + w * r[k] for r in rs]), WEIGHTS)
     if {"refusal_up", "comply_up", "margin_sub"} <= fields:
@@ -188,8 +359,29 @@ def candidates(fields: frozenset[str] = frozenset()) -> dict[str, tuple]:
         )
         c["refusal_up + comply_up"] = (lambda rs, w: np.array([r["refusal_up"] + r["comply_up"] for r in rs]), None)
         c["cos + a*refusal_up"] = (lambda rs, w: np.array([r["cos"] + w * r["refusal_up"] for r in rs]), WEIGHTS)
-    c["max(cos, b*cat_max)"] = (lambda rs, w: np.array([max(r["cos"], w * r["cat_max"]) for r in rs]), WEIGHTS[1:])
-    c["cos + a*cat_max"] = (lambda rs, w: np.array([r["cos"] + w * r["cat_max"] for r in rs]), WEIGHTS)
+    if "reply_cos" in fields:
+        c["reply_cos"] = (lambda rs, w: np.array([r["reply_cos"] for r in rs]), None)
+        c["cos + a*reply_cos"] = (lambda rs, w: np.array([r["cos"] + w * r["reply_cos"] for r in rs]), WEIGHTS)
+        c["max(cos, b*reply_cos)"] = (
+            lambda rs, w: np.array([max(r["cos"], w * r["reply_cos"]) for r in rs]),
+            WEIGHTS[1:],
+        )
+    if {"ref_cos", "contrast_raw"} <= fields:
+        c["ref_cos (the refusal counterfactual)"] = (lambda rs, w: np.array([r["ref_cos"] for r in rs]), None)
+        c["cos - a*ref_cos"] = (lambda rs, w: np.array([r["cos"] - w * r["ref_cos"] for r in rs]), WEIGHTS)
+        c["contrast_raw"] = (lambda rs, w: np.array([r["contrast_raw"] for r in rs]), None)
+    if {"delta_cos", "sub_cos", "sub_delta", "tgt_cos"} <= fields:
+        for k in ("delta_cos", "sub_cos", "sub_delta", "tgt_cos"):
+            c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
+        for k in ("delta_cos", "sub_cos", "sub_delta"):
+            c[f"cos + a*{k}"] = (lambda rs, w, k=k: np.array([r["cos"] + w * r[k] for r in rs]), WEIGHTS)
+            c[f"max(cos, b*{k})"] = (lambda rs, w, k=k: np.array([max(r["cos"], w * r[k]) for r in rs]), WEIGHTS[1:])
+    if "cat_max" in fields:
+        c["max(cos, b*cat_max)"] = (
+            lambda rs, w: np.array([max(r["cos"], w * r["cat_max"]) for r in rs]),
+            WEIGHTS[1:],
+        )
+        c["cos + a*cat_max"] = (lambda rs, w: np.array([r["cos"] + w * r["cat_max"] for r in rs]), WEIGHTS)
     return c
 
 
@@ -285,8 +477,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--chunk", type=int, default=16, help="rows per scoring step (the output file is rewritten after each)"
     )
     ap.add_argument("--out", type=Path, default=Path("levers.json"))
+    ap.add_argument(
+        "--groups",
+        type=lambda v: tuple(g for g in v.split(",") if g),
+        default=DEFAULT_GROUPS,
+        help=f"lever groups to compute beside the default score, comma-separated, of {','.join(GROUPS)} "
+        f"(default {','.join(DEFAULT_GROUPS)}: session 6's table; reply: the row with its prompts emptied; "
+        "contrast: the same prompts answered by a refusal; adapter: the safety adapter's weight delta)",
+    )
     ap.add_argument("--analyse", type=Path, help="print the tables from a file this bench wrote, and stop")
     args = ap.parse_args(argv)
+    if bad := set(args.groups) - set(GROUPS):
+        ap.error(f"--groups: unknown {', '.join(sorted(bad))} (known: {', '.join(GROUPS)})")
     if args.analyse:
         analyse(args.analyse)
         return 0
