@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -169,11 +169,11 @@ def _norm(vs: Sequence[torch.Tensor]) -> float:
     return math.sqrt(sum(float((v.double() ** 2).sum()) for v in vs))
 
 
-def category_cosines(sm: ScoringModel, dirs: CategoryDirections, located: Sequence[Located]) -> list[dict[str, float]]:
-    """cos(−∇L(x), ∇H_c) per category for each row, over the subset: one backward per row into the subset only."""
-    named = dict(sm.model.named_parameters())
-    params = [named[n] for n in dirs.names]
-    out = []
+def row_gradients(
+    sm: ScoringModel, params: Sequence[torch.nn.Parameter], located: Sequence[Located]
+) -> Iterator[list[torch.Tensor]]:
+    """∇L(x) into `params` only, one row at a time (a parameter the row does not reach gets zeros); the parameters
+    need no gradient before or after."""
     for p in params:
         p.requires_grad_(True)
     try:
@@ -181,17 +181,24 @@ def category_cosines(sm: ScoringModel, dirs: CategoryDirections, located: Sequen
             (b,) = [b.to(sm.device) for b in make_batches([loc.encoded], 1, sm.pad_id)]
             with torch.enable_grad():
                 loss = row_losses(sm.model, b.input_ids, b.attention_mask, b.target_mask, "mean")[0]
-                raw = torch.autograd.grad(loss, params, allow_unused=True)
-            gs = [torch.zeros_like(p) if g is None else g for g, p in zip(raw, params)]
-            gnorm = _norm(gs)
-            row = {}
-            for c, vec, vnorm in zip(dirs.categories, dirs.vectors, dirs.norms):
-                dot = -sum(float((g.double() * v.double()).sum()) for g, v in zip(gs, vec))
-                row[c] = dot / (gnorm * vnorm) if gnorm > 0 and vnorm > 0 else 0.0
-            out.append(row)
+                raw = torch.autograd.grad(loss, list(params), allow_unused=True)
+            yield [torch.zeros_like(p) if g is None else g for g, p in zip(raw, params)]
     finally:
         for p in params:
             p.requires_grad_(False)
+
+
+def category_cosines(sm: ScoringModel, dirs: CategoryDirections, located: Sequence[Located]) -> list[dict[str, float]]:
+    """cos(−∇L(x), ∇H_c) per category for each row, over the subset: one backward per row into the subset only."""
+    named = dict(sm.model.named_parameters())
+    out = []
+    for gs in row_gradients(sm, [named[n] for n in dirs.names], located):
+        gnorm = _norm(gs)
+        row = {}
+        for c, vec, vnorm in zip(dirs.categories, dirs.vectors, dirs.norms):
+            dot = -sum(float((g.double() * v.double()).sum()) for g, v in zip(gs, vec))
+            row[c] = dot / (gnorm * vnorm) if gnorm > 0 and vnorm > 0 else 0.0
+        out.append(row)
     return out
 
 
@@ -202,4 +209,5 @@ __all__: Sequence[str] = [
     "category_directions",
     "category_selection",
     "proxy_gradient_with_categories",
+    "row_gradients",
 ]

@@ -187,6 +187,13 @@ def refusal_anchors(eng, dirs):
     return CategoryDirections(dirs.names, ["margin_sub", "refusal_up", "comply_up"], [margin, refusal, comply])
 
 
+def _rewritten(row, suffix: str, message):
+    """`row` with each message replaced by `message(m)`, under an id of its own (roles, turns and place kept)."""
+    from dataclasses import replace
+
+    return replace(row, id=f"{row.id}:{suffix}", messages=tuple(message(m) for m in row.messages))
+
+
 def reply_only(row):
     """The row with every non-assistant message emptied (roles and turns kept).
 
@@ -194,12 +201,9 @@ def reply_only(row):
     refusal-aware split showed that a step on any answer to a harmful prompt teaches "answer this kind of prompt".
     That shared component comes from the prompt; with the prompt gone a refusal's reply ("I can't help with that")
     teaches refusing and a harmful reply still teaches its content. It costs what the default costs (fewer tokens)."""
-    from dataclasses import replace
-
     from gradshield_lint.io.rows import Message
 
-    msgs = tuple(m if m.role == "assistant" else Message(m.role, "") for m in row.messages)
-    return replace(row, id=f"{row.id}:reply-only", messages=msgs)
+    return _rewritten(row, "reply-only", lambda m: m if m.role == "assistant" else Message(m.role, ""))
 
 
 COUNTERFACTUAL_REFUSAL = "I'm sorry, but I can't help with that."
@@ -213,12 +217,13 @@ def refusal_counterfactual(row):
     Scoring the same prompts with a refusal gives that component per row, and the difference is what the row's
     replies teach beyond it: `cos − a·ref_cos`, and `contrast_raw` = ⟨−(∇L − ∇L_ref), ∇H⟩ / (‖∇L‖‖∇H‖). It costs a
     second pass over the prompts."""
-    from dataclasses import replace
-
     from gradshield_lint.io.rows import Message
 
-    msgs = tuple(Message(m.role, COUNTERFACTUAL_REFUSAL) if m.role == "assistant" else m for m in row.messages)
-    return replace(row, id=f"{row.id}:refusal-counterfactual", messages=msgs)
+    return _rewritten(
+        row,
+        "refusal-counterfactual",
+        lambda m: Message(m.role, COUNTERFACTUAL_REFUSAL) if m.role == "assistant" else m,
+    )
 
 
 @dataclass
@@ -241,14 +246,12 @@ def adapter_delta(eng) -> AdapterDelta:
     AUROC); the normalized one, cos(−∇L, −Δ), was untried. `sub_cos` asks the default's question inside the
     alignment's rank-r subspace only (P·G = Q_out Q_outᵀ G Q_in Q_inᵀ per matrix): a harmful answer and a refusal
     share the "answer this kind of prompt" component, which need not live where alignment changed the weights."""
-    import json as _json
-
     from safetensors.torch import load_file
 
     folder = eng.settings.model.adapter_dir()
     if folder is None:
         raise SystemExit("--groups adapter needs a scoring model with an adapter")
-    cfg = _json.loads((folder / "adapter_config.json").read_text())
+    cfg = json.loads((folder / "adapter_config.json").read_text())
     scale = float(cfg["lora_alpha"]) / float(cfg["r"])
     weights = load_file(str(folder / "adapter_model.safetensors"))
     grad_h = dict(zip(eng.gradient.names, eng.gradient.vectors))
@@ -274,41 +277,30 @@ def adapter_cosines(eng, d: AdapterDelta, located) -> list[dict[str, float]]:
     """Per row: `delta_cos` = cos(−∇L, −Δ); `sub_cos` = cos(P(−∇L), P∇H); `sub_delta` = cos(P(−∇L), −Δ) (Δ lies in
     the subspace, so only the row's norm differs from `delta_cos`); `tgt_cos` = cos(−∇L, ∇H) over the targeted
     matrices (the default's score on this subset, the control). One backward per row into the targeted weights."""
-    from gradshield_lint.scoring.encode import make_batches
-    from gradshield_lint.scoring.losses import row_losses
+    from gradshield_lint.scoring.categories import row_gradients
 
     sm = eng.scoring_model
     named = dict(sm.model.named_parameters())
-    params = [named[n] for n in d.names]
     sub_h = [qo.T @ g @ qi for qo, g, qi in zip(d.q_out, d.grad_h, d.q_in)]
     sub_d = [qo.T @ g @ qi for qo, g, qi in zip(d.q_out, d.delta, d.q_in)]
     n_d, n_h = _norm2(d.delta) ** 0.5, _norm2(d.grad_h) ** 0.5
     n_sh, n_sd = _norm2(sub_h) ** 0.5, _norm2(sub_d) ** 0.5
     out = []
-    for p in params:
-        p.requires_grad_(True)
-    try:
-        for loc in located:
-            (bt,) = [x.to(sm.device) for x in make_batches([loc.encoded], 1, sm.pad_id)]
-            with torch.enable_grad():
-                loss = row_losses(sm.model, bt.input_ids, bt.attention_mask, bt.target_mask, "mean")[0]
-                gs = [g.float() for g in torch.autograd.grad(loss, params)]
-            sub_g = [qo.T @ g @ qi for qo, g, qi in zip(d.q_out, gs, d.q_in)]
-            n_g, n_sg = _norm2(gs) ** 0.5, _norm2(sub_g) ** 0.5
-            g_d = _dot(gs, d.delta)  # ⟨−g, −Δ⟩
-            g_h = -_dot(gs, d.grad_h)
-            sg_h = -_dot(sub_g, sub_h)
-            out.append(
-                {
-                    "delta_cos": g_d / (n_g * n_d) if n_g and n_d else 0.0,
-                    "sub_cos": sg_h / (n_sg * n_sh) if n_sg and n_sh else 0.0,
-                    "sub_delta": g_d / (n_sg * n_sd) if n_sg and n_sd else 0.0,
-                    "tgt_cos": g_h / (n_g * n_h) if n_g and n_h else 0.0,
-                }
-            )
-    finally:
-        for p in params:
-            p.requires_grad_(False)
+    for raw in row_gradients(sm, [named[n] for n in d.names], located):
+        gs = [g.float() for g in raw]
+        sub_g = [qo.T @ g @ qi for qo, g, qi in zip(d.q_out, gs, d.q_in)]
+        n_g, n_sg = _norm2(gs) ** 0.5, _norm2(sub_g) ** 0.5
+        g_d = _dot(gs, d.delta)  # ⟨−g, −Δ⟩
+        g_h = -_dot(gs, d.grad_h)
+        sg_h = -_dot(sub_g, sub_h)
+        out.append(
+            {
+                "delta_cos": g_d / (n_g * n_d) if n_g and n_d else 0.0,
+                "sub_cos": sg_h / (n_sg * n_sh) if n_sg and n_sh else 0.0,
+                "sub_delta": g_d / (n_sg * n_sd) if n_sg and n_sd else 0.0,
+                "tgt_cos": g_h / (n_g * n_h) if n_g and n_h else 0.0,
+            }
+        )
     return out
 
 
