@@ -24,6 +24,7 @@ the weight and the 2 % threshold come from the other files only; the held-out fi
 
     python -m gradshield_research.bench.levers ../shared/eval-dev/ --per-file 16 --out /tmp/levers.json  # slow part
     python -m gradshield_research.bench.levers --analyse /tmp/levers.json                               # tables
+    python -m gradshield_research.bench.levers --groups '' --adapter DIR --out F   # a candidate adapter, default only
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def score(args) -> None:
     from gradshield_lint.scoring.encode import encode_with_offsets
     from gradshield_lint.scoring.engine import Engine, settings_from_config
     from gradshield_lint.scoring.explain import strongest_window, token_push
-    from gradshield_research.bench.verdict import BENIGN_DEFAULT
+    from gradshield_research.bench.verdict import BENIGN_DEFAULT, candidate_overrides
     from gradshield_research.bench.verdict import draw as verdict_draw
 
     groups = set(args.groups)
@@ -88,7 +89,7 @@ def score(args) -> None:
     exclude = {r.id for r in vbase} | {a[0].id for a in vadded}
     items = draw(folder, benign, args.per_file, args.seed, exclude)
     print(f"{len(items)} rows ({len(exclude)} verdict rows excluded)", file=sys.stderr, flush=True)
-    eng = Engine(settings_from_config(config_from_dict({})))
+    eng = Engine(settings_from_config(config_from_dict(candidate_overrides(args.adapter))))
     s = eng.settings
     t0 = time.perf_counter()
     dirs = (
@@ -475,7 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_GROUPS,
         help=f"lever groups to compute beside the default score, comma-separated, of {','.join(GROUPS)} "
         f"(default {','.join(DEFAULT_GROUPS)}: session 6's table; reply: the row with its prompts emptied; "
-        "contrast: the same prompts answered by a refusal; adapter: the safety adapter's weight delta)",
+        "contrast: the same prompts answered by a refusal; adapter: the safety adapter's weight delta; "
+        "empty: the default score only)",
+    )
+    ap.add_argument(
+        "--adapter",
+        help="model.adapter for this run (a peft directory), to measure a candidate adapter on these rows, none of "
+        "them the verdict's; the shipped adapter otherwise",
     )
     ap.add_argument("--analyse", type=Path, help="print the tables from a file this bench wrote, and stop")
     args = ap.parse_args(argv)

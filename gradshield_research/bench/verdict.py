@@ -154,6 +154,18 @@ def peer_scores(sm, rows, which: Sequence[str], batch_size: int, cache: Path) ->
     return out
 
 
+def candidate_overrides(adapter: str | None) -> dict:
+    """The configuration overrides of a bench run: none (the defaults, exactly), or only `model.adapter`, so that a
+    candidate adapter is measured on the same code and settings as the shipped one. The path is made absolute because
+    a relative `model.adapter` is read against the configuration's root, a temporary folder here."""
+    if not adapter:
+        return {}
+    folder = Path(adapter).resolve()
+    if not (folder / "adapter_config.json").is_file():
+        raise SystemExit(f"--adapter {adapter}: not a peft adapter directory (no adapter_config.json)")
+    return {"model": {"adapter": str(folder)}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", nargs="?", default="../shared/eval-dev/")
@@ -186,10 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gs-verdict-") as tmp:
         root = Path(tmp)
-        # the defaults, exactly, except for a candidate adapter named on the command line
-        cfg = config_from_dict(
-            {"model": {"adapter": str(Path(args.adapter).resolve())}} if args.adapter else {}, root=root
-        )
+        cfg = config_from_dict(candidate_overrides(args.adapter), root=root)
         engine = Engine(settings_from_config(cfg))
         data = root / "data" / "train.jsonl"
         data.parent.mkdir()

@@ -138,3 +138,28 @@ def test_unknown_lever_group_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         levers.main(["--groups", "reply,nonsense", "--analyse", "x.json"])
     assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
+
+
+def test_candidate_adapter_is_the_only_override_and_is_checked_before_a_run(tmp_path, monkeypatch):
+    """`bench.verdict --adapter` and `bench.levers --adapter` measure a candidate on the shipped code and settings:
+    the one override is `model.adapter`, made absolute (the verdict's configuration root is a temporary folder), and
+    a folder that holds no peft adapter is refused by name before any model loads."""
+    from gradshield_lint.config import config_from_dict
+    from gradshield_lint.scoring.engine import settings_from_config
+    from gradshield_research.bench.verdict import candidate_overrides
+
+    assert candidate_overrides(None) == {} and candidate_overrides("") == {}
+    cand = tmp_path / "ad640"
+    cand.mkdir()
+    with pytest.raises(SystemExit, match="ad640: not a peft adapter directory"):
+        candidate_overrides(str(cand))
+    (cand / "adapter_config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    over = candidate_overrides("ad640")
+    assert over == {"model": {"adapter": str(cand)}}
+    root = tmp_path / "elsewhere"
+    root.mkdir()
+    s = settings_from_config(config_from_dict(over, root=root))
+    assert s.model.adapter_dir() == cand
+    shipped = settings_from_config(config_from_dict(candidate_overrides(None), root=root))
+    assert shipped.model.adapter_dir() is not None and shipped.model.adapter_dir() != cand
