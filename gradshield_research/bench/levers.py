@@ -460,6 +460,8 @@ def analyse(path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gradshield_research.bench.verdict import adapter_folder
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", nargs="?", default="../shared/eval-dev/")
     ap.add_argument("--per-file", type=int, default=16)
@@ -481,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument(
         "--adapter",
+        type=adapter_folder,
         help="model.adapter for this run (a peft directory), to measure a candidate adapter on these rows, none of "
         "them the verdict's; the shipped adapter otherwise",
     )

@@ -154,16 +154,20 @@ def peer_scores(sm, rows, which: Sequence[str], batch_size: int, cache: Path) ->
     return out
 
 
-def candidate_overrides(adapter: str | None) -> dict:
-    """The configuration overrides of a bench run: none (the defaults, exactly), or only `model.adapter`, so that a
-    candidate adapter is measured on the same code and settings as the shipped one. The path is made absolute because
-    a relative `model.adapter` is read against the configuration's root, a temporary folder here."""
-    if not adapter:
-        return {}
-    folder = Path(adapter).resolve()
+def adapter_folder(value: str) -> Path:
+    """`--adapter`'s type: the folder made absolute (a relative `model.adapter` would be read against the
+    configuration's root, a temporary folder in bench/verdict.py), and refused at parse time, with exit 2, unless it
+    holds a peft adapter, so that a wrong path costs no model load."""
+    folder = Path(value).resolve()
     if not (folder / "adapter_config.json").is_file():
-        raise SystemExit(f"--adapter {adapter}: not a peft adapter directory (no adapter_config.json)")
-    return {"model": {"adapter": str(folder)}}
+        raise argparse.ArgumentTypeError(f"{value}: not a peft adapter directory (no adapter_config.json)")
+    return folder
+
+
+def candidate_overrides(adapter: Path | None) -> dict:
+    """The configuration overrides of a bench run: none (the defaults, exactly), or only `model.adapter`, so that a
+    candidate adapter is measured on the same code and settings as the shipped one."""
+    return {"model": {"adapter": str(adapter)}} if adapter else {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the per-row scores and verdicts as JSON here")
     ap.add_argument(
         "--adapter",
+        type=adapter_folder,
         help="model.adapter for this run (a peft directory), to measure a candidate adapter before it ships; "
         "the default configuration otherwise",
     )

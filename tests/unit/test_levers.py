@@ -140,22 +140,26 @@ def test_unknown_lever_group_is_refused(capsys):
     assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
 
 
-def test_candidate_adapter_is_the_only_override_and_is_checked_before_a_run(tmp_path, monkeypatch):
+def test_candidate_adapter_is_the_only_override_and_is_checked_before_a_run(tmp_path, monkeypatch, capsys):
     """`bench.verdict --adapter` and `bench.levers --adapter` measure a candidate on the shipped code and settings:
     the one override is `model.adapter`, made absolute (the verdict's configuration root is a temporary folder), and
-    a folder that holds no peft adapter is refused by name before any model loads."""
+    a folder that holds no peft adapter is refused by name, with exit 2, before any model loads."""
     from gradshield_lint.config import config_from_dict
     from gradshield_lint.scoring.engine import settings_from_config
-    from gradshield_research.bench.verdict import candidate_overrides
+    from gradshield_research.bench import verdict
+    from gradshield_research.bench.verdict import adapter_folder, candidate_overrides
 
-    assert candidate_overrides(None) == {} and candidate_overrides("") == {}
+    assert candidate_overrides(None) == {}
     cand = tmp_path / "ad640"
     cand.mkdir()
-    with pytest.raises(SystemExit, match="ad640: not a peft adapter directory"):
-        candidate_overrides(str(cand))
+    for bench in (verdict, levers):
+        with pytest.raises(SystemExit) as e:
+            bench.main([str(tmp_path), "--adapter", str(cand)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "ad640: not a peft adapter directory" in err
     (cand / "adapter_config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
-    over = candidate_overrides("ad640")
+    over = candidate_overrides(adapter_folder("ad640"))
     assert over == {"model": {"adapter": str(cand)}}
     root = tmp_path / "elsewhere"
     root.mkdir()
