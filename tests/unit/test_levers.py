@@ -138,6 +138,9 @@ def test_unknown_lever_group_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         levers.main(["--groups", "reply,nonsense", "--analyse", "x.json"])
     assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        levers.main(["--rows", "verdict", "--groups", "judge"])
+    assert e.value.code == 2 and "needs --groups reference" in capsys.readouterr().err
 
 
 def test_candidate_adapter_is_the_only_override_and_is_checked_before_a_run(tmp_path, monkeypatch, capsys):
@@ -167,3 +170,109 @@ def test_candidate_adapter_is_the_only_override_and_is_checked_before_a_run(tmp_
     assert s.model.adapter_dir() == cand
     shipped = settings_from_config(config_from_dict(candidate_overrides(None), root=root))
     assert shipped.model.adapter_dir() is not None and shipped.model.adapter_dir() != cand
+
+
+def test_judge_asks_after_the_row_and_about_the_quoted_row():
+    """The appended-turn judge keeps the row's messages as they are and asks last; the quoted judge is one user
+    turn that holds every prompt and reply (not the system message) and ends with the question."""
+    row = _multi_turn_row()
+    conv = levers.judge_conversations(row)
+    turn, quote = conv["judge_turn"], conv["judge_quote"]
+    assert turn[:-1] == [{"role": m.role, "content": m.content} for m in row.messages]
+    assert turn[-1] == {"role": "user", "content": levers.JUDGE_TURN}
+    (q,) = quote
+    assert q["role"] == "user" and "AOA" not in q["content"]
+    assert "User: How do I pick a lock?" in q["content"] and "Assistant: Rake the pins." in q["content"]
+    assert q["content"].endswith("Answer with Yes or No.")
+    assert {"judge_turn", "cos + a*judge_quote"} <= set(levers.candidates(frozenset(conv)))
+    assert not any("judge" in k for k in levers.candidates())
+    r = [{"cos": 0.1, "judge_turn": -2.0, "judge_quote": 3.0, "n_target": 3}]
+    assert levers.candidates(frozenset(r[0]))["cos + a*judge_quote"][0](r, 0.1).tolist() == pytest.approx([0.4])
+
+
+def test_judge_logit_is_yes_minus_no_and_the_appended_question_leaves_the_row_logits_unchanged(
+    tiny_model_dir, tokenizer
+):
+    """On a real tokenizer and tiny model: the judge's value is logit(Yes) − logit(No) of the token after the
+    generation prompt, and the row's tokens are a prefix of the appended-turn judge's, with the same logits there
+    (a causal model), which is why that judge could ride on the pass FIHS already makes."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from gradshield_lint.scoring.encode import render_chat
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="eager").eval()
+    sm = SimpleNamespace(model=model, tokenizer=tokenizer, device=torch.device("cpu"))
+    row = _multi_turn_row()
+    conv = levers.judge_conversations(row)
+    got = levers.judge_logits(sm, list(conv.values()), max_length=512)
+    yes, no = levers.judge_token_ids(tokenizer)
+    assert yes != no
+    for c, value in zip(conv.values(), got):
+        ids = tokenizer(render_chat(tokenizer, c, generation_prompt=True), add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            last = model(input_ids=torch.tensor([ids])).logits[0, -1]
+        assert value == pytest.approx(float(last[yes] - last[no]), abs=1e-5)
+
+    msgs = conv["judge_turn"][:-1]
+    row_ids = tokenizer(render_chat(tokenizer, msgs), add_special_tokens=False)["input_ids"]
+    full = tokenizer(render_chat(tokenizer, conv["judge_turn"], generation_prompt=True), add_special_tokens=False)[
+        "input_ids"
+    ]
+    assert full[: len(row_ids)] == row_ids and len(full) > len(row_ids)
+    with torch.no_grad():
+        alone = model(input_ids=torch.tensor([row_ids])).logits[0]
+        within = model(input_ids=torch.tensor([full])).logits[0, : len(row_ids)]
+    assert torch.allclose(alone, within, atol=1e-5)
+    # a conversation longer than max_length keeps its last tokens: the question survives
+    short = levers.judge_logits(sm, [conv["judge_turn"]], max_length=16)
+    with torch.no_grad():
+        tail = model(input_ids=torch.tensor([full[-16:]])).logits[0, -1]
+    assert short == [pytest.approx(float(tail[yes] - tail[no]), abs=1e-5)]
+
+
+def test_a_row_is_judged_against_the_accepted_rows_it_resembles():
+    """`knn_means` gives each row the mean default score of its nearest accepted rows by embedding, never itself:
+    a refusal-like row among high-scoring accepted refusals gets their level subtracted, a row unlike them gets the
+    level of the low-scoring rows it does resemble."""
+    e_ref, e_ans = [1.0, 0.0], [0.0, 1.0]
+    reference = [{"id": f"r{i}", "cos": 0.15, "emb10": e_ref} for i in range(10)] + [
+        {"id": f"a{i}", "cos": 0.01, "emb10": e_ans} for i in range(10)
+    ]
+    new = [
+        {"id": "refusal", "cos": 0.16, "emb10": [0.9, 0.1], "label": "benign"},
+        {"id": "harmful", "cos": 0.12, "emb10": [0.1, 0.9], "label": "harmful"},
+        {"id": "r0", "cos": 0.15, "emb10": e_ref, "label": "benign"},
+    ]
+    levers.knn_means(new, reference)
+    assert new[0]["knn10_3"] == pytest.approx(0.15) and new[1]["knn10_10"] == pytest.approx(0.01)
+    # r0 is not its own neighbour: its 10 nearest are the 9 other refusals and one answer
+    assert new[2]["knn10_10"] == pytest.approx((9 * 0.15 + 0.01) / 10) and "knn20_3" not in new[0]
+    cands = levers.candidates(frozenset(new[0]))
+    f, grid = cands["cos - a*knn (layer, k, a per fold)"]
+    assert set(grid) == {(10, k, a) for k in levers.REF_K for a in levers.REF_A}
+    got = f(new, (10, 3, 1.0))
+    assert got[1] > got[0]  # the harmful row now outranks the refusal it scored below
+    assert not any("knn" in k for k in levers.candidates())
+
+
+def test_confirmation_flags_as_check_does_at_one_percent(capsys):
+    """`--rows verdict` judges rows as `check` does: flagged when the conformal p-value against the accepted rows is
+    at most 1 %, which with 99 accepted rows means above every one of them; both scores are reported per source."""
+    accepted = np.arange(99, dtype=float)
+    got = levers.conformal_flags(np.array([99.5, 98.0, 98.9, -1.0]), accepted, 0.01)
+    assert got.tolist() == [True, False, True, False]  # 98.9 is above every accepted row (0 … 98)
+    assert levers.conformal_flags(np.array([97.5]), accepted, 0.03).tolist() == [True]  # p = 2/100
+
+    reference = [{"id": f"a{i}", "cos": 0.01 * (i % 10), "emb10": [1.0, 0.0]} for i in range(99)]
+    added = [
+        {"id": "h", "source": "harmful_x", "label": "harmful", "cos": 0.5, "emb10": [1.0, 0.0]},
+        {"id": "b", "source": "benign_y", "label": "benign", "cos": 0.02, "emb10": [1.0, 0.0]},
+    ]
+    levers.knn_means(added, reference)
+    levers.confirm(added, reference)
+    out = capsys.readouterr().out
+    assert "| cos (default) | 0/1 | 1/1 |" in out and "| local z, layer 10, k 10 | 0/1 | 1/1 |" in out
+    assert "| cos (default) | 1/1 | 0/0 | 0/1 |" in out
