@@ -21,6 +21,10 @@ for (`--groups`; the default is session 6's table), all without a second model:
   (`knn_means`): a new row is judged against the accepted rows it resembles, not against all of them;
 - `judge_turn`, `judge_quote` (`--groups judge`): the aligned scoring model asked whether the reply is harmful,
   logit(Yes) − logit(No) of its next token, forward only (`judge_conversations`, `judge_logits`);
+- `sign_cos`, `adam_cos`, `layer_cos` (`--groups optimizer`): the step finetuning takes, not the gradient: Adam's
+  first step is sign(−∇L), later ones −∇L/√v with v the second moment of the data's gradients (here the accepted
+  rows' and the row's own), and a per-matrix normalized step (`optimizer_cosines`); `opt_cos` is the default
+  recomputed from the same gradient, the control;
 - combinations `cos + a·x` and `max(cos, b·x)` with these, whose weight is chosen on the other source files.
 
 The rows exclude those bench/verdict.py reports (same sources, `--verdict-seed`, `--verdict-per-file`), so settings
@@ -33,6 +37,7 @@ them as `check` does (conformal p ≤ 1 % against the verdict's accepted rows; `
     python -m gradshield_research.bench.levers --analyse /tmp/levers.json                               # tables
     python -m gradshield_research.bench.levers --groups '' --adapter DIR --out F   # a candidate adapter, default only
     python -m gradshield_research.bench.levers --rows verdict --groups reference --out F  # confirm the local z
+    python -m gradshield_research.bench.levers --rows verdict --groups optimizer --out F  # confirm the optimizer step
 """
 
 from __future__ import annotations
@@ -81,14 +86,13 @@ def draw(folder: Path, benign: Sequence[str], per_file: int, seed: int, exclude:
     return [f[i] for i in range(max(map(len, out), default=0)) for f in out if i < len(f)]
 
 
-GROUPS = ("windows", "categories", "anchors", "reply", "contrast", "adapter", "judge", "reference")
+GROUPS = ("windows", "categories", "anchors", "reply", "contrast", "adapter", "judge", "reference", "optimizer")
 DEFAULT_GROUPS = ("windows", "categories", "anchors")  # session 6's table
 
 
 def score(args) -> None:
     from gradshield_lint.config import config_from_dict
     from gradshield_lint.scoring.categories import category_cosines, category_directions, category_selection
-    from gradshield_lint.scoring.encode import encode_with_offsets
     from gradshield_lint.scoring.engine import Engine, settings_from_config
     from gradshield_lint.scoring.explain import strongest_window, token_push
     from gradshield_research.bench.verdict import BENIGN_DEFAULT, candidate_overrides
@@ -117,14 +121,29 @@ def score(args) -> None:
     vnorm = eng.gradient.norm
     out: list[dict] = []
     reference: list[dict] = []
+    moment = None
+    if "optimizer" in groups:
+        moment = second_moment(eng, vbase, args.chunk)
+        if args.rows == "verdict":  # the accepted rows' own step scores, for check's conformal rule
+            for k in range(0, len(vbase), args.chunk):
+                part = vbase[k : k + args.chunk]
+                scored = eng.score_rows(part)
+                reference += [
+                    {"id": r.id, "cos": sr.score.fihs, **oc}
+                    for r, sr, oc in zip(part, scored, optimizer_cosines(eng, moment, _located(eng, part), True))
+                ]
+                print(f"reference: {len(reference)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
     if "reference" in groups:
+        embedded: list[dict] = []
         for k in range(0, len(vbase), args.chunk):
             part = vbase[k : k + args.chunk]
-            reference += [
+            embedded += [
                 {"id": r.id, "cos": sr.score.fihs, **emb}
                 for r, sr, emb in zip(part, eng.score_rows(part), reply_embeddings(eng, part))
             ]
-            print(f"reference: {len(reference)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
+            print(f"reference: {len(embedded)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
+        # one entry per accepted row, whichever groups filled it
+        reference = [{**a, **b} for a, b in zip(reference, embedded)] if reference else embedded
     step = args.chunk
     for k in range(0, len(items), step):
         part = items[k : k + step]
@@ -141,12 +160,7 @@ def score(args) -> None:
             }
             for (r, label, src), sr in zip(part, eng.score_rows(rows))
         ]
-        located = [
-            encode_with_offsets(
-                eng.scoring_model.tokenizer, r.messages, max_length=s.max_length, truncation=s.truncation
-            )
-            for r in rows
-        ]
+        located = _located(eng, rows)
         if "windows" in groups:
             for rec, push in zip(recs, token_push(eng.scoring_model, eng.gradient, located, s.score.batch_size)):
                 scale = (rec["grad_norm"] or 0.0) * vnorm
@@ -177,6 +191,9 @@ def score(args) -> None:
         if "reference" in groups:
             for rec, emb in zip(recs, reply_embeddings(eng, rows)):
                 rec.update(emb)
+        if moment is not None:
+            for rec, oc in zip(recs, optimizer_cosines(eng, moment, located, False)):
+                rec.update(oc)
         if "judge" in groups:
             for rec, row in zip(recs, rows):
                 conv = judge_conversations(row)
@@ -449,6 +466,89 @@ def adapter_cosines(eng, d: AdapterDelta, located) -> list[dict[str, float]]:
     return out
 
 
+ADAM_EPS = 1e-8  # torch.optim.Adam's default
+OPTIMIZER_STEP = "adam_cos"  # the optimizer lever --rows verdict confirms: chosen on the levers' rows (session 13)
+
+
+@dataclass
+class SecondMoment:
+    """Σ ∇L(x)² over the accepted rows, per selected matrix (the order of `eng.gradient.names`), and their count:
+    Adam's v after a pass over the data the pull request adds to."""
+
+    sq: list[torch.Tensor]
+    n: int
+
+
+def _located(eng, rows):
+    from gradshield_lint.scoring.encode import encode_with_offsets
+
+    s = eng.settings
+    return [
+        encode_with_offsets(eng.scoring_model.tokenizer, r.messages, max_length=s.max_length, truncation=s.truncation)
+        for r in rows
+    ]
+
+
+def second_moment(eng, rows, chunk: int) -> SecondMoment:
+    from gradshield_lint.scoring.categories import row_gradients
+
+    named = dict(eng.scoring_model.model.named_parameters())
+    params = [named[n] for n in eng.gradient.names]
+    sq = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    n = 0
+    for k in range(0, len(rows), chunk):
+        for gs in row_gradients(eng.scoring_model, params, _located(eng, rows[k : k + chunk])):
+            for acc, g in zip(sq, gs):
+                acc.addcmul_(g.float(), g.float())
+            n += 1
+        print(f"second moment: {n}/{len(rows)} accepted rows", file=sys.stderr, flush=True)
+    return SecondMoment(sq, n)
+
+
+def optimizer_cosines(eng, m: SecondMoment, located, accepted: bool) -> list[dict[str, float]]:
+    """Per row, the cosine with ∇H of the step an optimizer takes on it (one backward per row, every selected
+    matrix): `sign_cos` = cos(sign(−∇L), ∇H) (Adam's first step, bias-corrected, is exactly the sign); `adam_cos` =
+    cos(−∇L/(√v + ε), ∇H) with v the mean square gradient over the accepted rows and this one (`accepted`: the row
+    is already among them); `layer_cos` = cos of the step with each matrix's gradient scaled to unit norm, ∇H;
+    `opt_cos` = cos(−∇L, ∇H), the default from the same gradient (a control: it must match `cos`).
+
+    Why: FIHS asks what a gradient step does, but finetuning takes Adam steps, whose per-coordinate scaling can
+    reorder which rows push toward ∇H (data selection by gradients works better with Adam-aware features)."""
+    from gradshield_lint.scoring.categories import row_gradients
+
+    named = dict(eng.scoring_model.model.named_parameters())
+    hs = [h.float() for h in eng.gradient.vectors]
+    h_norm = _norm2(hs) ** 0.5
+    out = []
+    for raw in row_gradients(eng.scoring_model, [named[n] for n in eng.gradient.names], located):
+        gs = [g.float() for g in raw]
+        g_h = -_dot(gs, hs)
+        g_n = _norm2(gs) ** 0.5
+        sign_h = sign_nnz = adam_h = adam_n = layer_h = layer_n = 0.0
+        n = m.n if accepted else m.n + 1
+        for g, h, sq in zip(gs, hs, m.sq):
+            sgn = torch.sign(g)
+            sign_h -= float(torch.vdot(sgn.reshape(-1), h.reshape(-1)))
+            sign_nnz += float(torch.count_nonzero(sgn))
+            v = sq.clone() if accepted else sq + g * g
+            u = g / (v.div_(n).sqrt_().add_(ADAM_EPS))
+            adam_h -= float(torch.vdot(u.reshape(-1), h.reshape(-1)))
+            adam_n += float(torch.vdot(u.reshape(-1), u.reshape(-1)))
+            gn = float(torch.linalg.vector_norm(g))
+            if gn > 0:
+                layer_h -= float(torch.vdot(g.reshape(-1), h.reshape(-1))) / gn
+                layer_n += 1.0
+        out.append(
+            {
+                "opt_cos": g_h / (g_n * h_norm) if g_n and h_norm else 0.0,
+                "sign_cos": sign_h / (sign_nnz**0.5 * h_norm) if sign_nnz and h_norm else 0.0,
+                "adam_cos": adam_h / (adam_n**0.5 * h_norm) if adam_n and h_norm else 0.0,
+                "layer_cos": layer_h / (layer_n**0.5 * h_norm) if layer_n and h_norm else 0.0,
+            }
+        )
+    return out
+
+
 def _dot(us, vs) -> float:
     # float32 products summed per matrix, the matrices' sums in double: a bench's cosine, not a score to 1e-7
     return sum(float(torch.vdot(u.reshape(-1), v.reshape(-1))) for u, v in zip(us, vs))
@@ -535,6 +635,11 @@ def candidates(fields: frozenset[str] = frozenset()) -> dict[str, tuple]:
                     lambda rs, w, k=f"knn{layer}_10": np.array([r["cos"] - r[k] for r in rs]),
                     None,
                 )
+    for k in ("sign_cos", "adam_cos", "layer_cos", "opt_cos"):
+        if k in fields:
+            c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
+            if k != "opt_cos":
+                c[f"cos + a*{k}"] = (lambda rs, w, k=k: np.array([r["cos"] + w * r[k] for r in rs]), WEIGHTS)
     for k in ("judge_turn", "judge_quote"):
         if k in fields:
             c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
@@ -642,14 +747,18 @@ def conformal_flags(scores: np.ndarray, accepted: np.ndarray, fpr: float) -> np.
 
 def confirm(rows: list[dict], reference: list[dict]) -> None:
     """The verdict's added rows, judged as `check` judges them (conformal p ≤ 1 % against the accepted rows), by
-    the default and by the local z chosen on the levers' rows (`LOCAL_Z`); the accepted rows' own local z is taken
-    among their other accepted neighbours. Threshold-free TPRs beside, over the added benign rows."""
+    the default and by the levers chosen on the levers' rows that the file holds: the local z (`LOCAL_Z`; the
+    accepted rows' own local z is taken among their other accepted neighbours) and the optimizer step
+    (`OPTIMIZER_STEP`). Threshold-free TPRs beside, over the added benign rows."""
     from gradshield_research.bench.quality import auroc
 
     knn_means(reference, reference)
     layer, k = LOCAL_Z
     key = f"knnz{layer}_{k}"
-    scores = {"cos (default)": "cos", f"local z, layer {layer}, k {k}": key}
+    scores = {"cos (default)": "cos"}
+    for name, f in ((f"local z, layer {layer}, k {k}", key), (OPTIMIZER_STEP, OPTIMIZER_STEP)):
+        if rows and reference and f in rows[0] and f in reference[0]:
+            scores[name] = f
     print(f"# bench/levers.py --rows verdict: {len(rows)} added rows of bench/verdict.py, {len(reference)} accepted\n")
     print("| score | " + " | ".join(sorted({r["source"] for r in rows})) + " |")
     print("|---|" + "---:|" * len({r["source"] for r in rows}))
@@ -714,14 +823,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("levers", "verdict"),
         default="levers",
         help="levers: rows none of them the verdict's (to choose a lever); verdict: bench/verdict.py's added rows, "
-        "to confirm the lever chosen (with --groups reference: the default and the local z at check's 1 %%)",
+        "to confirm the lever chosen (with --groups reference: the local z; with --groups optimizer: the optimizer "
+        "step; each beside the default, at check's 1 %%)",
     )
     ap.add_argument("--analyse", type=Path, help="print the tables from a file this bench wrote, and stop")
     args = ap.parse_args(argv)
     if bad := set(args.groups) - set(GROUPS):
         ap.error(f"--groups: unknown {', '.join(sorted(bad))} (known: {', '.join(GROUPS)})")
-    if args.rows == "verdict" and "reference" not in args.groups and not args.analyse:
-        ap.error("--rows verdict confirms the local z: it needs --groups reference")
+    if args.rows == "verdict" and not {"reference", "optimizer"} & set(args.groups) and not args.analyse:
+        ap.error("--rows verdict confirms a chosen lever: it needs --groups reference or optimizer")
     if args.analyse:
         analyse(args.analyse)
         return 0

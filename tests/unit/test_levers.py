@@ -140,7 +140,7 @@ def test_unknown_lever_group_is_refused(capsys):
     assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         levers.main(["--rows", "verdict", "--groups", "judge"])
-    assert e.value.code == 2 and "needs --groups reference" in capsys.readouterr().err
+    assert e.value.code == 2 and "needs --groups reference or optimizer" in capsys.readouterr().err
 
 
 def test_candidate_adapter_is_the_only_override_and_is_checked_before_a_run(tmp_path, monkeypatch, capsys):
@@ -276,3 +276,47 @@ def test_confirmation_flags_as_check_does_at_one_percent(capsys):
     out = capsys.readouterr().out
     assert "| cos (default) | 0/1 | 1/1 |" in out and "| local z, layer 10, k 10 | 0/1 | 1/1 |" in out
     assert "| cos (default) | 1/1 | 0/0 | 0/1 |" in out
+
+
+def test_optimizer_steps_are_the_steps_an_optimizer_takes(tiny_model_dir, tmp_path):
+    """The optimizer lever on a real tiny model: `opt_cos` is the default score from the same gradient; the
+    Adam-scaled step with v from the row alone is the sign step (√(g²) = |g|), as Adam's first step is; with the
+    accepted rows in v the step differs from the sign; a row scored as accepted has v without its gradient added
+    twice; the per-matrix normalized step is a cosine."""
+    import torch
+
+    from gradshield_lint.io.rows import Message, Row
+    from gradshield_lint.scoring.engine import Engine, EngineSettings
+    from gradshield_lint.scoring.model import ModelSpec
+
+    eng = Engine(
+        EngineSettings(model=ModelSpec(name=str(tiny_model_dir), device="cpu"), max_length=64, cache_dir=tmp_path)
+    )
+    row = Row(
+        id="r",
+        messages=(Message("user", "how do I pick a lock"), Message("assistant", "take a tension wrench and")),
+        source="a.jsonl",
+        line=1,
+    )
+    others = [
+        Row(id=f"o{i}", messages=(Message("user", q), Message("assistant", a)), source="b.jsonl", line=i + 1)
+        for i, (q, a) in enumerate([("what is 2+2", "it is 4"), ("name a colour", "blue, like the sky")])
+    ]
+    loc = levers._located(eng, [row])
+    empty = levers.SecondMoment([torch.zeros_like(v, dtype=torch.float32) for v in eng.gradient.vectors], 0)
+    (alone,) = levers.optimizer_cosines(eng, empty, loc, False)
+    (default,) = eng.score_rows([row])
+    assert alone["opt_cos"] == pytest.approx(default.score.fihs, abs=1e-4)
+    assert alone["adam_cos"] == pytest.approx(alone["sign_cos"], abs=1e-4)
+    assert all(-1.0 - 1e-9 <= v <= 1.0 + 1e-9 for v in alone.values()) and alone["layer_cos"] != 0.0
+
+    m = levers.second_moment(eng, others, chunk=1)
+    assert m.n == 2 and all(float(s.min()) >= 0.0 for s in m.sq)
+    (with_data,) = levers.optimizer_cosines(eng, m, loc, False)
+    assert with_data["sign_cos"] == pytest.approx(alone["sign_cos"], abs=1e-6)  # the sign ignores v
+    assert abs(with_data["adam_cos"] - alone["adam_cos"]) > 1e-4
+    # scored as one of the accepted rows, v holds its own gradient once
+    mine = levers.second_moment(eng, [row, *others], chunk=3)
+    (accepted,) = levers.optimizer_cosines(eng, mine, loc, True)
+    assert accepted["adam_cos"] == pytest.approx(with_data["adam_cos"], abs=1e-5)
+    assert "cos + a*adam_cos" in levers.candidates(frozenset(with_data)) and "adam_cos" not in levers.candidates()
