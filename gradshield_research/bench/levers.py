@@ -124,7 +124,9 @@ def score(args) -> None:
     moment = None
     if "optimizer" in groups:
         moment = second_moment(eng, vbase, args.chunk)
-        if args.rows == "verdict":  # the accepted rows' own step scores, for check's conformal rule
+        # the accepted rows' own step scores, for check's conformal rule: a second backward over them, since v
+        # needs all of them first and keeping 100 full gradients would take about 40 GB
+        if args.rows == "verdict":
             for k in range(0, len(vbase), args.chunk):
                 part = vbase[k : k + args.chunk]
                 scored = eng.score_rows(part)
