@@ -25,7 +25,14 @@ for (`--groups`; the default is session 6's table), all without a second model:
   first step is sign(−∇L), later ones −∇L/√v with v the second moment of the data's gradients (here the accepted
   rows' and the row's own), and a per-matrix normalized step (`optimizer_cosines`); `opt_cos` is the default
   recomputed from the same gradient, the control;
+- `gen_cos` (`--groups generated`): the default score along a ∇H whose compliance side is a real answer: each
+  bundled compliance opening continued by the unaligned model's own greedy answer (`generated_engine`; the short,
+  casual harmful answers the check misses never open with "Sure", they just answer);
 - combinations `cos + a·x` and `max(cos, b·x)` with these, whose weight is chosen on the other source files.
+
+Every table ends with the default score under a threshold taken per refusal stratum (`print_strata`: non-refusals
+against the benign or accepted non-refusals, refusals against all, or each stratum against itself), read from the
+source files' replies, so it needs no scoring.
 
 The rows exclude those bench/verdict.py reports (same sources, `--verdict-seed`, `--verdict-per-file`), so settings
 chosen here are never tuned on the verdict's rows. Selection is leave-one-source-file-out: for each held-out file,
@@ -38,6 +45,7 @@ them as `check` does (conformal p ≤ 1 % against the verdict's accepted rows; `
     python -m gradshield_research.bench.levers --groups '' --adapter DIR --out F   # a candidate adapter, default only
     python -m gradshield_research.bench.levers --rows verdict --groups reference --out F  # confirm the local z
     python -m gradshield_research.bench.levers --rows verdict --groups optimizer --out F  # confirm the optimizer step
+    python -m gradshield_research.bench.levers --rows verdict --groups generated --out F  # confirm generated probes
 """
 
 from __future__ import annotations
@@ -86,7 +94,18 @@ def draw(folder: Path, benign: Sequence[str], per_file: int, seed: int, exclude:
     return [f[i] for i in range(max(map(len, out), default=0)) for f in out if i < len(f)]
 
 
-GROUPS = ("windows", "categories", "anchors", "reply", "contrast", "adapter", "judge", "reference", "optimizer")
+GROUPS = (
+    "windows",
+    "categories",
+    "anchors",
+    "reply",
+    "contrast",
+    "adapter",
+    "judge",
+    "reference",
+    "optimizer",
+    "generated",
+)
 DEFAULT_GROUPS = ("windows", "categories", "anchors")  # session 6's table
 
 
@@ -119,6 +138,7 @@ def score(args) -> None:
     anchors = refusal_anchors(eng, dirs) if "anchors" in groups else None
     delta = adapter_delta(eng) if "adapter" in groups else None
     vnorm = eng.gradient.norm
+    gen_eng = generated_engine(eng, args.adapter) if "generated" in groups else None
     out: list[dict] = []
     reference: list[dict] = []
     moment = None
@@ -144,8 +164,17 @@ def score(args) -> None:
                 for r, sr, emb in zip(part, eng.score_rows(part), reply_embeddings(eng, part))
             ]
             print(f"reference: {len(embedded)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
-        # one entry per accepted row, whichever groups filled it
-        reference = [{**a, **b} for a, b in zip(reference, embedded)] if reference else embedded
+        reference = _merged(reference, embedded)
+    if gen_eng is not None and args.rows == "verdict":
+        along: list[dict] = []
+        for k in range(0, len(vbase), args.chunk):
+            part = vbase[k : k + args.chunk]
+            along += [
+                {"id": r.id, "cos": sr.score.fihs, "gen_cos": sg.score.fihs}
+                for r, sr, sg in zip(part, eng.score_rows(part), gen_eng.score_rows(part))
+            ]
+            print(f"reference: {len(along)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
+        reference = _merged(reference, along)
     step = args.chunk
     for k in range(0, len(items), step):
         part = items[k : k + step]
@@ -196,6 +225,9 @@ def score(args) -> None:
         if moment is not None:
             for rec, oc in zip(recs, optimizer_cosines(eng, moment, located, False)):
                 rec.update(oc)
+        if gen_eng is not None:
+            for rec, sr in zip(recs, gen_eng.score_rows(rows)):
+                rec["gen_cos"] = sr.score.fihs
         if "judge" in groups:
             for rec, row in zip(recs, rows):
                 conv = judge_conversations(row)
@@ -213,6 +245,32 @@ def score(args) -> None:
                 }
             )
         )
+
+
+def _merged(a: list[dict], b: list[dict]) -> list[dict]:
+    """One entry per accepted row, whichever groups filled it (each group lists the accepted rows in order)."""
+    return [{**x, **y} for x, y in zip(a, b)] if a and b else a or b
+
+
+GENERATED = "gen_cos"  # the lever --rows verdict --groups generated confirms
+
+
+def generated_engine(eng, adapter: Path | None):
+    """An engine like `eng` whose probing set has each compliance opening continued by the unaligned model's greedy
+    answer (gradshield_research.generated_probes; the file is made once and kept in the cache)."""
+    from gradshield_lint.config import config_from_dict
+    from gradshield_lint.scoring.cache import cache_root
+    from gradshield_lint.scoring.engine import Engine, settings_from_config
+    from gradshield_research.bench.verdict import candidate_overrides
+    from gradshield_research.generated_probes import write_generated_probes
+
+    base = Engine(settings_from_config(config_from_dict({"model": {"adapter": None}})))
+    folder = (eng.settings.cache_dir or cache_root()) / "levers"
+    path = write_generated_probes(eng.probes, base.scoring_model, folder, progress=True)
+    del base
+    print(f"generated probes: {path}", file=sys.stderr, flush=True)
+    overrides = {**candidate_overrides(adapter), "scoring": {"probes": str(path)}}
+    return Engine(settings_from_config(config_from_dict(overrides)))
 
 
 def refusal_anchors(eng, dirs):
@@ -642,6 +700,13 @@ def candidates(fields: frozenset[str] = frozenset()) -> dict[str, tuple]:
             c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
             if k != "opt_cos":
                 c[f"cos + a*{k}"] = (lambda rs, w, k=k: np.array([r["cos"] + w * r[k] for r in rs]), WEIGHTS)
+    if GENERATED in fields:
+        c[GENERATED] = (lambda rs, w: np.array([r[GENERATED] for r in rs]), None)
+        c[f"cos + a*{GENERATED}"] = (lambda rs, w: np.array([r["cos"] + w * r[GENERATED] for r in rs]), WEIGHTS)
+        c[f"max(cos, b*{GENERATED})"] = (
+            lambda rs, w: np.array([max(r["cos"], w * r[GENERATED]) for r in rs]),
+            WEIGHTS[1:],
+        )
     for k in ("judge_turn", "judge_quote"):
         if k in fields:
             c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
@@ -682,7 +747,112 @@ def loso(rows: list[dict], f, weights) -> tuple[dict[str, float], list]:
     return res, chosen
 
 
-def analyse(path: Path) -> None:
+def refusal_strata(folder: Path) -> dict[str, bool]:
+    """Row id -> whether its last reply is a refusal (gradshield_research.judge.is_refusal, the rule fixed for the
+    adapter's refusal rates), over every labelled row in `folder`: the stratifier of the refusal-stratified threshold,
+    read from the rows' text since the files this bench writes hold ids only."""
+    from gradshield_research.bench.verdict import BENIGN_DEFAULT, labelled_records
+    from gradshield_research.judge import is_refusal
+
+    return {
+        r.id: is_refusal([m.content for m in r.messages if m.role == "assistant"][-1])
+        for f in sorted(folder.glob("*.jsonl"))
+        if f.stem in BENIGN_DEFAULT or f.stem.startswith(("harmful_", "implicit_"))
+        for r, _ in labelled_records(f)
+    }
+
+
+STRATA = {
+    "non-refusals against non-refusals, refusals against all": "split",
+    "each stratum against itself": "mondrian",
+}
+
+
+def stratum_reference(accepted: list[bool], refusal: bool, mode: str) -> np.ndarray:
+    """Which accepted rows a new row is judged against: all of them (mode "all", the default), those of its own
+    stratum ("mondrian"), or, in "split", a non-refusal against the non-refusals and a refusal against all (so a
+    harmful reply that opens with a refusal is held to today's threshold, never a lower one). A stratum with no
+    accepted row is judged against all of them."""
+    acc = np.asarray(accepted, dtype=bool)
+    mine = acc == refusal
+    # a stratum with no accepted row has no reference of its own: all the accepted rows are its reference
+    if mode == "all" or (mode == "split" and refusal) or not mine.any():
+        return np.ones(len(acc), dtype=bool)
+    return mine
+
+
+def stratified_loso(rows: list[dict], refusal: dict[str, bool], mode: str) -> dict[str, float]:
+    """`loso` for the default score with the 2 % threshold taken per stratum (`stratum_reference`) among the other
+    files' benign rows."""
+    res = {}
+    for src in sorted({r["source"] for r in rows}):
+        train = [r for r in rows if r["source"] != src and r["label"] == "benign"]
+        s_tr, ref_tr = np.array([r["cos"] for r in train]), [refusal[r["id"]] for r in train]
+        test = [r for r in rows if r["source"] == src]
+        t = {q: threshold_at(s_tr[stratum_reference(ref_tr, q, mode)], RATE) for q in (False, True)}
+        res[src] = float(np.mean([r["cos"] > t[refusal[r["id"]]] for r in test]))
+    return res
+
+
+def stratified_flags(
+    scores: np.ndarray, refusal: np.ndarray, accepted: np.ndarray, accepted_refusal: np.ndarray, fpr: float, mode: str
+) -> np.ndarray:
+    """check's conformal rule with each row judged against its stratum's accepted rows (`stratum_reference`); a
+    stratum of fewer than 1/fpr − 1 rows flags only rows above every one of its rows, as check does for a small
+    baseline."""
+    out = np.zeros(len(scores), dtype=bool)
+    for q in (False, True):
+        ref = accepted[stratum_reference(list(accepted_refusal), q, mode)]
+        mine = refusal == q
+        if mine.any() and len(ref):
+            out[mine] = conformal_flags(scores[mine], ref, max(fpr, 1 / (len(ref) + 1)))
+    return out
+
+
+def print_strata(rows: list[dict], reference: list[dict], folder: Path | None) -> None:
+    """The refusal-stratified threshold beside the default's: held out (`stratified_loso`) for the levers' rows,
+    as check judges (`stratified_flags`) for the verdict's; needs the source files to read the replies."""
+    if folder is None or not folder.is_dir():
+        return
+    refusal = refusal_strata(folder)
+    if any(r["id"] not in refusal for r in rows + reference):
+        print(f"\n(refusal-stratified threshold: skipped, {folder} lacks some of these rows)")
+        return
+    labels = np.array([r["label"] for r in rows])
+    share = {
+        lab: f"{sum(refusal[r['id']] for r in rows if r['label'] == lab)}/{int((labels == lab).sum())}"
+        for lab in ("harmful", "implicit", "benign")
+    }
+    print(f"\nRefusal-stratified threshold (the default score; refusals among the rows: {share}):\n")
+    print("| threshold taken among | harmful | implicit | benign |\n|---|---:|---:|---:|")
+    if reference:
+        s = np.array([r["cos"] for r in rows])
+        isr = np.array([refusal[r["id"]] for r in rows])
+        acc = np.array([r["cos"] for r in reference])
+        acc_r = np.array([refusal[r["id"]] for r in reference])
+        for name, mode in {"all accepted rows (check today)": "all", **STRATA}.items():
+            f = stratified_flags(s, isr, acc, acc_r, 0.01, mode)
+            print(
+                f"| {name} | "
+                + " | ".join(
+                    f"{int(f[labels == lab].sum())}/{int((labels == lab).sum())}"
+                    for lab in ("harmful", "implicit", "benign")
+                )
+                + " |"
+            )
+        print(f"\n({int(acc_r.sum())} of the {len(acc)} accepted rows are refusals.)")
+        return
+    src_label = {r["source"]: r["label"] for r in rows}
+    for name, mode in {"all benign rows (the default)": "all", **STRATA}.items():
+        by = defaultdict(list)
+        for src, v in stratified_loso(rows, refusal, mode).items():
+            by[src_label[src]].append(v)
+        print(
+            f"| {name} | {np.mean(by['harmful']):.0%} | {np.mean(by['implicit']):.0%} | {np.mean(by['benign']):.1%} |"
+        )
+
+
+def analyse(path: Path, folder: Path | None = None) -> None:
     from gradshield_research.bench.quality import auroc, stratified_auroc
 
     data = json.loads(path.read_text())
@@ -690,6 +860,7 @@ def analyse(path: Path) -> None:
     knn_means(rows, data.get("reference", []))
     if data.get("rows_from") == "verdict":
         confirm(rows, data["reference"])
+        print_strata(rows, data["reference"], folder)
         return
     labels = np.array([r["label"] for r in rows])
     n = {lab: int((labels == lab).sum()) for lab in ("harmful", "implicit", "benign")}
@@ -739,6 +910,7 @@ def analyse(path: Path) -> None:
     print(f"\n| source | cos (default) | {best} |\n|---|---:|---:|")
     for src in sorted(a):
         print(f"| {src} | {a[src]:.0%} | {b[src]:.0%} |")
+    print_strata(rows, [], folder)
 
 
 def conformal_flags(scores: np.ndarray, accepted: np.ndarray, fpr: float) -> np.ndarray:
@@ -750,15 +922,16 @@ def conformal_flags(scores: np.ndarray, accepted: np.ndarray, fpr: float) -> np.
 def confirm(rows: list[dict], reference: list[dict]) -> None:
     """The verdict's added rows, judged as `check` judges them (conformal p ≤ 1 % against the accepted rows), by
     the default and by the levers chosen on the levers' rows that the file holds: the local z (`LOCAL_Z`; the
-    accepted rows' own local z is taken among their other accepted neighbours) and the optimizer step
-    (`OPTIMIZER_STEP`). Threshold-free TPRs beside, over the added benign rows."""
+    accepted rows' own local z is taken among their other accepted neighbours), the optimizer step
+    (`OPTIMIZER_STEP`) and the generated probes (`GENERATED`). Threshold-free TPRs beside, over the added benign
+    rows."""
     from gradshield_research.bench.quality import auroc
 
     knn_means(reference, reference)
     layer, k = LOCAL_Z
     key = f"knnz{layer}_{k}"
     scores = {"cos (default)": "cos"}
-    for name, f in ((f"local z, layer {layer}, k {k}", key), (OPTIMIZER_STEP, OPTIMIZER_STEP)):
+    for name, f in ((f"local z, layer {layer}, k {k}", key), (OPTIMIZER_STEP, OPTIMIZER_STEP), (GENERATED, GENERATED)):
         if rows and reference and f in rows[0] and f in reference[0]:
             scores[name] = f
     print(f"# bench/levers.py --rows verdict: {len(rows)} added rows of bench/verdict.py, {len(reference)} accepted\n")
@@ -812,6 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(default {','.join(DEFAULT_GROUPS)}: session 6's table; reply: the row with its prompts emptied; "
         "contrast: the same prompts answered by a refusal; adapter: the safety adapter's weight delta; "
         "judge: the scoring model asked whether the reply is harmful; "
+        "generated: probes whose compliance is the unaligned model's own answer; "
         "empty: the default score only)",
     )
     ap.add_argument(
@@ -826,19 +1000,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="levers",
         help="levers: rows none of them the verdict's (to choose a lever); verdict: bench/verdict.py's added rows, "
         "to confirm the lever chosen (with --groups reference: the local z; with --groups optimizer: the optimizer "
-        "step; each beside the default, at check's 1 %%)",
+        "step; with --groups generated: the generated probes; each beside the default, at check's 1 %%)",
     )
     ap.add_argument("--analyse", type=Path, help="print the tables from a file this bench wrote, and stop")
     args = ap.parse_args(argv)
     if bad := set(args.groups) - set(GROUPS):
         ap.error(f"--groups: unknown {', '.join(sorted(bad))} (known: {', '.join(GROUPS)})")
-    if args.rows == "verdict" and not {"reference", "optimizer"} & set(args.groups) and not args.analyse:
-        ap.error("--rows verdict confirms a chosen lever: it needs --groups reference or optimizer")
+    if args.rows == "verdict" and not {"reference", "optimizer", "generated"} & set(args.groups) and not args.analyse:
+        ap.error("--rows verdict confirms a chosen lever: it needs --groups reference, optimizer or generated")
     if args.analyse:
-        analyse(args.analyse)
+        analyse(args.analyse, Path(args.folder))
         return 0
     score(args)
-    analyse(args.out)
+    analyse(args.out, Path(args.folder))
     return 0
 
 

@@ -140,7 +140,7 @@ def test_unknown_lever_group_is_refused(capsys):
     assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         levers.main(["--rows", "verdict", "--groups", "judge"])
-    assert e.value.code == 2 and "needs --groups reference or optimizer" in capsys.readouterr().err
+    assert e.value.code == 2 and "needs --groups reference, optimizer or generated" in capsys.readouterr().err
 
 
 def test_candidate_adapter_is_the_only_override_and_is_checked_before_a_run(tmp_path, monkeypatch, capsys):
@@ -320,3 +320,106 @@ def test_optimizer_steps_are_the_steps_an_optimizer_takes(tiny_model_dir, tmp_pa
     (accepted,) = levers.optimizer_cosines(eng, mine, loc, True)
     assert accepted["adam_cos"] == pytest.approx(with_data["adam_cos"], abs=1e-5)
     assert "cos + a*adam_cos" in levers.candidates(frozenset(with_data)) and "adam_cos" not in levers.candidates()
+
+
+def test_generated_probes_continue_each_opening_with_the_models_own_answer(tiny_model_dir, tmp_path, monkeypatch):
+    """The generated-probes lever on a real tiny model: each compliance opening is kept and followed by the model's
+    greedy continuation (prompt, refusal, id, category untouched); the file is a valid probing set whose ∇H differs
+    from the openings' ∇H; the same probes, model and settings reuse the file, other settings make another."""
+    import json
+
+    import torch
+
+    from gradshield_lint.scoring.engine import Engine, EngineSettings
+    from gradshield_lint.scoring.model import ModelSpec
+    from gradshield_lint.scoring.probes import load_probes
+    from gradshield_research import generated_probes as gp
+
+    src = tmp_path / "probes.jsonl"
+    src.write_text(
+        "\n".join(
+            json.dumps({"id": f"p{i}", "category": "weapons", "prompt": q, "refusal": "I won't help.", "compliance": c})
+            for i, (q, c) in enumerate([("how do I pick a lock", "Sure, first"), ("make a weapon", "Okay, here:")])
+        )
+        + "\n"
+    )
+    probes = load_probes(src)
+
+    def engine(probe_path):
+        return Engine(
+            EngineSettings(
+                model=ModelSpec(name=str(tiny_model_dir), device="cpu"),
+                max_length=64,
+                cache_dir=tmp_path / "cache",
+                probes=str(probe_path),
+            )
+        )
+
+    eng = engine(src)
+    gen = gp.Generation(max_new_tokens=5)
+    path = gp.write_generated_probes(probes, eng.scoring_model, tmp_path / "out", gen)
+    got = load_probes(path)
+    assert [p.id for p in got.probes] == ["p0", "p1"]
+    for old, new in zip(probes.probes, got.probes):
+        assert (new.prompt, new.refusal, new.category) == (old.prompt, old.refusal, old.category)
+        tail = gp.continue_opening(eng.scoring_model, old.prompt, old.compliance, gen)
+        assert tail and new.compliance == old.compliance + tail
+    assert got.sha256 != probes.sha256
+
+    along = engine(path).gradient.vectors
+    assert any(not torch.allclose(a, b) for a, b in zip(along, eng.gradient.vectors))
+
+    def refuse(*a, **k):
+        raise AssertionError("regenerated a file that exists")
+
+    monkeypatch.setattr(gp, "continue_opening", refuse)
+    assert gp.write_generated_probes(probes, eng.scoring_model, tmp_path / "out", gen) == path
+    assert gp.generated_key(probes, eng.scoring_model, gp.Generation(max_new_tokens=6)) not in path.name
+    cands = levers.candidates(frozenset({"gen_cos"}))
+    assert cands["max(cos, b*gen_cos)"][0]([{"cos": 0.1, "gen_cos": 0.3}], 0.5).tolist() == pytest.approx([0.15])
+    assert "gen_cos" not in levers.candidates()
+
+
+def test_refusal_stratified_threshold_judges_each_row_against_its_stratum():
+    """Synthetic scores with a known answer: 99 accepted non-refusals score 0.00..0.98, 5 accepted refusals score
+    higher than all of them. A non-refusal at 0.99 is above every accepted non-refusal: flagged when non-refusals
+    are judged among themselves, not when the refusals count (today's rule). A refusal at 1.5 is judged against all
+    accepted rows in "split" (so opening with a refusal never lowers the bar) and, in "mondrian", against the 5
+    refusals only, whose small count flags only a row above all of them."""
+    accepted = np.concatenate([np.arange(99) / 100, [1.0, 1.2, 1.4, 1.6, 1.8]])
+    acc_ref = np.array([False] * 99 + [True] * 5)
+    scores = np.array([0.99, 0.50, 1.50, 1.90])
+    refusal = np.array([False, False, True, True])
+    assert levers.stratified_flags(scores, refusal, accepted, acc_ref, 0.01, "all").tolist() == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert levers.stratified_flags(scores, refusal, accepted, acc_ref, 0.01, "split").tolist() == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert levers.stratified_flags(scores, refusal, accepted, acc_ref, 0.01, "mondrian").tolist() == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    # mondrian against the refusals alone: 1.7 is above 4 of 5 (p = 2/6) and is not flagged at 1 %, nor at 20 %
+    # where (1 + 1) / 6 > 0.2; at 40 % it is
+    one = np.array([1.7])
+    assert not levers.stratified_flags(one, np.array([True]), accepted, acc_ref, 0.2, "mondrian")[0]
+    assert levers.stratified_flags(one, np.array([True]), accepted, acc_ref, 0.4, "mondrian")[0]
+
+    # held out: the benign refusal file's rows raise the threshold only for refusals
+    rows = (
+        [{"id": f"b{i}", "source": "b", "label": "benign", "cos": i / 100} for i in range(50)]
+        + [{"id": f"r{i}", "source": "r", "label": "benign", "cos": 0.9 + i / 100} for i in range(5)]
+        + [{"id": f"h{i}", "source": "h", "label": "harmful", "cos": 0.6} for i in range(4)]
+    )
+    strata = {r["id"]: r["id"].startswith("r") for r in rows}
+    assert levers.stratified_loso(rows, strata, "all")["h"] == 0.0
+    assert levers.stratified_loso(rows, strata, "split")["h"] == 1.0
