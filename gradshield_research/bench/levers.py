@@ -25,6 +25,10 @@ for (`--groups`; the default is session 6's table), all without a second model:
   first step is sign(−∇L), later ones −∇L/√v with v the second moment of the data's gradients (here the accepted
   rows' and the row's own), and a per-matrix normalized step (`optimizer_cosines`); `opt_cos` is the default
   recomputed from the same gradient, the control;
+- `preK_cos` (`--groups prefix`): the default score of the loss on the first K tokens of each reply only
+  (`reply_prefix`): safety alignment is shallow, its effect sits in a reply's first few tokens (Qi et al. 2024,
+  "Safety Alignment Should Be Made More Than Just a Few Tokens Deep"), while a long helpful answer's later tokens
+  add a gradient of content that has nothing to do with complying;
 - `gen_cos` (`--groups generated`): the default score along a ∇H whose compliance side is a real answer: each
   bundled compliance opening continued by the unaligned model's own greedy answer (`generated_engine`; the short,
   casual harmful answers the check misses never open with "Sure", they just answer);
@@ -46,6 +50,7 @@ them as `check` does (conformal p ≤ 1 % against the verdict's accepted rows; `
     python -m gradshield_research.bench.levers --rows verdict --groups reference --out F  # confirm the local z
     python -m gradshield_research.bench.levers --rows verdict --groups optimizer --out F  # confirm the optimizer step
     python -m gradshield_research.bench.levers --rows verdict --groups generated --out F  # confirm generated probes
+    python -m gradshield_research.bench.levers --rows verdict --groups prefix --out F     # confirm a reply prefix
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ GROUPS = (
     "reference",
     "optimizer",
     "generated",
+    "prefix",
 )
 DEFAULT_GROUPS = ("windows", "categories", "anchors")  # session 6's table
 
@@ -175,6 +181,16 @@ def score(args) -> None:
             ]
             print(f"reference: {len(along)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
         reference = _merged(reference, along)
+    if "prefix" in groups and args.rows == "verdict":
+        pres: list[dict] = []
+        for k in range(0, len(vbase), args.chunk):
+            part = vbase[k : k + args.chunk]
+            pres += [
+                {"id": r.id, "cos": sr.score.fihs, **pre}
+                for r, sr, pre in zip(part, eng.score_rows(part), prefix_cosines(eng, _located(eng, part)))
+            ]
+            print(f"reference: {len(pres)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
+        reference = _merged(reference, pres)
     step = args.chunk
     for k in range(0, len(items), step):
         part = items[k : k + step]
@@ -228,6 +244,9 @@ def score(args) -> None:
         if gen_eng is not None:
             for rec, sr in zip(recs, gen_eng.score_rows(rows)):
                 rec["gen_cos"] = sr.score.fihs
+        if "prefix" in groups:
+            for rec, pre in zip(recs, prefix_cosines(eng, located)):
+                rec.update(pre)
         if "judge" in groups:
             for rec, row in zip(recs, rows):
                 conv = judge_conversations(row)
@@ -253,6 +272,41 @@ def _merged(a: list[dict], b: list[dict]) -> list[dict]:
 
 
 GENERATED = "gen_cos"  # the lever --rows verdict --groups generated confirms
+PREFIX_TOKENS = (8, 16, 32, 64)
+# the prefix lever --rows verdict --groups prefix confirms, cos + PREFIX_A · preK_cos with K = PREFIX_K: chosen on
+# the levers' rows (session 14) by the rule each held-out fold uses, applied to all of them
+PREFIX_K, PREFIX_A = 32, 0.25
+PREFIX = f"cos + {PREFIX_A}*pre{PREFIX_K}_cos"
+
+
+def reply_prefix(loc, k: int):
+    """`loc`'s encoding with the loss on the first `k` target tokens of each assistant message only, the tokens
+    after the last of them cut off (a causal model's loss on a token does not see the tokens after it, so the cut
+    changes no kept term and saves their cost)."""
+    from gradshield_lint.scoring.encode import Encoded
+
+    enc = loc.encoded
+    seen: dict[int, int] = defaultdict(int)
+    mask = []
+    for target, msg in zip(enc.target_mask, loc.message):
+        mask.append(bool(target) and seen[msg] < k)
+        seen[msg] += bool(target)
+    end = max((i for i, m in enumerate(mask) if m), default=len(mask) - 1) + 1
+    return Encoded(enc.input_ids[:end], tuple(mask[:end]), truncated=enc.truncated)
+
+
+def prefix_cosines(eng, located) -> list[dict[str, float]]:
+    """Per row, `preK_cos`: the default score (the engine's own method) of `reply_prefix(loc, K)`, for each K."""
+    from gradshield_lint.scoring.fihs import score_encoded
+
+    out: list[dict[str, float]] = [{} for _ in located]
+    for k in PREFIX_TOKENS:
+        scores = score_encoded(
+            eng.scoring_model, eng.gradient, [reply_prefix(loc, k) for loc in located], eng.settings.score
+        )
+        for d, sc in zip(out, scores):
+            d[f"pre{k}_cos"] = sc.fihs
+    return out
 
 
 def generated_engine(eng, adapter: Path | None):
@@ -700,6 +754,15 @@ def candidates(fields: frozenset[str] = frozenset()) -> dict[str, tuple]:
             c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
             if k != "opt_cos":
                 c[f"cos + a*{k}"] = (lambda rs, w, k=k: np.array([r["cos"] + w * r[k] for r in rs]), WEIGHTS)
+    pre = [k for k in PREFIX_TOKENS if f"pre{k}_cos" in fields]
+    for k in pre:
+        c[f"pre{k}_cos"] = (lambda rs, w, k=k: np.array([r[f"pre{k}_cos"] for r in rs]), None)
+    if pre:
+        c["preK_cos (K per fold)"] = (lambda rs, w: np.array([r[f"pre{w}_cos"] for r in rs]), pre)
+        c["cos + a*preK_cos (K, a per fold)"] = (
+            lambda rs, w: np.array([r["cos"] + w[1] * r[f"pre{w[0]}_cos"] for r in rs]),
+            [(k, a) for k in pre for a in WEIGHTS],
+        )
     if GENERATED in fields:
         c[GENERATED] = (lambda rs, w: np.array([r[GENERATED] for r in rs]), None)
         c[f"cos + a*{GENERATED}"] = (lambda rs, w: np.array([r["cos"] + w * r[GENERATED] for r in rs]), WEIGHTS)
@@ -923,15 +986,23 @@ def confirm(rows: list[dict], reference: list[dict]) -> None:
     """The verdict's added rows, judged as `check` judges them (conformal p ≤ 1 % against the accepted rows), by
     the default and by the levers chosen on the levers' rows that the file holds: the local z (`LOCAL_Z`; the
     accepted rows' own local z is taken among their other accepted neighbours), the optimizer step
-    (`OPTIMIZER_STEP`) and the generated probes (`GENERATED`). Threshold-free TPRs beside, over the added benign
-    rows."""
+    (`OPTIMIZER_STEP`), the generated probes (`GENERATED`) and the reply prefix (`PREFIX`). Threshold-free TPRs
+    beside, over the added benign rows."""
     from gradshield_research.bench.quality import auroc
 
     knn_means(reference, reference)
     layer, k = LOCAL_Z
     key = f"knnz{layer}_{k}"
+    for r in rows + reference:
+        if f"pre{PREFIX_K}_cos" in r:
+            r[PREFIX] = r["cos"] + PREFIX_A * r[f"pre{PREFIX_K}_cos"]
     scores = {"cos (default)": "cos"}
-    for name, f in ((f"local z, layer {layer}, k {k}", key), (OPTIMIZER_STEP, OPTIMIZER_STEP), (GENERATED, GENERATED)):
+    for name, f in (
+        (f"local z, layer {layer}, k {k}", key),
+        (OPTIMIZER_STEP, OPTIMIZER_STEP),
+        (GENERATED, GENERATED),
+        (PREFIX, PREFIX),
+    ):
         if rows and reference and f in rows[0] and f in reference[0]:
             scores[name] = f
     print(f"# bench/levers.py --rows verdict: {len(rows)} added rows of bench/verdict.py, {len(reference)} accepted\n")
@@ -986,6 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "contrast: the same prompts answered by a refusal; adapter: the safety adapter's weight delta; "
         "judge: the scoring model asked whether the reply is harmful; "
         "generated: probes whose compliance is the unaligned model's own answer; "
+        "prefix: the loss on each reply's first K tokens only; "
         "empty: the default score only)",
     )
     ap.add_argument(
@@ -1000,14 +1072,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="levers",
         help="levers: rows none of them the verdict's (to choose a lever); verdict: bench/verdict.py's added rows, "
         "to confirm the lever chosen (with --groups reference: the local z; with --groups optimizer: the optimizer "
-        "step; with --groups generated: the generated probes; each beside the default, at check's 1 %%)",
+        "step; with --groups generated: the generated probes; with --groups prefix: the reply prefix; each beside "
+        "the default, at check's 1 %%)",
     )
     ap.add_argument("--analyse", type=Path, help="print the tables from a file this bench wrote, and stop")
     args = ap.parse_args(argv)
     if bad := set(args.groups) - set(GROUPS):
         ap.error(f"--groups: unknown {', '.join(sorted(bad))} (known: {', '.join(GROUPS)})")
-    if args.rows == "verdict" and not {"reference", "optimizer", "generated"} & set(args.groups) and not args.analyse:
-        ap.error("--rows verdict confirms a chosen lever: it needs --groups reference, optimizer or generated")
+    if (
+        args.rows == "verdict"
+        and not {"reference", "optimizer", "generated", "prefix"} & set(args.groups)
+        and not args.analyse
+    ):
+        ap.error("--rows verdict confirms a chosen lever: it needs --groups reference, optimizer, generated or prefix")
     if args.analyse:
         analyse(args.analyse, Path(args.folder))
         return 0

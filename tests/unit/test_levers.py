@@ -140,7 +140,7 @@ def test_unknown_lever_group_is_refused(capsys):
     assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         levers.main(["--rows", "verdict", "--groups", "judge"])
-    assert e.value.code == 2 and "needs --groups reference, optimizer or generated" in capsys.readouterr().err
+    assert e.value.code == 2 and "needs --groups reference, optimizer, generated or prefix" in capsys.readouterr().err
 
 
 def test_candidate_adapter_is_the_only_override_and_is_checked_before_a_run(tmp_path, monkeypatch, capsys):
@@ -423,3 +423,39 @@ def test_refusal_stratified_threshold_judges_each_row_against_its_stratum():
     strata = {r["id"]: r["id"].startswith("r") for r in rows}
     assert levers.stratified_loso(rows, strata, "all")["h"] == 0.0
     assert levers.stratified_loso(rows, strata, "split")["h"] == 1.0
+
+
+def test_reply_prefix_scores_the_first_tokens_of_each_reply(tiny_model_dir, tmp_path):
+    """The reply-prefix lever on a real tiny model and a two-turn row: each assistant message keeps its first k
+    targets and no other; the tokens after the last kept one are cut, which changes no score (the model is causal:
+    the same mask on the uncut row gives the same score); with k above every reply's length it is the default."""
+    from gradshield_lint.scoring.encode import Encoded
+    from gradshield_lint.scoring.engine import Engine, EngineSettings
+    from gradshield_lint.scoring.fihs import score_encoded
+    from gradshield_lint.scoring.model import ModelSpec
+
+    eng = Engine(
+        EngineSettings(model=ModelSpec(name=str(tiny_model_dir), device="cpu"), max_length=128, cache_dir=tmp_path)
+    )
+    row = _multi_turn_row()
+    (loc,) = levers._located(eng, [row])
+    full = loc.encoded
+    k = 2
+    pre = levers.reply_prefix(loc, k)
+    assert pre.input_ids == full.input_ids[: len(pre.input_ids)] and len(pre.input_ids) < len(full.input_ids)
+    kept = [i for i, m in enumerate(pre.target_mask) if m]
+    for msg in {m for m in loc.message if m >= 0}:
+        mine = [i for i, (t, w) in enumerate(zip(full.target_mask, loc.message)) if t and w == msg]
+        assert [i for i in kept if loc.message[i] == msg] == mine[:k]
+    uncut = Encoded(full.input_ids, pre.target_mask + (False,) * (len(full.input_ids) - len(pre.input_ids)), False)
+    a, b = score_encoded(eng.scoring_model, eng.gradient, [pre, uncut], eng.settings.score)
+    assert a.fihs == pytest.approx(b.fihs, abs=1e-4) and a.fihs != 0.0
+
+    whole = levers.reply_prefix(loc, 10_000)
+    assert whole == full
+    (default,) = eng.score_rows([row])
+    (got,) = score_encoded(eng.scoring_model, eng.gradient, [whole], eng.settings.score)
+    assert got.fihs == pytest.approx(default.score.fihs, abs=1e-4)
+    (pres,) = levers.prefix_cosines(eng, [loc])
+    assert set(pres) == {f"pre{n}_cos" for n in levers.PREFIX_TOKENS}
+    assert "preK_cos (K per fold)" in levers.candidates(frozenset(pres))
