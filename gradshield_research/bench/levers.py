@@ -30,7 +30,7 @@ for (`--groups`; the default is session 6's table), all without a second model:
   "Safety Alignment Should Be Made More Than Just a Few Tokens Deep"), while a long helpful answer's later tokens
   add a gradient of content that has nothing to do with complying;
 - `gen_cos` (`--groups generated`): the default score along a ∇H whose compliance side is a real answer: each
-  bundled compliance opening continued by the unaligned model's own greedy answer (`generated_engine`; the short,
+  bundled compliance opening continued by the unaligned model's own greedy answer (`generated_gradient`; the short,
   casual harmful answers the check misses never open with "Sure", they just answer);
 - combinations `cos + a·x` and `max(cos, b·x)` with these, whose weight is chosen on the other source files.
 
@@ -144,53 +144,34 @@ def score(args) -> None:
     anchors = refusal_anchors(eng, dirs) if "anchors" in groups else None
     delta = adapter_delta(eng) if "adapter" in groups else None
     vnorm = eng.gradient.norm
-    gen_eng = generated_engine(eng, args.adapter) if "generated" in groups else None
+    gen_grad = generated_gradient(eng) if "generated" in groups else None
     out: list[dict] = []
     reference: list[dict] = []
-    moment = None
-    if "optimizer" in groups:
-        moment = second_moment(eng, vbase, args.chunk)
-        # the accepted rows' own step scores, for check's conformal rule: a second backward over them, since v
-        # needs all of them first and keeping 100 full gradients would take about 40 GB
-        if args.rows == "verdict":
-            for k in range(0, len(vbase), args.chunk):
-                part = vbase[k : k + args.chunk]
-                scored = eng.score_rows(part)
-                reference += [
-                    {"id": r.id, "cos": sr.score.fihs, **oc}
-                    for r, sr, oc in zip(part, scored, optimizer_cosines(eng, moment, _located(eng, part), True))
-                ]
-                print(f"reference: {len(reference)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
-    if "reference" in groups:
-        embedded: list[dict] = []
+    # the optimizer's accepted rows get a second backward below: v needs all of them before any is scored, and
+    # keeping 100 full gradients would take about 40 GB
+    moment = second_moment(eng, vbase, args.chunk) if "optimizer" in groups else None
+    # the accepted rows, scored once with every field the groups asked for: the local reference needs their
+    # embeddings on any rows, the confirmations (--rows verdict) their scores under each lever
+    if "reference" in groups or args.rows == "verdict":
+        confirming = args.rows == "verdict"
         for k in range(0, len(vbase), args.chunk):
             part = vbase[k : k + args.chunk]
-            embedded += [
-                {"id": r.id, "cos": sr.score.fihs, **emb}
-                for r, sr, emb in zip(part, eng.score_rows(part), reply_embeddings(eng, part))
-            ]
-            print(f"reference: {len(embedded)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
-        reference = _merged(reference, embedded)
-    if gen_eng is not None and args.rows == "verdict":
-        along: list[dict] = []
-        for k in range(0, len(vbase), args.chunk):
-            part = vbase[k : k + args.chunk]
-            along += [
-                {"id": r.id, "cos": sr.score.fihs, "gen_cos": sg.score.fihs}
-                for r, sr, sg in zip(part, eng.score_rows(part), gen_eng.score_rows(part))
-            ]
-            print(f"reference: {len(along)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
-        reference = _merged(reference, along)
-    if "prefix" in groups and args.rows == "verdict":
-        pres: list[dict] = []
-        for k in range(0, len(vbase), args.chunk):
-            part = vbase[k : k + args.chunk]
-            pres += [
-                {"id": r.id, "cos": sr.score.fihs, **pre}
-                for r, sr, pre in zip(part, eng.score_rows(part), prefix_cosines(eng, _located(eng, part)))
-            ]
-            print(f"reference: {len(pres)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
-        reference = _merged(reference, pres)
+            accepted = [{"id": r.id, "cos": sr.score.fihs} for r, sr in zip(part, eng.score_rows(part))]
+            located = _located(eng, part)
+            if "reference" in groups:
+                for rec, emb in zip(accepted, reply_embeddings(eng, part)):
+                    rec.update(emb)
+            if moment is not None and confirming:
+                for rec, oc in zip(accepted, optimizer_cosines(eng, moment, located, True)):
+                    rec.update(oc)
+            if gen_grad is not None and confirming:
+                for rec, g in zip(accepted, generated_cosines(eng, gen_grad, part)):
+                    rec[GENERATED] = g
+            if "prefix" in groups and confirming:
+                for rec, pre in zip(accepted, prefix_cosines(eng, located)):
+                    rec.update(pre)
+            reference += accepted
+            print(f"reference: {len(reference)}/{len(vbase)} accepted rows", file=sys.stderr, flush=True)
     step = args.chunk
     for k in range(0, len(items), step):
         part = items[k : k + step]
@@ -241,9 +222,9 @@ def score(args) -> None:
         if moment is not None:
             for rec, oc in zip(recs, optimizer_cosines(eng, moment, located, False)):
                 rec.update(oc)
-        if gen_eng is not None:
-            for rec, sr in zip(recs, gen_eng.score_rows(rows)):
-                rec["gen_cos"] = sr.score.fihs
+        if gen_grad is not None:
+            for rec, g in zip(recs, generated_cosines(eng, gen_grad, rows)):
+                rec[GENERATED] = g
         if "prefix" in groups:
             for rec, pre in zip(recs, prefix_cosines(eng, located)):
                 rec.update(pre)
@@ -264,11 +245,6 @@ def score(args) -> None:
                 }
             )
         )
-
-
-def _merged(a: list[dict], b: list[dict]) -> list[dict]:
-    """One entry per accepted row, whichever groups filled it (each group lists the accepted rows in order)."""
-    return [{**x, **y} for x, y in zip(a, b)] if a and b else a or b
 
 
 GENERATED = "gen_cos"  # the lever --rows verdict --groups generated confirms
@@ -309,13 +285,15 @@ def prefix_cosines(eng, located) -> list[dict[str, float]]:
     return out
 
 
-def generated_engine(eng, adapter: Path | None):
-    """An engine like `eng` whose probing set has each compliance opening continued by the unaligned model's greedy
-    answer (gradshield_research.generated_probes; the file is made once and kept in the cache)."""
+def generated_gradient(eng):
+    """∇H at `eng`'s model (already loaded: no second copy) over its probes with each compliance opening continued
+    by the unaligned model's greedy answer (gradshield_research.generated_probes; the file is made once and kept in
+    the cache, and so is this ∇H)."""
     from gradshield_lint.config import config_from_dict
     from gradshield_lint.scoring.cache import cache_root
     from gradshield_lint.scoring.engine import Engine, settings_from_config
-    from gradshield_research.bench.verdict import candidate_overrides
+    from gradshield_lint.scoring.probes import load_probes
+    from gradshield_lint.scoring.proxy import proxy_gradient
     from gradshield_research.generated_probes import write_generated_probes
 
     base = Engine(settings_from_config(config_from_dict({"model": {"adapter": None}})))
@@ -323,8 +301,16 @@ def generated_engine(eng, adapter: Path | None):
     path = write_generated_probes(eng.probes, base.scoring_model, folder, progress=True)
     del base
     print(f"generated probes: {path}", file=sys.stderr, flush=True)
-    overrides = {**candidate_overrides(adapter), "scoring": {"probes": str(path)}}
-    return Engine(settings_from_config(config_from_dict(overrides)))
+    s = eng.settings
+    return proxy_gradient(eng.scoring_model, load_probes(path), s.proxy, s.params, s.cache_dir)
+
+
+def generated_cosines(eng, grad, rows) -> list[float]:
+    """Per row, the default score (the engine's own encoding and method) along the generated probes' ∇H."""
+    from gradshield_lint.scoring.fihs import score_encoded
+
+    encoded = [eng.encode(r) for r in rows]
+    return [sc.fihs for sc in score_encoded(eng.scoring_model, grad, encoded, eng.settings.score)]
 
 
 def refusal_anchors(eng, dirs):
