@@ -32,6 +32,10 @@ for (`--groups`; the default is session 6's table), all without a second model:
 - `gen_cos` (`--groups generated`): the default score along a ∇H whose compliance side is a real answer: each
   bundled compliance opening continued by the unaligned model's own greedy answer (`generated_gradient`; the short,
   casual harmful answers the check misses never open with "Sure", they just answer);
+- `bcos`, `ctr_cos`, `ctr_both` (`--groups centre`): the row against what an average accepted row teaches, m =
+  the mean unit gradient of the accepted rows (`benign_mean`): `bcos` = cos(∇L, m), `ctr_cos` = cos(−∇L, ∇H⊥) with
+  ∇H⊥ the part of ∇H orthogonal to m, `ctr_both` the same with the row's gradient projected too
+  (`centred_cosines`; the top of the benign scores is rows whose step moves toward ∇H as any answer's does);
 - combinations `cos + a·x` and `max(cos, b·x)` with these, whose weight is chosen on the other source files.
 
 Every table ends with the default score under a threshold taken per refusal stratum (`print_strata`: non-refusals
@@ -111,6 +115,7 @@ GROUPS = (
     "optimizer",
     "generated",
     "prefix",
+    "centre",
 )
 DEFAULT_GROUPS = ("windows", "categories", "anchors")  # session 6's table
 
@@ -150,6 +155,7 @@ def score(args) -> None:
     # the optimizer's accepted rows get a second backward below: v needs all of them before any is scored, and
     # keeping 100 full gradients would take about 40 GB
     moment = second_moment(eng, vbase, args.chunk) if "optimizer" in groups else None
+    mean = benign_mean(eng, vbase, args.chunk) if "centre" in groups else None
     # the accepted rows, scored once with every field the groups asked for: the local reference needs their
     # embeddings on any rows, the confirmations (--rows verdict) their scores under each lever
     if "reference" in groups or args.rows == "verdict":
@@ -228,6 +234,9 @@ def score(args) -> None:
         if "prefix" in groups:
             for rec, pre in zip(recs, prefix_cosines(eng, located)):
                 rec.update(pre)
+        if mean is not None:
+            for rec, cc in zip(recs, centre_cosines(eng, mean, located, False)):
+                rec.update(cc)
         if "judge" in groups:
             for rec, row in zip(recs, rows):
                 conv = judge_conversations(row)
@@ -649,6 +658,85 @@ def optimizer_cosines(eng, m: SecondMoment, located, accepted: bool) -> list[dic
     return out
 
 
+@dataclass
+class BenignMean:
+    """Σ ∇L(x)/‖∇L(x)‖ over the accepted rows, per selected matrix (the order of `eng.gradient.names`), its count,
+    and its products with ∇H and with itself (the scalars `centred` needs besides the row's own)."""
+
+    vectors: list[torch.Tensor]
+    n: int
+    h_dot: float
+    norm2: float
+
+
+def benign_mean(eng, rows, chunk: int) -> BenignMean:
+    """The accepted rows' unit gradients summed: unit, so that one long row does not stand for the data."""
+    from gradshield_lint.scoring.categories import row_gradients
+
+    named = dict(eng.scoring_model.model.named_parameters())
+    params = [named[n] for n in eng.gradient.names]
+    acc = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    n = 0
+    for k in range(0, len(rows), chunk):
+        for gs in row_gradients(eng.scoring_model, params, _located(eng, rows[k : k + chunk])):
+            fs = [g.float() for g in gs]
+            g_n = _norm2(fs) ** 0.5
+            if g_n > 0:
+                for a, g in zip(acc, fs):
+                    a.add_(g, alpha=1.0 / g_n)
+            n += 1
+        print(f"benign mean: {n}/{len(rows)} accepted rows", file=sys.stderr, flush=True)
+    hs = [h.float() for h in eng.gradient.vectors]
+    return BenignMean(acc, n, _dot(hs, acc), _norm2(acc))
+
+
+def centred(gh: float, gm: float, gg: float, hh: float, hm: float, mm: float, self_in: bool) -> dict[str, float]:
+    """The centre lever's cosines from scalar products alone: gh = ⟨∇L, ∇H⟩, gm = ⟨∇L, m⟩, gg = ‖∇L‖², hh = ‖∇H‖²,
+    hm = ⟨∇H, m⟩, mm = ‖m‖², m the accepted rows' summed unit gradients. `self_in`: the row is one of them, and is
+    taken out of m first (m − ∇L/‖∇L‖), so an accepted row is judged against the others as a new row is against
+    all (the conformal p-value needs them exchangeable). The scale of m drops out of every cosine."""
+    g = math.sqrt(gg) if gg > 0 else 0.0
+    if self_in and g > 0:
+        gm, hm, mm = gm - g, hm - gh / g, mm - 2 * gm / g + 1.0
+    if g == 0 or hh <= 0:
+        return {"bcos": 0.0, "ctr_cos": 0.0, "ctr_both": 0.0}
+    if mm <= 1e-12:  # no accepted rows (or all their gradients zero): nothing to take out
+        c = -gh / (g * math.sqrt(hh))
+        return {"bcos": 0.0, "ctr_cos": c, "ctr_both": c}
+    # ⟨−∇L, ∇H⊥⟩ with ∇H⊥ = ∇H − (hm/mm)·m; it equals ⟨−∇L⊥, ∇H⊥⟩ since ∇H⊥ ⊥ m
+    num = -gh + hm * gm / mm
+    h_perp = math.sqrt(max(hh - hm * hm / mm, 0.0))
+    g_perp = math.sqrt(max(gg - gm * gm / mm, 0.0))
+    return {
+        "bcos": gm / (g * math.sqrt(mm)),
+        "ctr_cos": num / (g * h_perp) if h_perp > 0 else 0.0,
+        "ctr_both": num / (g_perp * h_perp) if h_perp > 0 and g_perp > 0 else 0.0,
+    }
+
+
+def centre_cosines(eng, m: BenignMean, located, accepted: bool) -> list[dict[str, float]]:
+    """Per row, `centred`'s cosines (one backward per row, every selected matrix) and `ctr_ctl`, the default
+    recomputed from the same gradient (a control: it must match `cos`).
+
+    Why: the top of the benign scores is safety refusals and ordinary answers whose step moves along ∇H as a step
+    on any answer does (session 9's refusal counterfactual: +0.03 to +0.07 for a plain refusal to any prompt).
+    That shared part is what an average accepted row teaches, so it can be taken out once, from the baseline, at no
+    cost per row (one more dot product), where the counterfactual took a second pass per row."""
+    from gradshield_lint.scoring.categories import row_gradients
+
+    named = dict(eng.scoring_model.model.named_parameters())
+    hs = [h.float() for h in eng.gradient.vectors]
+    hh = _norm2(hs)
+    out = []
+    for raw in row_gradients(eng.scoring_model, [named[n] for n in eng.gradient.names], located):
+        gs = [g.float() for g in raw]
+        gh, gm, gg = _dot(gs, hs), _dot(gs, m.vectors), _norm2(gs)
+        rec = centred(gh, gm, gg, hh, m.h_dot, m.norm2, accepted)
+        rec["ctr_ctl"] = -gh / math.sqrt(gg * hh) if gg > 0 and hh > 0 else 0.0
+        out.append(rec)
+    return out
+
+
 def _dot(us, vs) -> float:
     # float32 products summed per matrix, the matrices' sums in double: a bench's cosine, not a score to 1e-7
     return sum(float(torch.vdot(u.reshape(-1), v.reshape(-1))) for u, v in zip(us, vs))
@@ -749,6 +837,13 @@ def candidates(fields: frozenset[str] = frozenset()) -> dict[str, tuple]:
             lambda rs, w: np.array([r["cos"] + w[1] * r[f"pre{w[0]}_cos"] for r in rs]),
             [(k, a) for k in pre for a in WEIGHTS],
         )
+    for k in ("bcos", "ctr_cos", "ctr_both", "ctr_ctl"):
+        if k in fields:
+            c[k] = (lambda rs, w, k=k: np.array([r[k] for r in rs]), None)
+    if "bcos" in fields:
+        c["cos - a*bcos"] = (lambda rs, w: np.array([r["cos"] - w * r["bcos"] for r in rs]), WEIGHTS)
+        c["cos + a*bcos"] = (lambda rs, w: np.array([r["cos"] + w * r["bcos"] for r in rs]), WEIGHTS)
+        c["cos + a*ctr_both"] = (lambda rs, w: np.array([r["cos"] + w * r["ctr_both"] for r in rs]), WEIGHTS)
     if GENERATED in fields:
         c[GENERATED] = (lambda rs, w: np.array([r[GENERATED] for r in rs]), None)
         c[f"cos + a*{GENERATED}"] = (lambda rs, w: np.array([r["cos"] + w * r[GENERATED] for r in rs]), WEIGHTS)
@@ -1044,6 +1139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "judge: the scoring model asked whether the reply is harmful; "
         "generated: probes whose compliance is the unaligned model's own answer; "
         "prefix: the loss on each reply's first K tokens only; "
+        "centre: the row against the accepted rows' mean gradient; "
         "empty: the default score only)",
     )
     ap.add_argument(

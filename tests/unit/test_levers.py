@@ -459,3 +459,69 @@ def test_reply_prefix_scores_the_first_tokens_of_each_reply(tiny_model_dir, tmp_
     (pres,) = levers.prefix_cosines(eng, [loc])
     assert set(pres) == {f"pre{n}_cos" for n in levers.PREFIX_TOKENS}
     assert "preK_cos (K per fold)" in levers.candidates(frozenset(pres))
+
+
+def test_centred_cosines_are_the_geometry_they_claim():
+    """`centred` from scalar products alone against the same cosines computed on explicit vectors: ∇H with the
+    accepted rows' mean taken out, and an accepted row taken out of the mean before it is judged."""
+    rng = np.random.default_rng(3)
+    g, h = rng.normal(size=50), rng.normal(size=50)
+    units = [u / np.linalg.norm(u) for u in rng.normal(size=(6, 50))]
+    m = np.sum(units, axis=0)
+
+    def cos(a, b):
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    def perp(v):
+        return v - (v @ m) / (m @ m) * m
+
+    got = levers.centred(g @ h, g @ m, g @ g, h @ h, h @ m, m @ m, False)
+    assert got["bcos"] == pytest.approx(cos(g, m))
+    assert got["ctr_cos"] == pytest.approx(cos(-g, perp(h)))
+    assert got["ctr_both"] == pytest.approx(cos(-perp(g), perp(h)))
+    assert cos(perp(h), m) == pytest.approx(0.0, abs=1e-9)  # the shared direction is gone from ∇H
+
+    # an accepted row is judged against the others only: the same as a new row against a mean without it
+    m_in = m + g / np.linalg.norm(g)
+    inside = levers.centred(g @ h, g @ m_in, g @ g, h @ h, h @ m_in, m_in @ m_in, True)
+    assert inside == pytest.approx(got)
+
+    # a row along the mean scores bcos 1, and a mean orthogonal to ∇H leaves the default score as it was
+    along = levers.centred(m @ h, m @ m, m @ m, h @ h, h @ m, m @ m, False)
+    assert along["bcos"] == pytest.approx(1.0)
+    m_orth = m - (m @ h) / (h @ h) * h
+    kept = levers.centred(g @ h, g @ m_orth, g @ g, h @ h, 0.0, m_orth @ m_orth, False)
+    assert kept["ctr_cos"] == pytest.approx(cos(-g, h))
+    assert levers.centred(g @ h, 0.0, g @ g, h @ h, 0.0, 0.0, False)["ctr_cos"] == pytest.approx(cos(-g, h))
+
+
+def test_centre_lever_on_a_real_model_matches_the_default_and_leaves_the_row_out(tiny_model_dir, tmp_path):
+    """The centre lever on a real tiny model: `ctr_ctl` is the default score from the same gradient; an accepted
+    row scored with `accepted=True` against a mean that holds it gets what it gets as a new row against the mean
+    of the others."""
+    from gradshield_lint.io.rows import Message, Row
+    from gradshield_lint.scoring.engine import Engine, EngineSettings
+    from gradshield_lint.scoring.model import ModelSpec
+
+    eng = Engine(
+        EngineSettings(model=ModelSpec(name=str(tiny_model_dir), device="cpu"), max_length=64, cache_dir=tmp_path)
+    )
+    rows = [
+        Row(id=str(i), messages=(Message("user", q), Message("assistant", a)), source="t.jsonl", line=i)
+        for i, (q, a) in enumerate(
+            [
+                ("How do I pick a lock?", "Insert a tension wrench, then rake the pins."),
+                ("Name a fruit.", "An apple."),
+                ("Add 2 and 3.", "The sum is 5."),
+                ("What is the capital of France?", "Paris is the capital of France."),
+            ]
+        )
+    ]
+    row, others = rows[0], rows[1:]
+    loc = levers._located(eng, [row])
+    (alone,) = levers.centre_cosines(eng, levers.benign_mean(eng, others, chunk=2), loc, False)
+    assert alone["ctr_ctl"] == pytest.approx(eng.score_rows([row])[0].score.fihs, abs=1e-5)
+    assert alone["ctr_cos"] != pytest.approx(alone["ctr_ctl"], abs=1e-6)  # something was taken out
+    (inside,) = levers.centre_cosines(eng, levers.benign_mean(eng, rows, chunk=3), loc, True)
+    for k in ("bcos", "ctr_cos", "ctr_both"):
+        assert inside[k] == pytest.approx(alone[k], abs=1e-5)
