@@ -598,19 +598,28 @@ def _located(eng, rows):
     ]
 
 
-def second_moment(eng, rows, chunk: int) -> SecondMoment:
+def _accepted_gradients(eng, rows, chunk: int, what: str):
+    """Each accepted row's ∇L in float32, over the default's matrices (the order of `eng.gradient.names`), one row
+    at a time: a sum over them is all the two levers that use them keep."""
     from gradshield_lint.scoring.categories import row_gradients
 
     named = dict(eng.scoring_model.model.named_parameters())
     params = [named[n] for n in eng.gradient.names]
-    sq = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     n = 0
     for k in range(0, len(rows), chunk):
         for gs in row_gradients(eng.scoring_model, params, _located(eng, rows[k : k + chunk])):
-            for acc, g in zip(sq, gs):
-                acc.addcmul_(g.float(), g.float())
+            yield [g.float() for g in gs]
             n += 1
-        print(f"second moment: {n}/{len(rows)} accepted rows", file=sys.stderr, flush=True)
+        print(f"{what}: {n}/{len(rows)} accepted rows", file=sys.stderr, flush=True)
+
+
+def second_moment(eng, rows, chunk: int) -> SecondMoment:
+    sq = [torch.zeros_like(v, dtype=torch.float32) for v in eng.gradient.vectors]
+    n = 0
+    for gs in _accepted_gradients(eng, rows, chunk, "second moment"):
+        for acc, g in zip(sq, gs):
+            acc.addcmul_(g, g)
+        n += 1
     return SecondMoment(sq, n)
 
 
@@ -671,21 +680,14 @@ class BenignMean:
 
 def benign_mean(eng, rows, chunk: int) -> BenignMean:
     """The accepted rows' unit gradients summed: unit, so that one long row does not stand for the data."""
-    from gradshield_lint.scoring.categories import row_gradients
-
-    named = dict(eng.scoring_model.model.named_parameters())
-    params = [named[n] for n in eng.gradient.names]
-    acc = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    acc = [torch.zeros_like(v, dtype=torch.float32) for v in eng.gradient.vectors]
     n = 0
-    for k in range(0, len(rows), chunk):
-        for gs in row_gradients(eng.scoring_model, params, _located(eng, rows[k : k + chunk])):
-            fs = [g.float() for g in gs]
-            g_n = _norm2(fs) ** 0.5
-            if g_n > 0:
-                for a, g in zip(acc, fs):
-                    a.add_(g, alpha=1.0 / g_n)
-            n += 1
-        print(f"benign mean: {n}/{len(rows)} accepted rows", file=sys.stderr, flush=True)
+    for gs in _accepted_gradients(eng, rows, chunk, "benign mean"):
+        g_n = _norm2(gs) ** 0.5
+        if g_n > 0:
+            for a, g in zip(acc, gs):
+                a.add_(g, alpha=1.0 / g_n)
+        n += 1
     hs = [h.float() for h in eng.gradient.vectors]
     return BenignMean(acc, n, _dot(hs, acc), _norm2(acc))
 
