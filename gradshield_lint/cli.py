@@ -676,6 +676,7 @@ def baseline_create(
             f"baseline written to {_shown(path)}: {plural(run.rows, 'row')}, threshold {fmt_score(b.threshold.value)} ({describe(b.threshold)}); {plural(above, 'row')} above it; {_ray_summary(run)}",
             err=True,
         )
+        _say_if_small(cfg, len(b.scores))
         return
     linter = _linter(ctx, cfg)
     rows = linter.read(_files(cfg, files, baseline_opt))
@@ -690,6 +691,20 @@ def baseline_create(
         f"baseline written to {_shown(path)}: {plural(len(rows), 'row')}, threshold {fmt_score(b.threshold.value)} ({describe(b.threshold)}); {plural(above, 'row')} above it",
         err=True,
     )
+    _say_if_small(cfg, len(b.scores))
+
+
+def _say_if_small(cfg: Config, n: int) -> None:
+    """At `baseline create`/`update`: a baseline too small for a distribution-free verdict at `verdict.alpha` is
+    said, with the size it needs, here and in every report (never a silent pass, never a clean change failed)."""
+    from gradshield_lint.lint.verdict import GAUSSIAN_MIN, needed_reference
+    from gradshield_lint.report.escape import term_escape
+    from gradshield_lint.report.verdictfmt import reference_advice
+
+    v = cfg.verdict
+    if v.mode == "pull-request" and n < needed_reference(v.alpha):
+        rule = "exact-scan" if n < GAUSSIAN_MIN else "gaussian-null"
+        click.echo(term_escape(reference_advice(n, v.alpha, rule)), err=True)
 
 
 @baseline.command("update")
@@ -755,6 +770,7 @@ def baseline_update(
             f"baseline updated: {plural(run.scored + run.resumed, 'row')} scored, {plural(len(new.scores), 'row')}, threshold {fmt_score(new.threshold.value)}; {_ray_summary(run)}",
             err=True,
         )
+        _say_if_small(cfg, len(new.scores))
         return
     linter = _linter(ctx, cfg)
     rows = linter.read(_files(cfg, files, baseline_opt))
@@ -764,6 +780,7 @@ def baseline_update(
         f"baseline updated: {plural(n_scored, 'row')} scored, {plural(len(new.scores), 'row')}, threshold {fmt_score(new.threshold.value)}",
         err=True,
     )
+    _say_if_small(cfg, len(new.scores))
 
 
 @main.command()

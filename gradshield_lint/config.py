@@ -24,6 +24,7 @@ import yaml
 
 from gradshield_lint.errors import ConfigError
 from gradshield_lint.io.rows import RowShape, shape_from_config
+from gradshield_lint.lint.verdict import VerdictOptions
 from gradshield_lint.schemas import config_default as _d
 from gradshield_lint.schemas import load_schema as _load_schema
 from gradshield_lint.schemas import schema_path
@@ -150,6 +151,7 @@ class Config:
     files: tuple[str, ...] = field(default_factory=lambda: tuple(_d("files")))
     baseline: str = _d("baseline")
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    verdict: VerdictOptions = field(default_factory=VerdictOptions)
     report: ReportConfig = field(default_factory=ReportConfig)
     path: Path | None = None
     root: Path = field(default_factory=Path.cwd)
@@ -606,6 +608,12 @@ def _build(
     th = m["threshold"]
     if th["method"] == "fixed" and th["value"] is None:
         raise fail(("threshold", "value"), "a number is required when threshold.method is fixed")
+    vd = m["verdict"]
+    if vd["fdr"] < vd["alpha"]:
+        raise fail(
+            ("verdict", "fdr"),
+            f"must be at least verdict.alpha ({vd['alpha']:g}): a one-row change that fails must name its row",
+        )
     columns = {k: v for k, v in m["rows"]["columns"].items() if v is not None}
     try:
         RowShape(m["rows"]["shape"], columns)
@@ -647,6 +655,7 @@ def _build(
             value=float(th["value"]) if th["value"] is not None else None,
             criterion=th["criterion"],
         ),
+        verdict=VerdictOptions(mode=vd["mode"], alpha=float(vd["alpha"]), fdr=float(vd["fdr"])),
         report=ReportConfig(**m["report"]),
         path=path,
         root=root,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gradshield_lint.lint.verdict import Verdict
 from gradshield_lint.scoring.explanation import Explanation
 
 
@@ -87,6 +88,8 @@ class LintResult:
     # the number of accepted rows the p-values are computed against (0: none).
     fpr: float | None = None
     reference_rows: int = 0
+    # The change's verdict (lint/verdict.py): pull-request mode names its findings; None for results made by hand.
+    verdict: Verdict | None = None
 
     @property
     def max_score(self) -> float | None:

@@ -36,6 +36,7 @@ from gradshield_lint.lint.baseline import (
 from gradshield_lint.lint.conformal import conformal_threshold, p_values, stated_rate
 from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.lint.threshold import Criterion, ThresholdResult, find_threshold
+from gradshield_lint.lint.verdict import Verdict, VerdictOptions, decide, rows_verdict
 
 if TYPE_CHECKING:
     from gradshield_lint.lint.criteria import FinetuneCriterion
@@ -75,6 +76,19 @@ def score(engine: Engine, rows: Sequence[Row]) -> list[ScoredRow]:
 
 def fihs_of(scored: Sequence[ScoredRow]) -> list[float]:
     return [s.score.fihs for s in scored]
+
+
+RAW_MEAN = "reference_raw_mean"
+"""`threshold.details` key: the accepted rows' mean raw FIHS when the threshold was set (for the verdict's ΔH)."""
+
+
+def with_raw_mean(threshold: ThresholdResult, scored: Sequence[ScoredRow]) -> ThresholdResult:
+    """The threshold with the accepted rows' mean raw FIHS recorded beside how it was found."""
+    raw = np.asarray([s.score.raw for s in scored], dtype=np.float64)
+    raw = raw[np.isfinite(raw)]
+    if not raw.size:
+        return threshold
+    return replace(threshold, details={**threshold.details, RAW_MEAN: float(raw.mean())})
 
 
 def threshold_for(
@@ -152,10 +166,14 @@ def judge(
     reference: Sequence[float] | None = None,
     explain: bool = False,
     explain_window: int | None = None,
+    verdict: VerdictOptions | None = None,
 ) -> LintResult:
-    """Findings: scored rows above the threshold; those a reviewer accepted go to `accepted` instead.
+    """The verdict on the scored rows and its findings; rows a reviewer accepted go to `accepted` instead.
 
-    `reference`: the accepted rows' scores (the baseline's), against which each finding gets its conformal p-value.
+    `reference`: the accepted rows' scores (the baseline's), against which each row gets its conformal p-value.
+    With a reference and `verdict.mode` "pull-request" (the default of every check) the rows are tested as one
+    change (lint/verdict.py) and the findings are the rows it names; otherwise (`verdict.mode: rows`, or `scan`
+    and `filter`, which have no reference) each row above the threshold is a finding.
     `explain`: ask the engine why each finding scored high (explain.py: one backward and two forward passes per
     finding, findings only)."""
     findings, acc = [], []
@@ -163,15 +181,37 @@ def judge(
     ref = None if reference is None else np.asarray(list(reference), dtype=np.float64)
     pv = p_values(ref, scores) if ref is not None else None
     flagged_rows: list[Row] = []
+    opts = verdict or VerdictOptions()
+    the_verdict: Verdict | None
+    judged = [i for i, s in enumerate(scored) if s.row.id not in accepted]
+    raw = [scored[i].score.raw for i in judged]
+    raw_mean = threshold.details.get(RAW_MEAN)
     for i, s in enumerate(scored):
         row, fihs, truncated = s.row, s.score.fihs, s.score.truncated
-        if fihs > threshold.value:
-            p = float(pv[i]) if pv is not None else None
-            if row.id in accepted:
-                acc.append(_finding(row, fihs, threshold.value, truncated, accepted[row.id], p))
-            else:
-                findings.append(_finding(row, fihs, threshold.value, truncated, p_value=p))
-                flagged_rows.append(row)
+        if fihs > threshold.value and row.id in accepted:
+            acc.append(_finding(row, fihs, threshold.value, truncated, accepted[row.id], _p(pv, i)))
+    if ref is not None and opts.mode == "pull-request":
+        decision = decide(ref, [scores[i] for i in judged], opts, raw=raw, reference_raw_mean=raw_mean)
+        the_verdict = decision.verdict
+        row_p = decision.p_values
+        for k in decision.named:
+            s = scored[judged[k]]
+            findings.append(_finding(s.row, s.score.fihs, decision.cut, s.score.truncated, p_value=float(row_p[k])))
+            flagged_rows.append(s.row)
+    else:
+        for i in judged:
+            s = scored[i]
+            if s.score.fihs > threshold.value:
+                findings.append(_finding(s.row, s.score.fihs, threshold.value, s.score.truncated, p_value=_p(pv, i)))
+                flagged_rows.append(s.row)
+        n_ref = 0 if ref is None else int(np.isfinite(ref).sum())
+        ref_harm = None if raw_mean is None else len(judged) * float(raw_mean)
+        harm = float(np.nansum(raw)) if raw else None
+        the_verdict = (
+            None  # scan and filter: no change to judge, only rows
+            if verdict is None and ref is None
+            else rows_verdict(len(findings), len(judged), n_ref, opts, harm=harm, harm_reference=ref_harm)
+        )
     if explain and findings and engine is not None:
         reasons = engine.explain(flagged_rows, explain_window)
         findings = [replace(f, explanation=e) for f, e in zip(findings, reasons)]
@@ -190,7 +230,12 @@ def judge(
         probe_set=str(fp.probe_set or "") if fp else "",
         fpr=stated_rate(threshold),
         reference_rows=0 if ref is None else int(np.isfinite(ref).sum()),
+        verdict=the_verdict,
     )
+
+
+def _p(pv: np.ndarray | None, i: int) -> float | None:
+    return float(pv[i]) if pv is not None else None
 
 
 # ------------------------------------------------------------------------------------------------ baseline
@@ -222,6 +267,7 @@ def create_baseline(
     threshold = threshold_for(
         fihs_of(scored), cfg_threshold, _criterion_for(engine, rows, cfg_threshold), reference=True
     )
+    threshold = with_raw_mean(threshold, scored)
     b = make_baseline(engine.fingerprint(), {s.row.id: s.score.fihs for s in scored}, threshold, engine.recorded())
     return b, scored
 
@@ -250,9 +296,10 @@ def update_baseline(
     if rethreshold:
         if cfg_threshold.criterion == "finetune":
             raise ConfigError("--rethreshold with the finetune criterion needs every row's text: use --rescore")
-        merged = update_scores(
-            merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True)
-        )
+        fresh = threshold_for(list(merged.scores.values()), cfg_threshold, reference=True)
+        if RAW_MEAN in baseline.threshold.details:  # the scores alone do not give it: keep the one recorded
+            fresh = replace(fresh, details={**fresh.details, RAW_MEAN: baseline.threshold.details[RAW_MEAN]})
+        merged = update_scores(merged, {}, None, threshold=fresh)
     return merged, len(scored)
 
 
@@ -292,6 +339,7 @@ def judge_rows(
     rows_total: int | None = None,
     explain: bool = False,
     explain_window: int | None = None,
+    verdict: VerdictOptions | None = None,
 ) -> LintResult:
     """The verdict on `rows`: score those that are new (not in `known`, the rows of the revision they are judged
     against, and not in `baseline`) and judge them against the baseline's threshold, or, without a baseline,
@@ -313,8 +361,9 @@ def judge_rows(
             sample = sorted({r.id: r for r in reference_rows}.values(), key=lambda r: r.id)[:REFERENCE_SAMPLE]
             if len(sample) < MIN_REFERENCE:
                 raise ConfigError(too_few(len(sample)))
-            reference = fihs_of(score(engine, sample))
-            threshold = threshold_for(reference, cfg_threshold, reference=True)
+            ref_scored = score(engine, sample)
+            reference = fihs_of(ref_scored)
+            threshold = with_raw_mean(threshold_for(reference, cfg_threshold, reference=True), ref_scored)
     scored = score(engine, new)
     return judge(
         scored,
@@ -325,6 +374,7 @@ def judge_rows(
         reference=reference,
         explain=explain,
         explain_window=explain_window,
+        verdict=verdict,
     )
 
 
@@ -340,6 +390,7 @@ def check(
     baseline_label: str | None = None,
     explain: bool = False,
     explain_window: int | None = None,
+    verdict: VerdictOptions | None = None,
 ) -> LintResult:
     """Score only the rows of `files` that are new (not in the baseline, and, with `diff_base`, not present at that
     revision either) and judge them against the baseline's threshold (without a baseline: a threshold found on a
@@ -376,6 +427,7 @@ def check(
         rows_total=len(rows),
         explain=explain,
         explain_window=explain_window,
+        verdict=verdict,
     )
 
 
@@ -434,6 +486,7 @@ class Linter:
             baseline_label=baseline_label,
             explain=r.explain,
             explain_window=r.span_tokens,
+            verdict=self.config.verdict,
         )
 
     def judge_rows(
@@ -462,6 +515,7 @@ class Linter:
             rows_total=rows_total,
             explain=r.explain,
             explain_window=r.span_tokens,
+            verdict=self.config.verdict,
         )
 
     def scan(

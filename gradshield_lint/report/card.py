@@ -60,6 +60,10 @@ def card_section(
         + (f" ({md_escape(threshold_note(result))})" if threshold_note(result) else "")
         + (f"; {n_acc} more {'were' if n_acc != 1 else 'was'} accepted by a reviewer." if n_acc else ".")
     )
+    from gradshield_lint.report.verdictfmt import verdict_lines
+
+    said = [f"**{md_escape(t)}**" if i == 0 else md_escape(t) for i, t in enumerate(verdict_lines(result))]
+    out += [x for t in said for x in (t, "")]
     out += [summary, ""]
     meta = []
     if result.model:

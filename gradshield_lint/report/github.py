@@ -51,9 +51,16 @@ def render_github(
     result: LintResult, *, max_annotations: int = DEFAULT_MAX_ANNOTATIONS, excerpt_chars: int = 80
 ) -> str:
     """At most `max_annotations` `::error` lines (highest scores first), then one `::notice` with the totals."""
+    from gradshield_lint.report.verdictfmt import verdict_lines
+
     s = split(result)
     shown = s.flagged[: max(max_annotations, 0)]
-    lines = [annotation(f, excerpt_chars) for f in shown]
+    said = verdict_lines(result)
+    lines = []
+    if said:
+        failed = result.verdict is not None and result.verdict.failed
+        lines.append(command("error" if failed else "notice", " ".join(said), title="gradshield-lint verdict"))
+    lines += [annotation(f, excerpt_chars) for f in shown]
     summary = (
         f"{plural(result.rows_scored, 'row')} scored, {len(s.flagged)} flagged (threshold {fmt_num(result.threshold)}"
         + (f"; {threshold_note(result)}" if result.fpr is not None else "")

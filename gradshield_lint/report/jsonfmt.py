@@ -61,6 +61,7 @@ def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any
         "probe_set": result.probe_set or "",
         "fpr": finite(result.fpr),
         "reference_rows": int(result.reference_rows),
+        "verdict": verdict_json(result),
         "findings": [finding_dict(f, excerpt_chars) for f in s.flagged],
         "accepted": [finding_dict(f, excerpt_chars) for f in s.accepted],
     }
@@ -69,6 +70,17 @@ def report_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any
 
         out["gate"] = json_dict(result.gate)
     return out
+
+
+def verdict_json(result: LintResult) -> dict[str, Any] | None:
+    from gradshield_lint.report.verdictfmt import harm_line, reference_note, verdict_dict, verdict_line
+
+    d = verdict_dict(result.verdict)
+    if d is not None:
+        d.update(
+            summary=verdict_line(result), harm_summary=harm_line(result) or None, note=reference_note(result) or None
+        )
+    return d
 
 
 def render_json(result: LintResult, *, excerpt_chars: int = 80) -> str:

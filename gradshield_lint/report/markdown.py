@@ -75,8 +75,13 @@ def summary_sentence(result: LintResult) -> str:
     parts = [
         f"**{result.rows_scored}** row{'s' if result.rows_scored != 1 else ''} scored"
         + (f" (of {result.rows_total} in the dataset)" if result.rows_total != result.rows_scored else ""),
-        f"**{len(s.flagged)}** flagged above the threshold **{fmt_num(result.threshold)}**"
-        + (f" ({md_escape(threshold_note(result))})" if threshold_note(result) else ""),
+        (
+            f"**{len(s.flagged)}** flagged by the verdict (per-row threshold **{fmt_num(result.threshold)}**"
+            + (f", {md_escape(threshold_note(result))})" if threshold_note(result) else ")")
+            if result.verdict is not None and result.verdict.mode == "pull-request"
+            else f"**{len(s.flagged)}** flagged above the threshold **{fmt_num(result.threshold)}**"
+            + (f" ({md_escape(threshold_note(result))})" if threshold_note(result) else "")
+        ),
     ]
     if s.accepted:
         parts.append(f"{len(s.accepted)} accepted by a reviewer")
@@ -87,13 +92,20 @@ def github_summary(result: LintResult, *, max_rows: int = 50, excerpt_chars: int
     """The Markdown job summary (for `$GITHUB_STEP_SUMMARY`): verdict, flagged rows, accepted rows, score histogram."""
     s = split(result)
     from gradshield_lint.report.gatefmt import markdown_lines
+    from gradshield_lint.report.verdictfmt import verdict_lines
 
-    verdict = (
-        ":x: rows above the FIHS threshold" if s.flagged else ":white_check_mark: no rows above the FIHS threshold"
-    )
+    v = result.verdict
+    if v is not None and v.mode == "pull-request":
+        verdict = ":x: the change fails" if v.failed else ":white_check_mark: the change passes"
+    else:
+        verdict = (
+            ":x: rows above the FIHS threshold" if s.flagged else ":white_check_mark: no rows above the FIHS threshold"
+        )
     if result.gate is not None and result.gate.warnings:
         verdict += "; :warning: the pull request changes its own gate"
-    out = [f"## gradshield-lint: {verdict}", "", summary_sentence(result), "", *markdown_lines(result)]
+    said = [f"**{md_escape(t)}**" if i == 0 else md_escape(t) for i, t in enumerate(verdict_lines(result))]
+    out = [f"## gradshield-lint: {verdict}", "", *[x for t in said for x in (t, "")]]
+    out += [summary_sentence(result), "", *markdown_lines(result)]
     meta = []
     if result.model:
         meta.append(f"model {code_span(result.model)}")

@@ -119,15 +119,27 @@ def sarif_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]
 
         driver["rules"].append(sarif_rule())
         results += sarif_results(result, len(driver["rules"]) - 1)
+    from gradshield_lint.report.verdictfmt import verdict_dict, verdict_lines
+
+    run: dict[str, Any] = {"tool": {"driver": driver}}
+    said = verdict_lines(result)
+    if said:
+        # the change's verdict is about no one file: the invocation's notifications carry it, first one the verdict
+        failed = result.verdict is not None and result.verdict.failed
+        notes = [
+            {"level": "error" if failed and i == 0 else "note", "message": {"text": t}} for i, t in enumerate(said)
+        ]
+        run["invocations"] = [{"executionSuccessful": True, "toolExecutionNotifications": notes}]
     return {
         "$schema": SARIF_SCHEMA,
         "version": SARIF_VERSION,
         "runs": [
             {
-                "tool": {"driver": driver},
+                **run,
                 "columnKind": "unicodeCodePoints",
                 "results": results,
                 "properties": {
+                    "verdict": verdict_dict(result.verdict),
                     "threshold": finite(result.threshold),
                     "thresholdMethod": result.threshold_method or "",
                     "rowsTotal": int(result.rows_total),

@@ -27,11 +27,22 @@ if TYPE_CHECKING:  # report/ knows nothing of torch: the type only
 
 
 def summary_line(result: LintResult, flagged: int) -> str:
-    """`N rows scored, M flagged (threshold T[; how it was set])`."""
+    """`N rows scored, M flagged (threshold T[; how it was set])`; under the pull-request verdict, `M flagged by the verdict` and the
+    stored threshold as the per-row view."""
     note = f"; {threshold_note(result)}" if result.fpr is not None else ""
+    if _named(result):
+        return (
+            f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged by the verdict (per-row threshold "
+            f"{fmt_num(result.threshold)}{note})"
+        )
     return (
         f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged (threshold {fmt_num(result.threshold)}{note})"
     )
+
+
+def _named(result: LintResult) -> bool:
+    """Findings named by the pull-request verdict (not simply rows above the stored threshold)."""
+    return result.verdict is not None and result.verdict.mode == "pull-request"
 
 
 def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]:
@@ -56,11 +67,17 @@ def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]
 
 def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 80) -> str:
     from gradshield_lint.report.gatefmt import text_lines
+    from gradshield_lint.report.verdictfmt import verdict_lines
 
     s = split(result)
-    lines: list[str] = text_lines(result)
+    head = verdict_lines(result)
+    lines: list[str] = (head + [""] if head else []) + text_lines(result)
     if s.flagged:
-        lines.append("Rows whose FIHS lies above the threshold (content warning: excerpts may contain harmful text):")
+        lines.append(
+            "Rows the verdict names (content warning: excerpts may contain harmful text):"
+            if _named(result)
+            else "Rows whose FIHS lies above the threshold (content warning: excerpts may contain harmful text):"
+        )
         shown = limit_rows(s.flagged, max_rows)
         lines += _table(shown, excerpt_chars, accepted=False)
         if len(s.flagged) > len(shown):
@@ -73,7 +90,7 @@ def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 
         if len(s.accepted) > len(shown):
             lines.append(f"... and {len(s.accepted) - len(shown)} more accepted rows")
         lines.append("")
-    if not s.flagged:
+    if not s.flagged and result.verdict is None:
         lines.append("No rows above the threshold.")
     tail = summary_line(result, len(s.flagged))
     if s.accepted:
