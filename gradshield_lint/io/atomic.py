@@ -311,3 +311,14 @@ def exit_on_termination() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def append_text(target: str | Path, text: str) -> None:
+    """Append `text` to `target` (created if missing; through a symlink, to a device or a FIFO as to a file): for
+    outputs that collect several writers' text (`--summary`, $GITHUB_STEP_SUMMARY). An OSError is an OutputError
+    naming `target`."""
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise _fail(destination(target), exc) from None

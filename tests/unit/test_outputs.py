@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import cli_fixtures, compliance_row, describe, ordinary_rows, write_jsonl
+from helpers import assert_user_error, cli_fixtures, compliance_row, describe, ordinary_rows, snapshot, write_jsonl
 
 from gradshield_lint.errors import OutputError
 from gradshield_lint.io.atomic import atomic_write_many, atomic_write_text
@@ -143,3 +143,66 @@ def test_cli_output_through_dev_stdout_reaches_the_pipe_and_appends(repo, tmp_pa
     assert p.returncode == 0, p.stderr
     text = log.read_text()
     assert text.startswith("earlier lines\n") and "0 rows scored, 0 flagged" in text
+
+
+# ------------------------------------------------------------------------------------------------ refused before scoring
+
+
+@pytest.fixture()
+def no_scoring(monkeypatch):
+    """A run that gets as far as building the scoring engine fails the test: the refusals below come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scoring started")
+
+    monkeypatch.setattr("gradshield_lint.cli.build_engine", refuse)
+
+
+def test_an_output_that_is_an_input_or_the_baseline_is_refused_before_scoring(repo, no_scoring):
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + [compliance_row(0)])
+    (repo.root / "via-link.jsonl").symlink_to(repo.data)
+    os.link(repo.data, repo.root / "hard.jsonl")
+    watched = [repo.data, repo.baseline, repo.config, repo.root / "probes.jsonl"]
+    before = snapshot(*watched)
+    cases = [
+        (["scan", "-o", "data/train.jsonl", "data/train.jsonl"], "-o/--output is an input", "data/train.jsonl"),
+        (["scan", "-o", "data/../data/train.jsonl"], "-o/--output is an input", "train.jsonl"),
+        (["check", "--json", ".gradshield-baseline.json", "data/train.jsonl"], "--json is the baseline", "baseline"),
+        (["check", "--sarif", "via-link.jsonl", "data/train.jsonl"], "--sarif is an input", "via-link.jsonl"),
+        (["check", "--summary", "hard.jsonl", "data/train.jsonl"], "--summary is an input", "hard.jsonl"),
+        (["check", "-o", ".gradshield.yaml", "data/train.jsonl"], "is the configuration", ".gradshield.yaml"),
+        (["scan", "--json", "probes.jsonl", "data/train.jsonl"], "is the probe set", "probes.jsonl"),
+        (["score", "-o", "via-link.jsonl", "data/train.jsonl"], "-o/--output is an input", "via-link.jsonl"),
+        (["check", "--json", "r.json", "--sarif", "r.json", "data/train.jsonl"], "name the same file", "r.json"),
+        (["filter", "data", "data/clean.jsonl"], "DEST lies inside an input", "data/clean.jsonl"),
+    ]
+    for args, says, path in cases:
+        assert_user_error(repo.run(*args), says, path)
+    assert snapshot(*watched) == before
+    assert not (repo.root / "r.json").exists() and not (repo.root / "data" / "clean.jsonl").exists()
+
+
+def test_an_unwritable_output_is_refused_before_scoring(repo, no_scoring, tmp_path):
+    for args, says in [
+        (["scan", "-o", "/proc/nope.txt", "data/train.jsonl"], "-o/--output cannot be written"),
+        (["check", "--json", "/proc/nope.txt", "data/train.jsonl"], "--json cannot be written"),
+        (["check", "--summary", "/proc/nope.txt", "data/train.jsonl"], "--summary cannot be written"),
+        (["score", "-o", "/proc/x/y.jsonl", "data/train.jsonl"], "-o/--output cannot be written"),
+    ]:
+        assert_user_error(repo.run(*args), says, "/proc/")
+    link = tmp_path / "into-nowhere.json"
+    link.symlink_to(tmp_path / "missing" / "report.json")
+    assert_user_error(repo.run("scan", "--json", str(link)), "--json cannot be written", "missing")
+
+
+def test_a_full_device_is_exit_2_naming_it_after_scoring(repo, fulldev, tmp_path):
+    """/dev/full takes the open and fails the write: only the write can tell, and it is exit 2 (not 3, a bug)
+    naming the path, with the other outputs of the run as they were or complete."""
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + [compliance_row(0)])
+    r = repo.run("check", "--summary", str(fulldev), "data/train.jsonl")
+    assert_user_error(r, str(fulldev), "No space left on device")
+    report = tmp_path / "report.json"
+    r = repo.run("check", "--json", str(report), "-o", str(fulldev), "data/train.jsonl")
+    assert_user_error(r, str(fulldev), "No space left on device")
+    assert not report.exists()  # written through first, renamed after: the failed run replaced nothing
+    assert stat.S_ISCHR(os.lstat(fulldev).st_mode)
