@@ -288,6 +288,7 @@ def score(
         override("scoring.proxy", proxy, "--proxy"),
         override("scoring.normalize", normalize, "--normalize/--raw"),
     )
+    _guard_outputs(cfg, files, None, [("-o/--output", output)])
     rows = _read_rows(cfg, files)
     engine = build_engine(ctx, cfg)
     scored = engine.score_rows(rows)
@@ -370,9 +371,10 @@ def _emit(
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     if summary_file is not None:
+        from gradshield_lint.io.atomic import append_text
+
         # Appended, not replaced: GitHub collects every step's summary in the same file.
-        with open(summary_file, "a", encoding="utf-8") as fh:
-            fh.write(github_summary(result, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars))
+        append_text(summary_file, github_summary(result, max_rows=rcfg.max_rows, excerpt_chars=rcfg.excerpt_chars))
 
 
 def _files(
@@ -388,6 +390,41 @@ def _files(
     if not out and not files:
         raise click.UsageError("no dataset files given and none match the configured `files` globs")
     return out
+
+
+def _guard_outputs(
+    cfg: Config,
+    inputs: Sequence[str | Path],
+    baseline: Path | None,
+    outputs: Sequence[tuple[str, Path | None]],
+    *,
+    summary: Path | None = None,
+) -> None:
+    """Before any scoring: no output may replace an input, the baseline, the configuration or the probe set, and
+    each must be writable (io/outputs.py)."""
+    from gradshield_lint.io.outputs import Output, Protected, check_outputs
+
+    outs = [Output(option, path) for option, path in outputs if path is not None]
+    if summary is not None:
+        outs.append(Output("--summary", summary, appended=True))
+    if not outs:
+        return
+    protected = [Protected("an input", Path(p)) for p in inputs if isinstance(p, Path)]
+    for what, path in (
+        ("the baseline", baseline),
+        ("the baseline", cfg.baseline_path),
+        ("the configuration", cfg.path),
+        ("the probe set", cfg.probes_path),
+    ):
+        if path is not None:
+            protected.append(Protected(what, Path(path)))
+    check_outputs(outs, protected)
+
+
+def _report_outputs(
+    output: Path | None, sarif_file: Path | None, json_file: Path | None
+) -> list[tuple[str, Path | None]]:
+    return [("-o/--output", output), ("--sarif", sarif_file), ("--json", json_file)]
 
 
 def _shown(path: str | Path) -> str:
@@ -464,6 +501,9 @@ def check(
         ) as gate:
             cfg = gate.config.with_overrides(ctx.overrides)
             paths = [] if gate_only else _files(cfg, files, baseline_opt, gate.skip)
+            _guard_outputs(
+                cfg, paths, baseline_opt, _report_outputs(output, sarif_file, json_file), summary=summary_file
+            )
             if paths:
                 result = _linter(ctx, cfg).check(
                     paths,
@@ -481,6 +521,7 @@ def check(
         if not paths:
             return  # only the baseline or the configuration changed: no rows to check
         bpath = None if no_baseline else _baseline_path(cfg, baseline_opt)
+        _guard_outputs(cfg, paths, bpath, _report_outputs(output, sarif_file, json_file), summary=summary_file)
         from_ref = pre_commit_from_ref()
         if bpath is not None and not bpath.exists() and baseline_opt is None and from_ref:
             bpath = None  # no baseline yet: the pushed revision alone decides what is new
@@ -509,7 +550,9 @@ def scan(
 ) -> None:
     """Score every row of FILES and flag those above a threshold found on the spot (no baseline needed)."""
     cfg = ctx.config()
-    result, _ = _linter(ctx, cfg).scan(_files(cfg, files))
+    paths = _files(cfg, files)
+    _guard_outputs(cfg, paths, None, _report_outputs(output, sarif_file, json_file), summary=summary_file)
+    result, _ = _linter(ctx, cfg).scan(paths)
     _emit(ctx, cfg, result, fmt, output, sarif_file, json_file, summary_file)
     if result.findings and not exit_zero:
         sys.exit(1)
@@ -546,6 +589,7 @@ def filter_cmd(ctx: Context, source: str | Path, dest: Path, removed_opt: Path |
             raise click.UsageError(f"cannot write {out}: its suffix must name the format, one of {', '.join(WRITABLE)}")
         if out.is_dir():
             raise click.UsageError(f"cannot write {out}: it is a directory")
+    _guard_outputs(cfg, [source], None, [("DEST", dest), ("--removed", removed)])
     shape = cfg.rows.row_shape()
     pairs = list(iter_rows_with_records(source, shape))
     result, _ = _linter(ctx, cfg).scan([source])

@@ -14,6 +14,7 @@ subdirectory finds the baseline at the top of the repository), or the start dire
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -381,6 +382,19 @@ def _check_keys(value: Any, at: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] 
     return None
 
 
+def _check_finite(value: Any, at: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
+    """The first nan or ±inf in the document. JSON Schema cannot say "finite" (JSON has no nan), and a nan passes
+    every bound it can say (nan ≤ 0 is false): a threshold of .nan would flag nothing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return at, f"expected a finite number, got {value}"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        bad = _check_finite(v, at + (k,))
+        if bad:
+            return bad
+    return None
+
+
 _TYPE_NAMES = {
     "string": "a string",
     "integer": "an integer",
@@ -490,7 +504,7 @@ def _validate(data: Any, where: _Where) -> None:
             file=source,
             line=lines.get(()),
         )
-    bad = _check_keys(data, ())
+    bad = _check_keys(data, ()) or _check_finite(data, ())
     if bad:
         raise where.error(bad[0], bad[1])
     problems: list[tuple[int, tuple[Any, ...], str]] = []

@@ -46,3 +46,11 @@ class ProbeError(GradshieldError):
 
 class BaselineError(GradshieldError):
     """A baseline that is unreadable or was made with different settings."""
+
+
+class OutputError(GradshieldError, OSError):
+    """An output file that cannot be written (a missing or read-only folder, a full device, an input named as an
+    output); the message names the path. Also an OSError, so that a caller that tolerates a failed write (a
+    read-only cache) still does. `reason`: the system's words, for a caller that words its own message."""
+
+    reason: str | None = None

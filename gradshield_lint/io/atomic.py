@@ -16,6 +16,12 @@ after), so Ctrl-C or a CI cancellation never splits them. What a user sees after
 * after: every target is new.
 
 Temporary files are named ``.NAME.PID.RANDOM.tmp`` beside the target NAME, so a leftover names its owner.
+
+Only regular files are replaced: a symlink is written through (the temporary file and the rename are beside the
+file it resolves to, so the link stays a link), and what is not a regular file (a character device such as
+/dev/null, a FIFO, /dev/stdout or anything else reached through /proc) is opened for writing and written in place,
+appended to and never truncated, since renaming over it would replace the device or the shell's redirection with a
+plain file. Those are written, in order, before the regular files are renamed; they are not atomic.
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from gradshield_lint.errors import OutputError
 
 TMP_SUFFIX = ".tmp"
 # A temporary file lives for the seconds one write takes; one this old is a leftover whoever made it.
@@ -127,12 +136,76 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
-def _new_temp(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class Destination:
+    """Where the bytes for a named output go. `real`: the file renamed over (a symlink's resolved target, else the
+    path as named); `direct`: not a regular file (a device, a FIFO, a /proc link), opened and written in place."""
+
+    named: Path
+    real: Path
+    direct: bool
+
+
+def _through_proc(path: Path) -> bool:
+    """Whether `path`, followed link by link, passes through /proc (/dev/stdout, /dev/fd/N, /proc/self/fd/N): such
+    a link names an open file of the process (a pipe, a terminal, the file a shell's `>>` appends to), which a
+    rename would not reach and the resolved name would truncate."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links followed
+        parent = os.path.realpath(os.path.dirname(p))
+        if parent == "/proc" or parent.startswith("/proc/"):
+            return True
+        p = os.path.join(parent, os.path.basename(p))
+        if not os.path.islink(p):
+            return False
+        p = os.path.join(parent, os.readlink(p))  # an absolute link target replaces `parent`
+    return False
+
+
+def destination(target: str | Path) -> Destination:
+    """How a write to `target` is done (see the module doc)."""
+    named = Path(target)
+    if _through_proc(named):
+        return Destination(named, named, True)
+    try:
+        st = os.stat(named)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return Destination(named, named, True)
+    if os.path.islink(named):  # to a regular file, or dangling (the file it names is created)
+        return Destination(named, Path(os.path.realpath(named)), False)
+    return Destination(named, named, False)
+
+
+def _fail(dest: Destination, exc: OSError) -> OutputError:
+    why = exc.strerror or type(exc).__name__
+    err = OutputError(f"cannot write this output: {why}", file=dest.named)
+    err.reason = why
+    return err
+
+
+def _new_temp(dest: Destination) -> Path:
+    if dest.direct:  # written through at the end: the temporary file is ours, not beside a device
+        fd, tmp = tempfile.mkstemp(prefix=f".gradshield-out.{os.getpid()}.", suffix=TMP_SUFFIX)
+        os.close(fd)
+        return Path(tmp)
+    target = dest.real
+    if dest.real == dest.named:  # a link's target folder is the link's business: never created
+        target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     return Path(tmp)
+
+
+def _write_through(tmp: Path, dest: Destination) -> None:
+    # O_APPEND, no O_TRUNC: a device or FIFO ignores both; a regular file behind /dev/stdout (`>> log`) keeps its
+    # earlier content, as the process's own writes to stdout would.
+    fd = os.open(dest.named, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "wb") as out, open(tmp, "rb") as src:
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -150,21 +223,41 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_paths(targets: Sequence[str | Path]) -> Iterator[list[Path]]:
     """Yield one temporary path per target, to write; when the block succeeds each is fsynced and all are renamed
     over their targets in the order given (the last target is the commit point; see the module doc). On an error
-    or an interrupt no target is touched and the temporary files are removed."""
-    paths = [Path(t) for t in targets]
+    or an interrupt no target is touched and the temporary files are removed. Symlinks, devices and FIFOs: see the
+    module doc. An OSError of this module's own steps is an OutputError naming the target."""
+    dests = [destination(t) for t in targets]
     temps: list[Path] = []
     try:
-        for target in paths:
-            temps.append(_new_temp(target))
+        for dest in dests:
+            try:
+                temps.append(_new_temp(dest))
+            except OSError as exc:
+                raise _fail(dest, exc) from None
         yield list(temps)
-        for tmp, target in zip(temps, paths):
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(tmp, _mode_for(target))
+        for tmp, dest in zip(temps, dests):
+            if dest.direct:
+                continue
+            try:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, _mode_for(dest.real))
+            except OSError as exc:
+                raise _fail(dest, exc) from None
+        # outside signals_held: a FIFO blocks until its reader opens it, and Ctrl-C must still work then
+        for tmp, dest in zip(temps, dests):
+            if dest.direct:
+                try:
+                    _write_through(tmp, dest)
+                except OSError as exc:
+                    raise _fail(dest, exc) from None
         with signals_held():
-            for tmp, target in zip(temps, paths):
-                os.replace(tmp, target)
-        for folder in dict.fromkeys(p.parent for p in paths):
+            for tmp, dest in zip(temps, dests):
+                if not dest.direct:
+                    try:
+                        os.replace(tmp, dest.real)
+                    except OSError as exc:
+                        raise _fail(dest, exc) from None
+        for folder in dict.fromkeys(d.real.parent for d in dests if not d.direct):
             _fsync_dir(folder)
     finally:
         for tmp in temps:
@@ -180,8 +273,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
+    atomic_write_many([(target, data)])
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:
@@ -191,8 +283,11 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 def atomic_write_many(items: Sequence[tuple[str | Path, bytes]]) -> None:
     """Write several files as one commit: all complete before any is renamed, the last one renamed last."""
     with atomic_paths([p for p, _ in items]) as temps:
-        for tmp, (_, data) in zip(temps, items):
-            tmp.write_bytes(data)
+        for tmp, (target, data) in zip(temps, items):
+            try:
+                tmp.write_bytes(data)
+            except OSError as exc:  # a full disk: the user's to fix, not a bug
+                raise _fail(destination(target), exc) from None
 
 
 @contextlib.contextmanager
@@ -216,3 +311,14 @@ def exit_on_termination() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def append_text(target: str | Path, text: str) -> None:
+    """Append `text` to `target` (created if missing; through a symlink, to a device or a FIFO as to a file): for
+    outputs that collect several writers' text (`--summary`, $GITHUB_STEP_SUMMARY). An OSError is an OutputError
+    naming `target`."""
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise _fail(destination(target), exc) from None

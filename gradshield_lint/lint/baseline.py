@@ -53,7 +53,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from gradshield_lint.errors import BaselineError
+from gradshield_lint.errors import BaselineError, OutputError
 from gradshield_lint.io import safejson
 from gradshield_lint.io.atomic import atomic_write_text
 from gradshield_lint.lint.threshold import ThresholdResult
@@ -336,6 +336,8 @@ def write_baseline(path: str | Path, baseline: Baseline) -> None:
         raise BaselineError(str(e), file=path) from None
     try:
         atomic_write_text(path, text)
+    except OutputError as e:  # before OSError, which it also is
+        raise BaselineError(f"cannot write baseline: {e.reason or e.message}", file=path) from None
     except OSError as e:
         raise BaselineError(f"cannot write baseline: {e.strerror or e}", file=path) from e
 

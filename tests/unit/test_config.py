@@ -369,3 +369,52 @@ def test_enums_agree_with_the_modules_that_use_them():
     assert props["threshold"]["properties"]["method"]["enum"] == list(lint.THRESHOLD_METHODS)
     assert set(threshold.METHODS) <= set(lint.THRESHOLD_METHODS)
     assert Config().threshold.k == threshold.DEFAULT_K
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numbers that are not numbers, and lengths no model takes (issue 33, item 13)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("value", ".nan"),
+        ("value", ".inf"),
+        ("value", "-.inf"),
+        ("fpr", ".nan"),
+        ("fpr", ".NaN"),
+        ("k", ".nan"),
+        ("k", ".inf"),
+        ("lrt_margin", ".nan"),
+        ("lrt_margin", ".inf"),
+    ],
+)
+def test_nan_and_inf_are_refused_in_every_number_setting(tmp_path, key, value):
+    """YAML's .nan passes every bound (nan ≤ 0 is false), and a threshold of nan flags nothing: refused with the
+    file and line, whichever setting holds it."""
+    method = "fixed" if key == "value" else "mixture"
+    p = _cfg(tmp_path, f"# gate\nthreshold:\n  method: {method}\n  {key}: {value}\n")
+    e = _load_err(p)
+    assert e.file == str(p) and e.line == 4, str(e)
+    assert f"threshold.{key}: expected a finite number, got {float(value.lower().replace('.', '', 1))}" in str(e)
+
+
+def test_max_length_has_an_upper_bound(tmp_path):
+    e = _load_err(_cfg(tmp_path, "scoring:\n  max_length: 1000000000\n"))
+    assert e.line == 2 and "scoring.max_length: 1000000000 is greater than the maximum of 32768" in str(e)
+    assert load_config(_cfg(tmp_path, "scoring:\n  max_length: 32768\n", name="ok.yaml")).scoring.max_length == 32768
+
+
+def test_cli_refuses_a_nan_threshold_with_exit_2(tmp_path):
+    from helpers import assert_user_error, run_cli, write_jsonl
+
+    root = _repo(tmp_path)
+    write_jsonl(root / "data" / "train.jsonl", [{"text": "hello"}])
+    for text, key in (
+        ("threshold:\n  method: fixed\n  value: .nan\n", "threshold.value"),
+        ("threshold:\n  fpr: .nan\n", "threshold.fpr"),
+        ("scoring:\n  max_length: 99999999\n", "scoring.max_length"),
+    ):
+        cfg = _cfg(root, text)
+        for cmd in ("check", "scan", "score"):
+            assert_user_error(run_cli(root, cmd, "data/train.jsonl"), f"{cfg}:", key)
