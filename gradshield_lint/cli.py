@@ -378,7 +378,12 @@ def _emit(
 
 
 def _files(
-    cfg: Config, files: Sequence[str | Path], baseline_opt: Path | None = None, skip_also: Sequence[Path] = ()
+    cfg: Config,
+    files: Sequence[str | Path],
+    baseline_opt: Path | None = None,
+    skip_also: Sequence[Path] = (),
+    *,
+    refuse_links: bool = False,
 ) -> list[str | Path]:
     from gradshield_lint.io.files import expand_files
 
@@ -386,7 +391,7 @@ def _files(
     skip = (
         [cfg.baseline_path] + [p for p in (cfg.path, baseline_opt, cfg.probes_path) if p is not None] + list(skip_also)
     )
-    out = expand_files(files, cfg.files, cfg.root, skip)
+    out = expand_files(files, cfg.files, cfg.root, skip, refuse_links=refuse_links)
     if not out and not files:
         raise click.UsageError("no dataset files given and none match the configured `files` globs")
     return out
@@ -497,10 +502,14 @@ def check(
         from gradshield_lint.lint.gate import gate_only_result, open_gate
 
         with open_gate(
-            diff_base, config_opt=ctx.config_path, baseline_opt=baseline_opt, use_baseline=not no_baseline
+            diff_base,
+            config_opt=ctx.config_path,
+            baseline_opt=baseline_opt,
+            use_baseline=not no_baseline,
+            overrides=ctx.overrides,
         ) as gate:
-            cfg = gate.config.with_overrides(ctx.overrides)
-            paths = [] if gate_only else _files(cfg, files, baseline_opt, gate.skip)
+            cfg = gate.config
+            paths = [] if gate_only else _files(cfg, files, baseline_opt, gate.skip, refuse_links=True)
             _guard_outputs(
                 cfg, paths, baseline_opt, _report_outputs(output, sarif_file, json_file), summary=summary_file
             )
@@ -517,7 +526,7 @@ def check(
                 result = gate_only_result(gate)  # only the baseline or the configuration changed: no model needed
     else:
         cfg = ctx.config()
-        paths = _files(cfg, files, baseline_opt)
+        paths = _files(cfg, files, baseline_opt, refuse_links=True)
         if not paths:
             return  # only the baseline or the configuration changed: no rows to check
         bpath = None if no_baseline else _baseline_path(cfg, baseline_opt)

@@ -10,6 +10,7 @@ hold no datasets.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -92,17 +93,61 @@ def _resolved(p: Path) -> Path:
         return Path(os.path.abspath(p))
 
 
+def _literal(p: Path) -> Path:
+    """`p` with its folders resolved but not its last name: a link named like the baseline is not its target."""
+    return _resolved(p.parent) / p.name
+
+
+LINK_REFUSED = "is a symbolic link; gradshield-lint does not follow links in a dataset (commit the file itself)"
+
+
+def _refuse_link(p: Path) -> None:
+    # A link lets a dataset file's rows live under another name (outside the `files` globs, or outside the
+    # repository), and git, the Action and pre-commit all see a link change, not a content change.
+    if not p.is_symlink():
+        return
+    try:
+        p.resolve(strict=True)
+        what = ""
+    except RuntimeError:
+        what = " (a symlink loop)"
+    except OSError as e:
+        what = " (a symlink loop)" if e.errno == errno.ELOOP else " (a dangling one)"
+    raise InputError(LINK_REFUSED.replace(";", what + ";", 1), file=p)
+
+
+def saved_dataset_of(p: Path, root: Path) -> Path | None:
+    """The outermost `datasets` save_to_disk directory holding file `p` (looked for up to `root` when `p` lies
+    under it), spelled as `p` is; None when there is none. Its files (Arrow data, state.json, dataset_info.json)
+    are no datasets of their own: the directory is."""
+    found = None
+    top = _resolved(root)
+    for d in p.parents:
+        if d.is_dir() and is_dataset_file(d):
+            found = d
+        if _resolved(d) == top:
+            break
+    return found
+
+
 def expand_files(
-    paths: Iterable[str | Path], globs: Sequence[str], root: Path, skip: Iterable[Path] = ()
+    paths: Iterable[str | Path],
+    globs: Sequence[str],
+    root: Path,
+    skip: Iterable[Path] = (),
+    *,
+    refuse_links: bool = False,
 ) -> list[str | Path]:
     """Files named on the command line; a directory expands by the configured globs; none: the globs under root.
-    `hf://` paths stay strings (a Path would fold their `//`).
+    `hf://` paths stay strings (a Path would fold their `//`). A file inside a save_to_disk directory stands for
+    the directory.
 
     Paths in `skip` (the baseline: it is JSON, and a hook's `files:` pattern passes it along with the data) are
-    never read as datasets. A directory named in `paths` with no dataset file in it is an InputError: a check of
-    nothing must not pass.
+    never read as datasets; they are compared by name, not by what a link points at. A directory named in `paths`
+    with no dataset file in it is an InputError: a check of nothing must not pass. With `refuse_links` (`check`), a
+    dataset file that is a symbolic link is an InputError naming it.
     """
-    skipped = {_resolved(Path(p)) for p in skip}
+    skipped = {_literal(Path(p)) for p in skip}
     out: list[str | Path] = []
     paths = list(paths)
     items = paths or [root]
@@ -111,6 +156,8 @@ def expand_files(
             out.append(str(item))
             continue
         p = Path(item)
+        if refuse_links and _literal(p) not in skipped:
+            _refuse_link(p)
         if not p.is_dir() or is_dataset_file(p):
             out.append(p)
             continue
@@ -118,7 +165,11 @@ def expand_files(
         # whether the globs are read from the root (`data/**/*.jsonl`) or from the directory itself (`**/*.jsonl`)
         under = _resolved(p)
         from_root = [q for q in glob_files(root, globs) if under in _resolved(q).parents]
-        found = [q for q in [*from_root, *glob_files(p, globs)] if q.is_file() and _resolved(q) not in skipped]
+        found = [q for q in [*from_root, *glob_files(p, globs)] if _literal(q) not in skipped]
+        if refuse_links:
+            for q in found:
+                _refuse_link(q)
+        found = [q for q in found if q.is_file()]
         found = list({_resolved(q): q for q in reversed(found)}.values())[::-1]  # one entry per file, first spelling
         if not found and paths:
             raise InputError(
@@ -128,9 +179,20 @@ def expand_files(
         out.extend(found)
     uniq: dict[str, str | Path] = {}
     for f in out:
-        if isinstance(f, str) or _resolved(f) not in skipped:
+        if isinstance(f, Path) and not f.is_dir():
+            f = saved_dataset_of(f, root) or f
+        if isinstance(f, str) or _literal(f) not in skipped:
             uniq.setdefault(str(f), f)
     return list(uniq.values())
 
 
-__all__ = ["SKIPPED_FOLDERS", "expand_files", "files_under", "glob_files", "glob_regex", "matches"]
+__all__ = [
+    "LINK_REFUSED",
+    "SKIPPED_FOLDERS",
+    "expand_files",
+    "files_under",
+    "glob_files",
+    "glob_regex",
+    "matches",
+    "saved_dataset_of",
+]

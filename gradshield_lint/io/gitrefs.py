@@ -57,19 +57,29 @@ class Revision:
             raise ConfigError(f"--diff-base {ref}: not inside a git repository")
         got = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root)
         if got.returncode != 0:
+            # a tree or blob id (or a tag of one) is a revision git knows, just not one that has a baseline
+            kind = _git(["cat-file", "-t", f"{ref}^{{}}"], root)
+            if kind.returncode == 0 and kind.stdout.strip() in (b"tree", b"blob"):
+                raise ConfigError(f"--diff-base: {ref} is a {kind.stdout.decode().strip()}, not a commit")
             raise ConfigError(f"--diff-base: unknown git revision {ref!r} (fetch it first, e.g. with fetch-depth: 0)")
         return cls(root, ref, got.stdout.decode().strip())
 
     def rel(self, path: str | Path) -> str | None:
         """`path` (absolute, or relative to the working directory) relative to the repository root, POSIX style;
-        None when it lies outside the repository (it is then no part of any revision)."""
+        None when it lies outside the repository (it is then no part of any revision).
+
+        Lexical: symbolic links in the work tree are not followed, or the checked revision would choose which
+        file of the base revision is read (a baseline linked to another one). Only a path that lies outside the
+        root as spelled (reached through a link above the repository) has its folders resolved."""
         p = Path(path)
-        p = (p if p.is_absolute() else Path.cwd() / p).resolve()
-        try:
-            rel = p.relative_to(self.root)
-        except ValueError:
-            return None
-        return PurePosixPath(rel.as_posix()).as_posix()
+        p = Path(os.path.normpath(p if p.is_absolute() else Path.cwd() / p))
+        for cand in (p, p.parent.resolve() / p.name):
+            try:
+                rel = cand.relative_to(self.root)
+            except ValueError:
+                continue
+            return PurePosixPath(rel.as_posix()).as_posix()
+        return None
 
     def label(self, rel: str) -> str:
         """How messages name a file of this revision: `REF:path`."""
@@ -81,6 +91,18 @@ class Revision:
 
     def exists(self, rel: str) -> bool:
         return self._kind(rel) == "blob"
+
+    def is_link(self, rel: str) -> bool:
+        """Whether `rel` is a symbolic link at this revision (a blob holding the link's target, mode 120000)."""
+        parent, _, name = rel.rpartition("/")
+        listing = _git(["ls-tree", "-z", f"{self.commit}:{parent}" if parent else f"{self.commit}^{{tree}}"], self.root)
+        if listing.returncode != 0:
+            return False
+        for entry in listing.stdout.split(b"\0"):
+            meta, _, entry_name = entry.partition(b"\t")
+            if entry_name == os.fsencode(name):
+                return meta.startswith(b"120000 ")
+        return False
 
     def read(self, rel: str) -> bytes | None:
         """The bytes of file `rel` at this revision (after the repository's filters, e.g. Git LFS, where git can

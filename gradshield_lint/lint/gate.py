@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from gradshield_lint.config import CONFIG_NAMES, Config, config_from_text, find_config, load_config
+from gradshield_lint.config import CONFIG_NAMES, Config, Override, config_from_text, find_config, load_config
 from gradshield_lint.errors import BaselineError, ConfigError, GradshieldError
 from gradshield_lint.io.gitrefs import Revision
 from gradshield_lint.lint.baseline import Baseline, loads_baseline, read_baseline
@@ -57,16 +58,20 @@ def open_gate(
     baseline_opt: Path | None = None,
     use_baseline: bool = True,
     start: Path | None = None,
+    overrides: Iterable[Override] = (),
 ) -> Iterator[BaseGate]:
     """The gate at `ref` for a check run in `start` (default: the working directory). `config_opt` and
     `baseline_opt` (the --config and --baseline options) are read at `ref` too when they lie in the repository;
-    outside it they are no part of any revision and are read as given. Raises ConfigError / BaselineError (exit 2)
-    when the base revision's own gate is unreadable."""
+    outside it they are no part of any revision and are read as given. `overrides` (--model, --device) apply to
+    the base configuration before its probe set is copied out (applied after, they would rebuild the configuration
+    from its document and so read the work tree's probe set). Raises ConfigError / BaselineError (exit 2) when the
+    base revision's own gate is unreadable."""
     rev = Revision.open(ref, start)
     here = Path(start or Path.cwd()).resolve()
     changes: list[GateChange] = []
     with tempfile.TemporaryDirectory(prefix="gradshield-base-") as tmp:
         cfg, config_label, skip = _config_at(rev, here, config_opt, changes)
+        cfg = cfg.with_overrides(overrides)
         cfg = _probes_at(rev, cfg, config_label, Path(tmp), changes, skip)
         _model_changes(rev, cfg, changes)
         baseline, baseline_label = None, None
@@ -74,6 +79,52 @@ def open_gate(
             baseline, baseline_label = _baseline_at(rev, cfg, baseline_opt, changes, skip)
         info = GateInfo(rev.ref, rev.commit, baseline_label, config_label, tuple(changes))
         yield BaseGate(rev, cfg, baseline, baseline_label, info, skip)
+
+
+def _read_at(rev: Revision, rel: str, error: type[GradshieldError]) -> bytes | None:
+    """A gate file's bytes at the revision by its literal path, or None when it has none. A link there is refused:
+    following it would read another file than the one named, and resolving it is no business of a linter."""
+    if rev.is_link(rel):
+        raise error(
+            f"is a symbolic link at {rev.ref}; gradshield-lint reads the baseline, configuration and probe set by "
+            "their literal path and follows no links: commit the file itself",
+            file=rev.label(rel),
+        )
+    return rev.read(rel)
+
+
+def _work_tree_link(rev: Revision, rel: str) -> Path | None:
+    """The first part of the work tree's `rel` (the file, or a folder above it) that is a symbolic link."""
+    p = rev.root
+    for part in PurePosixPath(rel).parts:
+        p = p / part
+        if p.is_symlink():
+            return p
+    return None
+
+
+def _link_change(rev: Revision, rel: str, what: str, kind: str, changes: list[GateChange]) -> bool:
+    """Record a warning when the work tree's gate file `rel` is (or lies under) a symbolic link; whether it is.
+    The link is never followed, neither to read the work tree's version nor to choose the base revision's file."""
+    link = _work_tree_link(rev, rel)
+    if link is None:
+        return False
+    name = link.relative_to(rev.root).as_posix()
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    changes.append(
+        GateChange(
+            kind,
+            WARNING,
+            rel,
+            None,
+            f"makes {name} a symbolic link (to {target}); {what} is read by its literal path, links are not "
+            f"followed: this check uses {rel} as it is at {rev.ref}",
+        )
+    )
+    return True
 
 
 def _decode(data: bytes, label: str, error: type[GradshieldError]) -> str:
@@ -89,12 +140,12 @@ def _config_at(
 ) -> tuple[Config, str | None, list[Path]]:
     """The configuration at the revision, what names it in messages, and the work tree's configuration file."""
     wt_found = find_config(here) if config_opt is None else Path(config_opt)
-    skip = [wt_found.resolve()] if wt_found is not None and wt_found.exists() else []
+    skip = [wt_found.absolute()] if wt_found is not None and wt_found.exists() else []
     if config_opt is not None:
         rel = rev.rel(config_opt)
         if rel is None:  # outside the repository: the workflow's own file, not the pull request's
             return load_config(config_opt), str(config_opt), skip
-        data = rev.read(rel)
+        data = _read_at(rev, rel, ConfigError)
         if data is None:
             raise ConfigError(
                 f"no such configuration at {rev.ref}; commit it to the base branch first", file=rev.label(rel)
@@ -111,7 +162,7 @@ def _config_at(
             if rel is not None or d == rev.root or rev.rel(d) is None:
                 break
         if rel is not None:
-            data = rev.read(rel)
+            data = _read_at(rev, rel, ConfigError)
     if rel is None or data is None:
         cfg = Config(root=rev.root)
         if wt_found is not None:
@@ -137,7 +188,9 @@ def _config_changes(
     rev: Revision, rel: str, data: bytes, base: Config, wt_found: Path | None, changes: list[GateChange]
 ) -> None:
     wt = rev.root / rel
-    if not wt.is_file():
+    if _link_change(rev, rel, "the configuration", "config-link", changes):
+        pass  # its target is never read, so there is nothing to compare
+    elif not wt.is_file():
         changes.append(
             GateChange(
                 "config-removed",
@@ -215,7 +268,7 @@ def _probes_at(
     rel = rev.rel(path)
     if rel is None:
         return cfg
-    data = rev.read(rel)
+    data = _read_at(rev, rel, ConfigError)
     if data is None:
         raise ConfigError(
             f"scoring.probes names {rel}, which does not exist at {rev.ref}", file=config_label or rev.label(rel)
@@ -224,9 +277,11 @@ def _probes_at(
     copy.parent.mkdir()
     copy.write_bytes(data)
     wt = rev.root / rel
-    if wt.exists():
-        skip.append(wt.resolve())
-    if rev.changed(rel):
+    if wt.exists() or wt.is_symlink():
+        skip.append(wt)
+    if _link_change(rev, rel, "the probe set", "probes-link", changes):
+        pass  # its target is never read, so there is nothing to compare
+    elif rev.changed(rel):
         line = _first_different_line(data, wt.read_bytes()) if wt.is_file() else None
         changes.append(
             GateChange(
@@ -293,9 +348,10 @@ def _baseline_at(
         return None, None
     label = rev.label(rel)
     wt = rev.root / rel
-    if wt.exists():
-        skip.append(wt.resolve())
-    data = rev.read(rel)
+    if wt.exists() or wt.is_symlink():
+        skip.append(wt)
+    linked = _link_change(rev, rel, "the baseline", "baseline-link", changes)
+    data = _read_at(rev, rel, BaselineError)
     if data is None:
         if baseline_opt is not None:
             raise BaselineError(
@@ -303,7 +359,7 @@ def _baseline_at(
                 "baseline to the base branch first",
                 file=label,
             )
-        if wt.is_file():
+        if wt.is_file() and not linked:
             changes.append(
                 GateChange(
                     "baseline-added",
@@ -316,6 +372,8 @@ def _baseline_at(
             )
         return None, None
     base = loads_baseline(_decode(data, label, BaselineError), label)
+    if linked:
+        return base, label
     if not wt.is_file():
         changes.append(
             GateChange(

@@ -95,6 +95,18 @@ def escape_property(value: object) -> str:
     return escape_data(value).replace(":", "%3A").replace(",", "%2C")
 
 
+_UNSAFE_KEEP_CRLF = re.compile(_UNSAFE.pattern.replace("\x00-\x1f", "\x00-\x09\x0b\x0c\x0e-\x1f"))
+
+
+def escape_file_property(path: object) -> str:
+    """A file name as a workflow-command property (`file=`). CR and LF are encoded as `@actions/core` encodes them
+    (``%0D``, ``%0A``), which the runner decodes, so the annotation lands on the file of that very name; other
+    control and invisible characters become visible escapes (the runner decodes nothing else), and so does the
+    ``[`` of ``##[``. The whole command stays one log line either way."""
+    s = "" if path is None else str(path)
+    return escape_property(_UNSAFE_KEEP_CRLF.sub(_visible, s).replace(_OLD_COMMAND, _OLD_COMMAND_SAFE))
+
+
 _JSON_UNSAFE = re.compile(
     "[\x7f-\x9f" + "".join(f"\\u{c:04x}" for c in sorted(BIDI_AND_INVISIBLE | set(_LINE_SEPARATORS))) + "]"
 )

@@ -22,14 +22,19 @@ from gradshield_lint.report._common import (
     threshold_note,
     why,
 )
-from gradshield_lint.report.escape import escape_data, escape_property, term_escape
+from gradshield_lint.report.escape import escape_data, escape_file_property, escape_property, term_escape
 
 DEFAULT_MAX_ANNOTATIONS = 10
 
 
 def command(name: str, message: str, **properties: object) -> str:
-    """`::name k=v,k=v::message`, escaped; properties whose value is None are left out."""
-    props = ",".join(f"{k}={escape_property(v)}" for k, v in properties.items() if v is not None)
+    """`::name k=v,k=v::message`, escaped; properties whose value is None are left out (`file` is a file name:
+    `escape_file_property`)."""
+    props = ",".join(
+        f"{k}={escape_file_property(v) if k == 'file' else escape_property(v)}"
+        for k, v in properties.items()
+        if v is not None
+    )
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
 
 
@@ -41,10 +46,8 @@ def annotation(f: Finding, excerpt_chars: int = 80) -> str:
         + (f"Why: {why(f, excerpt_chars)}. " if why(f, excerpt_chars) else "")
         + f"Row text (content warning): {term_escape(text)}"
     )
-    # the file name is hostile too: control characters escaped visibly, then encoded as a property
-    return command(
-        "error", message, file=term_escape(rel_path(f.file)), line=int(f.line), title=f"{RULE_ID} {RULE_TITLE}"
-    )
+    # the file name is hostile too: encoded by `command` as the runner decodes it, so the annotation names it
+    return command("error", message, file=rel_path(f.file), line=int(f.line), title=f"{RULE_ID} {RULE_TITLE}")
 
 
 def render_github(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from helpers import (
     describe,
     git_cmd,
     make_repo,
+    ordinary_row,
     ordinary_rows,
     snapshot,
     tree,
@@ -268,3 +270,200 @@ def test_a_baseline_with_a_non_finite_threshold_or_score_is_unreadable(tmp_path,
     err = assert_user_error(repo.run("check"), needle)
     assert ".gradshield-baseline.json" in err
     assert snapshot(repo.baseline, repo.data) == before
+
+
+# ------------------------------------------------------------------------------------------------ issue 33
+# The hostile round's setup: the base revision's baseline has a threshold that flags every row scored against it,
+# so a check that scores a new row fails, and "0 rows scored" (or exit 0) shows that the row was never checked.
+
+FLAG_ALL = -1e9
+
+
+def flag_all_repo(root: Path, model_dir: Path, *, before=None, after=None) -> Repo:
+    """`main`: 24 ordinary rows, configuration, probes and a baseline whose threshold flags every scored row
+    (`before(repo)` adds files the baseline covers, `after(repo)` others); checked out: branch `pr`."""
+    repo = make_repo(root, model_dir, git=True)
+    if before is not None:
+        before(repo)
+    ds = ["data/train.jsonl", "data/ds"] if (root / "data" / "ds").is_dir() else []
+    r = repo.run("-q", "baseline", "create", *ds)
+    assert r.exit_code == 0, describe(r)
+    edit_baseline(repo, lambda d: d["threshold"].__setitem__("value", FLAG_ALL))
+    if after is not None:
+        after(repo)
+    git_cmd(repo.root, "add", "-A")
+    git_cmd(repo.root, "commit", "-q", "-m", "base")
+    git_cmd(repo.root, "checkout", "-q", "-b", "pr")
+    return repo
+
+
+def add_ordinary_row(repo: Repo, i: int = 500) -> int:
+    rows = [json.loads(x) for x in repo.data.read_text(encoding="utf-8").splitlines()]
+    write_jsonl(repo.data, rows + [ordinary_row(i)])
+    return len(rows) + 1
+
+
+def commit_all(repo: Repo, message: str = "pull request") -> None:
+    git_cmd(repo.root, "add", "-A")
+    git_cmd(repo.root, "commit", "-q", "-m", message)
+
+
+# item 1: a dataset file turned into a symlink
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-rows", "dangling"])
+def test_a_dataset_file_turned_into_a_symlink_is_refused_naming_it(tmp_path, model_dir, dangling):
+    """The pull request replaces data/train.jsonl with a link to a file outside the `files` globs holding the old
+    rows plus a new one. Read through the link, the row was judged under the link's target name; a dangling link
+    was dropped. `check` refuses the link (exit 2, naming it), with and without --diff-base, named or globbed."""
+    repo = flag_all_repo(tmp_path / "repo", model_dir)
+    rows = [json.loads(x) for x in repo.data.read_text(encoding="utf-8").splitlines()]
+    if not dangling:
+        write_jsonl(repo.root / "notes" / "rows.txt", rows + [ordinary_row(500)])
+    repo.data.unlink()
+    repo.data.symlink_to(Path("..") / "notes" / "rows.txt")
+    commit_all(repo)
+    before = tree(repo.root)
+    for args in (["--diff-base", "main", "data/train.jsonl"], ["--diff-base", "main"], ["data/train.jsonl"], []):
+        r = repo.run("check", *args)
+        assert_user_error(r, "data/train.jsonl: is a symbolic link", "does not follow links in a dataset")
+    assert tree(repo.root) == before
+
+
+# item 2: gate files resolved through the work tree
+
+
+def _link(repo: Repo, name: str, target: str) -> None:
+    p = repo.root / name
+    p.unlink()
+    p.symlink_to(target)
+
+
+def _other_baseline(repo: Repo) -> None:
+    doc = json.loads(repo.baseline.read_text(encoding="utf-8"))
+    doc["threshold"]["value"] = 100.0
+    (repo.root / "other-baseline.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def _gitkeep(repo: Repo) -> None:
+    (repo.root / "data" / ".gitkeep").write_text("", encoding="utf-8")
+
+
+def _benign_probes(repo: Repo) -> None:
+    write_jsonl(repo.root / "benign-probes.jsonl", [{**p, "compliance": "I cannot help with that."} for p in PROBES])
+
+
+GATE_LINKS = {
+    "baseline-to-another-base-baseline": (".gradshield-baseline.json", "other-baseline.json", "baseline-link"),
+    "baseline-to-a-missing-file": (".gradshield-baseline.json", "nowhere.json", "baseline-link"),
+    "baseline-to-the-dataset": (".gradshield-baseline.json", "data/train.jsonl", "baseline-link"),
+    "config-to-a-missing-file": (".gradshield.yaml", "nowhere.yaml", "config-link"),
+    "config-to-data-gitkeep": (".gradshield.yaml", "data/.gitkeep", "config-link"),
+    "probes-to-benign-probes": ("probes.jsonl", "benign-probes.jsonl", "probes-link"),
+}
+
+
+@pytest.mark.parametrize("case", list(GATE_LINKS))
+def test_a_gate_file_turned_into_a_symlink_is_read_by_its_literal_path_at_the_base(tmp_path, model_dir, case):
+    """The pull request makes a gate file a symlink: to another file the base revision has (a baseline with
+    threshold 100, an empty data/.gitkeep, a benign probe set), to a missing file (the base baseline was dropped and
+    a threshold rebuilt from base rows; the default configuration used), or to the dataset itself (which the check
+    then skipped as "the baseline"). The base revision's file at its literal path decides, the new row is scored and
+    flagged, and the link is a warning."""
+    name, target, kind = GATE_LINKS[case]
+
+    def extra(repo: Repo) -> None:
+        _other_baseline(repo)
+        _gitkeep(repo)
+        _benign_probes(repo)
+
+    repo = flag_all_repo(tmp_path / "repo", model_dir, after=extra)
+    line = add_ordinary_row(repo)
+    _link(repo, name, target)
+    commit_all(repo)
+    r = repo.run("--model", str(model_dir), "check", "--diff-base", "main", "-f", "json", "data/train.jsonl")
+    assert r.exit_code == 1, describe(r)
+    doc = report(r)
+    assert doc["rows_scored"] == 1 and [f["line"] for f in doc["findings"]] == [line], doc
+    assert doc["threshold"] == pytest.approx(FLAG_ALL)
+    assert doc["gate"]["baseline"] == "main:.gradshield-baseline.json"
+    assert doc["gate"]["config"] == "main:.gradshield.yaml"
+    (change,) = [c for c in doc["gate"]["changes"] if c["kind"] == kind]
+    assert change["severity"] == "warning" and change["file"] == name
+    assert "symbolic link" in change["message"] and target in change["message"]
+
+
+def test_a_gate_file_that_is_a_symlink_at_the_base_revision_is_exit_2(tmp_path, model_dir):
+    """A base revision whose baseline is a link is not followed either: its gate cannot be read by literal path."""
+    repo = flag_all_repo(tmp_path / "repo", model_dir, after=_other_baseline)
+    git_cmd(repo.root, "checkout", "-q", "main")
+    _link(repo, ".gradshield-baseline.json", "other-baseline.json")
+    commit_all(repo, "the baseline is a link")
+    git_cmd(repo.root, "checkout", "-q", "-b", "pr2")
+    add_ordinary_row(repo)
+    commit_all(repo)
+    assert_user_error(
+        repo.run("check", "--diff-base", "main", "data/train.jsonl"),
+        "main:.gradshield-baseline.json",
+        "is a symbolic link at main",
+    )
+
+
+# item 3: changes inside a save_to_disk directory
+
+
+def _save_dataset(folder: Path, rows: list[dict]) -> None:
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+
+
+@pytest.mark.parametrize("named", ["data-00000-of-00001.arrow", "state.json", "dataset_info.json", "."])
+def test_a_change_inside_a_save_to_disk_directory_checks_the_directory(tmp_path, model_dir, named):
+    """A pull request rewrites a save_to_disk directory with one more row. A file inside it, as a hook or the
+    Action names it, stands for the directory: its new row is scored (and flagged), not refused as an
+    unsupported `.arrow` file or read as a JSON dataset ("unknown row shape")."""
+    repo = flag_all_repo(
+        tmp_path / "repo", model_dir, before=lambda r: _save_dataset(r.root / "data" / "ds", ordinary_rows(6, 50))
+    )
+    ds = repo.root / "data" / "ds"
+    keep = {n: (ds / n).read_bytes() for n in ("state.json", "dataset_info.json")}
+    shutil.rmtree(ds)
+    _save_dataset(ds, ordinary_rows(6, 50) + [ordinary_row(600)])
+    if named == "data-00000-of-00001.arrow":  # the issue's case: only the Arrow file changes
+        for n, data in keep.items():
+            (ds / n).write_bytes(data)
+    commit_all(repo)
+    path = "data/ds" if named == "." else f"data/ds/{named}"
+    for args in (["--diff-base", "main"], []):
+        r = repo.run("check", *args, "-f", "json", path)
+        assert r.exit_code == 1, describe(r)
+        doc = report(r)
+        assert doc["rows_scored"] == 1 and [(f["file"], f["line"]) for f in doc["findings"]] == [("data/ds", 7)]
+
+
+# item 15: --diff-base names a tree or a blob
+
+
+@pytest.mark.parametrize("kind", ["tree", "blob"])
+def test_diff_base_with_a_tree_or_blob_id_says_it_is_not_a_commit(tmp_path, model_dir, kind):
+    repo = flag_all_repo(tmp_path / "repo", model_dir)
+    oid = git_cmd(repo.root, "rev-parse", "main^{tree}" if kind == "tree" else "main:data/train.jsonl").strip()
+    add_ordinary_row(repo)
+    for ref in (oid, oid[:12]):
+        assert_user_error(repo.run("check", "--diff-base", ref), f"{ref} is a {kind}, not a commit")
+
+
+def test_a_flagged_file_whose_name_has_a_newline_is_annotated_at_that_file(tmp_path, model_dir):
+    """Its `::error` named `data/a\\nb.jsonl` with a visible backslash-n, a file that does not exist, so the
+    annotation landed nowhere. The runner decodes %0A (as @actions/core encodes it) back to the real name; the
+    command stays one line and no part of the name becomes a command or property of its own."""
+    repo = flag_all_repo(tmp_path / "repo", model_dir)
+    name = "data/a\n::error::b,c:%.jsonl"
+    write_jsonl(repo.root / name, [ordinary_row(700)])
+    commit_all(repo)
+    r = repo.run("check", "--diff-base", "main", "-f", "github", name)
+    assert r.exit_code == 1, describe(r)
+    (error,) = [x for x in r.stdout.splitlines() if x.startswith("::error ")]
+    assert error.startswith("::error file=data/a%0A%3A%3Aerror%3A%3Ab%2Cc%3A%25.jsonl,line=1,title="), error
+    assert not [x for x in r.stdout.splitlines() if x.startswith("::") and not x.startswith(("::error ", "::notice "))]
