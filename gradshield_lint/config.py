@@ -101,10 +101,11 @@ class RowsConfig:
 
     shape: str = _d("rows", "shape")
     columns: dict[str, str] = field(default_factory=lambda: dict(_d("rows", "columns")))
+    metadata: tuple[str, ...] = tuple(_d("rows", "metadata"))
 
     def row_shape(self) -> RowShape | None:
         """The override for `rows.iter_rows` (None: detect everything automatically)."""
-        return shape_from_config(self.shape, self.columns)
+        return shape_from_config(self.shape, self.columns, self.metadata)
 
 
 @dataclass(frozen=True)
@@ -658,7 +659,7 @@ def _build(
             batch_tokens=sc["batch_tokens"],
             first_token=FirstTokenConfig(**sc["first_token"]),
         ),
-        rows=RowsConfig(shape=m["rows"]["shape"], columns=columns),
+        rows=RowsConfig(shape=m["rows"]["shape"], columns=columns, metadata=tuple(m["rows"]["metadata"])),
         files=tuple(m["files"]),
         baseline=m["baseline"],
         threshold=ThresholdConfig(

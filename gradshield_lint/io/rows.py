@@ -1,9 +1,17 @@
 """Dataset files -> Row(id, messages, source, line).
 
-Row identity is a hash of the row's normalized content (canonical JSON of its messages, NFC text), never
-its position: reordering rows or moving them between files changes nothing; editing one makes it new. Every
-shape is mapped to messages before hashing, so a prompt/completion row and the same content written as
-`messages` have the same id.
+Row identity is a hash of the row's normalized content (canonical JSON of its messages, NFC text, and of every
+other field of the record), never its position: reordering rows or moving them between files changes nothing;
+editing one, any field of it, makes it new. Every shape is mapped to messages before hashing, so a
+prompt/completion row and the same content written as `messages` have the same id; a record with no field beyond
+those its messages are read from (null and blank cells count as absent) hashes its messages alone, as ids were
+computed before other fields were hashed, so baselines of that time still know it.
+
+A field that is not part of the row shape (`text` beside `messages`, a `prompt` in a later record of a `messages`
+file, a message's `reasoning_content`, a content part whose type is not `text`) is never scored, so one that holds
+text (a string with a letter in it) is an input error at its line, unless its name is metadata: one of
+`METADATA_FIELDS` or named in `rows.metadata`. Fields without text (numbers, booleans, an image part with no URL)
+are read, and in the id.
 
 Formats (chosen by suffix; every reader streams, so memory stays bounded whatever the file size):
 
@@ -33,7 +41,8 @@ Row shapes (detected from the column names, or set with `rows.shape` / `rows.col
   trained on (which is what finetuning on raw text does).
 
 Detection: the structured shapes are tried first; more than one matching is an error. `text` is used only when
-no structured shape matches (so Alpaca dumps with a pre-formatted `text` column read as Alpaca).
+no structured shape matches (so an Alpaca dump with a pre-formatted `text` column reads as Alpaca, and its `text`
+is refused as unscored unless named in `rows.metadata`).
 """
 
 from __future__ import annotations
@@ -73,15 +82,53 @@ class Row:
     line: int
 
 
-def row_id(messages: Sequence[Message]) -> str:
-    """Content hash: sha256 over canonical JSON of NFC-normalized (role, content) pairs, 16 hex digits."""
-    canon = [[m.role, unicodedata.normalize("NFC", m.content)] for m in messages]
-    blob = json.dumps(canon, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+FieldPath = tuple["str | int", ...]
+"""Where a field sits in its record: ("topic",), ("messages", 2, "name"), ("messages", 2, "content", 1) (list
+indices 1-based, as error messages count them)."""
 
 
-def make_row(messages: Sequence[Message], source: str, line: int) -> Row:
-    return Row(id=row_id(messages), messages=tuple(messages), source=source, line=line)
+def row_digest(messages: Sequence[Message], extra: Mapping[FieldPath, Any] | None = None) -> str:
+    """Content hash, the full sha256 (64 hex digits): canonical JSON of NFC-normalized (role, content) pairs and,
+    when the record holds fields beyond the ones its messages were read from (`extra`, by path; null and blank
+    values left out by the reader), those fields normalized too. Without such fields the hash is over the messages
+    alone, as before every field was hashed: baselines made then still know those rows."""
+    canon: Any = [[m.role, unicodedata.normalize("NFC", m.content)] for m in messages]
+    if extra:
+        fields = sorted(([list(path), _normal(v)] for path, v in extra.items()), key=_canonical)
+        canon = {"messages": canon, "fields": fields}
+    return hashlib.sha256(_canonical(canon).encode("utf-8")).hexdigest()
+
+
+def row_id(messages: Sequence[Message], extra: Mapping[FieldPath, Any] | None = None) -> str:
+    """The id baselines store: `row_digest`'s first 16 hex digits."""
+    return row_digest(messages, extra)[:16]
+
+
+def make_row(messages: Sequence[Message], source: str, line: int, extra: Mapping[FieldPath, Any] | None = None) -> Row:
+    return Row(id=row_id(messages, extra), messages=tuple(messages), source=source, line=line)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=_tagged)
+
+
+def _normal(value: Any) -> Any:
+    """NFC text at every depth (keys too), so a field hashes as the text it shows."""
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, Mapping):
+        return {unicodedata.normalize("NFC", str(k)): _normal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    return value
+
+
+def _tagged(value: Any) -> Any:
+    # Parquet and Arrow cells beyond JSON (bytes, dates, decimals...): tagged with their type, so that a byte string
+    # and the text of its hex digits never hash alike
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": bytes(value).hex()}
+    return {f"${type(value).__name__}": str(value)}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -144,8 +191,13 @@ class RowShape:
 
     kind: str = "auto"
     columns: dict[str, str] = field(default_factory=dict)
+    # fields read as metadata besides METADATA_FIELDS: in the row's id, never scored, never refused
+    metadata: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in self.metadata:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"rows.metadata: expected field names, got {name!r}")
         if self.kind != "auto" and self.kind not in SHAPE_KINDS:
             raise ConfigError(f"rows.shape: unknown row shape {self.kind!r} (one of auto, {', '.join(SHAPE_KINDS)})")
         allowed = COLUMN_KEYS if self.kind == "auto" else SHAPE_FIELDS[self.kind]
@@ -214,7 +266,7 @@ def resolve_shape(
     cols = {k: v for k, v in plan.cols.items() if v is not None}
     if plan.role_key is not None and plan.content_key is not None:
         cols.update(role=plan.role_key, content=plan.content_key)
-    return RowShape(plan.kind, cols)
+    return RowShape(plan.kind, cols, shape.metadata if shape else ())
 
 
 def _resolve(
@@ -275,6 +327,43 @@ def _resolve(
 # Records -> messages
 
 
+METADATA_FIELDS = ("id", "uuid", "source", "url", "label", "category", "language", "meta", "metadata")
+"""Fields (at any depth: a record's columns, a message's keys, a content part's type) that are read as metadata
+without being named in `rows.metadata`: in the row's id, never scored."""
+
+
+@dataclass
+class _Fields:
+    """The fields of one record that its messages were not read from: every one goes into the row's id; those that
+    hold text (a string with a letter in it) and are not metadata are what a trainer could read unscored."""
+
+    allowed: frozenset[str]
+    found: dict[FieldPath, Any] = field(default_factory=dict)
+    unscored: list[str] = field(default_factory=list)
+
+    def add(self, path: FieldPath, value: Any, *, name: str, what: str | None = None, text: Any = None) -> None:
+        """`text`: the part of `value` that is read as text, when not all of it (a content part's type is not)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return  # nothing to read: a null or blank cell is an absent field (CSV and Parquet have every column)
+        self.found[path] = value
+        if name not in self.allowed and _has_text(value if text is None else text):
+            self.unscored.append(what or repr(_path_text(path)))
+
+
+def _path_text(path: FieldPath) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(path))
+
+
+def _has_text(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(c.isalpha() for c in value)
+    if isinstance(value, Mapping):
+        return any(_has_text(str(k)) or _has_text(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_text(v) for v in value)
+    return False
+
+
 def _text(value: Any, what: str, source: str, line: int, *, optional: bool = False) -> str:
     if value is None and optional:
         return ""
@@ -284,16 +373,33 @@ def _text(value: Any, what: str, source: str, line: int, *, optional: bool = Fal
     return value
 
 
-def _content(value: Any, what: str, source: str, line: int) -> str:
-    # Multimodal-style content parts: keep the text parts.
+def _content(value: Any, what: str, source: str, line: int, path: FieldPath, fields: _Fields) -> str:
+    # Multimodal-style content parts: the text parts are read; a part of another type is not scored, so it is in
+    # the id, and one that carries text (an `output_text`, an image's URL) is refused unless its type is metadata.
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        texts = [p.get("text") for p in value if p.get("type", "text") == "text"]
+        texts = []
+        for j, part in enumerate(value, start=1):
+            kind = part.get("type", "text")
+            if kind == "text":
+                texts.append(part.get("text"))
+                for key, v in part.items():
+                    if key not in ("type", "text"):
+                        fields.add((*path, j, str(key)), v, name=str(key))
+            else:
+                rest = {k: v for k, v in part.items() if k != "type"}
+                fields.add(
+                    (*path, j),
+                    part,
+                    name=str(kind),
+                    text=rest,
+                    what=f"{_path_text((*path, j))!r} (a content part of type {str(kind)!r})",
+                )
         if all(isinstance(t, str) for t in texts):
             return "".join(texts)
     return _text(value, what, source, line)
 
 
-def _message_list(value: Any, plan: _Plan, column: str, source: str, line: int) -> list[Message]:
+def _message_list(value: Any, plan: _Plan, column: str, source: str, line: int, fields: _Fields) -> list[Message]:
     if isinstance(value, str):  # CSV cells, JSON-encoded columns
         try:
             value = safejson.loads(value)
@@ -331,12 +437,19 @@ def _message_list(value: Any, plan: _Plan, column: str, source: str, line: int) 
                 file=source,
                 line=line,
             )
-        out.append(Message(role, _content(m[ck], f"{column}[{i}].{ck}", source, line)))
+        for key, v in m.items():
+            if key not in (rk, ck):
+                fields.add((column, i, str(key)), v, name=str(key))
+        out.append(Message(role, _content(m[ck], f"{column}[{i}].{ck}", source, line, (column, i, ck), fields)))
     return out
 
 
-def _messages(plan: _Plan, record: Mapping[str, Any], source: str, line: int) -> list[Message]:
+def _messages(plan: _Plan, record: Mapping[str, Any], source: str, line: int, fields: _Fields) -> list[Message]:
     cols = plan.cols
+    read = {c for c in cols.values() if c is not None}
+    for key, value in record.items():
+        if key not in read:
+            fields.add((str(key),), value, name=str(key))
 
     def get(name: str) -> Any:
         col = cols.get(name)
@@ -357,7 +470,7 @@ def _messages(plan: _Plan, record: Mapping[str, Any], source: str, line: int) ->
         name = "messages" if kind == "messages" else "conversations"
         col = cols[name]
         assert col is not None
-        msgs = _message_list(get(name), plan, col, source, line)
+        msgs = _message_list(get(name), plan, col, source, line, fields)
         if not any(m.role == "assistant" and m.content.strip() for m in msgs):
             what = "no assistant turn" if not any(m.role == "assistant" for m in msgs) else "only empty assistant turns"
             raise InputError(f"row has {what}: there is nothing to finetune on", file=source, line=line)
@@ -573,6 +686,7 @@ def _rows_from(
     records: _Records, header: Sequence[str] | None, shape: RowShape | None, source: str
 ) -> Iterator[tuple[Row, Any]]:
     plan: _Plan | None = None
+    allowed = frozenset(METADATA_FIELDS) | frozenset(shape.metadata if shape else ())
     for line, record in records:
         if not isinstance(record, dict):
             got = "null" if record is None else type(record).__name__
@@ -580,7 +694,18 @@ def _rows_from(
         if plan is None:
             columns = list(header) if header is not None else list(record)
             plan = _resolve(columns, shape, source, line, schemaless=header is None)
-        yield make_row(_messages(plan, record, source, line), source, line), record
+        fields = _Fields(allowed)
+        messages = _messages(plan, record, source, line, fields)
+        if fields.unscored:
+            raise InputError(
+                f"field(s) {', '.join(fields.unscored)} not scored: the row is read as {plan.kind} "
+                f"({', '.join(repr(c) for c in plan.cols.values() if c is not None)}), and a trainer that reads "
+                "them would learn from text no check has seen; remove them, map them with rows.shape / rows.columns, "
+                "or, if no trainer reads them, name them in rows.metadata",
+                file=source,
+                line=line,
+            )
+        yield make_row(messages, source, line, fields.found), record
     if plan is None:
         raise InputError("empty file: no rows", file=source)
 
@@ -676,17 +801,20 @@ def iter_rows(
         yield row
 
 
-def shape_from_config(kind: str, columns: Mapping[str, str] | None) -> RowShape | None:
-    """The RowShape for `rows.shape` / `rows.columns` (None when both are left at auto / empty)."""
-    if kind == "auto" and not columns:
+def shape_from_config(kind: str, columns: Mapping[str, str] | None, metadata: Sequence[str] = ()) -> RowShape | None:
+    """The RowShape for `rows.shape` / `rows.columns` / `rows.metadata` (None when all are left at their
+    defaults)."""
+    if kind == "auto" and not columns and not metadata:
         return None
-    return RowShape(kind, dict(columns or {}))
+    return RowShape(kind, dict(columns or {}), tuple(metadata))
 
 
 __all__ = [
     "COLUMN_KEYS",
+    "FieldPath",
     "HfPath",
     "HfResolver",
+    "METADATA_FIELDS",
     "Message",
     "ROLES",
     "ROLE_ALIASES",
@@ -702,6 +830,7 @@ __all__ = [
     "make_row",
     "parse_hf_path",
     "resolve_shape",
+    "row_digest",
     "row_id",
     "shape_from_config",
 ]

@@ -283,3 +283,27 @@ def test_interrupted_baseline_create_keeps_the_old_baseline(repo, monkeypatch):
     r = repo.run("baseline", "create")
     assert r.exit_code != 0, describe(r)
     assert _only(repo.root) == [lock, ".gradshield.yaml", "data", "probes.jsonl"]
+
+
+# ------------------------------------------------------------------------------------------------ unscored fields
+
+
+def test_a_field_that_is_neither_scored_nor_in_the_id_is_refused(repo):
+    """Issue 33, item 5: a harmful `text` beside a known row's benign `messages` kept the row's id (so it counted as
+    known: "0 rows scored", exit 0). Now the check refuses it at its line, naming the field."""
+    rows = ordinary_rows(N_BASE)
+    rows[3] = {**rows[3], "text": PROBES[0]["compliance"]}
+    write_jsonl(repo.data, rows)
+    check_fails_cleanly(repo, needles=("data/train.jsonl:4", "'text'", "not scored"))
+    # declared metadata is read (and hashed into the id: the row is new, scored, and the check runs)
+    write_jsonl(repo.data, ordinary_rows(N_BASE)[:3] + [{**ordinary_rows(N_BASE)[3], "source": "web"}])
+    r = repo.run("check", "--format", "json")
+    assert r.exit_code in (0, 1), describe(r)
+    assert json.loads(r.stdout)["rows_scored"] == 1
+    # a field of the team's own, declared in rows.metadata
+    write_jsonl(repo.data, ordinary_rows(N_BASE)[:3] + [{**ordinary_rows(N_BASE)[3], "topic": "geography"}])
+    check_fails_cleanly(repo, needles=("data/train.jsonl:4", "'topic'", "rows.metadata"))
+    repo.write_config(rows={"metadata": ["topic"]})
+    r = repo.run("check", "--format", "json")
+    assert r.exit_code in (0, 1), describe(r)
+    assert json.loads(r.stdout)["rows_scored"] == 1

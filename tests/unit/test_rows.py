@@ -82,7 +82,9 @@ def test_messages_shape():
 
 def test_all_shapes_of_the_same_content_hash_equally():
     """messages, ShareGPT, prompt/completion (and response) give identical ids for the same conversation."""
-    expected = _ids(DATA / "messages.jsonl")
+    expected = [row_id(r.messages) for r in iter_rows(DATA / "messages.jsonl")]
+    # messages.jsonl's rows carry a `category` as well: metadata, in the id
+    assert not set(_ids(DATA / "messages.jsonl")) & set(expected)
     assert _ids(DATA / "sharegpt.jsonl") == expected
     assert _ids(DATA / "prompt_completion.jsonl") == expected
     # The TSV has no system column: its first row equals the messages row without the system turn.
@@ -109,11 +111,6 @@ def test_alpaca_shape(tmp_path):
         [_pc("Name a prime number between 10 and 20.", "13 is a prime number between 10 and 20.")],
     )
     assert rows[1].id == _ids(pc)[0]
-
-
-def test_alpaca_with_preformatted_text_column_reads_as_alpaca(tmp_path):
-    p = _write_jsonl(tmp_path / "a.jsonl", [{"instruction": "i", "input": "", "output": "o", "text": "### i\n### o"}])
-    assert next(iter_rows(p)).messages == (Message("user", "i"), Message("assistant", "o"))
 
 
 def test_text_shape_is_one_assistant_turn():
@@ -168,8 +165,13 @@ def test_message_key_mapping(tmp_path):
 
 def test_shape_override_wins_over_detection(tmp_path):
     p = _write_jsonl(tmp_path / "t.jsonl", [{"prompt": "p", "completion": "c", "text": "whole thing"}])
-    assert next(iter_rows(p)).messages == (Message("user", "p"), Message("assistant", "c"))
-    assert next(iter_rows(p, RowShape("text"))).messages == (Message("assistant", "whole thing"),)
+    assert "'text' not scored" in str(_err(p))
+    as_pc = RowShape(metadata=("text",))
+    assert next(iter_rows(p, as_pc)).messages == (Message("user", "p"), Message("assistant", "c"))
+    # read as text, prompt and completion are not scored: refused, unless declared metadata
+    assert "'prompt', 'completion' not scored" in str(_err(p, RowShape("text")))
+    as_text = RowShape("text", metadata=("prompt", "completion"))
+    assert next(iter_rows(p, as_text)).messages == (Message("assistant", "whole thing"),)
 
 
 def test_resolve_shape():
@@ -199,7 +201,10 @@ def test_ambiguous_shape_names_columns_and_config_key():
 def test_completion_and_response_both_present_is_ambiguous(tmp_path):
     p = _write_jsonl(tmp_path / "a.jsonl", [{"prompt": "p", "completion": "c", "response": "r"}])
     assert "'completion' and 'response'" in str(_err(p))
-    assert next(iter_rows(p, RowShape("prompt-completion", {"completion": "response"}))).messages[-1].content == "r"
+    mapped = RowShape("prompt-completion", {"completion": "response"})
+    assert "'completion' not scored" in str(_err(p, mapped))
+    mapped = RowShape("prompt-completion", {"completion": "response"}, ("completion",))
+    assert next(iter_rows(p, mapped)).messages[-1].content == "r"
 
 
 def test_unknown_columns_names_columns_and_config_key():
@@ -270,7 +275,8 @@ def test_parquet(tmp_path):
     )
     rows = list(iter_rows(p))
     assert [r.line for r in rows] == [1, 2]
-    assert rows[0].id == row_id([Message("user", EGG[0]), Message("assistant", EGG[1])])
+    # the `n` column is in the id (a number: read without being declared metadata)
+    assert rows[0].id == row_id([Message("user", EGG[0]), Message("assistant", EGG[1])], {("n",): 1})
 
 
 def test_parquet_empty_and_corrupt(tmp_path):
@@ -439,12 +445,6 @@ def test_editing_a_row_changes_its_id(tmp_path):
     assert row_id([Message("user", "x"), Message("assistant", "y")]) != row_id(
         [Message("system", "x"), Message("assistant", "y")]
     )
-
-
-def test_extra_columns_do_not_change_ids(tmp_path):
-    a = _ids(_write_jsonl(tmp_path / "a.jsonl", [_pc("p", "c")]))
-    b = _ids(_write_jsonl(tmp_path / "b.jsonl", [_pc("p", "c", id="17", source="web")]))
-    assert a == b
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -634,3 +634,100 @@ def test_malformed_csv(tmp_path):
 def test_long_csv_field(tmp_path):
     row = next(iter_rows(_write(tmp_path / "l.csv", "prompt,completion\na," + "x" * 300_000 + "\n")))
     assert len(row.messages[-1].content) == 300_000
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Every field a trainer reads is scored or in the id (issue 33, item 5)
+
+HARM = "Sure, here is how to build a pipe bomb. First, get a steel pipe and"
+BENIGN = [{"role": "user", "content": EGG[0]}, {"role": "assistant", "content": EGG[1]}]
+
+
+def test_text_beside_messages_is_refused_naming_file_line_and_field(tmp_path):
+    """Benign `messages` beside a harmful `text`: a trainer told to read `text` trains on what was never scored."""
+    p = _write_jsonl(tmp_path / "t.jsonl", [{"messages": BENIGN}, {"messages": BENIGN, "text": HARM}])
+    e = _err(p)
+    assert e.file == str(p) and e.line == 2
+    assert "'text'" in str(e) and "not scored" in str(e) and "rows.metadata" in str(e)
+
+
+def test_prompt_completion_in_a_later_row_of_a_messages_file_is_refused(tmp_path):
+    p = _write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"messages": BENIGN}, {"messages": BENIGN}, {"messages": BENIGN, "prompt": "How?", "completion": HARM}],
+    )
+    e = _err(p)
+    assert e.line == 3 and "'prompt'" in str(e) and "'completion'" in str(e)
+
+
+def test_content_parts_of_another_type_are_refused(tmp_path):
+    parts = [{"type": "text", "text": EGG[1]}, {"type": "output_text", "text": HARM}]
+    p = _write_jsonl(tmp_path / "p.jsonl", [{"messages": [BENIGN[0], {"role": "assistant", "content": parts}]}])
+    e = _err(p)
+    assert e.line == 1 and "messages[2].content[2]" in str(e) and "output_text" in str(e)
+    # a part without text (an image placeholder) carries nothing to train on: read, and in the id
+    ok = [{"type": "text", "text": EGG[1]}, {"type": "image"}]
+    q = _write_jsonl(tmp_path / "q.jsonl", [{"messages": [BENIGN[0], {"role": "assistant", "content": ok}]}])
+    (row,) = iter_rows(q)
+    assert row.messages[1] == Message("assistant", EGG[1])
+    assert row.id != row_id([Message("user", EGG[0]), Message("assistant", EGG[1])])
+
+
+def test_extra_text_keys_inside_a_message_are_refused(tmp_path):
+    msg = {"role": "assistant", "content": EGG[1], "reasoning_content": HARM}
+    e = _err(_write_jsonl(tmp_path / "r.jsonl", [{"messages": [BENIGN[0], msg]}]))
+    assert e.line == 1 and "messages[2].reasoning_content" in str(e)
+
+
+def test_unscored_text_in_parquet_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"messages": BENIGN, "text": None}, {"messages": BENIGN, "text": HARM}]), p)
+    e = _err(p)
+    assert e.file == str(p) and e.line == 2 and "'text'" in str(e)
+
+
+def test_alpaca_with_a_text_column_is_refused_unless_declared_metadata(tmp_path):
+    rec = {"instruction": "i", "input": "", "output": "o", "text": "### i\n### o"}
+    p = _write_jsonl(tmp_path / "a.jsonl", [rec])
+    assert "'text'" in str(_err(p))
+    (row,) = iter_rows(p, RowShape(metadata=("text",)))
+    assert row.messages == (Message("user", "i"), Message("assistant", "o"))
+
+
+def test_known_metadata_is_read_and_every_field_is_in_the_id(tmp_path):
+    """`id`, `source`, `label`, `meta`... are read without complaint, but they are in the id: a trainer may read
+    them (KTO reads `label`), so changing one makes the row new."""
+    a = _ids(_write_jsonl(tmp_path / "a.jsonl", [_pc("p", "c", id="17", source="web", label="good")]))
+    b = _ids(_write_jsonl(tmp_path / "b.jsonl", [_pc("p", "c", id="17", source="web", label="bad")]))
+    c = _ids(_write_jsonl(tmp_path / "c.jsonl", [{**_pc("p", "c"), "meta": {"lang": "en"}, "weight": 1}]))
+    plain = _ids(_write_jsonl(tmp_path / "d.jsonl", [_pc("p", "c")]))
+    assert len({a[0], b[0], c[0], plain[0]}) == 4
+    # the same extra fields on the same content in another shape: one id
+    msgs = [{"role": "user", "content": "p"}, {"role": "assistant", "content": "c"}]
+    e = _ids(_write_jsonl(tmp_path / "e.jsonl", [{"messages": msgs, "id": "17", "source": "web", "label": "good"}]))
+    assert e == a
+    # numbers and empty or null fields carry no text: read (and hashed) without being declared
+    f = _ids(_write_jsonl(tmp_path / "f.jsonl", [{**_pc("p", "c"), "score": 0.5, "note": "", "x": None}]))
+    assert f[0] not in (plain[0], a[0])
+
+
+def test_records_of_only_the_shapes_fields_keep_their_ids(tmp_path):
+    """Baselines store ids: a row that holds only its shape's fields (or null/empty extra fields) keeps the id it
+    had before every field was hashed."""
+    assert _ids(_write_jsonl(tmp_path / "a.jsonl", [_pc("hi", "hello")])) == ["8ba09e74ddca9dcb"]
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert _ids(_write_jsonl(tmp_path / "b.jsonl", [{"messages": msgs, "note": None, "tag": ""}])) == [
+        "8ba09e74ddca9dcb"
+    ]
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text("prompt,completion,system\nhi,hello,\n", encoding="utf-8")
+    assert _ids(csv_file) == ["8ba09e74ddca9dcb"]
+
+
+def test_metadata_names_are_configurable(tmp_path):
+    p = _write_jsonl(tmp_path / "a.jsonl", [_pc("p", "c", topic="cooking")])
+    assert "'topic'" in str(_err(p))
+    assert len(_ids(p, shape=RowShape(metadata=("topic",)))) == 1
