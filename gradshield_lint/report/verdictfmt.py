@@ -129,7 +129,11 @@ def reference_advice(n: int, alpha: float, rule: str) -> str:
 
 
 def verdict_lines(result: LintResult) -> list[str]:
-    """The verdict, ΔH and the small-reference note: the lines every report starts with (empty ones left out)."""
+    """The verdict, ΔH and the small-reference note: the lines every report starts with (empty ones left out).
+    Under `verdict.mode: rows` the reports stay as the per-row rule always wrote them (the JSON still carries the
+    verdict object)."""
+    if result.verdict is None or result.verdict.mode == "rows":
+        return []
     return [x for x in (verdict_line(result), harm_line(result), reference_note(result)) if x]
 
 
