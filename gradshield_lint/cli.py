@@ -750,14 +750,13 @@ def baseline_create(
 def _say_if_small(cfg: Config, n: int) -> None:
     """At `baseline create`/`update`: a baseline too small for a distribution-free verdict at `verdict.alpha` is
     said, with the size it needs, here and in every report (never a silent pass, never a clean change failed)."""
-    from gradshield_lint.lint.verdict import GAUSSIAN_MIN, needed_reference
+    from gradshield_lint.lint.verdict import needed_reference, rule_for
     from gradshield_lint.report.escape import term_escape
     from gradshield_lint.report.verdictfmt import reference_advice
 
     v = cfg.verdict
     if v.mode == "pull-request" and n < needed_reference(v.alpha):
-        rule = "exact-scan" if n < GAUSSIAN_MIN else "gaussian-null"
-        click.echo(term_escape(reference_advice(n, v.alpha, rule)), err=True)
+        click.echo(term_escape(reference_advice(n, v.alpha, rule_for(n, v.alpha))), err=True)
 
 
 @baseline.command("update")

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from gradshield_lint.lint.conformal import p_values
 from gradshield_lint.schemas import config_default, config_enum
 
 MODES = tuple(config_enum("verdict", "mode"))
@@ -114,13 +115,6 @@ def needed_reference(alpha: float) -> int:
     return max(math.ceil(1.0 / alpha - 1e-9) - 1, 1)
 
 
-def conformal_p(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """(1 + #{ref ≥ s}) / (n + 1) per score; `reference` sorted ascending and finite. NaN scores get 1."""
-    at_least = reference.size - np.searchsorted(reference, scores, side="left")
-    p = (1.0 + at_least) / (reference.size + 1.0)
-    return np.where(np.isnan(scores), 1.0, p)
-
-
 def bh(p: np.ndarray, q: float) -> np.ndarray:
     """Benjamini–Hochberg at level q: the positions of the rejected p-values (ascending position order)."""
     m = p.size
@@ -170,7 +164,6 @@ def _scan_p_value(n: int, m: int, bounds: np.ndarray) -> float:
     width = int(min(bounds[-1], m + 1))  # states j ≥ the last bound are absorbed whatever the column
     j = np.arange(width, dtype=np.float64)
     with np.errstate(divide="ignore"):
-        survive = 0.0
         logg = np.full(width, -np.inf)
         logg[0] = 0.0  # before the first accepted row: no added row seen
         for k in range(K):  # column k: k accepted rows met so far; the (k+1)-th comes next
@@ -318,10 +311,10 @@ def decide(
         alpha=alpha, fdr=q, added=m, reference=n, needed=needed, harm=harm, harm_reference=harm_ref
     )
     if m == 0:
-        v = Verdict(options.mode, _rule(options, n, needed), failed=False, p_value=1.0, **common)
+        v = Verdict(options.mode, rule_for(n, alpha), failed=False, p_value=1.0, **common)
         return Decision(v, [], math.inf, [])
-    if n >= needed or n < GAUSSIAN_MIN:
-        pv = conformal_p(ref, s)
+    if rule_for(n, alpha) == "exact-scan":
+        pv = p_values(ref, s)
         sc = exact_scan(ref, s, alpha)
         failed = sc.p_value <= alpha * (1 + _REL)
         named = bh(pv, q) if failed else np.zeros(0, dtype=np.int64)
@@ -343,8 +336,9 @@ def decide(
     return Decision(v, named.tolist(), _cut(ref, s, named), gp.tolist())
 
 
-def _rule(options: VerdictOptions, n: int, needed: int) -> str:
-    return "exact-scan" if n >= needed or n < GAUSSIAN_MIN else "gaussian-null"
+def rule_for(n: int, alpha: float) -> str:
+    """The rule a reference of n accepted rows gets at `alpha` (module doc, "Small references")."""
+    return "exact-scan" if n >= needed_reference(alpha) or n < GAUSSIAN_MIN else "gaussian-null"
 
 
 def _cut(reference: np.ndarray, scores: np.ndarray, named: np.ndarray) -> float:
@@ -378,11 +372,11 @@ __all__ = [
     "Verdict",
     "VerdictOptions",
     "bh",
-    "conformal_p",
     "decide",
     "exact_scan",
     "gaussian_p",
     "needed_reference",
+    "rule_for",
     "rows_verdict",
     "simes",
     "t_sf",

@@ -11,7 +11,7 @@ from typing import Any
 
 from gradshield_lint.fmt import fmt_score
 from gradshield_lint.lint.findings import LintResult
-from gradshield_lint.lint.verdict import Verdict
+from gradshield_lint.lint.verdict import Verdict, needed_reference
 from gradshield_lint.report._common import finite
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -113,8 +113,6 @@ def reference_note(result: LintResult) -> str:
 
 
 def reference_advice(n: int, alpha: float, rule: str) -> str:
-    from gradshield_lint.lint.verdict import needed_reference
-
     need = needed_reference(alpha)
     head = (
         f"Note: {_rows(n, 'accepted row')} are too few for a distribution-free verdict at α = {alpha:g} "

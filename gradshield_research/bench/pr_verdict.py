@@ -146,7 +146,7 @@ def load_pool(path: Path) -> Pool:
 
 @dataclass(frozen=True)
 class Rule:
-    """A pull-request rule to compare: `fails(ref, added)` -> (failed, named positions)."""
+    """A pull-request rule to compare (`apply` gives its verdict and named rows)."""
 
     name: str
     kind: str  # scan | simes | rows
@@ -154,7 +154,8 @@ class Rule:
 
 
 def apply(rule: Rule, ref: np.ndarray, added: np.ndarray, opts) -> tuple[bool, list[int]]:
-    from gradshield_lint.lint.verdict import bh, conformal_p, decide, exact_scan, simes
+    from gradshield_lint.lint.conformal import p_values as conformal_p
+    from gradshield_lint.lint.verdict import bh, decide, exact_scan, simes
 
     ref_sorted = np.sort(ref)
     if rule.kind == "rows":  # today's per-row rule: any row above the conformal threshold at threshold.fpr
@@ -186,8 +187,8 @@ RULES = (
 )
 
 
-def trial_rates(rule, pool, n, n_benign, harmful, k, trials, rng, opts) -> tuple[float, float, float]:
-    """(failure rate, FDR of the named rows, mean Σraw ratio PR / as many accepted rows) over `trials`."""
+def trial_rates(rule, pool, n, n_benign, harmful, k, trials, rng, opts) -> tuple[float, float]:
+    """(failure rate, FDR of the named rows) over `trials`."""
     fails, fdp = 0, []
     for _ in range(trials):
         ref = rng.choice(pool.benign, n, replace=True)
@@ -197,7 +198,7 @@ def trial_rates(rule, pool, n, n_benign, harmful, k, trials, rng, opts) -> tuple
         failed, named = apply(rule, ref, added, opts)
         fails += failed
         fdp.append(float(np.mean(np.array(named) < n_benign)) if named else 0.0)
-    return fails / trials, float(np.mean(fdp)), 0.0
+    return fails / trials, float(np.mean(fdp))
 
 
 def analyse(args: argparse.Namespace) -> int:
@@ -224,7 +225,7 @@ def analyse(args: argparse.Namespace) -> int:
         for rule in RULES:
             cells = []
             for n, b, k in ((300, 100, 0), (1000, 1000, 0), (300, 100, 10), (1000, 1000, 10), (300, 10, 2)):
-                rate, _, _ = trial_rates(rule, pool, n, b, harm, k, T, rng, opts)
+                rate, _ = trial_rates(rule, pool, n, b, harm, k, T, rng, opts)
                 cells.append(f"{100 * rate:.1f} %")
             print(f"| {rule.name} | " + " | ".join(cells) + " |", flush=True)
         return 0
@@ -238,8 +239,8 @@ def analyse(args: argparse.Namespace) -> int:
     for n in (100, 300, 1000):
         cells = []
         for m in ms:
-            rate, _, _ = trial_rates(rule, pool, n, m, np.zeros(0), 0, T, rng, opts)
-            old, _, _ = trial_rates(RULES[-1], pool, n, m, np.zeros(0), 0, max(T // 4, 50), rng, opts)
+            rate, _ = trial_rates(rule, pool, n, m, np.zeros(0), 0, T, rng, opts)
+            old, _ = trial_rates(RULES[-1], pool, n, m, np.zeros(0), 0, max(T // 4, 50), rng, opts)
             cells.append(f"{100 * rate:.2f} % ({100 * old:.0f} %)")
         print(f"| {n:,} | " + " | ".join(cells) + " |", flush=True)
     for label in ("harmful", "implicit"):
@@ -254,7 +255,7 @@ def analyse(args: argparse.Namespace) -> int:
             for b in (10, 100, 1000):
                 cells = []
                 for k in ks:
-                    rate, fdr, _ = trial_rates(rule, pool, n, b, bad, k, T, rng, opts)
+                    rate, fdr = trial_rates(rule, pool, n, b, bad, k, T, rng, opts)
                     cells.append(f"{100 * rate:.0f} % ({100 * fdr:.0f} %)")
                 print(f"| {n:,} | {b:,} | " + " | ".join(cells) + " |", flush=True)
     harm, harm_raw = pool.group("harmful", exclude=CHOOSE_FILES)

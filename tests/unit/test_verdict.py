@@ -58,11 +58,6 @@ def test_one_added_row_gets_exactly_the_per_row_test():
             assert d.named == ([0] if d.verdict.failed else [])
 
 
-def _statistic(ref: np.ndarray, added: np.ndarray) -> float:
-    """min_k P(N_k ≥ observed), computed by brute force over every arrangement below."""
-    return exact_scan(np.sort(ref), added, ALPHA).p_value
-
-
 def test_the_p_value_is_exact_over_every_arrangement_of_the_ranks():
     """n = 9 accepted and m = 4 added rows: enumerate all C(13, 4) = 715 equally likely rank arrangements, compute
     the statistic T = min_k P_k of each from its ranks, and check P(T ≤ t) for the observed t against the p-value."""
@@ -147,11 +142,11 @@ def test_a_group_shift_no_single_row_shows_still_fails_and_names_the_rows_above_
     the scan's rank are named and marked as not FDR-controlled."""
     ref = np.linspace(0, 1, 1000)
     added = np.concatenate([np.linspace(0, 0.9, 500), np.full(60, 0.96)])
-    d = decide(ref, added, VerdictOptions(alpha=0.01, fdr=0.01))
+    d = decide(ref, added, VerdictOptions(mode="pull-request", alpha=0.01, fdr=0.01))
     v = d.verdict
-    assert v.failed and v.rank is not None and v.above is not None
-    if not v.controlled:
-        assert v.named == v.above and all(added[i] > ref[::-1][v.rank - 1] for i in d.named)
+    assert v.failed and not v.controlled and v.rank is not None and v.expected is not None
+    assert v.named == v.above == len(d.named) and v.expected < v.above
+    assert all(added[i] > ref[::-1][v.rank - 1] for i in d.named)
 
 
 def test_with_twelve_accepted_rows_a_clean_commit_passes_and_three_harmful_rows_fail():
