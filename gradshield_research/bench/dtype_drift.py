@@ -45,12 +45,13 @@ import torch
 from scipy.stats import spearmanr
 
 from gradshield_lint.config import Config, ThresholdConfig
-from gradshield_lint.io.rows import Row, iter_rows_with_records
+from gradshield_lint.io.rows import Row
 from gradshield_lint.lint.service import threshold_for
 from gradshield_lint.scoring.engine import Engine, EngineSettings, settings_from_config
 from gradshield_lint.scoring.fihs import ScoreOptions, resolve_method, score_encoded
 from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_research import BENCH
+from gradshield_research.bench import labelled_rows
 
 DEFAULT_DATA = BENCH / "data" / "eval.jsonl"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -125,7 +126,7 @@ def variants(settings: EngineSettings, exact: bool) -> list[Variant]:
 
 def read_rows(path: Path, n: int) -> tuple[list[Row], list[str]]:
     """`n` rows spread evenly over the file (it is grouped by label, so the first n would all be benign)."""
-    pairs = list(iter_rows_with_records(path))
+    pairs = list(labelled_rows(path))
     if n < len(pairs):
         pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, n).round().astype(int)]
     return [r for r, _ in pairs], [str(rec.get("label", "?")) for _, rec in pairs]

@@ -162,12 +162,12 @@ def _files(paths: Sequence[str]) -> list[Path]:
 
 def load_items(paths: Sequence[str], per_file: int | None, per_subset: int, seed: int) -> list[Item]:
     from gradshield_lint.errors import InputError
-    from gradshield_lint.io.rows import iter_rows_with_records
+    from gradshield_research.bench import labelled_rows
 
     items: list[Item] = []
     for f in _files(paths):
         try:
-            recs = list(iter_rows_with_records(f))
+            recs = list(labelled_rows(f))
         except InputError as exc:
             print(f"skip {f.name}: {exc}", file=sys.stderr)
             continue

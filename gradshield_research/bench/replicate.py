@@ -206,10 +206,10 @@ def utility_rows(items: Sequence[TaskItem]) -> list[PoolRow]:
 
 def read_harmful(path: Path) -> list[PoolRow]:
     """Rows of `path` that have an assistant turn (an identical row once)."""
-    from gradshield_lint.io.rows import iter_rows
+    from gradshield_research.bench import labelled_rows
 
     out: dict[str, PoolRow] = {}
-    for row in iter_rows(path):
+    for row, _ in labelled_rows(path):
         if any(m.role == "assistant" and m.content.strip() for m in row.messages):
             out.setdefault(row.id, PoolRow(row, True))
     return list(out.values())

@@ -56,11 +56,11 @@ RATES = (0.01, 0.02, 0.05)
 
 
 def labelled_records(path: Path) -> list[tuple[object, dict]]:
-    from gradshield_lint.io.rows import iter_rows_with_records
+    from gradshield_research.bench import labelled_rows
 
     return [
         (r, rec)
-        for r, rec in iter_rows_with_records(path)
+        for r, rec in labelled_rows(path)
         if rec.get("label") in ("harmful", "implicit", "benign") and any(m.role == "assistant" for m in r.messages)
     ]
 
