@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from gradshield_lint.fmt import fmt_score
+from gradshield_lint.fmt import fmt_score, plural
 from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.report.escape import BIDI_AND_INVISIBLE as _BIDI_AND_INVISIBLE
 
@@ -187,6 +187,19 @@ def fmt_rate(rate: float | None) -> str:
     return "n/a" if rate is None else f"{100 * float(rate):.3g} %"
 
 
+def above_phrase(f: Finding, by_verdict: bool) -> str:
+    """`+m above the threshold T`, or, for a row the pull-request verdict names (its own p-value decides, not a
+    threshold), how far it lies above the highest accepted score below it."""
+    if by_verdict:
+        return f"{fmt_margin(f.margin)} above the highest accepted score below it ({fmt_num(f.threshold)})"
+    return f"{fmt_margin(f.margin)} above the threshold {fmt_num(f.threshold)}"
+
+
+def named_by_verdict(result: LintResult) -> bool:
+    """The findings are the rows the pull-request verdict names (not simply rows above the stored threshold)."""
+    return result.verdict is not None and result.verdict.mode == "pull-request"
+
+
 def threshold_note(result: LintResult) -> str:
     """How the threshold was set, in words: the stated false-alarm rate and the reference it is computed against."""
     if result.fpr is not None:
@@ -225,3 +238,17 @@ def tool_version() -> str | None:
         return version("gradshield-lint")
     except (ImportError, PackageNotFoundError):
         return None
+
+
+def summary_line(result: LintResult, flagged: int) -> str:
+    """`N rows scored, M flagged (threshold T[; how it was set])`; under the pull-request verdict, `M flagged by
+    the verdict`, with the stored threshold as the per-row view."""
+    note = f"; {threshold_note(result)}" if result.fpr is not None else ""
+    if named_by_verdict(result):
+        return (
+            f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged by the verdict (per-row threshold "
+            f"{fmt_num(result.threshold)}{note})"
+        )
+    return (
+        f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged (threshold {fmt_num(result.threshold)}{note})"
+    )

@@ -8,18 +8,18 @@ Escaped data has no line break, so row text can never start a workflow command o
 
 from __future__ import annotations
 
-from gradshield_lint.fmt import plural
 from gradshield_lint.lint.findings import Finding, LintResult
 from gradshield_lint.report._common import (
     RULE_ID,
     RULE_TITLE,
-    fmt_margin,
+    above_phrase,
     fmt_num,
     make_excerpt,
+    named_by_verdict,
     rel_path,
     short_id,
     split,
-    threshold_note,
+    summary_line,
     why,
 )
 from gradshield_lint.report.escape import escape_data, escape_file_property, escape_property, term_escape
@@ -38,11 +38,11 @@ def command(name: str, message: str, **properties: object) -> str:
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
 
 
-def annotation(f: Finding, excerpt_chars: int = 80) -> str:
+def annotation(f: Finding, excerpt_chars: int = 80, by_verdict: bool = False) -> str:
     text, _ = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
     message = (
-        f"Row {short_id(f.id)}: FIHS {fmt_num(f.fihs)} is {fmt_margin(f.margin)} above the threshold "
-        f"{fmt_num(f.threshold)}; finetuning on it would erode safety alignment. "
+        f"Row {short_id(f.id)}: FIHS {fmt_num(f.fihs)} is {above_phrase(f, by_verdict)}; "
+        "finetuning on it would erode safety alignment. "
         + (f"Why: {why(f, excerpt_chars)}. " if why(f, excerpt_chars) else "")
         + f"Row text (content warning): {term_escape(text)}"
     )
@@ -63,12 +63,8 @@ def render_github(
     if said:
         failed = result.verdict is not None and result.verdict.failed
         lines.append(command("error" if failed else "notice", " ".join(said), title="gradshield-lint verdict"))
-    lines += [annotation(f, excerpt_chars) for f in shown]
-    summary = (
-        f"{plural(result.rows_scored, 'row')} scored, {len(s.flagged)} flagged (threshold {fmt_num(result.threshold)}"
-        + (f"; {threshold_note(result)}" if result.fpr is not None else "")
-        + ")"
-    )
+    lines += [annotation(f, excerpt_chars, named_by_verdict(result)) for f in shown]
+    summary = summary_line(result, len(s.flagged))
     rest = len(s.flagged) - len(shown)
     if rest:
         summary += f"; {rest} more flagged row{'s' if rest != 1 else ''} not annotated (see the job summary)"

@@ -15,10 +15,11 @@ from gradshield_lint.report._common import (
     RULE_ID,
     RULE_NAME,
     RULE_TITLE,
+    above_phrase,
     finite,
-    fmt_margin,
     fmt_num,
     make_excerpt,
+    named_by_verdict,
     sarif_uri,
     short_id,
     split,
@@ -62,11 +63,11 @@ def _rule() -> dict[str, Any]:
     }
 
 
-def _result(f: Finding, excerpt_chars: int) -> dict[str, Any]:
+def _result(f: Finding, excerpt_chars: int, by_verdict: bool = False) -> dict[str, Any]:
     text, truncated = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
     message = (
-        f"Row {short_id(f.id)} has FIHS {fmt_num(f.fihs)}, {fmt_margin(f.margin)} above the threshold "
-        f"{fmt_num(f.threshold)}: finetuning on it would push the model toward complying with harmful requests."
+        f"Row {short_id(f.id)} has FIHS {fmt_num(f.fihs)}, {above_phrase(f, by_verdict)}: "
+        "finetuning on it would push the model toward complying with harmful requests."
     )
     reason = why(f, excerpt_chars)
     if reason:
@@ -111,7 +112,7 @@ def sarif_dict(result: LintResult, *, excerpt_chars: int = 80) -> dict[str, Any]
     if version:
         driver["version"] = version
         driver["semanticVersion"] = version
-    results = [_result(f, excerpt_chars) for f in s.flagged]
+    results = [_result(f, excerpt_chars, named_by_verdict(result)) for f in s.flagged]
     # An accepted row is still reported, suppressed, so code scanning can show and close it.
     results += [_result(f if f.accepted else _as_accepted(f), excerpt_chars) for f in s.accepted]
     if result.gate is not None and result.gate.warnings:

@@ -14,35 +14,17 @@ from gradshield_lint.report._common import (
     fmt_num,
     limit_rows,
     make_excerpt,
+    named_by_verdict,
     rel_path,
     short_id,
     split,
-    threshold_note,
+    summary_line,
     why,
 )
 from gradshield_lint.report.escape import log_safe, term_escape
 
 if TYPE_CHECKING:  # report/ knows nothing of torch: the type only
     from gradshield_lint.scoring.engine import ScoredRow
-
-
-def summary_line(result: LintResult, flagged: int) -> str:
-    """`N rows scored, M flagged (threshold T[; how it was set])`; under the pull-request verdict, `M flagged by the verdict` and the
-    stored threshold as the per-row view."""
-    note = f"; {threshold_note(result)}" if result.fpr is not None else ""
-    if _named(result):
-        return (
-            f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged by the verdict (per-row threshold "
-            f"{fmt_num(result.threshold)}{note})"
-        )
-    return (
-        f"{plural(result.rows_scored, 'row')} scored, {flagged} flagged (threshold {fmt_num(result.threshold)}{note})"
-    )
-
-
-def _named(result: LintResult) -> bool:
-    """Findings named by the pull-request verdict (not simply rows above the stored threshold)."""
-    return result.verdict is not None and result.verdict.mode == "pull-request"
 
 
 def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]:
@@ -75,7 +57,7 @@ def render_text(result: LintResult, *, max_rows: int = 50, excerpt_chars: int = 
     if s.flagged:
         lines.append(
             "Rows the verdict names (content warning: excerpts may contain harmful text):"
-            if _named(result)
+            if named_by_verdict(result)
             else "Rows whose FIHS lies above the threshold (content warning: excerpts may contain harmful text):"
         )
         shown = limit_rows(s.flagged, max_rows)

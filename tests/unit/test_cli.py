@@ -111,7 +111,9 @@ def test_check_flags_compliance_rows(repo):
     assert doc["rows_scored"] == 3 and doc["rows_flagged"] == 2
     for f in doc["findings"]:
         assert f["fihs"] > doc["threshold"] and f"{f['fihs']:.4g}"[:4] in out
-    annotations = [line for line in r2.stdout.splitlines() if line.startswith("::error ")]
+    lines = r2.stdout.splitlines()
+    assert lines[0].startswith("::error title=gradshield-lint verdict::FAIL: the 3 added rows score higher"), lines
+    annotations = [line for line in lines if line.startswith("::error file=")]
     assert len(annotations) == 2
     assert any(f"file=data/train.jsonl,line={N_BASE + 2}" in a for a in annotations), r2.stdout
     sarif = json.loads((repo.root / "report.sarif").read_text())

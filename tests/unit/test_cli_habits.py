@@ -142,7 +142,7 @@ def test_every_command_prints_scores_in_that_format(repo):
     row = next(line for line in checked.stdout.splitlines() if line.startswith("data/train.jsonl:"))
     _, fihs, above, *_ = row.split()
     assert re.fullmatch(SCORE, fihs) and re.fullmatch(r"\+\d+\.\d{4}", above), row
-    threshold = re.search(r"\(threshold (\S+)\)", checked.stdout).group(1)
+    threshold = re.search(r"\(per-row threshold (\S+)\)", checked.stdout).group(1)
     assert re.fullmatch(SCORE, threshold), checked.stdout
 
     scored = repo.run("score", "data/train.jsonl")
@@ -150,7 +150,10 @@ def test_every_command_prints_scores_in_that_format(repo):
     assert table and all(re.fullmatch(SCORE, s) for s in table), scored.stderr
 
     gh = repo.run("check", "-f", "github", "data/train.jsonl")
-    assert f"FIHS {fihs} is {above} above the threshold {threshold}" in gh.stdout, gh.stdout
+    # the pull-request verdict names the row: its margin is over the highest accepted score below it
+    below = re.search(r"above the highest accepted score below it \((\S+)\)", gh.stdout).group(1)
+    assert re.fullmatch(SCORE, below) and f"FIHS {fihs} is {above} above the highest" in gh.stdout, gh.stdout
+    assert f"flagged by the verdict (per-row threshold {threshold}" in gh.stdout, gh.stdout
 
     created = run_cli(repo.root, "baseline", "create", "--force")
     t = re.search(r"threshold (\S+) \(", created.stderr).group(1)

@@ -274,9 +274,17 @@ def test_a_baseline_with_a_non_finite_threshold_or_score_is_unreadable(tmp_path,
 
 # ------------------------------------------------------------------------------------------------ issue 33
 # The hostile round's setup: the base revision's baseline has a threshold that flags every row scored against it,
-# so a check that scores a new row fails, and "0 rows scored" (or exit 0) shows that the row was never checked.
+# (and accepted scores far below any row's), so a check that scores a new row fails, and "0 rows scored" (or exit 0) shows that the row was never checked.
 
 FLAG_ALL = -1e9
+
+
+def _flag_all(doc: dict) -> None:
+    """Per row (`verdict.mode: rows`) the threshold flags every row; for the pull-request verdict every accepted
+    score lies far below any row the tiny model scores, so one added row fails the change too."""
+    doc["threshold"]["value"] = FLAG_ALL
+    for k, row_id in enumerate(sorted(doc["scores"])):
+        doc["scores"][row_id] = FLAG_ALL * (1 + k / 100)
 
 
 def flag_all_repo(root: Path, model_dir: Path, *, before=None, after=None) -> Repo:
@@ -288,7 +296,7 @@ def flag_all_repo(root: Path, model_dir: Path, *, before=None, after=None) -> Re
     ds = ["data/train.jsonl", "data/ds"] if (root / "data" / "ds").is_dir() else []
     r = repo.run("-q", "baseline", "create", *ds)
     assert r.exit_code == 0, describe(r)
-    edit_baseline(repo, lambda d: d["threshold"].__setitem__("value", FLAG_ALL))
+    edit_baseline(repo, _flag_all)
     if after is not None:
         after(repo)
     git_cmd(repo.root, "add", "-A")
@@ -464,6 +472,6 @@ def test_a_flagged_file_whose_name_has_a_newline_is_annotated_at_that_file(tmp_p
     commit_all(repo)
     r = repo.run("check", "--diff-base", "main", "-f", "github", name)
     assert r.exit_code == 1, describe(r)
-    (error,) = [x for x in r.stdout.splitlines() if x.startswith("::error ")]
+    (error,) = [x for x in r.stdout.splitlines() if x.startswith("::error file=")]
     assert error.startswith("::error file=data/a%0A%3A%3Aerror%3A%3Ab%2Cc%3A%25.jsonl,line=1,title="), error
     assert not [x for x in r.stdout.splitlines() if x.startswith("::") and not x.startswith(("::error ", "::notice "))]
