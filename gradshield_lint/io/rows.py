@@ -618,11 +618,22 @@ def default_hf_resolver(ref: HfPath) -> Path:
         raise InputError(f"cannot fetch from the Hub: {exc}", file=ref.url) from exc
 
 
+ARROW_ALONE = (
+    "an Arrow file is read only as part of the datasets save_to_disk directory that holds it (state.json and "
+    "dataset_info.json beside it, or a dataset_dict.json above), and none holds this one: name the dataset directory, "
+    "or leave the file out (the hook's `exclude:`, the Action's `paths`)"
+)
+
+
 def _check_suffix(name: str, source: str) -> str:
     lower = name.lower()
     for suffix in SUPPORTED_SUFFIXES:
         if lower.endswith(suffix):
             return suffix
+    if lower.endswith(".arrow"):
+        # the hooks pass `.arrow` files so that a change to a save_to_disk directory's data is seen; one inside such
+        # a directory stands for it (io/files.py), so only a stray one gets here
+        raise InputError(ARROW_ALONE, file=source)
     raise InputError(
         f"unsupported file type {Path(name).suffix or '(no suffix)'!r}: expected one of {', '.join(SUPPORTED_SUFFIXES)} "
         "or a datasets save_to_disk directory",

@@ -97,7 +97,7 @@ def test_inputs_reach_scripts_only_through_env():
             used.update(re.findall(r"inputs\.([\w-]+)", str(value)))
     assert used == set(action["inputs"]), f"inputs not used: {set(action['inputs']) - used}"
     scripts = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "action").glob("*.sh"))
-    assert "changed-files" not in scripts and "--diff-filter=AM" in scripts
+    assert "changed-files" not in scripts and "--diff-filter=AMTD" in scripts
 
 
 # ------------------------------------------------------------------------------------------------ harness
@@ -215,8 +215,9 @@ def run_action(
         "GITHUB_EVENT_NAME": event_name,
         "GITHUB_EVENT_PATH": str(event_path),
         "GITHUB_BASE_REF": base_ref,
-        "GITHUB_HEAD_REF": event["pull_request"]["head"]["ref"],
-        "GITHUB_REF": f"refs/pull/{event['number']}/merge",
+        # a push event has no pull request: GITHUB_BASE_REF and GITHUB_HEAD_REF are empty, GITHUB_REF the pushed ref
+        "GITHUB_HEAD_REF": event["pull_request"]["head"]["ref"] if "pull_request" in event else "",
+        "GITHUB_REF": f"refs/pull/{event['number']}/merge" if "pull_request" in event else event["ref"],
         "GITHUB_REPOSITORY": "example/dataset",
         "GITHUB_WORKSPACE": str(workspace),
         "GITHUB_ACTION_PATH": str(ROOT),
@@ -327,27 +328,33 @@ def model_dir(tmp_path_factory, tokenizer) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tokenizer)
 
 
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory, model_dir, base_env) -> Path:
-    """A bare `origin` whose main holds the dataset, configuration, probes and baseline (more commits on top, so a
-    depth-1 clone of a pull request branch lacks the merge base)."""
-    work = tmp_path_factory.mktemp("origin-work") / "repo"
+def build_origin(root: Path, model_dir: Path, env: dict[str, str], extra=None) -> Path:
+    """A bare `origin` (under `root`) whose main holds the dataset, configuration, probes and baseline (more commits
+    on top, so a depth-1 clone of a pull request branch lacks the merge base). `extra(work)` adds dataset paths
+    before the baseline is made, returning them for `baseline create`."""
+    work = root / "repo"
     repo = make_repo(work, model_dir, ordinary_rows(N_BASE - 4), threshold=THRESHOLD)
     (work / "README.md").write_text("# a dataset\n", encoding="utf-8")
-    git(work, "init", "-q", "-b", "main", env=base_env)
-    git(work, "add", "-A", env=base_env)
-    git(work, "commit", "-q", "-m", "dataset", env=base_env)
+    git(work, "init", "-q", "-b", "main", env=env)
+    git(work, "add", "-A", env=env)
+    git(work, "commit", "-q", "-m", "dataset", env=env)
     write_jsonl(repo.data, ordinary_rows(N_BASE))
+    more = list(extra(work)) if extra is not None else []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADSHIELD_CACHE", base_env["GRADSHIELD_CACHE"])
+        mp.setenv("GRADSHIELD_CACHE", env["GRADSHIELD_CACHE"])
         mp.setenv("HF_HUB_OFFLINE", "1")
-        r = run_cli(work, "-q", "baseline", "create", "data/train.jsonl")
+        r = run_cli(work, "-q", "baseline", "create", "data/train.jsonl", *more)
     assert r.exit_code == 0, describe(r)
-    git(work, "add", "-A", env=base_env)
-    git(work, "commit", "-q", "-m", "more rows and the baseline", env=base_env)
-    bare = work.parent / "origin.git"
-    git(work.parent, "clone", "-q", "--bare", str(work), str(bare), env=base_env)
+    git(work, "add", "-A", env=env)
+    git(work, "commit", "-q", "-m", "more rows and the baseline", env=env)
+    bare = root / "origin.git"
+    git(root, "clone", "-q", "--bare", str(work), str(bare), env=env)
     return bare
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory, model_dir, base_env) -> Path:
+    return build_origin(tmp_path_factory.mktemp("origin-work"), model_dir, base_env)
 
 
 def pull_request(

@@ -130,6 +130,9 @@ def test_manifest_validates():
         files = re.compile(h["files"])
         for name in ["a.jsonl", "d/b.ndjson", "c.json", "x.csv", "y.tsv", "z/train-00000.parquet"]:
             assert files.search(name), name
+        # a save_to_disk directory's data (it stands for the directory); links reach the check, which refuses them
+        assert files.search("ds/data-00000-of-00001.arrow")
+        assert h["types"] == [] and h["types_or"] == ["file", "symlink"]
         for name in ["README.md", "jsonl.txt", "a.jsonl.bak", ".gradshield.yaml"]:
             assert not files.search(name), name
         assert re.search(h["exclude"], ".gradshield-baseline.json") and re.search(
@@ -309,3 +312,73 @@ def test_system_hook_uses_the_gradshield_lint_on_path(session, template, tmp_pat
     git(session, root, "add", "data/train.jsonl")
     p = git(session, root, "commit", "-m", "one more", check=False)
     assert p.returncode != 0, out(p)
+
+
+# ------------------------------------------------------------------------------------------------ issue 33
+# Through the system hook (the manifest's `files`/`types` are the same for both hooks, test_manifest_validates):
+# what reaches the check, and what the check makes of it.
+
+
+def test_hook_refuses_a_dataset_file_turned_into_a_symlink(session, template, tmp_path):
+    """identify tags a link `symlink`, never `file`, so `types: [file]` skipped the hook ("no files to check") and a
+    dataset file turned into a link to a file holding a harmful row was committed. It reaches the check now, which
+    refuses it (exit 2, naming it), and nothing is committed."""
+    env = session.with_venv_on_path()
+    root = dataset_repo(tmp_path, template, session, "gradshield-lint-system", env=env)
+    before = head(session, root)
+    write_jsonl(root / "notes" / "rows.txt", data_rows(root) + [compliance_row(1)])
+    (root / "data" / "train.jsonl").unlink()
+    (root / "data" / "train.jsonl").symlink_to(Path("..") / "notes" / "rows.txt")
+    git(session, root, "add", "-A")
+    p = git(session, root, "commit", "-m", "a link", env=env, check=False)
+    text = p.stdout + p.stderr
+    assert p.returncode != 0 and re.search(r"gradshield-lint.*\.+Failed", text), out(p)
+    assert "data/train.jsonl: is a symbolic link" in text, text
+    assert head(session, root) == before
+
+
+def _save_dataset(folder: Path, rows: list[dict]) -> None:
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+
+
+@pytest.mark.parametrize("changed", ["arrow-only", "every-file"])
+def test_hook_checks_a_save_to_disk_directory_once_when_a_file_inside_it_changes(
+    session, template, tmp_path, monkeypatch, changed
+):
+    """A commit rewrites data/ds (in the baseline, 6 rows) with a harmful 7th row. When only its Arrow file changes,
+    the `files:` pattern passed nothing and the commit went through. The Arrow file (and state.json and
+    dataset_info.json when they change too) stand for the directory, checked once: 1 row scored, flagged at
+    data/ds:7."""
+    env = session.with_venv_on_path()
+    root = dataset_repo(tmp_path, template, session, "gradshield-lint-system", env=env)
+    ds = root / "data" / "ds"
+    rows = ordinary_rows(6, start=50)
+    _save_dataset(ds, rows)
+    monkeypatch.setenv("GRADSHIELD_CACHE", session.env["GRADSHIELD_CACHE"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = run_cli(root, "-q", "baseline", "update", "data/train.jsonl", "data/ds")
+    assert r.exit_code == 0, describe(r)
+    git(session, root, "add", "-A")
+    git(session, root, "commit", "-q", "--no-verify", "-m", "a saved dataset")
+    before = head(session, root)
+
+    keep = {n: (ds / n).read_bytes() for n in ("state.json", "dataset_info.json")}
+    shutil.rmtree(ds)
+    _save_dataset(ds, rows + [compliance_row(0)])
+    if changed == "arrow-only":
+        for n, data in keep.items():
+            (ds / n).write_bytes(data)
+    else:
+        info = json.loads((ds / "dataset_info.json").read_text(encoding="utf-8"))
+        (ds / "dataset_info.json").write_text(json.dumps({**info, "description": "seven rows"}), encoding="utf-8")
+    git(session, root, "add", "-A")
+    staged = set(git(session, root, "diff", "--staged", "--name-only").stdout.split())
+    json_files = {"data/ds/state.json", "data/ds/dataset_info.json"}
+    assert staged & json_files == (json_files if changed == "every-file" else set()), staged
+    p = git(session, root, "commit", "-m", "a harmful row", env=env, check=False)
+    text = p.stdout + p.stderr
+    assert p.returncode != 0 and "1 row scored, 1 flagged" in text, out(p)
+    assert {(f, int(n)) for f, n in FINDING.findall(text)} == {("data/ds", 7)}, text
+    assert head(session, root) == before

@@ -450,6 +450,24 @@ def test_a_change_inside_a_save_to_disk_directory_checks_the_directory(tmp_path,
         assert doc["rows_scored"] == 1 and [(f["file"], f["line"]) for f in doc["findings"]] == [("data/ds", 7)]
 
 
+def test_an_arrow_file_outside_a_save_to_disk_directory_says_what_an_arrow_file_is_read_as(tmp_path, model_dir):
+    """The hooks pass `.arrow` files (a save_to_disk directory's data). One that no such directory holds (its
+    state.json gone, or a stray cache file) is exit 2 saying so, naming the file, for the named file and beside a
+    dataset file."""
+    repo = flag_all_repo(
+        tmp_path / "repo", model_dir, before=lambda r: _save_dataset(r.root / "data" / "ds", ordinary_rows(6, 50))
+    )
+    (repo.root / "data" / "ds" / "state.json").unlink()
+    commit_all(repo)
+    stray = "data/ds/data-00000-of-00001.arrow"
+    for args in ([stray], ["data/train.jsonl", stray], ["--diff-base", "main", stray]):
+        assert_user_error(
+            repo.run("check", *args),
+            f"{stray}: an Arrow file is read only as part of the datasets save_to_disk directory that holds it",
+            "none holds this one",
+        )
+
+
 # item 15: --diff-base names a tree or a blob
 
 
