@@ -317,7 +317,12 @@ def pr_comment(v: Verdict, job: PullRequestJob, cfg: Config) -> str:
         f"{_code_list(v.changed)}"
     )
     if v.baseline:
-        what += f", {v.new} of them new to the baseline on {base} ({baseline}), judged against its threshold."
+        against = (
+            "its accepted rows"
+            if v.result.verdict is not None and v.result.verdict.mode == "pull-request"
+            else "its threshold"
+        )
+        what += f", {v.new} of them new to the baseline on {base} ({baseline}), judged against {against}."
     else:
         what += (
             f", judged against a threshold found on a sample of the rows on {base}: there is no baseline "

@@ -446,15 +446,22 @@ def test_pull_request_with_compliance_rows(tmp_path, origin, base_env, fail_on_f
 
     # Outputs, from the JSON report.
     out = run.outputs
-    assert out["findings"] == "12", out
     report = json.loads(Path(out["report-file"]).read_text(encoding="utf-8"))
+    # The pull-request verdict names the 12 harmful rows; Benjamini-Hochberg at 10 % may add an ordinary row that
+    # scores above every accepted one (its p-value then lies above alpha: not significant on its own).
+    named = {(f["file"], f["line"]) for f in report["findings"]}
+    harmful_lines = {("data/train.jsonl", N_BASE + 3 + k) for k in range(11)} | {(ODD_NAME, 1)}
+    extra = named - harmful_lines
+    assert harmful_lines <= named and extra <= {("data/train.jsonl", N_BASE + 1), ("data/train.jsonl", N_BASE + 2)}
+    assert all(f["p_value"] > report["verdict"]["alpha"] for f in report["findings"] if (f["file"], f["line"]) in extra)
+    assert report["verdict"]["failed"] and out["findings"] == str(len(named)), out
     assert float(out["threshold"]) == pytest.approx(report["threshold"])
     assert float(out["max-score"]) == pytest.approx(report["max_score"]) and float(out["max-score"]) > float(
         out["threshold"]
     )
     baseline = json.loads((ws / ".gradshield-baseline.json").read_text(encoding="utf-8"))
     assert float(out["threshold"]) == pytest.approx(baseline["threshold"]["value"])
-    assert report["rows_scored"] == 2 + 11 + 1 and report["rows_flagged"] == 12
+    assert report["rows_scored"] == 2 + 11 + 1 and report["rows_flagged"] == len(named)
     sarif_path = ws / "out" / "gradshield.sarif"
     assert out["sarif-file"] == "out/gradshield.sarif" and sarif_path.is_file()
     sarif = json.loads(sarif_path.read_text(encoding="utf-8"))
@@ -465,13 +472,13 @@ def test_pull_request_with_compliance_rows(tmp_path, origin, base_env, fail_on_f
         )
         for r in sarif["runs"][0]["results"]
     }
-    expected = {("data/train.jsonl", N_BASE + 3 + k) for k in range(11)} | {(ODD_NAME, 1)}
-    assert {(f["file"], f["line"]) for f in report["findings"]} == expected
+    expected = named
     assert {(unquote(u), ln) for u, ln in regions} == expected
 
     # Annotations: at most 10 `::error` at exact file:line (the highest scores), the rest in the summary.
     active = commands(check.stdout)
-    errors = [c for c in active if c.startswith("::error ")]
+    assert active[0].startswith("::error title=gradshield-lint verdict::FAIL: the 14 added rows score higher")
+    errors = [c for c in active if c.startswith("::error file=")]
     assert len(errors) == 10, check.stdout
     where = set()
     for e in errors:
@@ -484,14 +491,14 @@ def test_pull_request_with_compliance_rows(tmp_path, origin, base_env, fail_on_f
     top10 = {(f["file"], f["line"]) for f in sorted(report["findings"], key=lambda f: -f["fihs"])[:10]}
     assert where == top10
     notices = [c for c in active if c.startswith("::notice ")]
-    assert len(notices) == 1 and "2 more flagged rows not annotated" in notices[0], active
+    assert len(notices) == 1 and f"{len(named) - 10} more flagged rows not annotated" in notices[0], active
     if fail_on_findings == "false":
         assert any(c.startswith("::warning ") for c in active), active
     # An odd file name is escaped as the toolkit escapes properties, never ending the command early.
     if (ODD_NAME, 1) in where:
         assert any("file=data/odd %3A%3Aname%2C%25.jsonl,line=1," in e for e in errors), errors
     # Nothing a pull request controls became a command of its own (file names are listed inert).
-    assert all(c.startswith(("::error file=", "::notice ", "::warning title=gradshield-lint::")) for c in active), (
+    assert all(c.startswith(("::error file=", "::notice ", "::warning title=gradshield-lint::")) for c in active[1:]), (
         active
     )
 
@@ -522,7 +529,7 @@ def test_clean_pull_request_with_model_device_and_card_inputs(tmp_path, origin, 
     assert Path(out["sarif-file"]).is_file() and Path(out["sarif-file"]).is_relative_to(tmp_path / "runner-temp")
     active = commands(run.stdout)
     assert not [c for c in active if c.startswith(("::error", "::warning"))], active
-    assert "no rows above" in run.summary.lower(), run.summary
+    assert "the change passes" in run.summary and "PASS: the 3 added rows score like" in run.summary, run.summary
     # The dataset card got the report section; the model/device overlay configuration was removed again.
     card = (ws / "data" / "README.md").read_text(encoding="utf-8")
     assert card.count("<!-- gradshield:start -->") == 1 and "<!-- gradshield:end -->" in card

@@ -187,9 +187,13 @@ def test_commit_adding_compliance_rows_fails_with_the_finding(python_env, sessio
     text = p.stdout + p.stderr
     assert p.returncode != 0, out(p)
     assert re.search(r"gradshield-lint.*\.+Failed", text), text
-    assert "3 rows scored, 2 flagged" in text, text
     found = {(f, int(n)) for f, n in FINDING.findall(text)}
-    assert found == {("data/train.jsonl", N_BASE + 2), ("data/train.jsonl", N_BASE + 3)}, text
+    harmful = {("data/train.jsonl", N_BASE + 2), ("data/train.jsonl", N_BASE + 3)}
+    # The pull-request verdict names both; Benjamini-Hochberg at 10 % may add the ordinary row when it scores
+    # above every accepted one (chance explains it: the report gives its p-value).
+    assert harmful <= found <= harmful | {("data/train.jsonl", N_BASE + 1)}, text
+    assert "FAIL: the 3 added rows score higher than the 24 accepted rows" in text, text
+    assert f"3 rows scored, {len(found)} flagged by the verdict" in text, text
     assert PROBES[0]["compliance"][:30] in text and PROBES[2]["compliance"][:30] in text
     assert head(session, root) == before  # nothing was committed
 

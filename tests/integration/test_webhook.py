@@ -402,7 +402,7 @@ def test_pull_request_adding_compliance_rows_gets_a_comment_naming_the_row(stack
     comments = stack.comments(repo_id, pr.num)
     assert len(comments) == 1, comments
     text = comments[0]
-    assert ":x: rows above the FIHS threshold" in text
+    assert ":x: the change fails" in text
     assert f"`{_flagged_id()[:12]}`" in text and "`data/train.jsonl:28`" in text  # the compliance row, by id and line
     assert "Content warning" in text or "content warning" in text.lower()
     assert "4 rows added to `data/train.jsonl`, 4 of them new to the baseline on `main`" in text
@@ -446,7 +446,7 @@ def test_pull_request_adding_ordinary_rows_gets_a_clean_comment(stack):
     assert status == 202 and body["jobs"][0]["num"] == pr.num, body
     stack.settle()
     [text] = stack.comments(repo_id, pr.num)
-    assert ":white_check_mark: no rows above the FIHS threshold" in text
+    assert ":white_check_mark: the change passes" in text
     assert "**6** rows scored" in text and "**0** flagged" in text
     assert "6 rows added to `data/extra.jsonl`, `data/train.jsonl`" in text
     assert "Flagged rows" not in text
@@ -463,7 +463,7 @@ def test_pull_request_without_a_baseline_on_main(stack):
     assert post(stack.url, pr_payload(repo_id, pr.num))[0] == 202
     stack.settle()
     [text] = stack.comments(repo_id, pr.num)
-    assert ":x: rows above the FIHS threshold" in text and "`data/train.jsonl:25`" in text
+    assert ":x: the change fails" in text and "`data/train.jsonl:25`" in text
     assert "there is no baseline (`.gradshield-baseline.json`) there" in text
     assert "also changes `.gradshield-baseline.json`" in text
     assert not stack.hub.find("GET", rf"/datasets/{repo_id}/resolve/[^/]+/\.gradshield-baseline\.json$")
@@ -677,7 +677,7 @@ def test_a_title_prefix_does_not_make_an_event_the_bots_own(stack):
     assert status == 202 and body["jobs"] == [{"kind": "pr", "repo": repo_id, "sha": sha, "num": pr.num}], body
     stack.settle()
     [text] = stack.comments(repo_id, pr.num)
-    assert ":x: rows above the FIHS threshold" in text and "`data/train.jsonl:25`" in text
+    assert ":x: the change fails" in text and "`data/train.jsonl:25`" in text
 
     old = stack.hub.repo(repo_id).heads["main"]
     main_sha = push_as(stack.hub, repo_id, "main", {"data/train.jsonl": data}, author=PERSON, title=forged)
@@ -899,7 +899,7 @@ def test_hostile_file_names_and_rows_cannot_leave_their_markup(stack):
     assert "<img" not in rendered and "<b>" not in rendered, rendered
     assert evil in _code_texts(rendered)  # the list of changed files: the exact name, in one code span
     assert rendered.count("</sub>") == text.count("<sub>")  # only the app's own <sub> closes
-    assert ":x: rows above the FIHS threshold" in text
+    assert ":x: the change fails" in text
     [table] = re.findall(r"<table>.*?</table>", rendered, flags=re.DOTALL)
     assert "&lt;b&gt;@bob&lt;/b&gt;|`x`" in table  # the excerpt: shown as text, in its cell
 
