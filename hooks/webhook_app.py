@@ -12,7 +12,8 @@ What it does with each `POST /webhook` (or `POST /`):
 
 1. Verifies the webhook secret before it reads a byte of the body: the `X-Webhook-Secret` header (or the
    `?secret=` query parameter the Hub also allows) against `WEBHOOK_SECRET`, in constant time; 401 otherwise, and
-   the connection is closed, so an unknown sender cannot make the server read (or hold) a large body.
+   the connection is closed, so an unknown sender cannot make the server read (or hold) a large body. The access
+   log shows query values as `***` (`hooks.accesslog`).
 2. Bounds the body: a `Content-Length` above `MAX_BODY` is refused (413) without reading; a chunked body is read
    up to `MAX_BODY` and refused beyond it; a body that is neither is refused (411). uvicorn (h11) itself refuses
    an invalid `Content-Length` (`-1`, `1e9`, two different values) with 400 before the app sees the request.
@@ -58,6 +59,7 @@ from urllib.parse import parse_qs
 from gradshield_lint.config import Config
 from gradshield_lint.errors import ConfigError
 
+from .accesslog import redact_access_log
 from .jobs import HubTarget, Ignored, Outcome, describe_exception, layout_of, resolve, run_job
 from .payload import DEFAULT_BRANCH, Job, PayloadError, PullRequestJob, parse_event, triage
 from .protocol import HEAD_TIMEOUT, header_timeout_protocol
@@ -277,6 +279,7 @@ class WebhookApp:
         from gradshield_lint.scoring.engine import Engine, EngineSettings
 
         self.settings = settings
+        redact_access_log()  # `?secret=` must not reach the access log (`uvicorn --factory` configures logging first)
         self.config = config if config is not None else _load_config(settings.config_path)
         layout_of(self.config)  # a baseline path that cannot live in a repository fails now, not on the first event
         self.engine = engine if engine is not None else Engine(EngineSettings.from_config(self.config))
@@ -540,7 +543,9 @@ def uvicorn_config(app: WebhookApp, host: str, port: int, **kwargs: Any) -> Any:
         "proxy_headers": False,  # the client address logged is the peer's, not a header anyone can set
     }
     options.update(kwargs)
-    return uvicorn.Config(app, **options)
+    config = uvicorn.Config(app, **options)
+    redact_access_log()  # again after uvicorn's logging configuration, which a custom log_config may replace
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1123,3 +1123,51 @@ def test_job_keys_pending_are_never_forgotten_and_done_ones_expire():
     assert small.submit(MainJob("alice/x", "1" * 40))
     with pytest.raises(QueueFull):
         small.submit(MainJob("alice/x", "2" * 40))
+
+
+def test_the_access_log_never_shows_the_secret_from_the_query(stack):
+    """`?secret=` (which the Hub allows in the target URL) is redacted in uvicorn's access log, the right secret
+    and a wrong one alike, as uvicorn's own access formatter writes the line; the request still works."""
+    import logging
+
+    from uvicorn.logging import AccessFormatter
+
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    access = logging.getLogger("uvicorn.access")
+    capture = Capture(level=logging.INFO)
+    capture.setFormatter(AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False))
+    with serve(stack.app, lifespan="off", log_level="info") as url:
+        access.addHandler(capture)
+        try:
+            status, body = post(
+                url,
+                content_payload("alice/x", "refs/heads/dev", None, None, main_sha="0" * 40),
+                secret=None,
+                query=f"?secret={SECRET}&x=1",
+            )
+            assert status == 200 and body["status"] == "ignored", body  # the query secret is accepted
+            guess = "my-secret-guess"
+            assert post(url, {}, secret=None, query=f"?secret={guess}")[0] == 401
+            deadline = time.monotonic() + 10
+            while len(lines) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            access.removeHandler(capture)
+            access.setLevel(logging.WARNING)
+    assert len(lines) == 2, lines
+    assert '"POST /webhook?secret=***&x=*** HTTP/1.1" 200' in lines[0], lines
+    assert '"POST /webhook?secret=*** HTTP/1.1" 401' in lines[1], lines
+    assert not any(SECRET in line or guess in line for line in lines), lines
+
+
+def test_redact_query():
+    from hooks.accesslog import redact_query
+
+    assert redact_query("/webhook") == "/webhook"
+    assert redact_query("/webhook?secret=a%20b&secret=c") == "/webhook?secret=***&secret=***"
+    assert redact_query("/?%73ecret=x&&hunter2") == "/?%73ecret=***&&***"
