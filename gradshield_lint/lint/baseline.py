@@ -53,7 +53,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from gradshield_lint.errors import BaselineError, OutputError
+from gradshield_lint.errors import BaselineError, OutputError, RowIdError
 from gradshield_lint.io import safejson
 from gradshield_lint.io.atomic import atomic_write_text
 from gradshield_lint.lint.threshold import ThresholdResult
@@ -218,6 +218,47 @@ def accept(baseline: Baseline, row_id: str, reason: str) -> Baseline:
     accepted = dict(baseline.accepted)
     accepted[_check_row_id(row_id)] = _check_reason(reason)
     return replace(baseline, accepted=accepted)
+
+
+MIN_ID_PREFIX = 8
+"""The fewest hex digits `resolve_row_id` takes: shorter prefixes match some row by chance in a large dataset, so a
+mistyped one would accept a row nobody reviewed."""
+_HEX_RE = re.compile(r"[0-9a-f]+")
+
+
+def resolve_row_id(given: str, baseline: Baseline, rows: Mapping[str, str] | None = None) -> str:
+    """The one known row id that `given` names: itself, or the id it is a prefix of (hex digits, any case, at least
+    `MIN_ID_PREFIX`: reports show the first 12). Known rows are the baseline's (scored or accepted) and `rows`
+    (id -> where the row is, `file:line`: the rows of the dataset files). RowIdError (exit 2) for an id that is not
+    hex, too short, unknown, or the prefix of more than one row, naming it and, for several, where they are."""
+    known: dict[str, str] = dict(rows or {})
+    for k in baseline.scores:
+        known.setdefault(k, "scored in the baseline")
+    for k in baseline.accepted:
+        known.setdefault(k, "accepted in the baseline")
+    if given in known:
+        return given
+    prefix = given.strip().lower()
+    if not _HEX_RE.fullmatch(prefix):
+        raise RowIdError(f"{given!r} is not a row id: ids are hex digits, as reports show them")
+    if len(prefix) < MIN_ID_PREFIX:
+        raise RowIdError(
+            f"{given!r} is too short to name a row: give at least {MIN_ID_PREFIX} hex digits of its id "
+            "(reports show 12)"
+        )
+    matches = sorted(k for k in known if k.startswith(prefix))
+    if not matches:
+        raise RowIdError(
+            f"no row has an id starting with {given!r}: it is neither in the baseline nor in the dataset files "
+            f"read ({len(rows or {})} rows); nothing was accepted"
+        )
+    if len(matches) > 1:
+        shown = ", ".join(f"{k} ({known[k]})" for k in matches[:5])
+        more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+        raise RowIdError(
+            f"{given!r} is the start of {len(matches)} row ids: {shown}{more}; give more digits; nothing was accepted"
+        )
+    return matches[0]
 
 
 def rebase(current: Baseline, base: Baseline, changed: Baseline, path: str | Path | None = None) -> Baseline:
