@@ -852,7 +852,7 @@ def accept(ctx: Context, row_id: str, files: tuple[str, ...], reason: str, basel
     failing the check and is listed as accepted. The id must name one row of the dataset FILES (default: the
     configured `files`) or of the baseline; the full id is stored."""
     from gradshield_lint.lint.baseline import accept as accept_row
-    from gradshield_lint.lint.baseline import modify_baseline, read_baseline, resolve_row_id
+    from gradshield_lint.lint.baseline import modify_baseline, read_baseline, resolve_row_id, upgrade_ids
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
@@ -866,6 +866,7 @@ def accept(ctx: Context, row_id: str, files: tuple[str, ...], reason: str, basel
 
     def change(b: Baseline) -> Baseline:
         # resolved under the lock, against the baseline as it is then: a refusal raises before anything is written
+        b = upgrade_ids(b, rows)  # the file is rewritten: old 16-digit ids of rows present become full ones
         chosen.append(resolve_row_id(row_id, b, rows))
         return accept_row(b, chosen[-1], reason)
 

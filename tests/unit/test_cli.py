@@ -22,6 +22,7 @@ from helpers import (
     describe,
     git_cmd,
     jsonl,
+    make_legacy_baseline,
     make_repo,
     ordinary_row,
     ordinary_rows,
@@ -243,6 +244,48 @@ def test_accept_resolves_against_the_files_given(repo, tmp_path):
     r = repo.run("accept", row.id[:12], str(other), "--reason", "x")
     assert r.exit_code == 0, describe(r)
     assert row.id in baseline_doc(repo)["accepted"]
+
+
+def test_new_baselines_store_full_sha256_ids_and_reports_show_12_digits(repo):
+    """Ids in the baseline are the whole sha256 (64 hex digits), in the JSON report too; the text report shows the
+    first 12."""
+    doc = baseline_doc(repo)
+    assert all(len(k) == 64 and set(k) <= set("0123456789abcdef") for k in doc["scores"]), sorted(doc["scores"])[:3]
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + compliance_rows(1))
+    (finding,) = report(repo.run("check", "-f", "json"))["findings"]
+    assert len(finding["id"]) == 64
+    text = repo.run("check").stdout
+    assert finding["id"][:12] in text and finding["id"][:13] not in text
+
+
+def test_an_old_baseline_with_16_digit_ids_still_knows_its_rows_and_is_upgraded(repo):
+    """A baseline written before issue 33 (ids: the first 16 hex digits): its rows are known (only the new row is
+    scored), `accept` and `baseline update` rewrite the ids of the rows present as full ones, scores unchanged.
+    An old accepted id whose row is not in the data stays as it was (it still matches that row if it comes back)."""
+    gone = "e" * 16
+    old = make_legacy_baseline(repo.baseline, {gone: "reviewed long ago"})
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + compliance_rows(1))
+    r = repo.run("check", "-f", "json")
+    assert r.exit_code == 1, describe(r)
+    doc = report(r)
+    assert doc["rows_scored"] == 1 and len(doc["findings"]) == 1, doc  # the 16 old rows are known
+    full = doc["findings"][0]["id"]
+
+    r = repo.run("accept", full[:12], "--reason", "reviewed")
+    assert r.exit_code == 0, describe(r)
+    after = baseline_doc(repo)
+    assert after["accepted"] == {full: "reviewed", gone: "reviewed long ago"}
+    assert all(len(k) == 64 for k in after["scores"]) and {k[:16]: v for k, v in after["scores"].items()} == old
+    assert repo.run("check").exit_code == 0
+
+    make_legacy_baseline(repo.baseline)  # old again, the acceptance cut to 16 digits as well
+    r = repo.run("baseline", "update")
+    assert r.exit_code == 0, describe(r)
+    after = baseline_doc(repo)
+    assert len(after["scores"]) == N_BASE + 1 and all(len(k) == 64 for k in after["scores"])
+    assert after["accepted"] == {full: "reviewed", gone: "reviewed long ago"}
+    assert {k[:16]: v for k, v in after["scores"].items() if k != full} == old
+    assert repo.run("check").exit_code == 0
 
 
 def test_baseline_update_scores_only_unknown_rows_and_drops_removed_ones(repo):
