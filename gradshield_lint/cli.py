@@ -27,6 +27,7 @@ from gradshield_lint.scoring.registry import METHODS, PROXIES
 
 if TYPE_CHECKING:
     from gradshield_lint.io.rows import Row
+    from gradshield_lint.lint.baseline import Baseline
     from gradshield_lint.lint.distributed import RayOptions, RayRun
     from gradshield_lint.lint.findings import LintResult
     from gradshield_lint.lint.service import Linter
@@ -837,6 +838,7 @@ def baseline_update(
 
 @main.command()
 @click.argument("row_id")
+@click.argument("files", nargs=-1, type=DATASETS)
 @click.option("--reason", required=True, help="Why this row is fine (kept in the baseline and shown in reports).")
 @click.option(
     "--baseline",
@@ -845,15 +847,32 @@ def baseline_update(
     help="The baseline (default: from the configuration).",
 )
 @click.pass_obj
-def accept(ctx: Context, row_id: str, reason: str, baseline_opt: Path | None) -> None:
-    """Accept a flagged row (by the id a report shows): it stops failing the check and is listed as accepted."""
+def accept(ctx: Context, row_id: str, files: tuple[str, ...], reason: str, baseline_opt: Path | None) -> None:
+    """Accept a flagged row by the id a report shows (12 hex digits, or any unique prefix of at least 8): it stops
+    failing the check and is listed as accepted. The id must name one row of the dataset FILES (default: the
+    configured `files`) or of the baseline; the full id is stored."""
     from gradshield_lint.lint.baseline import accept as accept_row
-    from gradshield_lint.lint.baseline import modify_baseline
+    from gradshield_lint.lint.baseline import modify_baseline, read_baseline, resolve_row_id, upgrade_ids
 
     cfg = ctx.config()
     path = _baseline_path(cfg, baseline_opt)
-    modify_baseline(path, lambda b: accept_row(b, row_id, reason))  # locked: concurrent accepts all survive
-    click.echo(f"accepted {row_id} in {_shown(path)}", err=True)
+    read_baseline(path)  # a missing or broken baseline is the error to report, before the rows are read
+    try:
+        inputs = _files(cfg, files, baseline_opt)
+    except click.UsageError:  # no dataset file at all: only the baseline's rows are known
+        inputs = []
+    rows = {r.id: f"{r.source}:{r.line}" for r in reversed(_read_rows(cfg, inputs))}  # reversed: the first place
+    chosen: list[str] = []
+
+    def change(b: Baseline) -> Baseline:
+        # resolved under the lock, against the baseline as it is then: a refusal raises before anything is written
+        b = upgrade_ids(b, rows)  # the file is rewritten: old 16-digit ids of rows present become full ones
+        chosen.append(resolve_row_id(row_id, b, rows))
+        return accept_row(b, chosen[-1], reason)
+
+    modify_baseline(path, change)  # locked: concurrent accepts all survive
+    where = rows.get(chosen[-1], "not in the dataset files")
+    click.echo(f"accepted {chosen[-1]} ({_shown(where)}) in {_shown(path)}", err=True)
 
 
 @main.command()

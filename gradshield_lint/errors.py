@@ -48,6 +48,10 @@ class BaselineError(GradshieldError):
     """A baseline that is unreadable or was made with different settings."""
 
 
+class RowIdError(GradshieldError):
+    """A row id given on the command line (`accept`) that names no known row, or more than one."""
+
+
 class OutputError(GradshieldError, OSError):
     """An output file that cannot be written (a missing or read-only folder, a full device, an input named as an
     output); the message names the path. Also an OSError, so that a caller that tolerates a failed write (a

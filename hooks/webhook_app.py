@@ -1,13 +1,19 @@
 """The gradshield-lint Hub webhook app: an ASGI app that uvicorn serves (see hooks/README.md).
 
     WEBHOOK_SECRET=... HF_TOKEN=hf_... GRADSHIELD_CONFIG=.gradshield.yaml python -m hooks.webhook_app --port 7860
-    uvicorn --factory hooks.webhook_app:create_app --host 0.0.0.0 --port 7860 --limit-concurrency 32
+    uvicorn --factory hooks.webhook_app:create_app --host 0.0.0.0 --port 7860 --limit-concurrency 32 \
+        --http hooks.protocol:HeadTimeoutH11Protocol
+
+Before the app sees a request, the server bounds its head: 16 KiB, and `HEAD_TIMEOUT` seconds from the moment the
+connection waits for it (`hooks.protocol`; uvicorn has no such timeout), so stalled connections cannot hold every
+place of `limit_concurrency`.
 
 What it does with each `POST /webhook` (or `POST /`):
 
 1. Verifies the webhook secret before it reads a byte of the body: the `X-Webhook-Secret` header (or the
    `?secret=` query parameter the Hub also allows) against `WEBHOOK_SECRET`, in constant time; 401 otherwise, and
-   the connection is closed, so an unknown sender cannot make the server read (or hold) a large body.
+   the connection is closed, so an unknown sender cannot make the server read (or hold) a large body. The access
+   log shows query values as `***` (`hooks.accesslog`).
 2. Bounds the body: a `Content-Length` above `MAX_BODY` is refused (413) without reading; a chunked body is read
    up to `MAX_BODY` and refused beyond it; a body that is neither is refused (411). uvicorn (h11) itself refuses
    an invalid `Content-Length` (`-1`, `1e9`, two different values) with 400 before the app sees the request.
@@ -18,9 +24,10 @@ What it does with each `POST /webhook` (or `POST /`):
 4. Asks the Hub whether the event is its own (`hooks.jobs.resolve`): a commit or pull request whose author is the
    bot user (`GRADSHIELD_BOT_USER`, default: the owner of `HF_TOKEN`, asked with `whoami` at startup) is ignored,
    so the app's card commits never trigger another run. A title never decides it: anyone can write one. Also 200
-   `ignored`; a commit already checked (the Hub sends both `discussion` and `repo.content` events for a new pull
-   request) is ignored too.
-5. Queues the work and answers 202 at once; one worker thread runs the jobs in order with the one `Engine` built
+   `ignored`; a commit already queued, or checked in the last `DONE_TTL` seconds (the Hub sends both `discussion`
+   and `repo.content` events for a new pull request), is ignored too.
+5. Queues the work and answers 202 at once (503 with Retry-After when `MAX_QUEUED` jobs are pending; nothing of
+   the event is kept); one worker thread runs the jobs in order with the one `Engine` built
    at start (the scoring model and ∇H are loaded once, in the worker, before the first job):
    - pull request: the rows it adds, scored against the baseline on main, posted as a comment on its discussion;
    - main: the dataset's rows checked against its baseline (or scanned without one), and the dataset card's
@@ -52,8 +59,10 @@ from urllib.parse import parse_qs
 from gradshield_lint.config import Config
 from gradshield_lint.errors import ConfigError
 
+from .accesslog import redact_access_log
 from .jobs import HubTarget, Ignored, Outcome, describe_exception, layout_of, resolve, run_job
 from .payload import DEFAULT_BRANCH, Job, PayloadError, PullRequestJob, parse_event, triage
+from .protocol import HEAD_TIMEOUT, header_timeout_protocol
 
 if TYPE_CHECKING:
     from gradshield_lint.scoring.engine import Engine
@@ -69,6 +78,10 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # Hub webhook payloads are a few kilobytes; nothing larger is read.
 MAX_BODY = 1024 * 1024
 BODY_TIMEOUT = 30.0  # seconds for the whole body, once the secret checked out
+MAX_QUEUED = 64  # jobs waiting or running; an event beyond gets 503 and Retry-After
+DONE_TTL = 600.0  # seconds a checked commit is remembered, so that the Hub's second event for it is ignored
+DONE_KEYS = 5000  # and at most this many of them
+RETRY_AFTER = 60  # seconds, in the answer to an event that finds the queue full
 WEBHOOK_PATHS = ("/", "/webhook", "/webhooks/gradshield")
 
 
@@ -83,6 +96,9 @@ class Settings:
     bot_user: str | None = None  # None: the owner of `token` (`whoami`)
     branch: str = DEFAULT_BRANCH
     max_body: int = MAX_BODY
+    max_queued: int = MAX_QUEUED
+    done_ttl: float = DONE_TTL
+    head_timeout: float = HEAD_TIMEOUT  # uvicorn_config's deadline for each request head
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -111,17 +127,40 @@ def _load_config(path: Path | None) -> Config:
     return load_config(path)
 
 
+class QueueFull(RuntimeError):
+    """Every place in the job queue is taken (answered 503 with Retry-After; the Hub's replay button retries)."""
+
+
 class JobRunner:
-    """One worker thread running queued jobs in order; the same commit is never queued twice."""
+    """One worker thread running queued jobs in order.
+
+    At most `max_queued` jobs wait or run at once (`QueueFull` beyond): a burst of events costs bounded memory and
+    the sender is told to come back. A commit waiting or running is never queued again; its key leaves the pending
+    set when its job ends. A job that failed can be queued again at once (the Hub's replay button); one that ended
+    otherwise is remembered for `done_ttl` seconds, long enough to ignore the second event the Hub sends for the
+    same commit (`discussion` and `repo.content` for a new pull request), and can be queued again after that (a
+    replay once the baseline on main changed)."""
 
     def __init__(
-        self, run: Callable[[Job], Outcome], warm: Callable[[], None] | None = None, history: int = 200
+        self,
+        run: Callable[[Job], Outcome],
+        warm: Callable[[], None] | None = None,
+        history: int = 200,
+        *,
+        max_queued: int = MAX_QUEUED,
+        done_ttl: float = DONE_TTL,
     ) -> None:
+        if max_queued < 1:
+            raise ValueError(f"max_queued must be at least 1, not {max_queued}")
         self._run = run
         self._warm = warm
+        self.max_queued = max_queued
+        self.done_ttl = done_ttl
+        # Unbounded as a Queue: `submit` bounds it under the lock, and `stop` must always be able to put its None.
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._keys: collections.OrderedDict[tuple, str] = collections.OrderedDict()  # key -> "pending" | "done"
+        self._pending: set[tuple] = set()  # queued or running
+        self._done: collections.OrderedDict[tuple, float] = collections.OrderedDict()  # key -> when it ended
         self.history: collections.deque[Outcome] = collections.deque(maxlen=history)
         self.ready = threading.Event()
         self.warm_error: str | None = None
@@ -146,19 +185,32 @@ class JobRunner:
             thread.join(timeout)
             self._thread = None
 
-    def seen(self, job: Job) -> bool:
-        with self._lock:
-            return self.key(job) in self._keys
+    def _forget_old(self) -> None:
+        """Drop done keys older than `done_ttl` (and beyond `DONE_KEYS`, the oldest); call with the lock held."""
+        horizon = time.monotonic() - self.done_ttl
+        while self._done and (len(self._done) > DONE_KEYS or next(iter(self._done.values())) <= horizon):
+            self._done.popitem(last=False)
 
-    def submit(self, job: Job) -> bool:
-        """Queue `job`; False when the same commit is already queued or done."""
+    def seen(self, job: Job) -> str | None:
+        """`"queued"` while the same commit waits or runs, `"checked"` for a while after it ended, else None."""
         k = self.key(job)
         with self._lock:
-            if k in self._keys:
+            self._forget_old()
+            if k in self._pending:
+                return "queued"
+            return "checked" if k in self._done else None
+
+    def submit(self, job: Job) -> bool:
+        """Queue `job`; False when the same commit is already queued (or recently checked); `QueueFull` when
+        `max_queued` jobs are pending."""
+        k = self.key(job)
+        with self._lock:
+            self._forget_old()
+            if k in self._pending or k in self._done:
                 return False
-            self._keys[k] = "pending"
-            while len(self._keys) > 5000:
-                self._keys.popitem(last=False)
+            if len(self._pending) >= self.max_queued:
+                raise QueueFull(f"{len(self._pending)} jobs are pending, the most this server queues")
+            self._pending.add(k)
         self._queue.put(job)
         return True
 
@@ -199,13 +251,19 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - one failed job never stops the worker
             log.exception("job %s failed", k)
             outcome = Outcome(job, "failed", describe_exception(exc))
-        with self._lock:
-            if outcome.status == "failed":
-                self._keys.pop(k, None)  # a replay of the event from the Hub's webhook page tries again
-            else:
-                self._keys[k] = "done"
+        except BaseException:
+            self._finish(k, done=False)
+            raise
+        self._finish(k, done=outcome.status != "failed")  # a failed job may be replayed from the Hub at once
         self.history.append(outcome)
         log.info("%s %s: %s%s", outcome.status, _label(job), outcome.detail, f" ({outcome.url})" if outcome.url else "")
+
+    def _finish(self, k: tuple, *, done: bool) -> None:
+        with self._lock:
+            self._pending.discard(k)
+            if done:
+                self._done[k] = time.monotonic()
+                self._done.move_to_end(k)
 
 
 def _label(job: Job) -> str:
@@ -221,12 +279,15 @@ class WebhookApp:
         from gradshield_lint.scoring.engine import Engine, EngineSettings
 
         self.settings = settings
+        redact_access_log()  # `?secret=` must not reach the access log (`uvicorn --factory` configures logging first)
         self.config = config if config is not None else _load_config(settings.config_path)
         layout_of(self.config)  # a baseline path that cannot live in a repository fails now, not on the first event
         self.engine = engine if engine is not None else Engine(EngineSettings.from_config(self.config))
         self.hub = HubTarget(settings.endpoint, settings.token, settings.bot_user)
         self._bot_lock = threading.Lock()
-        self.runner = JobRunner(self._run_job, warm=self._warm)
+        self.runner = JobRunner(
+            self._run_job, warm=self._warm, max_queued=settings.max_queued, done_ttl=settings.done_ttl
+        )
 
     # ------------------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -283,8 +344,9 @@ class WebhookApp:
         queued: list[dict[str, Any]] = []
         reasons: list[str] = []
         for job in t.jobs:
-            if job.sha is not None and self.runner.seen(job):
-                reasons.append(f"{_label(job)}: already checked")
+            state = self.runner.seen(job) if job.sha is not None else None
+            if state is not None:
+                reasons.append(f"{_label(job)}: already {state}")
                 continue
             try:
                 job = resolve(self.hub, job)
@@ -292,7 +354,7 @@ class WebhookApp:
                 reasons.append(str(exc))
                 continue
             if not self.runner.submit(job):
-                reasons.append(f"{_label(job)}: already checked")
+                reasons.append(f"{_label(job)}: already {self.runner.seen(job) or 'checked'}")
                 continue
             queued.append(
                 {
@@ -368,6 +430,11 @@ class WebhookApp:
             status, answer = 400, {"error": f"not a Hub webhook payload: {exc}"}
         except BotUnknown as exc:
             status, answer = 503, {"error": str(exc)}
+        except QueueFull as exc:
+            log.warning("webhook: 503, the job queue is full (%s)", exc)
+            retry = [(b"retry-after", str(RETRY_AFTER).encode())]
+            await _respond(send, 503, {"error": f"too many events at once: {exc}; retry later"}, retry)
+            return
         except Exception as exc:  # noqa: BLE001 - the Hub could not be asked: a 502, the Hub's replay button retries
             log.exception("could not triage the event")
             status, answer = 502, {"error": describe_exception(exc)}
@@ -458,10 +525,14 @@ def create_app(environ: Mapping[str, str] | None = None) -> WebhookApp:
 
 def uvicorn_config(app: WebhookApp, host: str, port: int, **kwargs: Any) -> Any:
     """The uvicorn configuration the app is meant to run with: lifespan on (it starts the worker and learns the
-    bot's user), bounded concurrency and header size, short keep-alive. `kwargs` override (e.g. `log_level`)."""
+    bot's user), bounded concurrency, header size and header time (`hooks.protocol`: uvicorn has no option for the
+    last), short keep-alive. `kwargs` override (e.g. `log_level`; `head_timeout`: seconds, default the app's
+    `Settings.head_timeout`)."""
     import uvicorn
 
+    head_timeout = float(kwargs.pop("head_timeout", app.settings.head_timeout))
     options: dict[str, Any] = {
+        "http": header_timeout_protocol(head_timeout),
         "host": host,
         "port": port,
         "lifespan": "on",
@@ -472,7 +543,9 @@ def uvicorn_config(app: WebhookApp, host: str, port: int, **kwargs: Any) -> Any:
         "proxy_headers": False,  # the client address logged is the peer's, not a header anyone can set
     }
     options.update(kwargs)
-    return uvicorn.Config(app, **options)
+    config = uvicorn.Config(app, **options)
+    redact_access_log()  # again after uvicorn's logging configuration, which a custom log_config may replace
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,6 +170,20 @@ def make_repo(
     return repo
 
 
+def make_legacy_baseline(path: Path, accepted: dict[str, str] | None = None) -> dict[str, float]:
+    """Rewrite the baseline at `path` as gradshield-lint wrote it before issue 33: each row id cut to its first 16
+    hex digits (`accepted` entries added, ids as given). Returns the old id -> score map."""
+    from dataclasses import replace
+
+    from gradshield_lint.lint.baseline import read_baseline, write_baseline
+
+    b = read_baseline(path)
+    old = {k[:16]: v for k, v in b.scores.items()}
+    acc = {k[:16]: r for k, r in b.accepted.items()} | dict(accepted or {})
+    write_baseline(path, replace(b, scores=old, accepted=acc))
+    return old
+
+
 @contextlib.contextmanager
 def chdir(path: Path) -> Iterator[None]:
     old = Path.cwd()

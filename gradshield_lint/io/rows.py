@@ -5,7 +5,8 @@ other field of the record), never its position: reordering rows or moving them b
 editing one, any field of it, makes it new. Every shape is mapped to messages before hashing, so a
 prompt/completion row and the same content written as `messages` have the same id; a record with no field beyond
 those its messages are read from (null and blank cells count as absent) hashes its messages alone, as ids were
-computed before other fields were hashed, so baselines of that time still know it.
+computed before other fields were hashed, so baselines of that time still know it. The id is the whole sha256 (64
+hex digits); baselines that stored its first 16 digits are still read (`LEGACY_ID_LEN`).
 
 A field that is not part of the row shape (`text` beside `messages`, a `prompt` in a later record of a `messages`
 file, a message's `reasoning_content`, a content part whose type is not `text`) is never scored, so one that holds
@@ -99,9 +100,17 @@ def row_digest(messages: Sequence[Message], extra: Mapping[FieldPath, Any] | Non
     return hashlib.sha256(_canonical(canon).encode("utf-8")).hexdigest()
 
 
+FULL_ID_LEN = 64
+"""A row id's length: a sha256 in hex."""
+LEGACY_ID_LEN = 16
+"""Baselines written before issue 33 stored `row_digest`'s first 16 hex digits: 64 bits, so a row with the same id
+as a known one is about 2^32 tries of brute force away. They are still read (`lint.baseline.upgrade_ids`)."""
+
+
 def row_id(messages: Sequence[Message], extra: Mapping[FieldPath, Any] | None = None) -> str:
-    """The id baselines store: `row_digest`'s first 16 hex digits."""
-    return row_digest(messages, extra)[:16]
+    """The id baselines store: the full `row_digest` (64 hex digits), so that no other content can be made to have
+    it. Reports show people its first 12 digits."""
+    return row_digest(messages, extra)
 
 
 def make_row(messages: Sequence[Message], source: str, line: int, extra: Mapping[FieldPath, Any] | None = None) -> Row:

@@ -53,9 +53,10 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from gradshield_lint.errors import BaselineError, OutputError
+from gradshield_lint.errors import BaselineError, OutputError, RowIdError
 from gradshield_lint.io import safejson
 from gradshield_lint.io.atomic import atomic_write_text
+from gradshield_lint.io.rows import FULL_ID_LEN, LEGACY_ID_LEN
 from gradshield_lint.lint.threshold import ThresholdResult
 from gradshield_lint.schemas import schema_path
 from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded
@@ -64,6 +65,7 @@ VERSION = 1
 SIG_DIGITS = 7
 SCHEMA_PATH = schema_path("baseline")
 ROW_ID_RE = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
+_HEX_RE = re.compile(r"[0-9a-f]+")
 _ALL_IDS_RE = re.compile(r"(?:[0-9A-Za-z_.:-]{1,128}\n)*")
 RESCORE_HINT = "run `gradshield-lint baseline update --rescore`"
 DEFAULT_LOCK_TIMEOUT = 60.0
@@ -191,6 +193,66 @@ def diff_rows(baseline: Baseline, row_ids: Iterable[str]) -> RowDiff:
     return RowDiff(new=new, known=known, removed=removed)
 
 
+def _legacy_keys(baseline: Baseline) -> set[str]:
+    """The baseline's ids in the old form (16 lowercase hex digits)."""
+    return {
+        k
+        for keys in (baseline.scores, baseline.accepted)
+        for k in keys
+        if len(k) == LEGACY_ID_LEN and _HEX_RE.fullmatch(k)
+    }
+
+
+def upgrade_ids(baseline: Baseline, row_ids: Iterable[str]) -> Baseline:
+    """The baseline with each old 16-digit id (scores and accepted) replaced by the full id of the row it names
+    among `row_ids`: the one full id that starts with it. When two of `row_ids` start with the same old id (a
+    collision: one of them may have been made to match), neither takes its place: both are new rows and get
+    scored, and `baseline update` drops the old entry. Old ids no row of `row_ids` matches stay as they are (their
+    rows may come back; `baseline update` drops them from the scores as it drops every row that is gone).
+    Returns `baseline` itself when there is nothing to replace (the usual case, at the cost of a scan of its ids)."""
+    legacy = _legacy_keys(baseline)
+    if not legacy:
+        return baseline
+    full: dict[str, str | None] = {}  # old id -> the one full id that starts with it (None: several)
+    for rid in row_ids:
+        if len(rid) != FULL_ID_LEN:
+            continue
+        old = rid[:LEGACY_ID_LEN]
+        if old in legacy and full.get(old, rid) != rid:
+            full[old] = None
+        elif old in legacy:
+            full[old] = rid
+    rename = {old: new for old, new in full.items() if new is not None}
+    if not rename:
+        return baseline
+
+    def renamed(d: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in d.items() if k not in rename}
+        for old, new in rename.items():
+            if old in d:
+                out.setdefault(new, d[old])  # an entry already under the full id wins
+        return out
+
+    return replace(baseline, scores=renamed(baseline.scores), accepted=renamed(baseline.accepted))
+
+
+class KnownIds:
+    """`row_id in KnownIds(baseline)`: the baseline holds a score for the row, under its full id or (a baseline
+    from before issue 33) under its first 16 digits. For callers that test ids one by one before they have them
+    all (the Ray engine); `upgrade_ids` is the same rule once they are."""
+
+    def __init__(self, baseline: Baseline) -> None:
+        self._scores = baseline.scores
+        self._legacy = {k for k in baseline.scores if len(k) == LEGACY_ID_LEN and _HEX_RE.fullmatch(k)}
+
+    def __contains__(self, rid: object) -> bool:
+        if not isinstance(rid, str):
+            return False
+        if rid in self._scores:
+            return True
+        return bool(self._legacy) and len(rid) == FULL_ID_LEN and rid[:LEGACY_ID_LEN] in self._legacy
+
+
 def update_scores(
     baseline: Baseline,
     scores: Mapping[str, float],
@@ -218,6 +280,47 @@ def accept(baseline: Baseline, row_id: str, reason: str) -> Baseline:
     accepted = dict(baseline.accepted)
     accepted[_check_row_id(row_id)] = _check_reason(reason)
     return replace(baseline, accepted=accepted)
+
+
+MIN_ID_PREFIX = 8
+"""The fewest hex digits `resolve_row_id` takes: shorter prefixes match some row by chance in a large dataset, so a
+mistyped one would accept a row nobody reviewed."""
+
+
+def resolve_row_id(given: str, baseline: Baseline, rows: Mapping[str, str] | None = None) -> str:
+    """The one known row id that `given` names: itself, or the id it is a prefix of (hex digits, any case, at least
+    `MIN_ID_PREFIX`: reports show the first 12). Known rows are the baseline's (scored or accepted) and `rows`
+    (id -> where the row is, `file:line`: the rows of the dataset files). RowIdError (exit 2) for an id that is not
+    hex, too short, unknown, or the prefix of more than one row, naming it and, for several, where they are."""
+    known: dict[str, str] = dict(rows or {})
+    baseline = upgrade_ids(baseline, known)  # an old 16-digit id and the row it names are one row
+    for k in baseline.scores:
+        known.setdefault(k, "scored in the baseline")
+    for k in baseline.accepted:
+        known.setdefault(k, "accepted in the baseline")
+    if given in known:
+        return given
+    prefix = given.strip().lower()
+    if not _HEX_RE.fullmatch(prefix):
+        raise RowIdError(f"{given!r} is not a row id: ids are hex digits, as reports show them")
+    if len(prefix) < MIN_ID_PREFIX:
+        raise RowIdError(
+            f"{given!r} is too short to name a row: give at least {MIN_ID_PREFIX} hex digits of its id "
+            "(reports show 12)"
+        )
+    matches = sorted(k for k in known if k.startswith(prefix))
+    if not matches:
+        raise RowIdError(
+            f"no row has an id starting with {given!r}: it is neither in the baseline nor in the dataset files "
+            f"read ({len(rows or {})} rows); nothing was accepted"
+        )
+    if len(matches) > 1:
+        shown = ", ".join(f"{k} ({known[k]})" for k in matches[:5])
+        more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+        raise RowIdError(
+            f"{given!r} is the start of {len(matches)} row ids: {shown}{more}; give more digits; nothing was accepted"
+        )
+    return matches[0]
 
 
 def rebase(current: Baseline, base: Baseline, changed: Baseline, path: str | Path | None = None) -> Baseline:

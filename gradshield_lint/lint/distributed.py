@@ -40,6 +40,7 @@ from gradshield_lint.io.rows import Message, Row, RowShape, iter_rows
 from gradshield_lint.lint.baseline import (
     Baseline,
     Fingerprint,
+    KnownIds,
     Recorded,
     baseline_lock,
     check_compatible,
@@ -48,6 +49,7 @@ from gradshield_lint.lint.baseline import (
     modify_baseline,
     rebase,
     update_scores,
+    upgrade_ids,
     write_baseline,
 )
 from gradshield_lint.scoring.engine import Engine, EngineSettings
@@ -459,7 +461,7 @@ def score_rows_ray(
     baseline_path: Path,
     opts: RayOptions,
     *,
-    known: Mapping[str, float] | None = None,
+    known: Container[str] | None = None,
     check_against: Baseline | None = None,
 ) -> tuple[Fingerprint, Recorded, dict[str, float], list[str], RayRun, WorkDir, Any]:
     """Scores of every distinct row of `files` not in `known`: (fingerprint, recorded, {id: score} for those rows,
@@ -478,7 +480,7 @@ def score_rows_ray(
         lock = work.lock()
         try:
             earlier = work.read_scores()
-            seen: Mapping[str, float] = known or {}
+            seen: Container[str] = known if known is not None else frozenset()
             all_ids: list[str] = []
 
             def rows() -> Iterator[Row]:
@@ -547,6 +549,8 @@ def create_baseline_ray(
     fp, rec, scores, ids, run, work, lock = score_rows_ray(settings, files, shape, baseline_path, opts)
     try:
         values = [scores[i] for i in ids]
+        if accepted_from is not None:  # its old 16-digit ids of rows present become full ones
+            accepted_from = upgrade_ids(accepted_from, scores)
         accepted = {k: v for k, v in accepted_from.accepted.items() if k in scores} if accepted_from else None
         b = make_baseline(fp, scores, threshold_for(values, cfg_threshold, reference=True), rec, accepted)
         with baseline_lock(baseline_path):
@@ -580,11 +584,12 @@ def update_baseline_ray(
     if rethreshold and cfg_threshold.criterion == "finetune":
         raise ConfigError("--rethreshold with the finetune criterion needs every row's text: use --rescore")
     _, _, new, ids, run, work, lock = score_rows_ray(
-        settings, files, shape, baseline_path, opts, known=baseline.scores, check_against=baseline
+        settings, files, shape, baseline_path, opts, known=KnownIds(baseline), check_against=baseline
     )
     try:
-        diff = diff_rows(baseline, ids)
-        merged = update_scores(baseline, new, set(diff.removed))
+        upgraded = upgrade_ids(baseline, ids)  # written back: old ids of rows present become full ones
+        diff = diff_rows(upgraded, ids)
+        merged = update_scores(upgraded, new, set(diff.removed))
         if rethreshold:
             merged = update_scores(
                 merged, {}, None, threshold=threshold_for(list(merged.scores.values()), cfg_threshold, reference=True)

@@ -21,12 +21,13 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path, PurePosixPath
 
 from gradshield_lint.config import CONFIG_NAMES, Config, Override, config_from_text, find_config, load_config
 from gradshield_lint.errors import BaselineError, ConfigError, GradshieldError
 from gradshield_lint.io.gitrefs import Revision
-from gradshield_lint.lint.baseline import Baseline, loads_baseline, read_baseline
+from gradshield_lint.lint.baseline import Baseline, loads_baseline, read_baseline, upgrade_ids
 from gradshield_lint.lint.findings import GateChange, GateInfo, LintResult
 
 WARNING = "warning"
@@ -407,7 +408,10 @@ def _baseline_at(
 
 
 def baseline_changes(base: Baseline, mine: Baseline, text: str, rel: str, ref: str) -> list[GateChange]:
-    """What `mine` (the work tree's baseline, whose file text is `text`) changes relative to `base`."""
+    """What `mine` (the work tree's baseline, whose file text is `text`) changes relative to `base`. An old
+    16-digit id at `base` that `mine` holds as the full id of its row (`baseline update` upgrades them) is the same
+    entry, not a removal and an addition."""
+    base = upgrade_ids(base, chain(mine.scores, mine.accepted))
     out: list[GateChange] = []
     tail = f"this check uses the baseline as it is at {ref}"
     bt, mt = base.threshold, mine.threshold
@@ -510,7 +514,7 @@ def _count(ids: list[str], noun: str) -> str:
 
 
 def _ids(ids: list[str], n: int = 5) -> str:
-    shown = ", ".join(i[:16] for i in ids[:n])
+    shown = ", ".join(i[:12] for i in ids[:n])  # as reports show ids; `accept` takes them
     return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 

@@ -32,6 +32,7 @@ from gradshield_lint.lint.baseline import (
     read_baseline,
     rebase,
     update_scores,
+    upgrade_ids,
 )
 from gradshield_lint.lint.conformal import conformal_threshold, p_values, stated_rate
 from gradshield_lint.lint.findings import Finding, LintResult
@@ -284,6 +285,7 @@ def update_baseline(
     """Score the rows the baseline does not know (all of them with `rescore`) and drop rows that are gone. The
     stored threshold is kept unless `rethreshold` or `rescore`: two pull requests that each add rows then touch
     only their own score lines and merge cleanly. Returns the new baseline and how many rows were scored."""
+    baseline = upgrade_ids(baseline, (r.id for r in rows))  # written back: old ids of rows present become full
     if rescore:
         new, _ = create_baseline(engine, rows, cfg_threshold)
         kept = {k: v for k, v in baseline.accepted.items() if k in new.scores}
@@ -348,6 +350,7 @@ def judge_rows(
     the report says were checked (default: the new ones)."""
     reference: list[float] | None
     if baseline is not None:
+        baseline = upgrade_ids(baseline, (r.id for r in rows))  # an old baseline's 16-digit ids
         new_ids = set(diff_rows(baseline, (r.id for r in rows)).new) - set(known)
         new = [r for r in rows if r.id in new_ids]
         threshold, accepted = baseline.threshold, baseline.accepted

@@ -88,8 +88,11 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
-def row_id(i: int, try_: int) -> str:
-    return f"t{try_}-accepted-row-{i:02d}"
+def data_ids(repo: Repo) -> list[str]:
+    """The ids of the rows in the repository's dataset file, in file order (`accept` takes only known rows)."""
+    from gradshield_lint.io.rows import iter_rows
+
+    return [r.id for r in iter_rows(repo.data)]
 
 
 # ------------------------------------------------------------------------------------------------ the baseline lock
@@ -98,10 +101,13 @@ def row_id(i: int, try_: int) -> str:
 def test_concurrent_accepts_all_survive(repo):
     """Eight `accept`s started at once, three times over: every accepted id is in the baseline afterwards (on the
     unlocked read-modify-write most of them were lost)."""
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + [ordinary_row(100 + i) for i in range(24)])
+    new_ids = data_ids(repo)[N_BASE:]
     expected: dict[str, str] = {}
     for try_ in range(3):
         procs = {
-            row_id(i, try_): cli(repo.root, "accept", row_id(i, try_), "--reason", f"ok {try_}/{i}") for i in range(8)
+            new_ids[8 * try_ + i]: cli(repo.root, "accept", new_ids[8 * try_ + i], "--reason", f"ok {try_}/{i}")
+            for i in range(8)
         }
         for i, (rid, p) in enumerate(procs.items()):
             rc, _, err = finish(p)
@@ -146,7 +152,7 @@ def test_accepts_during_baseline_update_survive(repo, tmp_path, flags):
         assert upd.poll() is None, finish(upd)
         assert time.time() < deadline, "the update never reached scoring"
         time.sleep(0.05)
-    ids = [f"during-update-{i}" for i in range(3)]
+    ids = data_ids(repo)[N_BASE:]  # the three rows the update scores
     procs = [cli(repo.root, "accept", rid, "--reason", "reviewed") for rid in ids]
     for p in procs:
         rc, _, err = finish(p)
@@ -181,8 +187,9 @@ def test_a_held_lock_times_out_with_a_clear_error_and_changes_nothing(repo):
     try:
         assert holder.stdout.readline().strip() == "held"
         before = repo.baseline.read_bytes()
+        some_row = data_ids(repo)[0]
         t0 = time.monotonic()
-        rc, _, err = finish(cli(repo.root, "accept", "some-row", "--reason", "x", GRADSHIELD_LOCK_TIMEOUT="0.5"))
+        rc, _, err = finish(cli(repo.root, "accept", some_row, "--reason", "x", GRADSHIELD_LOCK_TIMEOUT="0.5"))
         assert rc == 2, err
         assert "Traceback" not in err and ".gradshield-baseline.json" in err and "lock" in err, err
         assert time.monotonic() - t0 < 60
@@ -190,9 +197,9 @@ def test_a_held_lock_times_out_with_a_clear_error_and_changes_nothing(repo):
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
-    rc, _, err = finish(cli(repo.root, "accept", "some-row", "--reason", "x"))  # released: it works now
+    rc, _, err = finish(cli(repo.root, "accept", some_row, "--reason", "x"))  # released: it works now
     assert rc == 0, err
-    assert "some-row" in accepted(repo)
+    assert some_row in accepted(repo)
 
 
 # ------------------------------------------------------------------------------------------------ kills
@@ -318,11 +325,12 @@ def test_a_sigkilled_writes_leftover_is_removed_by_the_next_run(repo):
     and the old baseline. The next `accept` removes that leftover once it is stale (its PID is dead; aged here as
     if killed two minutes ago) and keeps a live process's temporary file, a fresh one, and other files."""
     before = repo.baseline.read_bytes()
+    row1, row2 = data_ids(repo)[:2]
     p = child(
         repo.root,
         kill_at("fsync", 1, "SIGKILL"),
         "accept",
-        "row-1",
+        row1,
         "--reason",
         "x",
         GS_KILL_UNDER=str(repo.root.resolve()),
@@ -343,11 +351,11 @@ def test_a_sigkilled_writes_leftover_is_removed_by_the_next_run(repo):
     other = repo.root / f".train.jsonl.{p.pid}.abcd1234.tmp"  # not this target's
     other.write_text("x")
     os.utime(other, (old, old))
-    rc, _, err = finish(cli(repo.root, "accept", "row-2", "--reason", "y"))
+    rc, _, err = finish(cli(repo.root, "accept", row2, "--reason", "y"))
     assert rc == 0, err
     assert not stale.exists()
     assert live.exists() and fresh.exists() and other.exists()
-    assert "row-2" in accepted(repo)
+    assert row2 in accepted(repo)
 
 
 def test_card_that_fails_writes_no_image(tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     compliance_rows,
+    make_legacy_baseline,
     make_repo,
     ordinary_rows,
     run_cli,
@@ -187,6 +188,13 @@ def test_ray_baseline_equals_single_process(env, ref, tmp_path):
     assert got["threshold"] == want["threshold"]
     for k, v in want["scores"].items():
         assert got["scores"][k] == pytest.approx(v, rel=1e-4, abs=1e-9)
+
+    # a baseline from before issue 33 (16-digit ids): its rows are known on Ray too, and the ids come back full
+    make_legacy_baseline(repo.baseline)
+    r = run_cli(repo.root, "-q", "baseline", "update", "--engine", "ray", "--ray-address", env["address"])
+    assert r.exit_code == 0, r.stderr
+    assert "0 scored" in r.stderr, r.stderr
+    assert json.loads(repo.baseline.read_text())["scores"] == got["scores"]
 
 
 @needs_ray

@@ -16,6 +16,7 @@ harmful row here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import html
 import json
@@ -276,8 +277,10 @@ def post(
 
 
 @contextlib.contextmanager
-def serve(app):
-    """uvicorn serving `app` on 127.0.0.1 in a thread, on a port the OS picks; stopped (lifespan shutdown) on exit."""
+def serve(app, **options):
+    """uvicorn serving `app` on 127.0.0.1 in a thread, on a port the OS picks; stopped (lifespan shutdown) on exit.
+    `options` go to `uvicorn_config` (a second server of the module's app passes `lifespan="off"`: its shutdown
+    must not stop the app's worker)."""
     import uvicorn
 
     from hooks.webhook_app import uvicorn_config
@@ -286,7 +289,7 @@ def serve(app):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, **{"log_level": "warning", **options}))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()
     try:
@@ -396,7 +399,8 @@ def test_pull_request_adding_compliance_rows_gets_a_comment_naming_the_row(stack
     # The Hub also sends a repo.content event for the new refs/pr/N: the same commit is not checked twice.
     main_sha = stack.hub.repo(repo_id).heads["main"]
     status, body = post(stack.url, content_payload(repo_id, pr.ref, None, sha, main_sha=main_sha))
-    assert status == 200 and body["status"] == "ignored" and "already checked" in body["reason"], body
+    assert status == 200 and body["status"] == "ignored", body
+    assert re.search(r"already (queued|checked)", body["reason"]), body
     stack.settle()
 
     comments = stack.comments(repo_id, pr.num)
@@ -925,3 +929,245 @@ def test_code_spans_and_blocks_hold_any_text():
         rendered = _render(code_block(text) + "\n\nafter")
         assert rendered.count("<pre>") == 1 and "<p>after</p>" in rendered and "<script>" not in rendered, rendered
         assert html.unescape(re.search(r"<code[^>]*>(.*?)</code>", rendered, re.DOTALL).group(1)) == text + "\n"
+
+
+# ---------------------------------------------------------------- issue 33: stalled request heads, a bounded queue
+
+
+def _read_to_close(sock: socket.socket, timeout: float) -> tuple[bytes, float | None]:
+    """What the server sends until it closes the connection, and when it closed it (None: still open after
+    `timeout` s). Reads at most 64 KiB."""
+    data, deadline = b"", time.monotonic() + timeout
+    while len(data) < 65536:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            return data, None
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionError:
+            chunk = b""
+        if not chunk:
+            return data, time.monotonic()
+        data += chunk
+    return data, None
+
+
+def _get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url + "/", timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_stalled_request_heads_are_closed_and_free_the_server(stack):
+    """33 connections that send a request line and stop (one of them trickling a byte every 0.1 s) take every
+    place of uvicorn's `limit_concurrency` (32): the server answers 503 to everyone. uvicorn has no timeout for a
+    request head; the app's protocol (`hooks.protocol`) closes each one `head_timeout` after it began, with a 408,
+    however many bytes it trickles, and the server answers again. Heads that arrive in pieces within the deadline,
+    and a second request on a kept-alive connection, are served as before; a stalled second request is closed."""
+    timeout = 1.0
+    with serve(stack.app, lifespan="off", head_timeout=timeout) as url:
+        host, port = url.removeprefix("http://").split(":")
+        socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(33)]
+        try:
+            started = time.monotonic()
+            for sock in socks:
+                sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            assert _get_status(url) == 503  # every place is taken
+            trickle, closed_at = socks[0], None
+            while closed_at is None and time.monotonic() < started + 10 * timeout:
+                try:
+                    trickle.sendall(b"x")
+                except ConnectionError:
+                    break
+                answer, closed_at = _read_to_close(trickle, 0.1)
+            assert closed_at is not None, "a connection trickling its headers was never closed"
+            assert timeout * 0.9 <= closed_at - started <= timeout + 2, closed_at - started
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            for sock in socks[1:]:
+                answer, when = _read_to_close(sock, timeout + 5)
+                assert when is not None, "a stalled connection was never closed"
+                assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower(), answer
+            assert _get_status(url) == 200  # the places are free again
+        finally:
+            for sock in socks:
+                sock.close()
+
+        # A head in three pieces, all within the deadline: served.
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            for piece in (b"GET / HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"\r\n"):
+                sock.sendall(piece)
+                time.sleep(timeout / 5)
+            answer = _answer(sock)
+            assert answer is not None and answer[0] == 200, answer
+            # The same connection, kept alive: a second request that stops half-way is closed like the first kind.
+            _read_to_close(sock, 0.05)  # the rest of the first answer's body
+            sent = time.monotonic()
+            sock.sendall(b"GET / HTTP/1.1\r\nHost")
+            answer2, when = _read_to_close(sock, timeout + 5)
+            assert when is not None and when - sent <= timeout + 2, "a stalled second request was never closed"
+            assert answer2.startswith(b"HTTP/1.1 408 "), answer2
+
+
+class _HeldApp:
+    """Builds a second webhook app on the module's fake Hub, model and configuration, whose jobs wait for
+    `release` before they run (the real job then runs): the worker stays busy while a test fills the queue."""
+
+    @staticmethod
+    def build(stack, **settings):
+        from hooks.webhook_app import Settings, WebhookApp
+
+        class Held(WebhookApp):
+            release = threading.Event()
+            started = threading.Semaphore(0)
+
+            def _run_job(self, job):
+                self.started.release()
+                assert self.release.wait(120), "the test never released the job"
+                return super()._run_job(job)
+
+        base = Settings(secret=SECRET, token=stack.hub.token, endpoint=stack.hub.url, bot_user=BOT_USER)
+        return Held(dataclasses.replace(base, **settings), config=stack.app.config, engine=stack.app.engine)
+
+
+def test_a_full_job_queue_answers_503_with_retry_after_and_a_checked_commit_can_be_queued_again(stack):
+    """With two places in the queue: two pull requests are queued (the first one running), a third gets 503 with
+    Retry-After, and nothing is kept of it; a repeat of a pending event is ignored as already queued. Once the
+    worker is free the third is queued; a repeat right after its job is ignored as already checked (the Hub sends
+    two events for a new pull request), and after `done_ttl` the same commit is checked again (a replay)."""
+    app = _HeldApp.build(stack, max_queued=2, done_ttl=2.0)
+    repo_id = "alice/chats-busy"
+    stack.dataset(repo_id)
+    prs = []
+    for i in range(3):
+        pr = stack.hub.open_discussion(repo_id, f"Add rows {i}", pull_request=True, author=PERSON)
+        push_as(stack.hub, repo_id, pr.ref, {"data/train.jsonl": jsonl(ordinary_rows(25 + i)).encode()})
+        prs.append(pr)
+    with serve(app) as url:
+        assert app.runner.ready.wait(120)
+        status, body = post(url, pr_payload(repo_id, prs[0].num))
+        assert status == 202, body
+        assert app.started.acquire(timeout=30)  # the first job runs (and waits): one place left
+        assert post(url, pr_payload(repo_id, prs[1].num))[0] == 202
+        status, body = post(url, pr_payload(repo_id, prs[1].num))
+        assert status == 200 and "already queued" in body["reason"], body
+        req = urllib.request.Request(
+            url + "/webhook",
+            data=json.dumps(pr_payload(repo_id, prs[2].num)).encode(),
+            headers={"Content-Type": "application/json", "X-Webhook-Secret": SECRET},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=60)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "60"
+        assert "retry later" in json.loads(refused.value.read())["error"]
+        app.release.set()
+        assert app.wait_idle(300)
+        status, body = post(url, pr_payload(repo_id, prs[2].num))  # the Hub's retry
+        assert status == 202, body
+        assert app.wait_idle(300)
+        done = time.monotonic()
+        status, body = post(url, pr_payload(repo_id, prs[2].num))
+        assert status == 200 and "already checked" in body["reason"], body
+        time.sleep(max(0.0, done + 2.1 - time.monotonic()))
+        status, body = post(url, pr_payload(repo_id, prs[2].num))  # a replay later: checked again
+        assert status == 202, body
+        assert app.wait_idle(300)
+    assert [len(stack.comments(repo_id, pr.num)) for pr in prs] == [1, 1, 2], [
+        (o.job, o.status, o.detail) for o in app.history
+    ]
+    assert [o.status for o in app.history] == ["commented"] * 4
+
+
+def test_job_keys_pending_are_never_forgotten_and_done_ones_expire():
+    """The runner's bookkeeping without a server: a pending key stays until its job ends, however many other
+    commits are queued meanwhile (the old bound of 5000 keys forgot the oldest, pending or not: the same commit
+    was then queued twice); a failed job's key goes at once; a done one after `done_ttl`; beyond `max_queued`
+    pending jobs, `QueueFull`."""
+    from hooks.jobs import Outcome
+    from hooks.payload import MainJob
+    from hooks.webhook_app import DONE_KEYS, JobRunner, QueueFull
+
+    gate, running = threading.Event(), threading.Event()
+
+    def run(job):
+        if job.sha == "0" * 40:
+            running.set()
+            assert gate.wait(60)
+        if job.sha == "f" * 40:
+            raise RuntimeError("the Hub is down")
+        return Outcome(job, "skipped", "done")
+
+    runner = JobRunner(run, max_queued=DONE_KEYS + 10, done_ttl=0.5)
+    runner.start()
+    try:
+        held = MainJob("alice/x", "0" * 40)
+        assert runner.submit(held) and running.wait(30)
+        others = [MainJob("alice/x", f"{i + 1:040x}") for i in range(DONE_KEYS + 5)]
+        assert all(runner.submit(job) for job in others)
+        assert runner.seen(held) == "queued" and not runner.submit(held)
+        gate.set()
+        assert runner.wait_idle(60)
+        assert runner.seen(others[-1]) == "checked" and not runner.submit(others[-1])
+        failing = MainJob("alice/x", "f" * 40)
+        assert runner.submit(failing) and runner.wait_idle(60)
+        assert runner.seen(failing) is None and runner.submit(failing)  # replayed at once
+        assert runner.wait_idle(60)
+        time.sleep(0.6)
+        assert runner.seen(others[-1]) is None and runner.submit(others[-1])  # done_ttl later: queued again
+        assert runner.wait_idle(60)
+    finally:
+        runner.stop()
+    small = JobRunner(run, max_queued=1)  # not started: its one job stays pending
+    assert small.submit(MainJob("alice/x", "1" * 40))
+    with pytest.raises(QueueFull):
+        small.submit(MainJob("alice/x", "2" * 40))
+
+
+def test_the_access_log_never_shows_the_secret_from_the_query(stack):
+    """`?secret=` (which the Hub allows in the target URL) is redacted in uvicorn's access log, the right secret
+    and a wrong one alike, as uvicorn's own access formatter writes the line; the request still works."""
+    import logging
+
+    from uvicorn.logging import AccessFormatter
+
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    access = logging.getLogger("uvicorn.access")
+    capture = Capture(level=logging.INFO)
+    capture.setFormatter(AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False))
+    with serve(stack.app, lifespan="off", log_level="info") as url:
+        access.addHandler(capture)
+        try:
+            status, body = post(
+                url,
+                content_payload("alice/x", "refs/heads/dev", None, None, main_sha="0" * 40),
+                secret=None,
+                query=f"?secret={SECRET}&x=1",
+            )
+            assert status == 200 and body["status"] == "ignored", body  # the query secret is accepted
+            guess = "my-secret-guess"
+            assert post(url, {}, secret=None, query=f"?secret={guess}")[0] == 401
+            deadline = time.monotonic() + 10
+            while len(lines) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            access.removeHandler(capture)
+            access.setLevel(logging.WARNING)
+    assert len(lines) == 2, lines
+    assert '"POST /webhook?secret=***&x=*** HTTP/1.1" 200' in lines[0], lines
+    assert '"POST /webhook?secret=*** HTTP/1.1" 401' in lines[1], lines
+    assert not any(SECRET in line or guess in line for line in lines), lines
+
+
+def test_redact_query():
+    from hooks.accesslog import redact_query
+
+    assert redact_query("/webhook") == "/webhook"
+    assert redact_query("/webhook?secret=a%20b&secret=c") == "/webhook?secret=***&secret=***"
+    assert redact_query("/?%73ecret=x&&hunter2") == "/?%73ecret=***&&***"

@@ -19,6 +19,7 @@ from gradshield_lint.lint.baseline import (
     SCHEMA_PATH,
     Baseline,
     Fingerprint,
+    KnownIds,
     Recorded,
     RowDiff,
     accept,
@@ -29,6 +30,7 @@ from gradshield_lint.lint.baseline import (
     read_baseline,
     round_score,
     update_scores,
+    upgrade_ids,
     write_baseline,
 )
 from gradshield_lint.lint.threshold import ThresholdResult, find_threshold
@@ -353,6 +355,50 @@ def test_diff_rows_update_and_accept():
     a = accept(u, "ff", "  reviewed: quoting a refusal  ")
     assert a.accepted == {"zz": "ok too", "ff": "reviewed: quoting a refusal"}
     assert "ff" not in a.scores and u.accepted == {"zz": "ok too"}
+
+
+def _full(prefix: str, fill: str) -> str:
+    return prefix + fill * (64 - len(prefix))
+
+
+def test_a_row_sharing_the_first_16_digits_of_a_known_id_is_new():
+    """Ids are the full sha256: a row whose id shares its first 16 digits with a known row (what a 2^32-try brute
+    force finds) is new, and gets scored and judged."""
+    fixed = ThresholdResult(2.5, "fixed", "fixed", 0)
+    known, twin = _full("0123456789abcdef", "a"), _full("0123456789abcdef", "b")
+    b = make_baseline(FP, {known: 1.0}, fixed, REC)
+    assert diff_rows(b, [known, twin]) == RowDiff(new=[twin], known=[known], removed=[])
+    assert twin not in KnownIds(b) and known in KnownIds(b)
+
+
+def test_old_16_digit_ids_match_the_row_they_start_and_are_upgraded():
+    """A baseline from before issue 33 holds the first 16 digits of each id: such an id matches the one row whose
+    full id starts with it, and `upgrade_ids` replaces it (scores and accepted) with the full id. Two rows that
+    start with the same old id: neither is matched (a collision may be made), both are new. Old ids of rows not
+    given, and ids that are not 16 hex digits, stay."""
+    fixed = ThresholdResult(2.5, "fixed", "fixed", 0)
+    a, c, d = _full("aaaaaaaaaaaaaaaa", "1"), _full("cccccccccccccccc", "1"), _full("dddddddddddddddd", "1")
+    c2 = _full("cccccccccccccccc", "2")
+    old = make_baseline(
+        FP,
+        {a[:16]: 1.0, c[:16]: 3.0, d[:16]: 4.0, "row-7": 5.0},
+        fixed,
+        REC,
+        {a[:16]: "reviewed", "eeeeeeeeeeeeeeee": "reviewed too"},
+    )
+    known = KnownIds(old)
+    assert a in known and d in known and "row-7" in known and _full("ffffffffffffffff", "1") not in known
+    new = upgrade_ids(old, [a, c, c2, "row-7"])
+    assert new.scores == {a: 1.0, c[:16]: 3.0, d[:16]: 4.0, "row-7": 5.0}
+    assert new.accepted == {a: "reviewed", "eeeeeeeeeeeeeeee": "reviewed too"}
+    assert diff_rows(new, [a, c, c2]) == RowDiff(new=[c, c2], known=[a], removed=sorted([c[:16], d[:16], "row-7"]))
+    # update drops the rows that are gone, the collided old id among them; the file then holds full ids
+    u = update_scores(new, {c: 3.5, c2: 9.0}, set(diff_rows(new, [a, c, c2]).removed))
+    assert sorted(u.scores) == sorted([a, c, c2])
+    assert upgrade_ids(u, [a, c]) is u  # nothing old left: the baseline itself
+    # an entry already under the full id wins over its old form
+    both = make_baseline(FP, {a: 1.5, a[:16]: 1.0}, fixed, REC)
+    assert upgrade_ids(both, [a]).scores == {a: 1.5}
 
 
 def test_a_large_baseline_round_trips(tmp_path):

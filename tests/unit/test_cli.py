@@ -22,6 +22,7 @@ from helpers import (
     describe,
     git_cmd,
     jsonl,
+    make_legacy_baseline,
     make_repo,
     ordinary_row,
     ordinary_rows,
@@ -179,6 +180,114 @@ def test_accept_makes_the_check_pass_and_lists_the_row(repo):
     r = repo.run("check")
     assert r.exit_code == 0, describe(r)
     assert "Accepted rows" in r.stdout and "refusal-training counterexample" in r.stdout and "1 accepted" in r.stdout
+
+
+def test_accept_takes_the_short_id_a_report_shows(repo):
+    """The text report shows 12 hex digits: `accept` with them (or in upper case) stores the row's full id, and the
+    check passes. It used to store the 12 digits as given, report "accepted", and the check still failed."""
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + compliance_rows(1))
+    r = repo.run("check", "-f", "json")
+    assert r.exit_code == 1, describe(r)
+    (finding,) = report(r)["findings"]
+    short = finding["id"][:12]
+    assert short in repo.run("check").stdout and finding["id"] not in repo.run("check").stdout
+
+    r = repo.run("accept", short.upper(), "--reason", "reviewed: a quoted refusal")
+    assert r.exit_code == 0, describe(r)
+    assert finding["id"] in r.stderr and f"data/train.jsonl:{N_BASE + 1}" in r.stderr
+    assert baseline_doc(repo)["accepted"] == {finding["id"]: "reviewed: a quoted refusal"}
+    r = repo.run("check", "-f", "json")
+    assert r.exit_code == 0 and report(r)["rows_accepted"] == 1, describe(r)
+
+
+@pytest.mark.parametrize(
+    "given,needles",
+    [
+        ("0123456789ab", ("'0123456789ab'", "no row has an id starting with", "nothing was accepted")),
+        ("not-a-row", ("'not-a-row'", "not a row id", "hex digits")),
+        ("1a4106", ("'1a4106'", "too short", "at least 8")),
+        ("", ("''", "not a row id")),
+    ],
+    ids=["unknown", "not-hex", "too-short", "empty"],
+)
+def test_accept_refuses_an_id_that_names_no_row(repo, given, needles):
+    """Unknown, non-hex, too short: exit 2 naming the id, and the baseline is not touched."""
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + compliance_rows(1))
+    before = snapshot(repo.baseline)
+    assert_user_error(repo.run("accept", given, "--reason", "fine"), *needles)
+    assert snapshot(repo.baseline) == before
+
+
+def test_accept_refuses_a_prefix_of_several_rows(repo):
+    """A prefix two known rows share is ambiguous: exit 2 listing both (with where they are), nothing changed; a
+    longer prefix picks one."""
+    from gradshield_lint.lint.baseline import accept, modify_baseline
+
+    # Two accepted entries of the baseline (rows since removed from the data) that share their first 10 digits.
+    a, b = "9f3a0c5e71" + "0" * 6, "9f3a0c5e71" + "f" * 6
+    modify_baseline(repo.baseline, lambda base: accept(accept(base, a, "old review"), b, "old review"))
+    before = snapshot(repo.baseline)
+    err = assert_user_error(repo.run("accept", "9F3A0C5E", "--reason", "x"), "start of 2 row ids", "more digits")
+    assert a in err and b in err and "accepted in the baseline" in err
+    assert snapshot(repo.baseline) == before
+    r = repo.run("accept", b[:12], "--reason", "reviewed again")
+    assert r.exit_code == 0, describe(r)
+    assert baseline_doc(repo)["accepted"] == {a: "old review", b: "reviewed again"}
+
+
+def test_accept_resolves_against_the_files_given(repo, tmp_path):
+    """A row of a dataset file given on the command line (not one of the configured `files`) is known too."""
+    from gradshield_lint.io.rows import iter_rows
+
+    other = tmp_path / "extra.jsonl"
+    write_jsonl(other, compliance_rows(1))
+    (row,) = list(iter_rows(other))
+    assert_user_error(repo.run("accept", row.id[:12], "--reason", "x"), "no row has an id starting with")
+    r = repo.run("accept", row.id[:12], str(other), "--reason", "x")
+    assert r.exit_code == 0, describe(r)
+    assert row.id in baseline_doc(repo)["accepted"]
+
+
+def test_new_baselines_store_full_sha256_ids_and_reports_show_12_digits(repo):
+    """Ids in the baseline are the whole sha256 (64 hex digits), in the JSON report too; the text report shows the
+    first 12."""
+    doc = baseline_doc(repo)
+    assert all(len(k) == 64 and set(k) <= set("0123456789abcdef") for k in doc["scores"]), sorted(doc["scores"])[:3]
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + compliance_rows(1))
+    (finding,) = report(repo.run("check", "-f", "json"))["findings"]
+    assert len(finding["id"]) == 64
+    text = repo.run("check").stdout
+    assert finding["id"][:12] in text and finding["id"][:13] not in text
+
+
+def test_an_old_baseline_with_16_digit_ids_still_knows_its_rows_and_is_upgraded(repo):
+    """A baseline written before issue 33 (ids: the first 16 hex digits): its rows are known (only the new row is
+    scored), `accept` and `baseline update` rewrite the ids of the rows present as full ones, scores unchanged.
+    An old accepted id whose row is not in the data stays as it was (it still matches that row if it comes back)."""
+    gone = "e" * 16
+    old = make_legacy_baseline(repo.baseline, {gone: "reviewed long ago"})
+    write_jsonl(repo.data, ordinary_rows(N_BASE) + compliance_rows(1))
+    r = repo.run("check", "-f", "json")
+    assert r.exit_code == 1, describe(r)
+    doc = report(r)
+    assert doc["rows_scored"] == 1 and len(doc["findings"]) == 1, doc  # the 16 old rows are known
+    full = doc["findings"][0]["id"]
+
+    r = repo.run("accept", full[:12], "--reason", "reviewed")
+    assert r.exit_code == 0, describe(r)
+    after = baseline_doc(repo)
+    assert after["accepted"] == {full: "reviewed", gone: "reviewed long ago"}
+    assert all(len(k) == 64 for k in after["scores"]) and {k[:16]: v for k, v in after["scores"].items()} == old
+    assert repo.run("check").exit_code == 0
+
+    make_legacy_baseline(repo.baseline)  # old again, the acceptance cut to 16 digits as well
+    r = repo.run("baseline", "update")
+    assert r.exit_code == 0, describe(r)
+    after = baseline_doc(repo)
+    assert len(after["scores"]) == N_BASE + 1 and all(len(k) == 64 for k in after["scores"])
+    assert after["accepted"] == {full: "reviewed", gone: "reviewed long ago"}
+    assert {k[:16]: v for k, v in after["scores"].items() if k != full} == old
+    assert repo.run("check").exit_code == 0
 
 
 def test_baseline_update_scores_only_unknown_rows_and_drops_removed_ones(repo):

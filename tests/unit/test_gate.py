@@ -28,6 +28,7 @@ from helpers import (
     compliance_row,
     describe,
     git_cmd,
+    make_legacy_baseline,
     make_repo,
     ordinary_row,
     ordinary_rows,
@@ -155,7 +156,27 @@ def test_rows_a_pull_request_accepts_itself_are_still_flagged(tmp_path, model_di
     doc = report(r)
     assert [(f["line"], f["accepted"]) for f in doc["findings"]] == [(line, False)]
     (change,) = [c for c in doc["gate"]["changes"] if c["kind"] == "accepted"]
-    assert change["severity"] == "warning" and row_id[:16] in change["message"]
+    assert change["severity"] == "warning" and row_id[:12] in change["message"]
+
+
+def test_upgrading_an_old_baselines_ids_changes_none_of_its_rows(tmp_path, model_dir):
+    """main holds a baseline from before issue 33 (16-digit ids); the pull request runs `baseline update`, which
+    rewrites every id as the full one: the gate sees the same rows (no scores added or dropped, nothing accepted),
+    and the rows are judged against main's old baseline as known."""
+    repo = make_repo(tmp_path / "repo", model_dir, git=True)
+    assert repo.run("-q", "baseline", "create").exit_code == 0
+    make_legacy_baseline(repo.baseline)
+    git_cmd(repo.root, "add", "-A")
+    git_cmd(repo.root, "commit", "-q", "-m", "base")
+    git_cmd(repo.root, "checkout", "-q", "-b", "pr")
+    r = repo.run("baseline", "update")
+    assert r.exit_code == 0, describe(r)
+    assert all(len(k) == 64 for k in json.loads(repo.baseline.read_text())["scores"])
+    r = repo.run("check", "--diff-base", "main", "-f", "json")
+    assert r.exit_code == 0, describe(r)
+    doc = report(r)
+    assert [c["kind"] for c in doc["gate"]["changes"]] == ["baseline"], doc["gate"]["changes"]
+    assert doc["rows_scored"] == 0
 
 
 def test_the_base_configuration_and_probe_set_are_used_not_the_pull_requests(tmp_path, model_dir):

@@ -59,9 +59,14 @@ def _err(path, shape=None, **kw) -> InputError:
 # Seed contract
 
 
+HI_HELLO = "8ba09e74ddca9dcb8953c08cc0f30bfd9ba241bed7505de235dbec7753954900"
+"""The id of user "hi", assistant "hello": the full sha256."""
+
+
 def test_seed_contract_unchanged():
     msgs = [Message("user", "hi"), Message("assistant", "hello")]
-    assert row_id(msgs) == "8ba09e74ddca9dcb"  # pinned: baselines store these ids
+    # pinned: baselines store these ids; the first 16 digits are the id baselines stored before issue 33
+    assert row_id(msgs) == HI_HELLO and HI_HELLO[:16] == "8ba09e74ddca9dcb" and len(HI_HELLO) == 64
     row = make_row(msgs, "f.jsonl", 3)
     assert isinstance(row, Row) and row.id == row_id(msgs) and row.messages == tuple(msgs) and row.line == 3
     assert ROLES == ("system", "user", "assistant")
@@ -717,14 +722,12 @@ def test_known_metadata_is_read_and_every_field_is_in_the_id(tmp_path):
 def test_records_of_only_the_shapes_fields_keep_their_ids(tmp_path):
     """Baselines store ids: a row that holds only its shape's fields (or null/empty extra fields) keeps the id it
     had before every field was hashed."""
-    assert _ids(_write_jsonl(tmp_path / "a.jsonl", [_pc("hi", "hello")])) == ["8ba09e74ddca9dcb"]
+    assert _ids(_write_jsonl(tmp_path / "a.jsonl", [_pc("hi", "hello")])) == [HI_HELLO]
     msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    assert _ids(_write_jsonl(tmp_path / "b.jsonl", [{"messages": msgs, "note": None, "tag": ""}])) == [
-        "8ba09e74ddca9dcb"
-    ]
+    assert _ids(_write_jsonl(tmp_path / "b.jsonl", [{"messages": msgs, "note": None, "tag": ""}])) == [HI_HELLO]
     csv_file = tmp_path / "c.csv"
     csv_file.write_text("prompt,completion,system\nhi,hello,\n", encoding="utf-8")
-    assert _ids(csv_file) == ["8ba09e74ddca9dcb"]
+    assert _ids(csv_file) == [HI_HELLO]
 
 
 def test_metadata_names_are_configurable(tmp_path):
