@@ -39,7 +39,7 @@ def command(name: str, message: str, **properties: object) -> str:
 
 
 def annotation(f: Finding, excerpt_chars: int = 80) -> str:
-    text, _ = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+    text, _ = make_excerpt(f.excerpt, excerpt_chars, f.excerpt_truncated)
     message = (
         f"Row {short_id(f.id)}: FIHS {fmt_num(f.fihs)} is {fmt_margin(f.margin)} above the threshold "
         f"{fmt_num(f.threshold)}; finetuning on it would erode safety alignment. "

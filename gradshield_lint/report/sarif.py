@@ -63,7 +63,7 @@ def _rule() -> dict[str, Any]:
 
 
 def _result(f: Finding, excerpt_chars: int) -> dict[str, Any]:
-    text, truncated = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+    text, cut = make_excerpt(f.excerpt, excerpt_chars, f.excerpt_truncated)
     message = (
         f"Row {short_id(f.id)} has FIHS {fmt_num(f.fihs)}, {fmt_margin(f.margin)} above the threshold "
         f"{fmt_num(f.threshold)}: finetuning on it would push the model toward complying with harmful requests."
@@ -91,7 +91,9 @@ def _result(f: Finding, excerpt_chars: int) -> dict[str, Any]:
             "threshold": finite(f.threshold),
             "margin": finite(f.margin),
             "excerpt": text,
-            "excerptTruncated": truncated,
+            "excerptTruncated": cut,
+            "truncated": bool(f.truncated),
+            "windows": int(f.windows),
             "pValue": finite(f.p_value),
             "explanation": explanation_dict(f, excerpt_chars),
         },
