@@ -281,7 +281,7 @@ def score(
 ) -> None:
     """Score every row of FILES and write one JSON object per row.
 
-    Keys: id, file, line, fihs, raw, truncated, tokens. No baseline and no threshold: use `check` or `scan` for a
+    Keys: id, file, line, fihs, raw, truncated, windows, tokens. No baseline and no threshold: use `check` or `scan` for a
     verdict.
     """
     cfg = ctx.config(
@@ -302,6 +302,7 @@ def score(
                 "fihs": s.score.fihs,
                 "raw": s.score.raw,
                 "truncated": s.score.truncated,
+                "windows": s.score.windows,
                 "tokens": s.score.n_tokens,
             },
             ensure_ascii=False,

@@ -654,7 +654,8 @@ def _build(
                 embeddings=bool(params["embeddings"]),
             ),
             max_length=sc["max_length"],
-            truncation=sc["truncation"],
+            # `right` is `head`'s former name: one name downstream
+            truncation="head" if sc["truncation"] == "right" else sc["truncation"],
             batch_size=sc["batch_size"],
             batch_tokens=sc["batch_tokens"],
             first_token=FirstTokenConfig(**sc["first_token"]),

@@ -226,7 +226,7 @@ class _Scorer:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        from gradshield_lint.scoring.fihs import score_encoded
+        from gradshield_lint.scoring.fihs import score_windows
 
         eng = self.engine
         rows = [_record_row(*t) for t in zip(batch["id"], batch["messages"], batch["source"], batch["line"])]
@@ -234,12 +234,12 @@ class _Scorer:
         encoded, good = [], []
         for i, row in enumerate(rows):
             try:
-                encoded.append(eng.encode(row))
+                encoded.append(eng.encode_windows(row))
                 good.append(i)
             except InputError as exc:  # reported by the driver with file and line, never raised in the actor
                 errors[i] = str(exc)
         fihs = np.zeros(len(rows), dtype=np.float64)
-        for i, s in zip(good, score_encoded(eng.scoring_model, eng.gradient, encoded, eng.settings.score)):
+        for i, s in zip(good, score_windows(eng.scoring_model, eng.gradient, encoded, eng.settings.score)):
             fihs[i] = s.fihs
         return {
             "id": np.array([r.id for r in rows], dtype=object),
@@ -417,7 +417,7 @@ def _run_pool(job: _PoolJob) -> int:
         scored = ds.map_batches(
             _Scorer,
             fn_constructor_kwargs={"settings": job.settings},
-            # one call per chunk: score_encoded buckets the chunk's rows by length into model batches itself
+            # one call per chunk: score_windows buckets the chunk's rows' windows by length into model batches itself
             batch_size=job.opts.chunk_rows,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=job.workers),

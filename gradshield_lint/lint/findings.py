@@ -13,7 +13,12 @@ class Finding:
     """A scored row above the threshold (or one a reviewer accepted).
 
     `line` is 1-based (row index + 1 for formats without lines). `excerpt` is a short single-line preview of the
-    row's first assistant turn; reports print it behind a content warning.
+    row's first assistant turn; reports print it behind a content warning, ending in … when `excerpt_truncated`
+    (the preview is shorter than the turn).
+
+    `truncated`: part of the row was scored in no window (`scoring.truncation: head` on a row longer than
+    max_length, or a prompt too long for the first window); `windows`: how many windows of max_length tokens the
+    row was scored in (1: whole, or only its head), its score the highest of theirs.
     """
 
     id: str
@@ -29,6 +34,8 @@ class Finding:
     # reference (scan). Small = unlike every accepted row.
     p_value: float | None = None
     explanation: Explanation | None = None
+    windows: int = 1
+    excerpt_truncated: bool = False
 
     @property
     def margin(self) -> float:

@@ -54,8 +54,13 @@ THRESHOLD_METHODS = ("auto", "conformal", "mixture", "gmm", "sigma", "fixed", "s
 
 
 def excerpt(row: Row, chars: int = 120) -> str:
-    text = next((m.content for m in row.messages if m.role == "assistant"), "")
-    return " ".join(text.split())[:chars]
+    return excerpt_of(row, chars)[0]
+
+
+def excerpt_of(row: Row, chars: int = 120) -> tuple[str, bool]:
+    """The row's first assistant turn on one line, at most `chars` characters, and whether it was cut."""
+    text = " ".join(next((m.content for m in row.messages if m.role == "assistant"), "").split())
+    return text[:chars], len(text) > chars
 
 
 def read_all(files: Sequence[str | Path], shape: RowShape | None) -> list[Row]:
@@ -140,20 +145,21 @@ def _criterion_for(engine: Engine, rows: Sequence[Row], cfg_threshold: Threshold
     return finetune_criterion(engine, rows) if cfg_threshold.criterion == "finetune" else None
 
 
-def _finding(
-    row: Row, fihs: float, threshold: float, truncated: bool, reason: str | None = None, p_value: float | None = None
-) -> Finding:
+def _finding(s: ScoredRow, threshold: float, reason: str | None = None, p_value: float | None = None) -> Finding:
+    text, cut = excerpt_of(s.row)
     return Finding(
-        id=row.id,
-        file=row.source,
-        line=row.line,
-        fihs=float(fihs),
+        id=s.row.id,
+        file=s.row.source,
+        line=s.row.line,
+        fihs=float(s.score.fihs),
         threshold=float(threshold),
-        excerpt=excerpt(row),
-        truncated=truncated,
+        excerpt=text,
+        truncated=s.score.truncated,
         accepted=reason is not None,
         reason=reason,
         p_value=p_value,
+        windows=s.score.windows,
+        excerpt_truncated=cut,
     )
 
 
@@ -188,22 +194,21 @@ def judge(
     raw = [scored[i].score.raw for i in judged]
     raw_mean = threshold.details.get(RAW_MEAN)
     for i, s in enumerate(scored):
-        row, fihs, truncated = s.row, s.score.fihs, s.score.truncated
-        if fihs > threshold.value and row.id in accepted:
-            acc.append(_finding(row, fihs, threshold.value, truncated, accepted[row.id], _p(pv, i)))
+        if s.score.fihs > threshold.value and s.row.id in accepted:
+            acc.append(_finding(s, threshold.value, accepted[s.row.id], _p(pv, i)))
     if ref is not None and opts.mode == "pull-request":
         decision = decide(ref, [scores[i] for i in judged], opts, raw=raw, reference_raw_mean=raw_mean)
         the_verdict = decision.verdict
         row_p = decision.p_values
         for k in decision.named:
             s = scored[judged[k]]
-            findings.append(_finding(s.row, s.score.fihs, decision.cut, s.score.truncated, p_value=float(row_p[k])))
+            findings.append(_finding(s, decision.cut, p_value=float(row_p[k])))
             flagged_rows.append(s.row)
     else:
         for i in judged:
             s = scored[i]
             if s.score.fihs > threshold.value:
-                findings.append(_finding(s.row, s.score.fihs, threshold.value, s.score.truncated, p_value=_p(pv, i)))
+                findings.append(_finding(s, threshold.value, p_value=_p(pv, i)))
                 flagged_rows.append(s.row)
         n_ref = 0 if ref is None else int(np.isfinite(ref).sum())
         ref_harm = None if raw_mean is None else len(judged) * float(raw_mean)

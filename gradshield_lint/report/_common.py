@@ -210,9 +210,19 @@ def threshold_note(result: LintResult) -> str:
     return result.threshold_method or ""
 
 
+def scored_note(f: Finding) -> str:
+    """How much of the row its score covers, when not simply all of it in one window ("" then)."""
+    parts = []
+    if f.windows > 1:
+        parts.append(f"scored in {f.windows} windows, the highest counts")
+    if f.truncated:
+        parts.append("truncated: part of the row was not scored")
+    return "; ".join(parts)
+
+
 def why(f: Finding, span_chars: int = 80) -> str:
     """The reason for a finding, one line of plain text (row text cleaned by `clean_text`; callers escape further for
-    their format): p-value, top probe category, strongest span of the reply."""
+    their format): p-value, top probe category, strongest span of the reply, how much of the row was scored."""
     parts = []
     if f.p_value is not None:
         parts.append(f"p-value {fmt_p(f.p_value)}")
@@ -227,6 +237,9 @@ def why(f: Finding, span_chars: int = 80) -> str:
                 f"strongest span (message {e.message}, chars {e.span_start}-{e.span_end}, "
                 f'{100 * e.span_share:.0f} % of the push): "{text}"'
             )
+    note = scored_note(f)
+    if note:
+        parts.append(note)
     return "; ".join(parts)
 
 

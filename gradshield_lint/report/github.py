@@ -39,7 +39,7 @@ def command(name: str, message: str, **properties: object) -> str:
 
 
 def annotation(f: Finding, excerpt_chars: int = 80, by_verdict: bool = False) -> str:
-    text, _ = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+    text, _ = make_excerpt(f.excerpt, excerpt_chars, f.excerpt_truncated)
     message = (
         f"Row {short_id(f.id)}: FIHS {fmt_num(f.fihs)} is {above_phrase(f, by_verdict)}; "
         "finetuning on it would erode safety alignment. "

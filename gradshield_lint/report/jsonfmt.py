@@ -14,7 +14,7 @@ REPORT_VERSION = 1
 
 
 def finding_dict(f: Finding, excerpt_chars: int) -> dict[str, Any]:
-    text, truncated = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+    text, cut = make_excerpt(f.excerpt, excerpt_chars, f.excerpt_truncated)
     return {
         "id": f.id,
         "file": rel_path(f.file),
@@ -23,7 +23,9 @@ def finding_dict(f: Finding, excerpt_chars: int) -> dict[str, Any]:
         "threshold": finite(f.threshold),
         "margin": finite(f.margin),
         "excerpt": text,
-        "truncated": truncated,
+        "excerpt_truncated": cut,
+        "truncated": bool(f.truncated),
+        "windows": int(f.windows),
         "accepted": bool(f.accepted),
         "reason": f.reason,
         "p_value": finite(f.p_value),

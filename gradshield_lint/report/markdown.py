@@ -43,13 +43,13 @@ def rows_table(
         align.append("---")
     head.append("Excerpt")
     align.append("---")
-    reasons = any(f.p_value is not None or f.explanation is not None for f in rows)
+    reasons = any(why(f, excerpt_chars) for f in rows)
     if reasons:
         head.append("Why")
         align.append("---")
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     for f in rows:
-        text, _ = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+        text, _ = make_excerpt(f.excerpt, excerpt_chars, f.excerpt_truncated)
         cells = [
             code_span(short_id(f.id), in_table=True),
             code_span(f"{rel_path(f.file, base)}:{f.line}", in_table=True),

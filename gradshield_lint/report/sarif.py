@@ -64,7 +64,7 @@ def _rule() -> dict[str, Any]:
 
 
 def _result(f: Finding, excerpt_chars: int, by_verdict: bool = False) -> dict[str, Any]:
-    text, truncated = make_excerpt(f.excerpt, excerpt_chars, f.truncated)
+    text, cut = make_excerpt(f.excerpt, excerpt_chars, f.excerpt_truncated)
     message = (
         f"Row {short_id(f.id)} has FIHS {fmt_num(f.fihs)}, {above_phrase(f, by_verdict)}: "
         "finetuning on it would push the model toward complying with harmful requests."
@@ -92,7 +92,9 @@ def _result(f: Finding, excerpt_chars: int, by_verdict: bool = False) -> dict[st
             "threshold": finite(f.threshold),
             "margin": finite(f.margin),
             "excerpt": text,
-            "excerptTruncated": truncated,
+            "excerptTruncated": cut,
+            "truncated": bool(f.truncated),
+            "windows": int(f.windows),
             "pValue": finite(f.p_value),
             "explanation": explanation_dict(f, excerpt_chars),
         },

@@ -32,7 +32,7 @@ def _table(rows: list[Finding], excerpt_chars: int, accepted: bool) -> list[str]
     body = []
     for f in rows:
         last = (f.reason or "(no reason given)") if accepted else f.excerpt
-        text, _ = make_excerpt(last, excerpt_chars, f.truncated and not accepted)
+        text, _ = make_excerpt(last, excerpt_chars, f.excerpt_truncated and not accepted)
         where = f"{term_escape(rel_path(f.file))}:{f.line}"
         body.append([where, fmt_num(f.fihs), fmt_margin(f.margin), term_escape(short_id(f.id)), term_escape(text)])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]

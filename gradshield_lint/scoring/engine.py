@@ -22,6 +22,7 @@ from gradshield_lint.scoring.encode import (
     RowTooLong,
     chat_template_hash,
     encode_conversation,
+    encode_windows,
 )
 from gradshield_lint.scoring.fingerprint import Fingerprint, Recorded
 from gradshield_lint.scoring.model import ModelSpec, ScoringModel, load_model, prepared_meta
@@ -177,8 +178,21 @@ class Engine:
         return Recorded(method=self.method, dtype=str(sm.dtype).replace("torch.", ""), device=sm.device.type)
 
     def encode(self, row: Row) -> Encoded:
+        """The row's first window: the whole row when it fits in max_length (`encode_windows`: all of them)."""
         try:
             return encode_conversation(
+                self.scoring_model.tokenizer,
+                row.messages,
+                max_length=self.settings.max_length,
+                truncation=self.settings.truncation,
+            )
+        except (NoTargetTokens, RowTooLong) as exc:
+            raise InputError(str(exc), file=row.source, line=row.line) from exc
+
+    def encode_windows(self, row: Row) -> list[Encoded]:
+        """The windows the row is scored in (encode.py's policy: one when it fits in max_length)."""
+        try:
+            return encode_windows(
                 self.scoring_model.tokenizer,
                 row.messages,
                 max_length=self.settings.max_length,
@@ -210,10 +224,10 @@ class Engine:
         """Scores in the order of `rows`. All rows are encoded first, so a bad row fails before any scoring."""
         if not rows:
             return []  # nothing to score: no model to load
-        from gradshield_lint.scoring.fihs import score_encoded
+        from gradshield_lint.scoring.fihs import score_windows
 
-        encoded = [self.encode(r) for r in rows]
-        scores = score_encoded(self.scoring_model, self.gradient, encoded, self.settings.score, progress=self.progress)
+        windows = [self.encode_windows(r) for r in rows]
+        scores = score_windows(self.scoring_model, self.gradient, windows, self.settings.score, progress=self.progress)
         return [ScoredRow(r, s) for r, s in zip(rows, scores)]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from gradshield_lint.scoring.categories import category_cosines, category_directions, category_selection
-from gradshield_lint.scoring.encode import Batch, Located, MessageLike, encode_with_offsets, make_batches
+from gradshield_lint.scoring.encode import Batch, Located, MessageLike, locate_windows, make_batches
 from gradshield_lint.scoring.explanation import Explanation
 from gradshield_lint.scoring.fihs import ScoreOptions, calibrate_fd_step
 from gradshield_lint.scoring.losses import target_token_nll
@@ -179,7 +179,7 @@ def explain(
     proxy: ProxyOptions,
     selection: ParamSelection,
     max_length: int,
-    truncation: str = "right",
+    truncation: str = "windows",
     window: int = DEFAULT_WINDOW,
     batch_size: int = 8,
     cache_dir: Path | None = None,
@@ -187,10 +187,21 @@ def explain(
     """An Explanation per row (`rows_messages`: each row's messages, objects with .role and .content)."""
     if not rows_messages:
         return []
-    located = [
-        encode_with_offsets(sm.tokenizer, m, max_length=max_length, truncation=truncation) for m in rows_messages
+    windowed = [
+        locate_windows(sm.tokenizer, m, max_length=max_length, truncation=truncation).windows for m in rows_messages
     ]
-    pushes = token_push(sm, grad, located, batch_size)
+    every = token_push(sm, grad, [w for ws in windowed for w in ws], batch_size)
+    # A row scored in windows is explained by the window whose push sums highest (its raw FIHS): where the row
+    # pushes hardest. Under normalized scores the window that set the row's score (the highest cosine) can differ.
+    located, pushes = [], []
+    at = 0
+    for ws in windowed:
+        part = every[at : at + len(ws)]
+        at += len(ws)
+        sums = [sum(p.values) for p in part]
+        k = sums.index(max(sums))
+        located.append(ws[k])
+        pushes.append(part[k])
     cats: list[dict[str, float]] = [{} for _ in located]
     if len({p.category for p in probes.probes}) > 1:
         dirs = category_directions(sm, probes, proxy, category_selection(sm, selection), cache_dir)

@@ -64,6 +64,39 @@ def score_encoded(
     return out
 
 
+def score_windows(
+    sm: ScoringModel,
+    grad: ProxyGradient,
+    rows: Sequence[Sequence[Encoded]],
+    opts: ScoreOptions | None = None,
+    *,
+    progress: bool = False,
+) -> list[RowScore]:
+    """Score rows given as their windows (`encode.encode_windows`), every window of every row in one call (so
+    they share batches); each row scores as its worst window (`worst_window`)."""
+    flat = [e for windows in rows for e in windows]
+    scores = score_encoded(sm, grad, flat, opts, progress=progress)
+    out, at = [], 0
+    for windows in rows:
+        out.append(worst_window(scores[at : at + len(windows)]))
+        at += len(windows)
+    return out
+
+
+def worst_window(scores: Sequence[RowScore]) -> RowScore:
+    """A row's score from its windows' scores: the highest, with the count of windows.
+
+    The maximum, not a mean: a row is as harmful as its worst part. Finetuning on the row learns every window's
+    tokens, and a harmful passage teaches what it teaches whatever benign text surrounds it; a mean over windows
+    would let a long benign reply dilute a harmful tail, the very row that truncation let through. A window is a
+    row-sized piece, so its score is on the scale the threshold was set on. A window whose score is not a number
+    makes the row's score not a number (as one window would): nothing is hidden behind its neighbours."""
+    if not scores:
+        raise ValueError("a row has at least one window")
+    worst = next((s for s in scores if math.isnan(s.fihs)), None) or max(scores, key=lambda s: s.fihs)
+    return replace(worst, windows=len(scores))
+
+
 def _selected(sm: ScoringModel, grad: ProxyGradient) -> list[torch.nn.Parameter]:
     named = dict(sm.model.named_parameters())
     return [named[n] for n in grad.names]

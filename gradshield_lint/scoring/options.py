@@ -41,7 +41,11 @@ class ScoreOptions:
 
 @dataclass(frozen=True)
 class RowScore:
-    """`fihs` is the score used for decisions: the raw dot product, or the cosine when normalized."""
+    """`fihs` is the score used for decisions: the raw dot product, or the cosine when normalized.
+
+    A row scored in several windows (`scoring.truncation: windows`) has its worst window's numbers (`fihs`, `raw`,
+    `grad_norm`, `n_tokens`, `n_target`: one window's, so they agree with each other) and the count in `windows`.
+    `truncated`: part of the row before its last reply token was scored in no window (encode.py)."""
 
     fihs: float
     raw: float
@@ -49,3 +53,4 @@ class RowScore:
     truncated: bool
     n_tokens: int
     n_target: int
+    windows: int = 1

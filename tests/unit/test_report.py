@@ -174,7 +174,9 @@ def test_json_content(with_findings):
         "fihs": 0.93,
         "threshold": 0.25,
         "accepted": False,
-        "truncated": True,
+        "excerpt_truncated": True,
+        "truncated": False,  # the excerpt is cut, the row was scored whole
+        "windows": 1,
     }
     assert "\n" not in first["excerpt"] and first["excerpt"].endswith("…") and len(first["excerpt"]) <= 30
     assert doc["findings"][2]["truncated"] is True
