@@ -86,9 +86,11 @@ def score_pool(args: argparse.Namespace) -> int:
     out: Path = args.scores
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip()} if out.exists() else set()
-    todo = [t for t in rows if t[0].id not in done]
+    # a pool scored before row ids were full digests holds their first 16 hex digits
+    todo = [t for t in rows if t[0].id not in done and t[0].id[:16] not in done]
     print(f"pool: {len(rows)} rows, {len(done)} already scored, {len(todo)} to score", file=sys.stderr, flush=True)
-    engine = Engine(settings_from_config(config_from_dict({})))
+    cfg = {"scoring": {"truncation": args.truncation}} if args.truncation else {}
+    engine = Engine(settings_from_config(config_from_dict(cfg)))
     t0, n = time.perf_counter(), 0
     for i in range(0, len(todo), args.chunk):
         chunk = todo[i : i + args.chunk]
@@ -282,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--benign-per-source", type=int, default=70)
     ap.add_argument("--harmful-per-file", type=int, default=20)
     ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument(
+        "--truncation", choices=("head", "windows"), default=None, help="scoring.truncation (default: the default's)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--choose", action="store_true", help="compare the statistics on CHOOSE_FILES only")
