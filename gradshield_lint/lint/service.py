@@ -24,6 +24,7 @@ from gradshield_lint.errors import BaselineError, ConfigError, InputError
 from gradshield_lint.io.gitrefs import rows_at_revision
 from gradshield_lint.io.rows import Row, RowShape, iter_rows
 from gradshield_lint.lint.baseline import (
+    RESCORE_HINT,
     Baseline,
     check_compatible,
     diff_rows,
@@ -373,7 +374,7 @@ def judge_rows(
             reference = fihs_of(ref_scored)
             threshold = with_raw_mean(threshold_for(reference, cfg_threshold, reference=True), ref_scored)
     scored = score(engine, new)
-    return judge(
+    result = judge(
         scored,
         threshold,
         accepted,
@@ -383,6 +384,29 @@ def judge_rows(
         explain=explain,
         explain_window=explain_window,
         verdict=verdict,
+    )
+    caveat = _truncation_caveat(baseline, engine, scored)
+    if caveat and result.verdict is not None:
+        result = replace(result, verdict=replace(result.verdict, caveat=caveat))
+    return result
+
+
+def _truncation_caveat(baseline: Baseline | None, engine: Engine, scored: Sequence[ScoredRow]) -> str | None:
+    """A baseline scored with head truncation (every baseline written before windows, which records none) and a
+    check that scored a long row in windows: that row's score is its worst window's, at least its head's, so
+    against head-scored accepted rows long rows look higher than they are. Not in the fingerprint, which would
+    refuse every such baseline although rows that fit score the same; said instead, with the remedy."""
+    if baseline is None:
+        return None
+    theirs = str(baseline.recorded.extra.get("truncation") or "head")
+    ours = engine.settings.truncation
+    long_rows = sum(1 for s in scored if s.score.windows > 1)
+    if theirs == ours or not long_rows:
+        return None
+    return (
+        f"the baseline was scored with scoring.truncation: {theirs} and this check uses {ours}; "
+        f"{long_rows} added row{'s' if long_rows != 1 else ''} longer than scoring.max_length scored differently "
+        f"from how the accepted rows were; {RESCORE_HINT} to score both alike"
     )
 
 

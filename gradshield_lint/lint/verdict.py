@@ -74,7 +74,8 @@ class Verdict:
     (m·k/(n+1)). `named`: how many findings the verdict names; `controlled`: whether they are BH's (false discovery
     rate at most `fdr`) or the scan's fallback. `harm`: the sum of the added rows' raw FIHS, what one gradient step
     on all of them does to the proxy H to first order (per unit learning rate); `harm_reference`: the same for as
-    many accepted rows (None when the baseline did not record their raw scores)."""
+    many accepted rows (None when the baseline did not record their raw scores). `caveat`: why the added rows'
+    scores may not be comparable with the accepted ones (said in every report)."""
 
     mode: str
     rule: str
@@ -92,6 +93,7 @@ class Verdict:
     controlled: bool = True
     harm: float | None = None
     harm_reference: float | None = None
+    caveat: str | None = None
 
     @property
     def small_reference(self) -> bool:

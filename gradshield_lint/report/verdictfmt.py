@@ -130,9 +130,13 @@ def verdict_lines(result: LintResult) -> list[str]:
     """The verdict, ΔH and the small-reference note: the lines every report starts with (empty ones left out).
     Under `verdict.mode: rows` the reports stay as the per-row rule always wrote them (the JSON still carries the
     verdict object)."""
-    if result.verdict is None or result.verdict.mode == "rows":
+    v = result.verdict
+    if v is None:
         return []
-    return [x for x in (verdict_line(result), harm_line(result), reference_note(result)) if x]
+    caveat = f"Caveat: {v.caveat}." if v.caveat else ""
+    if v.mode == "rows":
+        return [caveat] if caveat else []
+    return [x for x in (verdict_line(result), harm_line(result), reference_note(result), caveat) if x]
 
 
 def verdict_dict(v: Verdict | None) -> dict[str, Any] | None:
@@ -156,6 +160,7 @@ def verdict_dict(v: Verdict | None) -> dict[str, Any] | None:
         "fdr_controlled": bool(v.controlled),
         "harm": finite(v.harm),
         "harm_reference": finite(v.harm_reference),
+        "caveat": v.caveat,
     }
 
 

@@ -175,7 +175,12 @@ class Engine:
     def recorded(self) -> Recorded:
         """How the scores are computed here (recorded in a baseline, never a reason to refuse one)."""
         sm = self.scoring_model
-        return Recorded(method=self.method, dtype=str(sm.dtype).replace("torch.", ""), device=sm.device.type)
+        return Recorded(
+            method=self.method,
+            dtype=str(sm.dtype).replace("torch.", ""),
+            device=sm.device.type,
+            extra={"truncation": self.settings.truncation},
+        )
 
     def encode(self, row: Row) -> Encoded:
         """The row's first window: the whole row when it fits in max_length (`encode_windows`: all of them)."""

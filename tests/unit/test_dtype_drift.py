@@ -147,6 +147,7 @@ def test_a_float32_baseline_serves_a_bfloat16_check(tmp_path, model_dir, cache, 
         "method": resolve_method("auto", normalize, torch.float32),
         "dtype": "float32",
         "device": "cpu",
+        "truncation": "windows",
     }
     threshold, stored = doc["threshold"]["value"], doc["scores"]
     before = snapshot(repo.baseline)

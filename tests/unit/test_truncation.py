@@ -254,3 +254,33 @@ def test_the_tokens_scored_are_those_of_the_prefix_renders(tokenizer, monkeypatc
         assert got == want
     # the counting template: only a one-turn row is placed without the prefix renders
     assert seen == [template != "counting" or len(r) == 1 for r in ROWS]
+
+
+def test_a_head_scored_baseline_is_said_to_score_long_rows_unlike_a_windows_check(repo):
+    """A baseline written with head truncation (as every baseline before windows was) judged by a windows check:
+    a long added row scores by its worst window, at least its head, so it looks higher than the accepted rows
+    did. Every report says so with the remedy; rows that fit, and a rescored baseline, carry no caveat."""
+    repo.write_config(scoring={"max_length": MAX, "truncation": "head"})
+    write_jsonl(repo.data, ordinary_rows(8))
+    assert repo.run("baseline", "create", "--force").exit_code == 0
+    assert json.loads(repo.baseline.read_text(encoding="utf-8"))["recorded"]["truncation"] == "head"
+    repo.write_config(scoring={"max_length": MAX})  # the default: windows
+
+    write_jsonl(repo.data, ordinary_rows(9))  # one more row that fits
+    r = repo.run("check", "--exit-zero", "-f", "json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["verdict"]["caveat"] is None, describe(r)
+
+    write_jsonl(repo.data, long_rows())
+    r = repo.run("check", "--exit-zero", "-f", "json")
+    caveat = json.loads(r.stdout)["verdict"]["caveat"]
+    assert "scoring.truncation: head" in caveat and "baseline update --rescore" in caveat, caveat
+    assert "1 added row longer than scoring.max_length" in caveat
+    text = repo.run("check", "--exit-zero")
+    assert "Caveat: the baseline was scored with scoring.truncation: head" in text.stdout, describe(text)
+
+    write_jsonl(repo.data, ordinary_rows(8))
+    assert repo.run("baseline", "update", "--rescore").exit_code == 0
+    assert json.loads(repo.baseline.read_text(encoding="utf-8"))["recorded"]["truncation"] == "windows"
+    write_jsonl(repo.data, long_rows())
+    r = repo.run("check", "--exit-zero", "-f", "json")
+    assert json.loads(r.stdout)["verdict"]["caveat"] is None, describe(r)
