@@ -36,7 +36,7 @@ Reading a large baseline: JSON-decoding it is the floor; validating the whole do
 cost many times that (it walks every one of the entries through Python validator objects), so the schema
 validates the metadata (the document with an empty ``scores`` map) and the scores map is checked directly with the
 same rules (id pattern via one regular-expression match over all ids; values must be numbers, via a set of their
-types; no duplicate ids). Sizes and timings: `python -m gradshield_research.bench.baseline_size`, README.
+types; no duplicate ids). Sizes and timings: `python -m gradshield_research.bench.baseline_size`, docs/measurements.md.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def proxy_gradient(
     if sm.dtype == torch.bfloat16:
         # Stored (and used) in the scoring dtype: half the disk and memory (an 8B model's ∇H is 32 GB in float32).
         # Rounding a fixed vector to bf16 moves it by ≤ 2⁻⁹ per element, far below the bf16 model's own drift
-        # (the README measures both); float16 is not used: its range would flush small entries to 0.
+        # (docs/measurements.md measures both); float16 is not used: its range would flush small entries to 0.
         grads = [g.to(torch.bfloat16) for g in grads]
     # atomic: two processes computing the same entry never leave (or read) a half-written file
     with atomic_path(path) as tmp:

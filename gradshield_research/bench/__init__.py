@@ -1,5 +1,5 @@
 """The benchmarks (not tests): each module is a library that the tests exercise and a command,
-`python -m gradshield_research.bench.NAME`. Their results are recorded in bench/QUALITY.md and the README."""
+`python -m gradshield_research.bench.NAME`. Their results are recorded in bench/QUALITY.md and docs/measurements.md."""
 
 from __future__ import annotations
 

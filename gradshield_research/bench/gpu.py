@@ -12,7 +12,7 @@ Random weights make the scores meaningless as verdicts but not as timings or as 
     python -m gradshield_research.bench.gpu [--rows 256] [--tokens 256] [--batch-size 8]
     python -m gradshield_research.bench.gpu --plan     # the model's parameter count and memory, no GPU needed
 
-Without CUDA it exits 2 and says so: the README's GPU figures stay unmeasured until this runs on a GPU.
+Without CUDA it exits 2 and says so: the GPU figures in docs/measurements.md stay unmeasured until this runs on a GPU.
 """
 
 from __future__ import annotations
