@@ -530,7 +530,9 @@ def test_help_of_every_command(command, tmp_path):
 def test_every_command_is_covered_by_the_help_test():
     from gradshield_lint.cli import main
 
-    names = set(main.commands) | {f"{g} {c}" for g in ("baseline", "model", "daemon") for c in main.commands[g].commands}
+    names = set(main.commands) | {
+        f"{g} {c}" for g in ("baseline", "model", "daemon") for c in main.commands[g].commands
+    }
     assert names <= {
         "score",
         "check",
