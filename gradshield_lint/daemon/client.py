@@ -8,7 +8,6 @@ fails, nor gets a score a fresh process would not give, because of the daemon.
 from __future__ import annotations
 
 import enum
-import fcntl
 import os
 import pickle
 import subprocess
@@ -97,6 +96,8 @@ def ask(sock: Path, req: Request, timeout: float) -> Outcome:
 
 def lock_free(key: str) -> bool:
     """No process holds the key's lock: none is alive (or starting) for this key."""
+    import fcntl  # POSIX only, like the whole warm process (daemon_enabled is False elsewhere)
+
     fd = os.open(lock_path(key), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -128,7 +129,7 @@ def start(settings: EngineSettings, key: str) -> subprocess.Popen[bytes] | None:
     # the process imports this very package, wherever it was imported from
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    with open(d / f"{name}.log", "ab") as log:
+    with os.fdopen(os.open(d / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "gradshield_lint.daemon", "serve", str(spec), key],
             stdin=subprocess.DEVNULL,

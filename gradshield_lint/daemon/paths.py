@@ -31,7 +31,10 @@ held for the rest of the day once the user has stopped committing."""
 
 
 def daemon_enabled() -> bool:
-    """False with GRADSHIELD_DAEMON=0 and in CI (CI set to anything but 0/false): nothing is started there."""
+    """False with GRADSHIELD_DAEMON=0, in CI (CI set to anything but 0/false) and on Windows (no Unix sockets in
+    multiprocessing there, nor flock): nothing is started then."""
+    if sys.platform == "win32":
+        return False
     if os.environ.get("GRADSHIELD_DAEMON", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     return os.environ.get("CI", "").strip().lower() in ("", "0", "false")
