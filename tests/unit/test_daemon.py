@@ -149,6 +149,22 @@ def test_killed_process_and_stale_socket_fall_back_and_are_cleaned_up(cache, set
     assert _holders(cache) and _holders(cache) != [pid]
 
 
+def test_a_hung_process_is_bypassed_after_the_handshake_timeout(cache, settings, rows, fresh):
+    sock, key = _warm(settings)
+    (pid,) = _holders(cache)
+    os.kill(pid, signal.SIGSTOP)  # alive, its socket accepting connections into the backlog, answering nothing
+    try:
+        t = time.monotonic()
+        engine = WarmEngine(settings)
+        assert [s.score for s in engine.score_rows(rows)] == fresh
+        assert not _served(engine)
+        assert time.monotonic() - t < client.HANDSHAKE_SECONDS + 60
+        assert sock.exists() and _holders(cache) == [pid]  # neither removed nor replaced: it may only be slow
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert ask(sock, Request("status", key), 5).state is State.ANSWERED
+
+
 def test_a_socket_file_with_no_listener_is_bypassed(cache, settings, rows, fresh):
     key = key_of(Engine(settings))
     sock = socket_path(key)
