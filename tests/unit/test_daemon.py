@@ -86,10 +86,27 @@ def cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("GRADSHIELD_DAEMON", "1")
     monkeypatch.setenv("GRADSHIELD_DAEMON_IDLE", "120")  # a process a test failed to stop ends by itself
     monkeypatch.delenv("CI", raising=False)
+    started: list[subprocess.Popen[bytes]] = []
+    real_start = client.start
+
+    def recorded(*args, **kwargs):  # a process still importing holds no lock yet: known by its Popen
+        proc = real_start(*args, **kwargs)
+        if proc is not None:
+            started.append(proc)
+        return proc
+
+    monkeypatch.setattr(client, "start", recorded)
+    monkeypatch.setattr(control, "start", recorded)
     try:
         yield root
     finally:
         control.stop()
+        for proc in started:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         deadline = time.monotonic() + 15
         while _holders(root) and time.monotonic() < deadline:
             time.sleep(0.2)
