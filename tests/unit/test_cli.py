@@ -514,6 +514,10 @@ def test_filter_refuses_to_overwrite_its_input(mixed, tmp_path):
         ["model"],
         ["model", "fetch"],
         ["model", "path"],
+        ["daemon"],
+        ["daemon", "start"],
+        ["daemon", "stop"],
+        ["daemon", "status"],
     ],
     ids=lambda c: " ".join(c) or "main",
 )
@@ -526,7 +530,9 @@ def test_help_of_every_command(command, tmp_path):
 def test_every_command_is_covered_by_the_help_test():
     from gradshield_lint.cli import main
 
-    names = set(main.commands) | {f"{g} {c}" for g in ("baseline", "model") for c in main.commands[g].commands}
+    names = set(main.commands) | {
+        f"{g} {c}" for g in ("baseline", "model", "daemon") for c in main.commands[g].commands
+    }
     assert names <= {
         "score",
         "check",
@@ -540,4 +546,8 @@ def test_every_command_is_covered_by_the_help_test():
         "model",
         "model fetch",
         "model path",
+        "daemon",
+        "daemon start",
+        "daemon stop",
+        "daemon status",
     }
