@@ -348,3 +348,17 @@ def cli_fixtures(n_base: int = 24, *, unset: Sequence[str] = (), baseline_says: 
         return Repo(tmp_path / "repo", template.model_dir)
 
     return CliFixtures(env, model_dir, template, repo)
+
+
+# A Python program that runs the CLI on its arguments and then says on stderr whether torch was imported: the
+# no-model path must stay free of it.
+CLI_SAYING_IF_TORCH = (
+    "import sys\n"
+    "from gradshield_lint.cli import main\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "except SystemExit as e:\n"
+    "    code = e.code\n"
+    "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)

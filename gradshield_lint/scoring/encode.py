@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -109,6 +109,22 @@ def _spans_by_prefixes(tokenizer: Any, messages: Sequence[dict[str, str]], full:
     to locating the turn's content in the rendered text. Each prefix is rendered whole: quadratic in the number of
     turns, so used only where `_spans_by_turns` cannot tell the turns apart.
     """
+
+    def by_prefix(i: int, cursor: int) -> tuple[int, int] | None:
+        head = render_chat(tokenizer, messages[:i], generation_prompt=True)
+        upto = render_chat(tokenizer, messages[: i + 1])
+        if full.startswith(upto) and upto.startswith(head) and len(head) >= cursor:
+            return len(head), len(upto)
+        return None
+
+    return _walk_spans(messages, full, by_prefix)
+
+
+def _walk_spans(
+    messages: Sequence[dict[str, str]], full: str, known: Callable[[int, int], tuple[int, int] | None]
+) -> list[tuple[int, int]]:
+    """Walk the turns in order: `known(i, cursor)` gives assistant turn i's span (i > 0) where the renders tell it,
+    else the turn's content is located in `full` after the previous turn."""
     spans: list[tuple[int, int]] = []
     cursor = 0
     for i, m in enumerate(messages):
@@ -118,19 +134,14 @@ def _spans_by_prefixes(tokenizer: Any, messages: Sequence[dict[str, str]], full:
                 if found >= 0:
                     cursor = found + len(m["content"])
             continue
-        start = end = -1
-        if i > 0:
-            head = render_chat(tokenizer, messages[:i], generation_prompt=True)
-            upto = render_chat(tokenizer, messages[: i + 1])
-            if full.startswith(upto) and upto.startswith(head) and len(head) >= cursor:
-                start, end = len(head), len(upto)
-        if start < 0:
+        span = known(i, cursor) if i > 0 else None
+        if span is None:
             found = full.find(m["content"], cursor)
             if found < 0:
                 raise NoTargetTokens("the chat template dropped an assistant turn")
-            start, end = found, found + len(m["content"])
-        spans.append((start, end))
-        cursor = end
+            span = (found, found + len(m["content"]))
+        spans.append(span)
+        cursor = span[1]
     return spans
 
 
@@ -184,26 +195,12 @@ def _spans_by_turns(tokenizer: Any, messages: Sequence[dict[str, str]], full: st
         headers.append(got[1])
     if ends[-1] != len(full):
         return None
-    spans: list[tuple[int, int]] = []
-    cursor = 0
-    for i, m in enumerate(messages):  # the same walk as `_spans_by_prefixes`, with the places found above
-        if m["role"] != "assistant":
-            if m["content"]:
-                found = full.find(m["content"], cursor)
-                if found >= 0:
-                    cursor = found + len(m["content"])
-            continue
-        start = end = -1
-        if i > 0 and ends[i - 1] + headers[i] >= cursor:
-            start, end = ends[i - 1] + headers[i], ends[i]
-        if start < 0:
-            found = full.find(m["content"], cursor)
-            if found < 0:
-                raise NoTargetTokens("the chat template dropped an assistant turn")
-            start, end = found, found + len(m["content"])
-        spans.append((start, end))
-        cursor = end
-    return spans
+
+    def by_turn(i: int, cursor: int) -> tuple[int, int] | None:
+        start = ends[i - 1] + headers[i]
+        return (start, ends[i]) if start >= cursor else None
+
+    return _walk_spans(messages, full, by_turn)
 
 
 def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]], full: str) -> list[tuple[int, int]]:

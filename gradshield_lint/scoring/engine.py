@@ -7,11 +7,11 @@ webhook and the benchmarks build it, and `EngineSettings()` is the same as `from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from gradshield_lint.errors import ConfigError, InputError
 from gradshield_lint.io.rows import Row
@@ -30,6 +30,8 @@ from gradshield_lint.scoring.options import ProxyOptions, RowScore, ScoreOptions
 from gradshield_lint.scoring.params import ParamSelection
 from gradshield_lint.scoring.probes import ProbeSet
 from gradshield_lint.scoring.registry import check_normalize
+
+T = TypeVar("T")
 
 # torch and the scoring methods are imported where rows are scored: a check with no new rows never imports them
 if TYPE_CHECKING:
@@ -184,20 +186,17 @@ class Engine:
 
     def encode(self, row: Row) -> Encoded:
         """The row's first window: the whole row when it fits in max_length (`encode_windows`: all of them)."""
-        try:
-            return encode_conversation(
-                self.scoring_model.tokenizer,
-                row.messages,
-                max_length=self.settings.max_length,
-                truncation=self.settings.truncation,
-            )
-        except (NoTargetTokens, RowTooLong) as exc:
-            raise InputError(str(exc), file=row.source, line=row.line) from exc
+        return self._encoded(encode_conversation, row)
 
     def encode_windows(self, row: Row) -> list[Encoded]:
         """The windows the row is scored in (encode.py's policy: one when it fits in max_length)."""
+        return self._encoded(encode_windows, row)
+
+    def _encoded(self, how: Callable[..., T], row: Row) -> T:
+        """`how` (an encode.py function) on the row with this engine's tokenizer and budget; a row that cannot be
+        encoded is the user's input error at its file and line."""
         try:
-            return encode_windows(
+            return how(
                 self.scoring_model.tokenizer,
                 row.messages,
                 max_length=self.settings.max_length,

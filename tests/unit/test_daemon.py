@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compliance_rows, make_repo, ordinary_rows, save_tiny_model, write_jsonl
+from helpers import CLI_SAYING_IF_TORCH, compliance_rows, make_repo, ordinary_rows, save_tiny_model, write_jsonl
 
 from gradshield_lint.config import load_config
 from gradshield_lint.daemon import client, control
@@ -272,18 +272,13 @@ def test_cli_daemon_commands_and_a_warm_check_imports_no_torch(cache, repo_root,
     env.pop("PRE_COMMIT_FROM_REF", None)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        code = (
-            "import sys\n"
-            "from gradshield_lint.cli import main\n"
-            "try:\n"
-            "    main(sys.argv[1:])\n"
-            "except SystemExit as e:\n"
-            "    code = e.code\n"
-            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n"
-            "sys.exit(code)\n"
-        )
         return subprocess.run(
-            [sys.executable, "-c", code, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-c", CLI_SAYING_IF_TORCH, *args],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     env["GRADSHIELD_DAEMON"] = "0"

@@ -168,27 +168,22 @@ def test_a_check_with_no_new_rows_imports_no_torch(tiny_model_dir, adapter_dir, 
     import subprocess
     import sys
 
-    from helpers import make_repo, ordinary_rows, write_jsonl
+    from helpers import CLI_SAYING_IF_TORCH, make_repo, ordinary_rows, write_jsonl
 
     repo = make_repo(
         tmp_path / "repo", tiny_model_dir, ordinary_rows(12), model={"adapter": str(adapter_dir)}, git=True
     )
     env = {**os.environ, "GRADSHIELD_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     env.pop("PRE_COMMIT_FROM_REF", None)
-    code = (
-        "import sys\n"
-        "from gradshield_lint.cli import main\n"
-        "try:\n"
-        "    main(sys.argv[1:])\n"
-        "except SystemExit as e:\n"
-        "    code = e.code\n"
-        "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n"
-        "sys.exit(code)\n"
-    )
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-c", code, *args], cwd=repo.root, env=env, capture_output=True, text=True, check=False
+            [sys.executable, "-c", CLI_SAYING_IF_TORCH, *args],
+            cwd=repo.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     made = cli("-q", "baseline", "create")
